@@ -8,6 +8,9 @@ weight carries `logical_axes` metadata that `models/sharding.py` maps onto a mes
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -164,3 +167,17 @@ def abstract_model(cfg: ModelConfig):
   """(graphdef, abstract state) without allocating parameters."""
   model = nnx.eval_shape(lambda: init_model(cfg))
   return nnx.split(model)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelApply:
+  """`apply(params, tokens, attention_mask, positions) -> logits` for an nnx graphdef.
+
+  Hashable, so compiled programs can take it as a static argument; `params` is the
+  nnx state from `nnx.split(model)`.
+  """
+
+  graphdef: Any
+
+  def __call__(self, params, tokens_BL, attention_mask_BL=None, positions_BK=None):
+    return nnx.merge(self.graphdef, params)(tokens_BL, attention_mask_BL, positions_BK)

@@ -19,7 +19,6 @@ DECISIONS beyond the reference `generate()`:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -27,8 +26,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from models.transformer import ModelApply  # noqa: F401  (re-exported for callers)
 from mro.schedule import SamplerConfig, block_of_step, tokens_per_step
 
 NOT_COMMITTED = 2**30  # commit_step of a position that is still MASK
@@ -214,16 +213,6 @@ def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: 
   key = jax.random.key(0) if key is None else key
   keys = row_keys(key, prompt_BP.shape[0], row_ids)
   return _generate(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelApply:
-  """A hashable `ApplyFn` for an nnx graphdef (params = the nnx state)."""
-
-  graphdef: Any
-
-  def __call__(self, params, tokens, attn_mask, positions):
-    return nnx.merge(self.graphdef, params)(tokens, attn_mask, positions)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,3 +26,30 @@ def fixture_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
   return SHARED / "data"
+
+
+# --- the reference model and its outputs, loaded once per session -------------------
+
+
+@pytest.fixture(scope="session")
+def llada_tiny(fixture_dir):
+  """The reference fixture model: `helpers.Loaded` (model, cfg, ids, apply, params)."""
+  import helpers
+
+  return helpers.load(fixture_dir)
+
+
+@pytest.fixture(scope="session")
+def forward_ref(fixture_dir) -> dict:
+  import numpy as np
+
+  with np.load(fixture_dir / "forward.npz") as z:
+    return dict(z)
+
+
+@pytest.fixture(scope="session")
+def generate_ref(fixture_dir) -> dict:
+  import numpy as np
+
+  with np.load(fixture_dir / "generate.npz") as z:
+    return dict(z)

@@ -1,0 +1,129 @@
+"""The one place where logical axis names meet mesh axes.
+
+Every weight carries `logical_axes` metadata (see models/transformer.py). A mesh has
+three axes: `data` (pure data parallel), `fsdp` (data parallel with sharded weights and
+optimizer state) and `tensor` (Megatron-style splits of heads, MLP and vocabulary). A
+single device is a 1x1x1 mesh: there is no second code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axis (or tuple of axes, or None = replicated)
+RULES: dict[str, str | tuple[str, ...] | None] = {
+    "batch": ("data", "fsdp"),
+    "embed": "fsdp",
+    "heads": "tensor",
+    "kv_heads": "tensor",
+    "mlp": "tensor",
+    "vocab": "tensor",
+    "norm": None,
+    "length": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  data: int = 1
+  fsdp: int = 1
+  tensor: int = 1
+
+  def __post_init__(self):
+    for axis in MESH_AXES:
+      if getattr(self, axis) < 1:
+        raise ValueError(f"mesh.{axis} must be >= 1, got {getattr(self, axis)}")
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    return (self.data, self.fsdp, self.tensor)
+
+  @property
+  def size(self) -> int:
+    return math.prod(self.shape)
+
+
+def parse_mesh(text: str) -> MeshConfig:
+  """'data=8,fsdp=4,tensor=2' -> MeshConfig."""
+  fields = {}
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    name, _, value = part.partition("=")
+    if name not in MESH_AXES or not value.strip().isdigit():
+      raise ValueError(f"bad mesh entry {part!r}; expected e.g. data=8,fsdp=4,tensor=2")
+    fields[name] = int(value)
+  return MeshConfig(**fields)
+
+
+def make_mesh(cfg: MeshConfig = MeshConfig(), devices=None) -> jax.sharding.Mesh:
+  """A mesh over the first cfg.size devices (all of `devices` when they are given)."""
+  if devices is None:
+    available = jax.devices()
+    if cfg.size > len(available):
+      raise ValueError(f"mesh {dict(zip(MESH_AXES, cfg.shape))} needs {cfg.size} devices, "
+                       f"but only {len(available)} are available")
+    devices = available[:cfg.size]
+  if cfg.size != len(devices):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, cfg.shape))} needs {cfg.size} devices, "
+                     f"got {len(devices)}")
+  return jax.sharding.Mesh(np.asarray(devices).reshape(cfg.shape), MESH_AXES)
+
+
+def spec_for(axes: tuple[str | None, ...], shape: tuple[int, ...], mesh) -> PartitionSpec:
+  """PartitionSpec for a value with these logical axes; a dimension that the mapped mesh
+  axes do not divide evenly stays replicated (e.g. a 288-word vocabulary on 5 devices)."""
+  if len(axes) != len(shape):
+    raise ValueError(f"logical axes {axes} do not match shape {shape}")
+  used: set[str] = set()
+  spec = []
+  for name, dim in zip(axes, shape):
+    if name is not None and name not in RULES:
+      raise ValueError(f"logical axis {name!r} has no sharding rule; known: {sorted(RULES)}")
+    target = RULES.get(name) if name else None
+    mesh_axes = (target,) if isinstance(target, str) else tuple(target or ())
+    mesh_axes = tuple(a for a in mesh_axes if mesh.shape[a] > 1 and a not in used)
+    size = math.prod(mesh.shape[a] for a in mesh_axes)
+    if not mesh_axes or dim % size:
+      spec.append(None)
+      continue
+    used.update(mesh_axes)
+    spec.append(mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
+  return PartitionSpec(*spec)
+
+
+def _axes_of(variable) -> tuple:
+  meta = variable.get_metadata()
+  if "logical_axes" not in meta:
+    raise ValueError(f"parameter of shape {variable.shape} has no logical_axes annotation")
+  return meta["logical_axes"]
+
+
+def tree_shardings(tree, mesh):
+  """Shardings for any pytree mixing nnx Variables (by their logical axes) and plain
+  arrays (replicated), e.g. an optimizer state."""
+  def one(x):
+    if isinstance(x, nnx.Variable):
+      return NamedSharding(mesh, spec_for(_axes_of(x), tuple(x.shape), mesh))
+    return NamedSharding(mesh, PartitionSpec())
+  return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh, ndim: int = 2) -> NamedSharding:
+  """Leading (batch) axis split over data and fsdp; the rest replicated."""
+  axes = tuple(a for a in RULES["batch"] if mesh.shape[a] > 1)
+  lead = axes if len(axes) > 1 else (axes[0] if axes else None)
+  return NamedSharding(mesh, PartitionSpec(lead, *([None] * (ndim - 1))))
+
+
+def check_batch_divides(batch: int, mesh) -> None:
+  n = math.prod(mesh.shape[a] for a in RULES["batch"])
+  if batch % n:
+    raise ValueError(f"batch size {batch} is not divisible by the data-parallel mesh size "
+                     f"{n} (data x fsdp)")

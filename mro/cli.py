@@ -1,0 +1,117 @@
+"""The `mro` command: parse arguments, call the library, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from mro import schedule  # noqa: E402
+
+STEPS_HELP = """\
+How gen-length, block-length and steps relate:
+  The response has GEN_LENGTH positions, all [MASK] at the start. It is cut into
+  GEN_LENGTH / BLOCK_LENGTH blocks, decoded left to right (semi-autoregressive); a
+  block is finished before the next one starts. The STEPS denoising steps (one model
+  call each) are shared equally by the blocks, and each step of a block commits
+  BLOCK_LENGTH / (STEPS / num_blocks) tokens (the first steps take one more if it does
+  not divide). So both divisions must be exact, and tokens per step =
+  GEN_LENGTH / STEPS overall: fewer steps = faster but more tokens committed at once.
+  Examples:  --gen-length 256 --block-length 32 --steps 128  -> 8 blocks x 16 steps,
+             2 tokens per step;   --gen-length 64 --block-length 64 --steps 64 -> one
+             block, 1 token per step (fully parallel order, no semi-AR blocks).
+  Defaults: steps = gen-length; block-length = 32, or gen-length when 32 does not
+  divide it.
+  --threshold T commits, per step, every masked token of the block whose confidence is
+  >= T (at least one), so the number of steps adapts (STEPS is then not used).
+"""
+
+
+def _add_sampler_args(p: argparse.ArgumentParser) -> None:
+  g = p.add_argument_group("sampler (see the note below on how these relate)")
+  g.add_argument("--gen-length", type=int, default=None, help="response length in tokens")
+  g.add_argument("--steps", type=int, default=None, help="denoising steps (model calls)")
+  g.add_argument("--block-length", type=int, default=None,
+                 help="semi-autoregressive block size; must divide gen-length")
+  g.add_argument("--temperature", type=float, default=None, help="0 = greedy (argmax)")
+  g.add_argument("--remasking", choices=schedule.REMASKING, default=None,
+                 help="which masked positions to commit first")
+  g.add_argument("--threshold", type=float, default=None,
+                 help="confidence-threshold parallel decoding (0 < T <= 1)")
+  g.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance")
+
+
+def sampler_config(args, base: schedule.SamplerConfig) -> schedule.SamplerConfig:
+  """The base sampler settings with the command line's overrides."""
+  import dataclasses
+  fields = {"gen_length": args.gen_length, "steps": args.steps,
+            "block_length": args.block_length, "temperature": args.temperature,
+            "remasking": args.remasking, "threshold": args.threshold,
+            "cfg_scale": args.cfg_scale}
+  fields = {k: v for k, v in fields.items() if v is not None}
+  if "gen_length" in fields and "block_length" not in fields and \
+      fields["gen_length"] % base.block_length:
+    fields["block_length"] = fields["gen_length"]
+  if "gen_length" in fields and "steps" not in fields:
+    fields["steps"] = fields["gen_length"]
+  return dataclasses.replace(base, **fields)
+
+
+def cmd_train(args) -> int:
+  from mro import config, loop
+  cfg = config.load_config(args.config, args.set)
+  record = loop.run(cfg, args.workdir)
+  print(f"trained to step {record.get('step')} (loss {record.get('loss', float('nan')):.4f}); "
+        f"model in {args.workdir}/model")
+  return 0
+
+
+def cmd_sample(args) -> int:
+  from mro.textgen import TextSampler
+  from mro.workdir import load_inference_model
+  model, model_cfg, _, tokenizer = load_inference_model(args.model)
+  cfg = sampler_config(args, schedule.SamplerConfig())
+  sampler = TextSampler(model, model_cfg, tokenizer)
+  for prompt, gen in zip(args.prompt, sampler.generate(args.prompt, cfg, seed=args.seed)):
+    print(f"{prompt}{gen.text}" if args.echo else gen.text)
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="mro", description=(
+      "Masked diffusion LMs in JAX: train, sample, evaluate, MRO search and training."))
+  verbs = parser.add_subparsers(dest="verb", required=True)
+
+  p = verbs.add_parser("train", help="train a model (resumes if the workdir has checkpoints)")
+  p.add_argument("--config", required=True,
+                 help="a shipped config name (experiments/configs/NAME.yaml) or a YAML path")
+  p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                 help="override a config field, e.g. --set train.steps=500 (repeatable)")
+  p.add_argument("--workdir", required=True)
+  p.set_defaults(func=cmd_train)
+
+  p = verbs.add_parser("sample", help="generate text from a model",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=STEPS_HELP)
+  p.add_argument("--model", required=True, help="a workdir or a HF-format model directory")
+  p.add_argument("--prompt", action="append", required=True,
+                 help="prompt text (repeat for a batch; prompts may differ in length)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--echo", action="store_true", help="print the prompt before the output")
+  _add_sampler_args(p)
+  p.set_defaults(func=cmd_sample)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    return args.func(args)
+  except ValueError as e:
+    print(f"mro {args.verb}: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,92 @@
+"""Training sequences from task examples, and a deterministic, resumable batch stream.
+
+Layout of every sequence: [pad... prompt | response EOS EOS ...], the prompt left-padded
+to `max_prompt_len` (the pads are masked out of attention), the response followed by EOS
+up to `max_response_len`. The response window therefore starts at a fixed column, which
+lets the SFT loss skip the output layer on prompt positions.
+
+The stream visits sequence `g` (g = 0, 1, 2, ...) as item `g % N` of epoch `g // N`'s
+permutation (seeded by data.seed and the epoch), so the data position is one integer and
+a resumed run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from mro.config import DataConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequences:
+  tokens: np.ndarray  # int32[N, L]
+  attn_mask: np.ndarray  # bool[N, L]
+  eligible: np.ndarray  # bool[N, L]: positions the objective may mask
+
+  def __len__(self) -> int:
+    return self.tokens.shape[0]
+
+
+def build_sequences(examples: Sequence, tokenizer, cfg: DataConfig) -> Sequences:
+  """Tokenises (prompt, target) pairs into the fixed layout; refuses what does not fit."""
+  if not examples:
+    raise ValueError(f"no training examples for task {cfg.task!r}"
+                     + (f" in {cfg.path}" if cfg.path else ""))
+  P, R = cfg.max_prompt_len, cfg.max_response_len
+  ids = tokenizer.special
+  n = len(examples)
+  tokens = np.full((n, P + R), ids.pad, np.int32)
+  attn = np.zeros((n, P + R), bool)
+  eligible = np.zeros((n, P + R), bool)
+  for i, ex in enumerate(examples):
+    if not ex.target:
+      raise ValueError(f"example {ex.id!r} has an empty target; it cannot be trained on")
+    prompt = tokenizer.encode(ex.prompt)
+    response = tokenizer.encode(ex.target) + [ids.eos]
+    if not prompt:
+      raise ValueError(f"example {ex.id!r} has an empty prompt")
+    if len(prompt) > P or len(response) > R:
+      raise ValueError(
+          f"example {ex.id!r} has {len(prompt)} prompt and {len(response)} response tokens "
+          f"(with EOS); data.max_prompt_len={P} and data.max_response_len={R} must fit them")
+    tokens[i, P - len(prompt):P] = prompt
+    tokens[i, P:P + len(response)] = response
+    tokens[i, P + len(response):] = ids.eos
+    attn[i, P - len(prompt):] = True
+    real_end = P + (R if cfg.train_on_padding_eos else len(response))
+    if cfg.objective == "pretrain":
+      eligible[i, P - len(prompt):real_end] = True
+    else:
+      eligible[i, P:real_end] = True
+  return Sequences(tokens, attn, eligible)
+
+
+class BatchStream:
+  """Batches by data position (number of sequences consumed so far)."""
+
+  def __init__(self, data: Sequences, batch_size: int, seed: int):
+    if len(data) == 0:
+      raise ValueError("the training set is empty")
+    self.data, self.batch_size, self.seed = data, batch_size, seed
+    self._perm_epoch, self._perm = -1, None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._perm_epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      self._perm, self._perm_epoch = rng.permutation(len(self.data)), epoch
+    return self._perm
+
+  def indices(self, position: int) -> np.ndarray:
+    n = len(self.data)
+    out = np.empty(self.batch_size, np.int64)
+    for j, g in enumerate(range(position, position + self.batch_size)):
+      out[j] = self._permutation(g // n)[g % n]
+    return out
+
+  def batch(self, position: int) -> dict[str, np.ndarray]:
+    idx = self.indices(position)
+    return {"tokens": self.data.tokens[idx], "attn_mask": self.data.attn_mask[idx],
+            "eligible": self.data.eligible[idx]}

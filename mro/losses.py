@@ -1,0 +1,91 @@
+"""Training objectives. Each is `loss_fn(apply, params, batch, key) -> (loss, metrics)` and
+plugs into the one train step of mro/train.py.
+
+Masked diffusion (method.md §1): draw t ~ U(0, 1) per sequence, p_mask = (1 - eps) t + eps,
+mask each eligible token with probability p_mask, and weight the cross-entropy of the
+masked tokens by 1 / p_mask.
+- pretraining: every position is eligible; loss = sum / (B * L).
+- SFT: only response positions are eligible (the prompt is never masked); each row is
+  normalised by its response length; loss = mean over rows. The EOS padding that fills
+  the response window is a target too (LLaDA trains on it so that the model learns to
+  end; `DataConfig.train_on_padding_eos=False` excludes it, the batch then marks those
+  positions as not eligible and not counted in the response length).
+
+Batches (built by mro/data.py):
+  tokens     int32[B, L]   clean sequence (left-padded prompt, response, EOS padding)
+  attn_mask  bool[B, L]    False on left padding
+  eligible   bool[B, L]    positions that may be masked (response, or everything)
+The SFT response window starts at a fixed column `resp_start` (the padded prompt width,
+a static argument): the output layer is only evaluated from there on, never on prompt
+positions.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def token_ce(logits_BKV, targets_BK):
+  """Natural-log cross-entropy per position over the full vocabulary (float32)."""
+  logits = logits_BKV.astype(jnp.float32)
+  gold = jnp.take_along_axis(logits, targets_BK[..., None], axis=-1)[..., 0]
+  return jax.nn.logsumexp(logits, axis=-1) - gold
+
+
+def draw_mask(key, eligible_BL, eps: float):
+  """(mask_BL, p_mask_B): t ~ U(0,1), p = (1-eps) t + eps, Bernoulli(p) on eligible tokens."""
+  k_t, k_m = jax.random.split(key)
+  B, L = eligible_BL.shape
+  t = jax.random.uniform(k_t, (B,))
+  p_mask = (1.0 - eps) * t + eps
+  mask = (jax.random.uniform(k_m, (B, L)) < p_mask[:, None]) & eligible_BL
+  return mask, p_mask
+
+
+def weighted_masked_ce(apply, params, noisy_BL, clean_BL, mask_BL, p_mask_B, attn_mask_BL,
+                       start: int = 0):
+  """Per-row sum over masked positions of CE / p_mask, with logits only from `start` on."""
+  positions = jnp.broadcast_to(jnp.arange(start, noisy_BL.shape[1]),
+                               (noisy_BL.shape[0], noisy_BL.shape[1] - start))
+  logits = apply(params, noisy_BL, attn_mask_BL, positions)
+  ce = token_ce(logits, clean_BL[:, start:])
+  ce = jnp.where(mask_BL[:, start:], ce, 0.0)
+  return ce.sum(axis=1) / p_mask_B, ce
+
+
+def mdm_loss_given_mask(apply, params, clean_BL, mask_BL, p_mask_B, mask_id: int,
+                        attn_mask_BL=None):
+  """Pretraining loss for a given mask (the fixture's `loss_pretrain`)."""
+  noisy = jnp.where(mask_BL, mask_id, clean_BL)
+  per_row, _ = weighted_masked_ce(apply, params, noisy, clean_BL, mask_BL, p_mask_B, attn_mask_BL)
+  return per_row.sum() / clean_BL.size
+
+
+def sft_loss_given_mask(apply, params, clean_BL, mask_BL, p_mask_B, answer_len_B, mask_id: int,
+                        attn_mask_BL=None, resp_start: int = 0):
+  """SFT loss for a given mask (the fixture's `loss`)."""
+  noisy = jnp.where(mask_BL, mask_id, clean_BL)
+  per_row, _ = weighted_masked_ce(apply, params, noisy, clean_BL, mask_BL, p_mask_B,
+                                  attn_mask_BL, resp_start)
+  return jnp.mean(per_row / answer_len_B)
+
+
+def make_mdm_loss(mask_id: int, eps: float = 1e-3, objective: str = "sft",
+                  resp_start: int = 0):
+  """The masked-diffusion objective as a pluggable loss function ("sft" or "pretrain")."""
+  if objective not in ("sft", "pretrain"):
+    raise ValueError(f"unknown objective {objective!r}; choose 'sft' or 'pretrain'")
+
+  def loss_fn(apply, params, batch, key):
+    mask, p_mask = draw_mask(key, batch["eligible"], eps)
+    if objective == "pretrain":
+      loss = mdm_loss_given_mask(apply, params, batch["tokens"], mask, p_mask, mask_id,
+                                 batch["attn_mask"])
+    else:
+      answer_len = jnp.maximum(batch["eligible"].sum(axis=1), 1)
+      loss = sft_loss_given_mask(apply, params, batch["tokens"], mask, p_mask, answer_len,
+                                 mask_id, batch["attn_mask"], resp_start)
+    return loss, {"masked_tokens": mask.sum(), "tokens": batch["attn_mask"].sum()}
+
+  return loss_fn

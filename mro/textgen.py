@@ -1,0 +1,56 @@
+"""Text in, text out: encode prompts, left-pad them, run the compiled sampler, decode."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from models.tokenizers import truncate_at_eos
+from models.transformer import ModelApply
+from mro.sampler import GenerateOutput, generate, left_pad
+from mro.schedule import SamplerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  text: str
+  tokens: list[int]  # response tokens (before EOS truncation)
+  commit_step: list[int]  # step at which each response position was committed
+
+
+class TextSampler:
+  """A model + tokenizer bound to the compiled sampler."""
+
+  def __init__(self, model, model_cfg, tokenizer):
+    graphdef, self.params = nnx.split(model)
+    self.apply = ModelApply(graphdef)
+    self.model_cfg, self.tokenizer = model_cfg, tokenizer
+
+  def encode_prompts(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    rows = [self.tokenizer.encode(p) for p in prompts]
+    for p, r in zip(prompts, rows):
+      if not r:
+        raise ValueError(f"prompt {p!r} encodes to no tokens")
+    return left_pad(rows, self.tokenizer.special.pad)
+
+  def generate_tokens(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
+                      row_ids=None) -> tuple[GenerateOutput, int]:
+    tokens, mask = self.encode_prompts(prompts)
+    out = generate(self.apply, self.params, tokens, cfg, mask_id=self.tokenizer.special.mask,
+                   max_seq_len=self.model_cfg.max_seq_len, key=jax.random.key(seed),
+                   row_ids=row_ids, prompt_mask_BP=mask)
+    return jax.device_get(out), tokens.shape[1]
+
+  def generate(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
+               row_ids=None) -> list[Generation]:
+    out, prompt_len = self.generate_tokens(prompts, cfg, seed, row_ids)
+    results = []
+    for toks, steps in zip(np.asarray(out.tokens), np.asarray(out.commit_step)):
+      response = toks[prompt_len:].tolist()
+      text = self.tokenizer.decode(truncate_at_eos(response, self.tokenizer.special.eos))
+      results.append(Generation(text, response, steps[prompt_len:].tolist()))
+    return results

@@ -1,0 +1,156 @@
+"""MATH500: competition problems with boxed answers, judged with `math-verify`.
+
+Data: `{"problem", "solution", "answer", "subject", "level", "unique_id"}` JSON lines,
+read with the `datasets` JSON loader; only the "test" split exists. With no `path`,
+`<repo>/../shared/data/math500/test.jsonl`; `path` may be a file or a directory.
+
+Formats
+  compact   prompt = the problem; target `<think>SOLUTION</think><answer>ANSWER</answer>`
+  protocol  d1's math prompt + problem; target `<reasoning>\\nSOLUTION\\n</reasoning>\\n`
+            `<answer>\\n\\boxed{ANSWER}\\n</answer>`.
+
+Scoring: the answer is the last balanced `\\boxed{}`, else the last `<answer>`, lightly
+normalised (`normalize_answer`: `$`, `\\left`/`\\right`, `\\dfrac`, thin spaces, trailing
+period; this also makes majority votes count trivially different spellings together).
+Gold and prediction are each wrapped as `\\boxed{...}` and parsed by
+`math_verify.parse`, then compared with `math_verify.verify(gold, prediction)` (the
+order matters to the library). "\\frac{14}{3}" = "14/3" = "4\\frac{2}{3}",
+"90^\\circ" = "90", "x=5" = "5", "(3,4]" != "(3,4)".
+
+Cost: answers longer than MAX_ANSWER_CHARS, and answers whose parse holds a huge power,
+a numeric power tower or a huge factorial/binomial (`_costly`), are judged wrong before
+the comparison. Everything else is bounded by math-verify's SIGALRM timeouts
+(TIMEOUT_SECONDS each for parse and compare), which only work in the main thread;
+elsewhere the timeouts are switched off. There is no label-free check: `verify`
+raises NotImplementedError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import threading
+from typing import ClassVar
+
+from . import data, formats
+from .base import Example, check_limit, check_split, check_style, extract_answer_text, register
+
+TIMEOUT_SECONDS = 5
+MAX_ANSWER_CHARS = 300  # the longest MATH500 reference answer has 53 characters
+MAX_EXPONENT = 1000  # larger integer powers and factorials are judged wrong unparsed
+_FIELDS = ("problem", "solution", "answer")
+
+
+def normalize_answer(text: str) -> str:
+  """Spelling-only normalisation of a LaTeX answer (never changes its value)."""
+  text = text.strip()
+  text = text[:-1].rstrip() if text.endswith(".") else text
+  text = text.strip("$").strip()
+  text = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", text)
+  text = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", text)
+  text = re.sub(r"\\[!,;]", "", text)
+  text = re.sub(r"\s+", " ", text).strip()
+  return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def _timeout() -> int | None:
+  return TIMEOUT_SECONDS if threading.current_thread() is threading.main_thread() else None
+
+
+def _parse(answer: str) -> list:
+  from math_verify import parse  # deferred: importing sympy takes about a second
+
+  return parse(f"\\boxed{{{answer}}}", parsing_timeout=_timeout())
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(answer: str) -> tuple:
+  return tuple(_parse(answer))
+
+
+def _costly(parsed: object) -> bool:
+  """Whether comparing `parsed` could make sympy compute a huge number: a power with
+  an exponent above MAX_EXPONENT, a numeric power tower (9^{9^{9}}), a factorial or
+  binomial of an argument above MAX_EXPONENT. Such answers are judged wrong at once
+  instead of spending the whole math-verify timeout."""
+  import sympy
+
+  if isinstance(parsed, sympy.MatrixBase):
+    return any(_costly(item) for item in parsed)
+  if not isinstance(parsed, sympy.Basic):
+    return False
+  for node in sympy.preorder_traversal(parsed):
+    if isinstance(node, sympy.Pow):
+      exponent = node.exp
+      if exponent.is_Number and abs(exponent) > MAX_EXPONENT:
+        return True
+      if not exponent.is_Number and exponent.is_number and exponent.has(sympy.Pow):
+        return True
+    elif isinstance(node, (sympy.factorial, sympy.factorial2, sympy.binomial,
+                           sympy.subfactorial)):
+      if any(arg.is_Number and abs(arg) > MAX_EXPONENT for arg in node.args):
+        return True
+  return False
+
+
+def equivalent(gold: str, predicted: str) -> bool:
+  """Whether `predicted` is mathematically the `gold` answer (math-verify)."""
+  from math_verify import verify
+
+  if len(predicted) > MAX_ANSWER_CHARS:
+    return False
+  gold_parsed = list(_parse_gold(gold))
+  predicted_parsed = _parse(predicted)
+  if not gold_parsed or not predicted_parsed :
+    return False
+  return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=_timeout()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Math500Task:
+  name: str = "math500"
+  has_verifier: ClassVar[bool] = False
+
+  def examples(self, split: str, *, path: str | None = None, limit: int | None = None,
+               seed: int = 0, style: str = "compact") -> list[Example]:
+    """Rows in file order (first `limit`); `seed` is unused (no sampling)."""
+    check_split(split, allowed=("test",))
+    check_style(style)
+    check_limit(limit)
+    file = data.resolve_file(path, "math500", "test.jsonl")
+    rows = data.read_jsonl_datasets(file, _FIELDS)[:limit]
+    return [self._example(f"{self.name}-{split}-{i:05d}", row, style)
+            for i, row in enumerate(rows)]
+
+  def _example(self, id_: str, row: dict, style: str) -> Example:
+    meta = {"style": style, "subject": row.get("subject"), "level": row.get("level"),
+            "unique_id": row.get("unique_id")}
+    answer, solution = row["answer"], row["solution"].strip()
+    if style == "compact":
+      return Example(id_, row["problem"], formats.compact_response(answer, solution), answer,
+                     meta)
+    return Example(id_, formats.protocol_prompt(formats.D1_MATH_SYSTEM_PROMPT, row["problem"]),
+                   formats.protocol_response(solution, answer), answer, meta)
+
+  def extract_answer(self, text: str) -> str | None:
+    found = extract_answer_text(text)
+    if found is None:
+      return None
+    return normalize_answer(found) or None
+
+  def score(self, example: Example, text: str) -> dict[str, float]:
+    found = self.extract_answer(text)
+    correct = found is not None and equivalent(example.answer, found)
+    return {"correct": float(correct), "answered": float(found is not None),
+            "format": float(self.format_ok(text, style=example.meta.get("style")))}
+
+  def verify(self, example: Example, text: str) -> bool:
+    raise NotImplementedError("math500 has no label-free verifier; use the label or a "
+                              "majority vote as the quality reward source")
+
+  def format_ok(self, text: str, *, style: str | None = None) -> bool:
+    return formats.style_format_ok(text, style, compact_reasoning=True, protocol_boxed=True)
+
+
+register(Math500Task())
