@@ -158,6 +158,12 @@ def from_hf_dict(hf: dict[str, Any], **overrides: Any) -> tuple[ModelConfig, Spe
       rope_theta=float(hf.get("rope_theta", 10000.0)), norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
       causal=bool(hf.get("causal", False)), shift_logits=bool(hf.get("shift_logits", False)),
   )
+  if hf.get("torch_dtype") in DTYPES:
+    fields["param_dtype"] = hf["torch_dtype"]
+  known = {f.name for f in dataclasses.fields(ModelConfig)}
+  unknown = sorted(set(overrides) - known)
+  if unknown:
+    raise ValueError(f"unknown model config key(s) {unknown}; known keys: {sorted(known)}")
   fields.update(overrides)
   if "mask_token_id" not in hf or "eos_token_id" not in hf:
     raise ValueError("config.json must name mask_token_id and eos_token_id")

@@ -84,7 +84,7 @@ def confidence(logits_BKV, x0_BK, remasking: str, keys_B, step):
     return top2[..., 0] - top2[..., 1]
   if remasking == "entropy":
     logp = jax.nn.log_softmax(logits_BKV, axis=-1)
-    return jnp.sum(probs * logp, axis=-1)  # negative entropy
+    return jnp.sum(jnp.where(probs > 0, probs * logp, 0.0), axis=-1)  # negative entropy
   raise ValueError(f"unknown remasking {remasking!r}")
 
 
@@ -204,12 +204,17 @@ def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: 
   if prompt_BP.ndim != 2 or prompt_BP.shape[1] == 0:
     raise ValueError(f"prompts must be a non-empty [batch, length] array, got shape "
                      f"{prompt_BP.shape}")
+  if prompt_BP.shape[0] == 0:
+    raise ValueError("the batch has no prompts")
   check_lengths(prompt_BP.shape[1], cfg, max_seq_len)
   if prompt_mask_BP is not None:
     prompt_mask_BP = jnp.asarray(prompt_mask_BP)
     if prompt_mask_BP.shape != prompt_BP.shape:
       raise ValueError(f"prompt mask shape {prompt_mask_BP.shape} != prompt shape "
                        f"{prompt_BP.shape}")
+    empty = np.flatnonzero(~np.asarray(prompt_mask_BP).astype(bool).any(axis=1))
+    if empty.size:
+      raise ValueError(f"prompt row(s) {empty.tolist()} have no real token (all padding)")
   key = jax.random.key(0) if key is None else key
   keys = row_keys(key, prompt_BP.shape[0], row_ids)
   return _generate(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id)

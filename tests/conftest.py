@@ -53,3 +53,39 @@ def generate_ref(fixture_dir) -> dict:
 
   with np.load(fixture_dir / "generate.npz") as z:
     return dict(z)
+
+
+# --- one tiny training run, shared by test_train.py and test_cli.py ------------------
+
+# `mro train --config tiny` shrunk to seconds: a 32-wide 2-layer model, 200 arith
+# examples, 20 steps of 8 sequences, a checkpoint every 3 steps, every step logged.
+TINY_TRAIN_SETS = (
+    "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=2",
+    "model.mlp_hidden=64", "tokenizer.vocab_size=64", "data.train_size=200",
+    "data.max_prompt_len=16", "data.max_response_len=64", "train.steps=20",
+    "train.batch_size=8", "train.warmup_steps=2", "train.checkpoint_every=3",
+    "train.log_every=1", "train.progress=false",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_train_sets() -> list[str]:
+  return list(TINY_TRAIN_SETS)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """`mro train` run once in-process to the end: (workdir, exit code, stdout, stderr)."""
+  import contextlib
+  import io
+
+  from mro import cli
+
+  workdir = tmp_path_factory.mktemp("tiny_run") / "wd"
+  out, err = io.StringIO(), io.StringIO()
+  argv = ["train", "--config", "tiny", "--workdir", str(workdir)]
+  for item in TINY_TRAIN_SETS:
+    argv += ["--set", item]
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = cli.main(argv)
+  return workdir, code, out.getvalue(), err.getvalue()

@@ -72,39 +72,54 @@ def test_causal_flag_hides_later_tokens(fixture_dir, llada_tiny, forward_ref):
   assert np.abs(a - llada_tiny.logits(tokens))[0, :-1].max(-1).min() > 1e-3
 
 
+def _build(cfg: mc.ModelConfig, seed: int):
+  """(graphdef, params, jitted forward) of a random model, filled with NumPy (no init compile).
+
+  Norm weights are random too, so a port that ignores them would differ.
+  """
+  rng = np.random.default_rng(seed)
+  graphdef, params = abstract_model(cfg)
+  for _, var in nnx.to_flat_state(params):
+    if len(var.shape) == 1:
+      value = rng.uniform(0.5, 1.5, var.shape)
+    else:
+      value = rng.normal(0.0, 1.0 if var.shape[0] == cfg.vocab_size else var.shape[0] ** -0.5,
+                         var.shape)
+    var.set_value(jnp.asarray(value, var.dtype))
+  return graphdef, params, jax.jit(lambda p, t: nnx.merge(graphdef, p)(t))
+
+
 def test_grouped_kv_heads_equal_explicitly_repeated_kv_heads():
   gqa_cfg = _small_cfg(n_heads=4, n_kv_heads=2)
   mha_cfg = dataclasses.replace(gqa_cfg, n_kv_heads=4)
-  gqa = init_model(gqa_cfg, seed=3)
-  graphdef, state = nnx.split(init_model(mha_cfg, seed=0))
+  _, gqa_params, gqa_forward = _build(gqa_cfg, seed=3)
+  mha_graphdef, mha_params = abstract_model(mha_cfg)
   # Copy every weight; K/V heads repeated so query head h uses KV head h // groups.
   hd, groups = gqa_cfg.resolved_head_dim, gqa_cfg.n_heads // gqa_cfg.n_kv_heads
-  flat_gqa = dict(nnx.to_flat_state(nnx.state(gqa, nnx.Param)))
-  new = {}
-  for path, var in nnx.to_flat_state(state):
-    value = flat_gqa[path][...]
+  source = dict(nnx.to_flat_state(gqa_params))
+  for path, var in nnx.to_flat_state(mha_params):
+    value = source[path][...]
     if path[-2:-1] in (("k_proj",), ("v_proj",)):
       d = value.shape[0]
       value = jnp.repeat(value.reshape(d, -1, hd), groups, axis=1).reshape(d, -1)
-    assert value.shape == var[...].shape, path
-    new[path] = value
-  for path, var in nnx.to_flat_state(state):
-    var.set_value(new[path])
-  mha = nnx.merge(graphdef, state)
+    assert value.shape == var.shape, path
+    var.set_value(value)
+  mha_forward = jax.jit(lambda p, t: nnx.merge(mha_graphdef, p)(t))
   tokens = _tokens(np.random.default_rng(0), (2, 24), gqa_cfg.vocab_size)
-  out_gqa, out_mha = np.asarray(gqa(tokens)), np.asarray(mha(tokens))
+  out_gqa = np.asarray(gqa_forward(gqa_params, tokens))
+  out_mha = np.asarray(mha_forward(mha_params, tokens))
   assert np.abs(out_gqa).max() > 1e-2
   np.testing.assert_allclose(out_gqa, out_mha, atol=1e-5, rtol=0)
 
 
 def test_grouped_kv_heads_shrink_the_kv_projections():
   cfg = _small_cfg(n_heads=4, n_kv_heads=1)
-  model = init_model(cfg)
-  attn = model.blocks[0].attn
+  graphdef, params, forward = _build(cfg, seed=0)
+  attn = nnx.merge(graphdef, params).blocks[0].attn
   assert attn.k_proj.kernel.shape == (64, 16) and attn.v_proj.kernel.shape == (64, 16)
   assert attn.q_proj.kernel.shape == (64, 64)
   tokens = _tokens(np.random.default_rng(1), (2, 10), cfg.vocab_size)
-  assert np.isfinite(np.asarray(model(tokens))).all()
+  assert np.isfinite(np.asarray(forward(params, tokens))).all()
 
 
 # --- padding ---------------------------------------------------------------------------
@@ -134,6 +149,22 @@ def test_all_ones_attention_mask_equals_no_mask(llada_tiny, forward_ref):
                              llada_tiny.logits(tokens), atol=1e-6, rtol=0)
 
 
+def test_rematerialised_layers_give_the_same_logits(fixture_dir, llada_tiny, forward_ref):
+  remat = helpers.load(fixture_dir, remat=True)
+  tokens, mask = forward_ref["input_ids_padded"], forward_ref["attention_mask"]
+  np.testing.assert_allclose(remat.logits(tokens, mask), llada_tiny.logits(tokens, mask),
+                             atol=1e-5, rtol=0)
+
+
+def test_bfloat16_compute_stays_close_and_returns_float32(fixture_dir, forward_ref):
+  bf16 = helpers.load(fixture_dir, compute_dtype="bfloat16")
+  logits = bf16.logits(forward_ref["input_ids"])
+  assert logits.dtype == np.float32 and np.isfinite(logits).all()
+  ref = forward_ref["logits"]
+  assert np.abs(logits - ref).mean() < 0.1 * np.abs(ref).mean()
+  assert (logits.argmax(-1) == ref.argmax(-1)).mean() > 0.9
+
+
 # --- output positions and the shift flag -------------------------------------------------
 
 
@@ -160,9 +191,10 @@ def test_shift_logits_flag_shifts_predictions_by_one(fixture_dir, llada_tiny, fo
 
 
 def test_sequences_longer_than_max_seq_len_are_refused():
-  cfg = _small_cfg(max_seq_len=16)
-  with pytest.raises(ValueError, match="max_seq_len"):
-    init_model(cfg)(np.zeros((1, 17), np.int32))
+  graphdef, params, _ = _build(_small_cfg(max_seq_len=16), seed=0)
+  model = nnx.merge(graphdef, params)
+  with pytest.raises(ValueError, match="max_seq_len=16"):
+    model(np.zeros((1, 17), np.int32))
 
 
 # --- shapes without allocation, parameter count, metadata -----------------------------

@@ -114,6 +114,30 @@ def test_mask_tokens_inside_a_prompt_stay_as_given(llada_tiny, prompts):
   helpers.assert_committed_once(out, 12, SMALL, mask_id)
 
 
+def test_uneven_schedule_commits_the_remainder_in_the_first_steps(llada_tiny, prompts):
+  scfg = SamplerConfig(gen_length=20, steps=6, block_length=10)  # [4, 3, 3] per block
+  out = llada_tiny.generate(prompts, scfg)
+  helpers.assert_committed_once(out, prompts.shape[1], scfg, llada_tiny.ids.mask)
+  helpers.check_trajectory(llada_tiny, out, prompts.shape[1], scfg)
+
+
+def test_a_stopped_run_resumes_to_the_same_result(llada_tiny, prompts, small_run):
+  run = jax.jit(sampler.run_steps, static_argnames=("apply", "prompt_len", "cfg", "mask_id",
+                                                    "stop"))
+  mask_id, P = llada_tiny.ids.mask, prompts.shape[1]
+  start = sampler.init_state(jax.numpy.asarray(prompts), SMALL.gen_length,
+                             sampler.row_keys(jax.random.key(0), 3), mask_id)
+  kw = dict(prompt_len=P, cfg=SMALL, mask_id=mask_id)
+  mid = run(llada_tiny.apply, llada_tiny.params, start, None, stop=3, **kw)
+  assert int(mid.step) == 3
+  np.testing.assert_array_equal(
+      np.asarray(mid.tokens), np.asarray(state_at(small_run.tokens, small_run.commit_step, 3,
+                                                  mask_id)))
+  end = run(llada_tiny.apply, llada_tiny.params, mid, None, stop=None, **kw)
+  np.testing.assert_array_equal(np.asarray(end.tokens), np.asarray(small_run.tokens))
+  np.testing.assert_array_equal(np.asarray(end.commit_step), np.asarray(small_run.commit_step))
+
+
 # --- randomness ----------------------------------------------------------------------------
 
 
@@ -136,8 +160,9 @@ def test_different_seeds_give_different_tokens(llada_tiny, prompts, small_run):
 def test_rows_of_a_batch_draw_different_noise(llada_tiny):
   same = np.repeat(np.asarray([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]], np.int32), 3, 0)
   tokens = np.asarray(llada_tiny.generate(same, HOT, key=jax.random.key(1)).tokens)
-  assert (tokens[0, 12:] != tokens[1, 12:]).mean() > 0.5
-  assert (tokens[1, 12:] != tokens[2, 12:]).mean() > 0.5
+  # Identical rows would share every token; independent noise changes many of them.
+  assert (tokens[0, 12:] != tokens[1, 12:]).mean() > 0.25
+  assert (tokens[1, 12:] != tokens[2, 12:]).mean() > 0.25
 
 
 def test_tiny_temperature_reproduces_greedy_decoding(llada_tiny, prompts, small_run):
@@ -185,8 +210,12 @@ def test_left_padded_prompts_generate_as_each_prompt_alone(llada_tiny, reference
   _, scfg, mask, out = reference_runs["out_padded_g32_s16_b8"]
   padded = generate_ref["padded_prompts"]
   assert sorted(set(mask.sum(1))) == [5, 9, 12]  # mixed lengths
-  for i in range(padded.shape[0]):
-    real = padded[i, mask[i] == 1][None]
+  rows = [padded[i, mask[i] == 1].tolist() for i in range(padded.shape[0])]
+  rebuilt, rebuilt_mask = left_pad(rows, pad_id=llada_tiny.ids.pad)
+  np.testing.assert_array_equal(rebuilt, padded)
+  np.testing.assert_array_equal(rebuilt_mask, mask)
+  for i, row in enumerate(rows):
+    real = np.asarray([row], np.int32)
     alone = llada_tiny.generate(real, scfg)
     np.testing.assert_array_equal(np.asarray(out.tokens)[i, 12:], np.asarray(alone.tokens)[0, -32:],
                                   err_msg=f"row {i}")
@@ -211,9 +240,7 @@ def test_left_pad_refuses_empty_prompts(rows):
 
 
 @pytest.mark.parametrize("remasking", ["low_confidence", "random", "margin",
-                                       pytest.param("entropy", marks=pytest.mark.xfail(
-                                           strict=True, reason="BUG: entropy score is NaN "
-                                           "(0 * log 0 at the -inf MASK logit)"))])
+                                       "entropy"])
 def test_every_remasking_mode_commits_each_position_once(llada_tiny, prompts, remasking):
   scfg = dataclasses.replace(SMALL, remasking=remasking)
   out = llada_tiny.generate(prompts, scfg)
@@ -259,7 +286,7 @@ def test_middle_threshold_commits_confident_positions_together(llada_tiny, promp
   helpers.check_trajectory(llada_tiny, out, prompts.shape[1], scfg)
   # Rows finish after different numbers of steps; the loop runs until the slowest one.
   last = np.asarray(out.commit_step)[:, 12:].max(1)
-  assert last.max() == int(out.nfe) - 1
+  assert len(set(last.tolist())) > 1 and last.max() == int(out.nfe) - 1
 
 
 def test_guidance_doubles_network_evaluations_and_follows_guided_logits(llada_tiny, prompts,
@@ -311,6 +338,16 @@ def test_bad_input_raises_before_compiling(llada_tiny, no_compile, prompt_shape,
                                            match):
   mask = None if mask_shape is None else np.ones(mask_shape, np.int32)
   with pytest.raises(ValueError, match=match):
+    llada_tiny.generate(np.ones(prompt_shape, np.int32), SMALL, prompt_mask_BP=mask)
+
+
+@pytest.mark.parametrize("prompt_shape, mask", [
+    ((0, 12), None),
+    ((2, 12), np.array([[0] * 11 + [1], [0] * 12], np.int32)),  # row 1: padding only
+])
+def test_empty_batch_or_all_padding_prompt_raises_before_compiling(llada_tiny, no_compile,
+                                                                  prompt_shape, mask):
+  with pytest.raises(ValueError):
     llada_tiny.generate(np.ones(prompt_shape, np.int32), SMALL, prompt_mask_BP=mask)
 
 

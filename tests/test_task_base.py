@@ -95,6 +95,8 @@ def test_compact_format_needs_think_then_answer_and_tolerates_whitespace_and_tra
   assert not tagged_format_ok("", "think")
   assert tagged_format_ok("<answer>1234</answer>", None)
   assert not tagged_format_ok("<think>x</think><answer>1234</answer>", None)
+  assert not tagged_format_ok("<answer>1234</answer><answer>1234</answer>", None)
+  assert not tagged_format_ok("<answer>1234</answer></answer>", None)
 
 
 def test_protocol_format_accepts_a_missing_opening_reasoning_tag_and_can_require_a_box():

@@ -135,6 +135,11 @@ def test_grids_with_repeated_digits_or_changed_givens_do_not_verify():
   other = next(g for g in S.all_grids() if g != D1_SOLUTION)
   assert not task.verify(example, f"<answer>{other}</answer>")
   assert not task.verify(example, "<answer>" + D1_SOLUTION.replace("4", "5") + "</answer>")
+  latin_not_sudoku = "1234214334124321"  # rows and columns fine, top-left box repeats
+  assert _is_latin_with_boxes(latin_not_sudoku) is False and not S.is_valid_grid(latin_not_sudoku)
+  blank = SudokuTask(unique=False)._example("y", "0" * 16, S.all_grids()[0], "compact")
+  assert not task.verify(blank, f"<answer>{latin_not_sudoku}</answer>")
+  assert task.verify(blank, f"<answer>{S.all_grids()[-1]}</answer>")
 
 
 def test_the_compact_prompt_and_target_are_short():

@@ -102,7 +102,7 @@ def equivalent(gold: str, predicted: str) -> bool:
     return False
   gold_parsed = list(_parse_gold(gold))
   predicted_parsed = _parse(predicted)
-  if not gold_parsed or not predicted_parsed :
+  if not gold_parsed or not predicted_parsed or any(_costly(p) for p in predicted_parsed):
     return False
   return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=_timeout()))
 
