@@ -116,7 +116,8 @@ def tree_shardings(tree, mesh):
 
 
 def batch_sharding(mesh, ndim: int = 2) -> NamedSharding:
-  """Leading (batch) axis split over data and fsdp; the rest replicated."""
+  """Leading (batch) axis split over data and fsdp; the rest replicated. With ndim=1 the
+  spec is a prefix that fits arrays of any rank (e.g. a batch dict of [B] and [B, L])."""
   axes = tuple(a for a in RULES["batch"] if mesh.shape[a] > 1)
   lead = axes if len(axes) > 1 else (axes[0] if axes else None)
   return NamedSharding(mesh, PartitionSpec(lead, *([None] * (ndim - 1))))

@@ -70,9 +70,9 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
   from mro.textgen import TextSampler
-  from mro.workdir import load_inference_model
+  from mro.workdir import load_inference_model, recorded_sampler_config
+  cfg = sampler_config(args, recorded_sampler_config(args.model) or schedule.SamplerConfig())
   model, model_cfg, _, tokenizer = load_inference_model(args.model)
-  cfg = sampler_config(args, schedule.SamplerConfig())
   sampler = TextSampler(model, model_cfg, tokenizer)
   for prompt, gen in zip(args.prompt, sampler.generate(args.prompt, cfg, seed=args.seed)):
     print(f"{prompt}{gen.text}" if args.echo else gen.text)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return args.func(args)
-  except ValueError as e:
+  except (ValueError, OSError) as e:
     print(f"mro {args.verb}: error: {e}", file=sys.stderr)
     return 2
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -112,6 +113,11 @@ class TrainConfig:
                        "train.min_lr_ratio in [0, 1]")
     if self.grad_clip <= 0:
       raise ValueError(f"train.grad_clip must be positive, got {self.grad_clip}")
+    for name in ("b1", "b2"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ValueError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+    if self.weight_decay < 0:
+      raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
     if self.warmup_steps >= self.steps:
       raise ValueError(f"train.warmup_steps={self.warmup_steps} must be < train.steps="
                        f"{self.steps}")
@@ -142,6 +148,8 @@ _SECTION_TYPES = {"model": ModelConfig, "tokenizer": TokenizerConfig, "data": Da
 
 def _check_type(where: str, value: Any, annotation: Any) -> Any:
   """Value coerced to the field's declared type, or a ValueError naming the field."""
+  if isinstance(value, float) and not math.isfinite(value):
+    raise ValueError(f"{where} must be a finite number, got {value!r}")
   options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) \
       else (annotation,)
   if value is None and type(None) in options:
@@ -155,9 +163,12 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
       return float(value)
     if t is float and isinstance(value, str):  # YAML reads "1e-3" as a string
       try:
-        return float(value)
+        number = float(value)
       except ValueError:
-        pass
+        continue
+      if not math.isfinite(number):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+      return number
     if t is str and isinstance(value, str):
       return value
   names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
@@ -169,7 +180,10 @@ def _build_section(name: str, values: dict[str, Any]):
   values = dict(values)
   base = cls()
   if name == "model" and "preset" in values:
-    base = model_config.preset(values.pop("preset"))
+    preset_name = values.pop("preset")
+    if not isinstance(preset_name, str):
+      raise ValueError(f"model.preset must be a preset name, got {preset_name!r}")
+    base = model_config.preset(preset_name)
   fields = typing.get_type_hints(cls)
   unknown = sorted(set(values) - set(fields))
   if unknown:
@@ -195,6 +209,11 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 
 def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
   """Applies `section.key=value` overrides (values parsed as YAML scalars)."""
+  if not isinstance(raw, dict):
+    raise ValueError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+  for name, values in raw.items():
+    if values is not None and not isinstance(values, dict):
+      raise ValueError(f"config section {name!r} must be a mapping, got {values!r}")
   raw = {k: dict(v or {}) for k, v in raw.items()}
   for item in sets:
     key, sep, text = item.partition("=")

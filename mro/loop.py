@@ -92,23 +92,28 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossF
     position, start = meta["data_position"], latest
   wdlib.truncate_metrics(wd.metrics, start)
   end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
-  record: dict[str, Any] = {}
+  record: dict[str, Any] = (wdlib.read_metrics(wd.metrics) or [{}])[-1]
+  if start >= end:
+    ckpt.close()
+    return record
+  step_fn = step_fn.lower(state, stream.batch(position)).compile()  # keep compile out of timing
   run_wandb = _wandb_run(cfg, wd)
   bar = tqdm(total=cfg.train.steps, initial=start, disable=not cfg.train.progress,
              desc="train", dynamic_ncols=True)
   with contextlib.closing(bar):
     for step in range(start + 1, end + 1):
       t0 = time.perf_counter()
-      state, metrics = step_fn(state, stream.batch(position))
+      batch = stream.batch(position)
+      state, metrics = step_fn(state, batch)
       position += cfg.train.batch_size
-      loss = float(metrics["loss"])
+      loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
       seconds = time.perf_counter() - t0
-      if not math.isfinite(loss):
+      if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         ckpt.close()
         raise NonFiniteLossError(
-            f"loss is {loss} at step {step}; stopped. The last good checkpoint is step "
-            f"{ckpt.latest_step()} in {wd.checkpoints}")
-      tokens_per_s = float(metrics["tokens"]) / seconds
+            f"loss {loss}, gradient norm {grad_norm} at step {step}; stopped. The last good "
+            f"checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
+      tokens_per_s = float(batch["attn_mask"].sum()) / seconds
       bar.update(1)
       bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
       if step % cfg.train.log_every == 0 or step == end:

@@ -70,7 +70,7 @@ def init_state(model_cfg: ModelConfig, optimizer, seed: int, mesh, params=None):
 
 
 def _grads(apply, loss_fn: LossFn, params, batch, key, grad_accum: int):
-  """Mean loss, gradient and metrics over `grad_accum` micro-batches."""
+  """Mean loss and gradient over `grad_accum` micro-batches; metrics are summed (counts)."""
   grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
   if grad_accum == 1:
     (loss, aux), grads = grad_fn(apply, params, batch, key)
@@ -94,7 +94,7 @@ def train_step(state: TrainState, batch: dict, *, apply, loss_fn: LossFn, optimi
   loss, grads, aux = _grads(apply, loss_fn, state.params, batch, key, grad_accum)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step),
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
              **aux}
   return TrainState(state.step + 1, params, opt_state, rng), metrics
 
@@ -104,5 +104,6 @@ def jit_train_step(apply, loss_fn: LossFn, optimizer, cfg: TrainConfig, sharding
   """The train step compiled once: state donated, shardings declared."""
   step = functools.partial(train_step, apply=apply, loss_fn=loss_fn, optimizer=optimizer,
                            grad_accum=cfg.grad_accum, schedule=lr_schedule(cfg))
-  return jax.jit(step, donate_argnums=0, in_shardings=(shardings, batch_sharding(mesh)),
+  return jax.jit(step, donate_argnums=0,
+                 in_shardings=(shardings, batch_sharding(mesh, ndim=1)),
                  out_shardings=(shardings, None))

@@ -52,6 +52,12 @@ class Workdir:
     return self.root / "model"
 
 
+# Settings that may change between a run and its resumption (they do not change results).
+IGNORED_ON_RESUME = {"train": ("progress", "wandb", "wandb_project", "log_every",
+                               "keep_checkpoints", "checkpoint_every"),
+                     "sampler": tuple(f.name for f in dataclasses.fields(exp_config.SamplerConfig))}
+
+
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
   out = []
   for k in sorted(set(a) | set(b)):
@@ -69,9 +75,13 @@ def claim(root: str | Path, cfg: exp_config.ExperimentConfig) -> Workdir:
   wd.root.mkdir(parents=True, exist_ok=True)
   if wd.config.exists():
     saved = json.loads(wd.config.read_text())
-    # model.vocab_size follows the tokenizer; compare everything else.
     now = cfg.to_dict()
+    # model.vocab_size follows the tokenizer; the rest of IGNORED cannot change results.
     now["model"]["vocab_size"] = saved.get("model", {}).get("vocab_size")
+    for section, keys in IGNORED_ON_RESUME.items():
+      for key in keys:
+        saved.get(section, {}).pop(key, None)
+        now.get(section, {}).pop(key, None)
     differences = _diff(saved, now)
     if differences:
       raise ValueError(f"{wd.root} holds a run with a different config; use a new workdir or "
@@ -86,12 +96,21 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
     os.fsync(f.fileno())
 
 
+def _parse(line: str) -> dict[str, Any] | None:
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:  # a line torn by a kill
+    return None
+  return record if isinstance(record, dict) and "step" in record else None
+
+
 def truncate_metrics(path: Path, after_step: int) -> None:
-  """Drops records of steps a resumed run will redo (written after the last checkpoint)."""
+  """Drops records of steps a resumed run will redo (written after the last checkpoint)
+  and any line torn by a kill."""
   if not path.exists():
     return
   keep = [line for line in path.read_text().splitlines()
-          if line.strip() and json.loads(line)["step"] <= after_step]
+          if (r := _parse(line)) is not None and r["step"] <= after_step]
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text("".join(line + "\n" for line in keep))
   tmp.replace(path)
@@ -101,14 +120,15 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
   path = Path(path)
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [r for line in path.read_text().splitlines() if (r := _parse(line)) is not None]
 
 
 def load_inference_model(path: str | Path) -> tuple[Transformer, ModelConfig, SpecialIds, Any]:
   """(model, model config, special ids, tokenizer) from a workdir or HF model directory."""
   path = Path(path)
   if not path.is_dir():
-    raise ValueError(f"model directory {path} does not exist")
+    raise ValueError(f"model directory {path} does not exist" if not path.exists() else
+                     f"{path} is a file, not a workdir or model directory")
   wd = Workdir(path)
   if wd.model.joinpath("config.json").exists():
     return load_inference_model(wd.model)
@@ -129,6 +149,22 @@ def load_inference_model(path: str | Path) -> tuple[Transformer, ModelConfig, Sp
     return nnx.merge(apply.graphdef, state.params), cfg.model, tokenizer.special, tokenizer
   if not path.joinpath("config.json").exists():
     raise ValueError(f"{path} is neither a workdir nor a model directory (no config.json)")
-  model, model_cfg, ids = checkpoints.load_model(path)
   tokenizer = load_tokenizer(path)
+  model, model_cfg, ids = checkpoints.load_model(path)
+  if ids.mask != tokenizer.special.mask or ids.eos != tokenizer.special.eos:
+    raise ValueError(f"{path}: config.json names mask/eos ids {ids.mask}/{ids.eos} but the "
+                     f"tokenizer has {tokenizer.special.mask}/{tokenizer.special.eos}")
   return model, model_cfg, tokenizer.special, tokenizer
+
+
+def recorded_sampler_config(path: str | Path) -> exp_config.SamplerConfig | None:
+  """The sampler settings a workdir's config records (None for a bare model dir)."""
+  wd = Workdir(Path(path))
+  if not wd.config.exists():
+    wd = Workdir(Path(path).parent)  # workdir/model -> workdir
+  if not wd.config.exists():
+    return None
+  try:
+    return exp_config.load_resolved(wd.config).sampler
+  except (ValueError, KeyError, TypeError):
+    return None
