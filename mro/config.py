@@ -63,14 +63,15 @@ class DataConfig:
   train_size: int = 0  # examples for generated tasks (0 = the task's default)
   max_prompt_len: int = 32
   max_response_len: int = 64
-  objective: str = "sft"  # "sft" (prompt never masked) or "pretrain"
+  objective: str = "sft"  # "sft" (prompt never masked), "pretrain", or "ar" (causal scorer)
   train_on_padding_eos: bool = True  # LLaDA trains on the EOS padding of the response
   mask_eps: float = 1e-3
   seed: int = 0
 
   def __post_init__(self):
-    if self.objective not in ("sft", "pretrain"):
-      raise ValueError(f"data.objective must be 'sft' or 'pretrain', got {self.objective!r}")
+    if self.objective not in ("sft", "pretrain", "ar"):
+      raise ValueError(f"data.objective must be 'sft', 'pretrain' or 'ar', got "
+                       f"{self.objective!r}")
     for name in ("max_prompt_len", "max_response_len"):
       if getattr(self, name) <= 0:
         raise ValueError(f"data.{name} must be positive, got {getattr(self, name)}")
@@ -133,6 +134,10 @@ class ExperimentConfig:
   mesh: MeshConfig = MeshConfig()
 
   def __post_init__(self):
+    if (self.data.objective == "ar") != self.model.causal:
+      raise ValueError(f"data.objective={self.data.objective!r} with model.causal="
+                       f"{self.model.causal}: the 'ar' objective is for causal models only, "
+                       "and a causal model can only be trained with it")
     needed = self.data.max_prompt_len + self.data.max_response_len
     if needed > self.model.max_seq_len:
       raise ValueError(f"data.max_prompt_len + data.max_response_len = {needed} exceeds "

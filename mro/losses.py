@@ -25,6 +25,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+OBJECTIVES = ("sft", "pretrain", "ar")
+
 
 def token_ce(logits_BKV, targets_BK):
   """Natural-log cross-entropy per position over the full vocabulary (float32)."""
@@ -71,11 +73,29 @@ def sft_loss_given_mask(apply, params, clean_BL, mask_BL, p_mask_B, answer_len_B
   return jnp.mean(per_row / answer_len_B)
 
 
+def ar_loss(apply, params, batch, resp_start: int):
+  """Next-token cross-entropy of a causal LM on the response window (the perplexity
+  scorer's objective): logits at position i predict token i + 1; mean over targets."""
+  tokens, B = batch["tokens"], batch["tokens"].shape[0]
+  L = tokens.shape[1]
+  positions = jnp.broadcast_to(jnp.arange(resp_start - 1, L - 1), (B, L - resp_start))
+  logits = apply(params, tokens, batch["attn_mask"], positions)
+  weight = batch["eligible"][:, resp_start:].astype(jnp.float32)
+  ce = token_ce(logits, tokens[:, resp_start:]) * weight
+  return ce.sum() / jnp.maximum(weight.sum(), 1.0)
+
+
 def make_mdm_loss(mask_id: int, eps: float = 1e-3, objective: str = "sft",
                   resp_start: int = 0):
-  """The masked-diffusion objective as a pluggable loss function ("sft" or "pretrain")."""
-  if objective not in ("sft", "pretrain"):
-    raise ValueError(f"unknown objective {objective!r}; choose 'sft' or 'pretrain'")
+  """The training objective as a pluggable loss function: masked diffusion ("sft",
+  "pretrain") or, for a causal model, next-token prediction ("ar")."""
+  if objective not in OBJECTIVES:
+    raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+  if objective == "ar":
+    if resp_start < 1:
+      raise ValueError("the 'ar' objective needs a prompt before the response (resp_start >= 1)")
+    return lambda apply, params, batch, key: (ar_loss(apply, params, batch, resp_start),
+                                              {"tokens": batch["attn_mask"].sum()})
 
   def loss_fn(apply, params, batch, key):
     mask, p_mask = draw_mask(key, batch["eligible"], eps)

@@ -188,3 +188,30 @@ def test_the_sft_objective_never_masks_a_prompt_token():
 def test_make_mdm_loss_rejects_an_unknown_objective():
   with pytest.raises(ValueError, match="'rl'"):
     losses.make_mdm_loss(mask_id=3, objective="rl")
+
+
+# --- the causal scorer's next-token objective ---------------------------------------------
+
+
+def test_ar_loss_is_the_mean_next_token_cross_entropy_of_the_response(ref, fixture_dir):
+  from models.checkpoints import load_model as load
+  causal, _, _ = load(fixture_dir, causal=True)
+  graphdef, params = nnx.split(causal)
+  apply = ModelApply(graphdef)
+  tokens = ref[3]["input_ids"]
+  P = 8
+  eligible = np.zeros_like(tokens, bool)
+  eligible[:, P:] = True
+  eligible[0, -3:] = False  # a row whose last targets do not count
+  batch = {"tokens": jnp.asarray(tokens), "attn_mask": jnp.ones(tokens.shape, bool),
+           "eligible": jnp.asarray(eligible)}
+  got = float(losses.ar_loss(apply, params, batch, resp_start=P))
+  logits = full_logits(apply, params, tokens)
+  ce = np_ce(logits[:, P - 1:-1], tokens[:, P:])
+  want = (ce * eligible[:, P:]).sum() / eligible[:, P:].sum()
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_the_ar_objective_needs_a_prompt():
+  with pytest.raises(ValueError, match="resp_start"):
+    losses.make_mdm_loss(0, objective="ar", resp_start=0)
