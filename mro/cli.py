@@ -79,6 +79,87 @@ def cmd_sample(args) -> int:
   return 0
 
 
+def cmd_eval(args) -> int:
+  from mro import evaluate
+  cfg = evaluate.EvalConfig(
+      task=args.task, steps=args.steps or (), protocol=args.protocol, data=args.data,
+      split=args.split, limit=args.limit, gen_length=args.gen_length,
+      block_length=args.block_length, temperature=args.temperature, remasking=args.remasking,
+      threshold=args.threshold, cfg_scale=args.cfg_scale, batch_size=args.batch_size,
+      seed=args.seed, data_seed=args.data_seed, out=args.out)
+  if args.plot and not args.plot.lower().endswith(".png"):
+    raise ValueError(f"--plot must name a .png file, got {args.plot}")
+  progress = lambda r: print(evaluate.progress_line(r), file=sys.stderr, flush=True)
+  records = evaluate.run_eval(args.model, cfg, on_record=progress)
+  print(evaluate.format_table(records))
+  if args.out:
+    print(f"results appended to {args.out}; generations to "
+          f"{evaluate.generations_path(args.out)}")
+  if args.plot:
+    from mro import plot
+    print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
+  return 0
+
+
+def cmd_plot(args) -> int:
+  from pathlib import Path
+  from mro import plot
+  out = args.out or str(Path(args.results).with_suffix(".png"))
+  print(f"plot written to {plot.plot_results(args.results, out)}")
+  return 0
+
+
+EVAL_HELP = """Steps: a comma-separated list; each value is an integer or a fraction of the response
+length: L (= gen-length, one token per step; also "full"), L/2, L/4, ... Each must
+divide as the sampler requires (see below). Without --steps: the protocol's steps.
+
+Protocols fill in the style and sampler defaults per task; explicit options override
+them and the results record the resolved values:
+{protocols}
+
+{steps_help}"""
+
+
+def _add_eval_parser(verbs) -> None:
+  from mro import protocols
+  p = verbs.add_parser(
+      "eval", help="benchmark accuracy at several step counts",
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog=EVAL_HELP.format(protocols=protocols.describe(), steps_help=STEPS_HELP.replace(
+          "Defaults: steps = gen-length; block-length = 32, or gen-length when 32 does not\n"
+          "  divide it.", "Defaults (eval): the protocol's, listed above.")))
+  p.add_argument("--model", default="default",
+                 help="a workdir or HF-format model dir; `default` (or `default-mro`) = the "
+                      "shipped model for the task, experiments/models/<name>/<task>/")
+  p.add_argument("--task", required=True, help="sudoku, countdown, arith, gsm8k, math500")
+  p.add_argument("--data", default=None, help="data file or directory (default: the task's)")
+  p.add_argument("--split", default="test")
+  p.add_argument("--limit", type=int, default=None, help="first N examples")
+  p.add_argument("--steps", default=None, help="e.g. 2,4,8,16 or L,L/2,L/4")
+  p.add_argument("--protocol", default="compact", help="compact, llada, d1 or mro")
+  p.add_argument("--batch-size", type=int, default=16)
+  p.add_argument("--seed", type=int, default=0, help="sampling seed")
+  p.add_argument("--data-seed", type=int, default=0, help="seed of generated test sets")
+  p.add_argument("--out", default=None,
+                 help="append one JSON line per setting here (and every response to "
+                      "<stem>.generations.jsonl)")
+  p.add_argument("--plot", default=None, help="also draw accuracy vs steps into this PNG")
+  g = p.add_argument_group("sampler (default: the protocol's)")
+  g.add_argument("--gen-length", type=int, default=None, help="response length in tokens")
+  g.add_argument("--block-length", type=int, default=None, help="semi-autoregressive block")
+  g.add_argument("--temperature", type=float, default=None, help="0 = greedy (argmax)")
+  g.add_argument("--remasking", choices=schedule.REMASKING, default=None)
+  g.add_argument("--threshold", type=float, default=None,
+                 help="confidence-threshold parallel decoding (0 < T <= 1)")
+  g.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance")
+  p.set_defaults(func=cmd_eval)
+
+  p = verbs.add_parser("plot", help="draw accuracy vs steps from `mro eval` results")
+  p.add_argument("results", help="a results JSONL file written by `mro eval --out`")
+  p.add_argument("--out", default=None, help="PNG path (default: the results path, .png)")
+  p.set_defaults(func=cmd_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="mro", description=(
       "Masked diffusion LMs in JAX: train, sample, evaluate, MRO search and training."))
@@ -101,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--echo", action="store_true", help="print the prompt before the output")
   _add_sampler_args(p)
   p.set_defaults(func=cmd_sample)
+  _add_eval_parser(verbs)
   return parser
 
 

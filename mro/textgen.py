@@ -30,24 +30,38 @@ class TextSampler:
     self.apply = ModelApply(graphdef)
     self.model_cfg, self.tokenizer = model_cfg, tokenizer
 
-  def encode_prompts(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+  def encode_prompts(self, prompts: Sequence[str],
+                     width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded tokens and mask; `width` pads every row to that many columns (fixed
+    shapes: one compile for many batches), else to the longest prompt."""
     rows = [self.tokenizer.encode(p) for p in prompts]
     for p, r in zip(prompts, rows):
       if not r:
         raise ValueError(f"prompt {p!r} encodes to no tokens")
-    return left_pad(rows, self.tokenizer.special.pad)
+    tokens, mask = left_pad(rows, self.tokenizer.special.pad)
+    if width is not None:
+      extra = width - tokens.shape[1]
+      if extra < 0:
+        raise ValueError(f"a prompt has {tokens.shape[1]} tokens, more than width={width}")
+      tokens = np.pad(tokens, ((0, 0), (extra, 0)), constant_values=self.tokenizer.special.pad)
+      mask = np.pad(mask, ((0, 0), (extra, 0)))
+    return tokens, mask
 
   def generate_tokens(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
-                      row_ids=None) -> tuple[GenerateOutput, int]:
-    tokens, mask = self.encode_prompts(prompts)
+                      row_ids=None, width: int | None = None) -> tuple[GenerateOutput, int]:
+    tokens, mask = self.encode_prompts(prompts, width)
     out = generate(self.apply, self.params, tokens, cfg, mask_id=self.tokenizer.special.mask,
                    max_seq_len=self.model_cfg.max_seq_len, key=jax.random.key(seed),
                    row_ids=row_ids, prompt_mask_BP=mask)
     return jax.device_get(out), tokens.shape[1]
 
   def generate(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
-               row_ids=None) -> list[Generation]:
-    out, prompt_len = self.generate_tokens(prompts, cfg, seed, row_ids)
+               row_ids=None, width: int | None = None) -> list[Generation]:
+    out, prompt_len = self.generate_tokens(prompts, cfg, seed, row_ids, width)
+    return self.decode(out, prompt_len)
+
+  def decode(self, out: GenerateOutput, prompt_len: int) -> list[Generation]:
+    """One `Generation` per row of a `generate_tokens` output (text cut at the first EOS)."""
     results = []
     for toks, steps in zip(np.asarray(out.tokens), np.asarray(out.commit_step)):
       response = toks[prompt_len:].tolist()

@@ -1,0 +1,245 @@
+"""MRO test-time search (method.md §5): group steps, rewards, argmax or importance resampling.
+
+The T denoising steps are split into G = T / w groups. Each prompt keeps `n_live` live
+sequences. At every group boundary each live sequence expands into k candidates
+(different random streams, temperature τ), all B·n·k candidates advance w steps as one
+batch, each is scored with the intra-sequence rewards of that group (R_tv, R_ppl), and
+selection keeps n live sequences per prompt: the best ones (`select=argmax`, the paper)
+or n draws with probabilities ∝ exp(R / resample_temperature) (`select=resample`,
+importance resampling as in particle filters / FK steering). `select=none` never
+selects: the n·k candidates run independently to the end (best-of-N at equal NFE).
+
+After the last group the n·k final candidates of each prompt leave the compiled program
+with their lineage's summed intra rewards; the quality reward R_q (label / vote /
+verifier, on decoded text) is added on the host and the highest total is the answer.
+
+Everything before that final pick is one compiled program per shape when the scorer
+runs in jit (`CausalLMScorer`). A text scorer with its own tokenizer (`TextScorer`)
+forces one host round trip per group; the same pieces run from a Python loop then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mro.sampler import NOT_COMMITTED, DecodeState, init_state, row_keys, run_steps
+from mro.schedule import SamplerConfig
+from rewards.combine import RewardConfig
+from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
+from rewards.verification import token_verification
+
+SELECT = ("argmax", "resample", "none")
+# Random streams derived from per-row keys (kept apart from the sampler's per-step folds).
+_VERIFY_STREAM = 2**31 - 1
+_SELECT_STREAM = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  k: int = 4  # candidates per live sequence at each search point
+  group_steps: int = 32  # w: denoising steps between search points
+  temperature: float = 0.25  # τ: sampling temperature of the candidates
+  select: str = "argmax"
+  resample_temperature: float = 1.0  # weights ∝ exp(R / this) for select=resample
+  n_live: int = 1  # live sequences per prompt
+
+  def __post_init__(self):
+    if self.k < 1 or self.n_live < 1 or self.group_steps < 1:
+      raise ValueError("search k, n_live and group_steps must be >= 1")
+    if self.select not in SELECT:
+      raise ValueError(f"search select must be one of {SELECT}, got {self.select!r}")
+    if self.temperature < 0 or self.resample_temperature <= 0:
+      raise ValueError("search temperature must be >= 0 and resample_temperature > 0")
+
+  def check(self, sampler: SamplerConfig) -> None:
+    if sampler.threshold is not None:
+      raise ValueError("the search needs a fixed step schedule; unset threshold")
+    if sampler.steps % self.group_steps:
+      raise ValueError(f"steps={sampler.steps} is not divisible by group_steps="
+                       f"{self.group_steps}")
+
+  @property
+  def pool(self) -> int:
+    return self.n_live * self.k
+
+
+class SearchOutput(NamedTuple):
+  tokens: jax.Array  # int32[B, N, L]: final candidates, N = n_live * k
+  commit_step: jax.Array  # int32[B, N, L]
+  intra: jax.Array  # float32[B, N]: summed intra-sequence rewards of each lineage
+  r_tv: jax.Array  # float32[B, N, G]: R_tv of each group along each lineage
+  r_ppl: jax.Array  # float32[B, N, G]
+
+
+class Scoring(NamedTuple):
+  """Everything the rewards need besides the candidates (static parts are hashable)."""
+  rewards: RewardConfig
+  mask_id: int
+  fill_id: int  # token used to pad compacted responses for the scorer
+  scorer: Any = None  # CausalLMScorer (in jit) or None
+
+
+def candidate_keys(prompt_keys_B, group: int, pool: int):
+  """[B * pool] keys, distinct per prompt, group and pool slot."""
+  def per_prompt(key):
+    k = jax.random.fold_in(key, group)
+    return jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(pool))
+  return jax.vmap(per_prompt)(prompt_keys_B).reshape(-1)
+
+
+def group_rewards(apply, params, scorer_params, state: DecodeState, attn_mask, prompt_len,
+                  group_start, scoring: Scoring):
+  """(R_tv, R_ppl) per row for the steps [group_start, state.step)."""
+  cfg = scoring.rewards
+  rows = state.tokens.shape[0]
+  r_tv = r_ppl = jnp.zeros((rows,), jnp.float32)
+  if cfg.on("tv"):
+    new = (state.commit_step >= group_start) & (state.commit_step < state.step)
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, _VERIFY_STREAM))(state.keys)
+    r_tv = token_verification(apply, params, state.tokens, attn_mask, new, keys, cfg.n_verify,
+                              scoring.mask_id)
+  if cfg.on("ppl") and isinstance(scoring.scorer, CausalLMScorer):
+    committed = state.commit_step != NOT_COMMITTED
+    logp, count = scoring.scorer.response_logp(scorer_params, state.tokens, attn_mask,
+                                               committed, prompt_len, scoring.fill_id)
+    r_ppl = ppl_reward(logp, count, cfg.ppl_cap, cfg.ppl_scale)
+  return r_tv, r_ppl
+
+
+def select(reward_BN, keys_B, scfg: SearchConfig):
+  """Indices [B, n_live] into the pool of each prompt (one key per prompt)."""
+  if scfg.select == "argmax":
+    return jax.lax.top_k(reward_BN, scfg.n_live)[1]
+  logits = reward_BN / scfg.resample_temperature
+  draw = lambda k, l: jax.random.categorical(k, l, shape=(scfg.n_live,))
+  return jax.vmap(draw)(keys_B, logits)
+
+
+def _gather_rows(x, idx_Bn, B, N):
+  """Rows of x ([B * N, ...]) picked per prompt by idx_Bn -> [B * n, ...]."""
+  x = x.reshape(B, N, *x.shape[1:])
+  picked = jnp.take_along_axis(x, idx_Bn.reshape(B, -1, *([1] * (x.ndim - 2))), axis=1)
+  return picked.reshape(-1, *x.shape[2:])
+
+
+class _Carry(NamedTuple):
+  state: DecodeState  # [B * N] candidates after the group
+  tv: jax.Array  # [B * N, G]
+  ppl: jax.Array  # [B * N, G]
+
+
+def _group_step(apply, params, scorer_params, carry: _Carry, g, prompt_keys, attn_mask,
+                prompt_len, cfg: SamplerConfig, scfg: SearchConfig, scoring: Scoring):
+  """Selection among the previous group's candidates, expansion, w steps, scoring."""
+  B, N = prompt_keys.shape[0], scfg.pool
+  state, tv, ppl = carry
+  if scfg.select != "none":
+    reward = (scoring.rewards.weight("tv") * tv.sum(1) + scoring.rewards.weight("ppl")
+              * ppl.sum(1)).reshape(B, N)
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, _SELECT_STREAM + g))(prompt_keys)
+    idx = select(reward, keys, scfg)
+    pick = lambda x: jnp.repeat(_gather_rows(x, idx, B, N), scfg.k, axis=0)
+    state = DecodeState(pick(state.tokens), pick(state.commit_step),
+                        candidate_keys(prompt_keys, g, N), state.step)
+    tv, ppl = pick(tv), pick(ppl)
+  start = state.step
+  state = run_steps(apply, params, state, attn_mask, prompt_len, cfg, scoring.mask_id,
+                    stop=start + scfg.group_steps)
+  r_tv, r_ppl = group_rewards(apply, params, scorer_params, state, attn_mask, prompt_len,
+                              start, scoring)
+  return _Carry(state, tv.at[:, g].set(r_tv), ppl.at[:, g].set(r_ppl))
+
+
+def _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerConfig, scfg: SearchConfig,
+          mask_id: int):
+  B, P = prompt_BP.shape
+  N, G = scfg.pool, cfg.steps // scfg.group_steps
+  tokens = jnp.repeat(prompt_BP, N, axis=0)
+  attn = None
+  if prompt_mask_BP is not None:
+    attn = jnp.concatenate([jnp.repeat(prompt_mask_BP.astype(bool), N, axis=0),
+                            jnp.ones((B * N, cfg.gen_length), bool)], axis=1)
+  state = init_state(tokens, cfg.gen_length, candidate_keys(prompt_keys, 0, N), mask_id)
+  zeros = jnp.zeros((B * N, G), jnp.float32)
+  return _Carry(state, zeros, zeros), attn
+
+
+def _output(carry: _Carry, rewards: RewardConfig, B: int, N: int) -> SearchOutput:
+  intra = rewards.weight("tv") * carry.tv.sum(1) + rewards.weight("ppl") * carry.ppl.sum(1)
+  r = lambda x: x.reshape(B, N, *x.shape[1:])
+  return SearchOutput(r(carry.state.tokens), r(carry.state.commit_step), r(intra),
+                      r(carry.tv), r(carry.ppl))
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "cfg", "scfg", "scoring"))
+def _search_compiled(apply, params, scorer_params, prompt_BP, prompt_mask_BP, prompt_keys,
+                     cfg, scfg, scoring):
+  B, P = prompt_BP.shape
+  cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
+  carry, attn = _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg_tau, scfg, scoring.mask_id)
+  body = lambda g, c: _group_step(apply, params, scorer_params, c, g, prompt_keys, attn, P,
+                                  cfg_tau, scfg, scoring)
+  # The first group has nothing to select from: every pool row starts from the prompt.
+  first = dataclasses.replace(scfg, select="none")
+  carry = _group_step(apply, params, scorer_params, carry, 0, prompt_keys, attn, P, cfg_tau,
+                      first, scoring)
+  carry = jax.lax.fori_loop(1, cfg.steps // scfg.group_steps, body, carry)
+  return _output(carry, scoring.rewards, B, scfg.pool)
+
+
+def search_nfe(cfg: SamplerConfig, scfg: SearchConfig, rewards: RewardConfig) -> dict:
+  """Forward passes per prompt: mask-predictor rows and scorer rows."""
+  groups = cfg.steps // scfg.group_steps
+  verify = scfg.pool * groups * rewards.n_verify if rewards.on("tv") else 0
+  scorer = scfg.pool * groups if rewards.on("ppl") else 0
+  return {"nfe": scfg.pool * cfg.steps + verify, "scorer_nfe": scorer}
+
+
+def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
+               scoring: Scoring, *, scorer_params=None, key=None, row_ids=None,
+               prompt_mask_BP=None, text_scorer: TextScorer | None = None,
+               decode=None) -> SearchOutput:
+  """The search up to (not including) the final quality-based pick.
+
+  With `text_scorer` (a scorer with its own tokenizer), groups run from a Python loop
+  and `decode(tokens [rows, L]) -> (prompts, responses)` turns candidates into text once
+  per group. Otherwise the whole search is one compiled call.
+  """
+  scfg.check(cfg)
+  prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
+  key = jax.random.key(0) if key is None else key
+  prompt_keys = row_keys(key, prompt_BP.shape[0], row_ids)
+  mask = None if prompt_mask_BP is None else jnp.asarray(prompt_mask_BP)
+  if text_scorer is None:
+    return _search_compiled(apply, params, scorer_params, prompt_BP, mask, prompt_keys, cfg,
+                            scfg, scoring)
+  return _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, scoring,
+                           text_scorer, decode)
+
+
+def _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, scoring,
+                      text_scorer, decode):
+  """Same groups as `_search_compiled`, with R_ppl from a text scorer between groups."""
+  B, P = prompt_BP.shape
+  cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
+  carry, attn = _init(prompt_BP, mask, prompt_keys, cfg_tau, scfg, scoring.mask_id)
+  step = jax.jit(_group_step, static_argnames=("apply", "prompt_len", "cfg", "scfg", "scoring"))
+  for g in range(cfg.steps // scfg.group_steps):
+    group_cfg = dataclasses.replace(scfg, select="none") if g == 0 else scfg
+    carry = step(apply, params, None, carry, g, prompt_keys, attn, prompt_len=P, cfg=cfg_tau,
+                 scfg=group_cfg, scoring=scoring)
+    if scoring.rewards.on("ppl"):
+      tokens = np.asarray(jnp.where(carry.state.commit_step < carry.state.step,
+                                    carry.state.tokens, scoring.mask_id))
+      prompts, responses = decode(tokens)
+      logp, count = text_scorer.response_logp(prompts, responses)
+      r = ppl_reward(jnp.asarray(logp), jnp.asarray(count), scoring.rewards.ppl_cap,
+                     scoring.rewards.ppl_scale)
+      carry = carry._replace(ppl=carry.ppl.at[:, g].set(r))
+  return _output(carry, scoring.rewards, B, scfg.pool)

@@ -1,0 +1,138 @@
+"""`mro eval` and `mro plot` in-process on the tiny trained workdir: table, files, plot,
+and bad input as exit code 2 with the problem named, before anything is compiled."""
+
+import json
+
+import pytest
+
+import mro.sampler as sampler
+from mro import cli, evaluate
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FAST = ["--task", "arith", "--limit", "5", "--gen-length", "32", "--steps", "L/4,L/8",
+        "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tiny_run):
+  return tiny_run[0]
+
+
+def run(capsys, *argv):
+  code = cli.main(list(argv))
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+@pytest.fixture(scope="module")
+def evaluated(workdir, tmp_path_factory):
+  """One `mro eval --out --plot` run: (exit code, stdout, stderr, results path, png)."""
+  import contextlib
+  import io
+
+  folder = tmp_path_factory.mktemp("cli_eval")
+  out, png = folder / "res.jsonl", folder / "acc.png"
+  stdout, stderr = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    code = cli.main(["eval", "--model", str(workdir), *FAST, "--out", str(out),
+                     "--plot", str(png)])
+  return code, stdout.getvalue(), stderr.getvalue(), out, png
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+  def fail(*args, **kwargs):
+    raise AssertionError("reached the compiled sampler")
+
+  monkeypatch.setattr(sampler, "_generate", fail)
+
+
+def test_eval_prints_a_table_row_per_steps_value(evaluated):
+  code, out, err, _, _ = evaluated
+  assert code == 0, err
+  lines = out.splitlines()
+  assert lines[0].split()[:5] == ["task", "protocol", "steps", "n", "accuracy"]
+  assert "digit_accuracy" in lines[0] and "tok/s" in lines[0]
+  rows = [line.split() for line in lines[1:3]]
+  assert [r[:4] for r in rows] == [["arith", "compact", "8", "5"], ["arith", "compact", "4", "5"]]
+  assert "steps=8" in err and "steps=4" in err  # progress, one line per setting
+
+
+def test_eval_appends_results_and_generations_and_draws_the_plot(evaluated, workdir):
+  code, out, _, results, png = evaluated
+  assert code == 0
+  records = [json.loads(x) for x in results.read_text().splitlines()]
+  assert [r["steps"] for r in records] == [8, 4]
+  assert records[0]["model"] == str(workdir) and records[0]["sampler"]["gen_length"] == 32
+  gens = evaluate.generations_path(results).read_text().splitlines()
+  assert len(gens) == 5 * 2
+  assert png.read_bytes().startswith(PNG_SIGNATURE) and png.stat().st_size > 0
+  assert f"plot written to {png}" in out and str(results) in out
+
+
+def test_plot_verb_draws_a_png_next_to_the_results_by_default(evaluated, tmp_path, capsys):
+  results = evaluated[3]
+  code, out, err = run(capsys, "plot", str(results))
+  assert code == 0, err
+  assert results.with_suffix(".png").read_bytes().startswith(PNG_SIGNATURE)
+  code, out, err = run(capsys, "plot", str(results), "--out", str(tmp_path / "p.png"))
+  assert code == 0 and (tmp_path / "p.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def bad_data_file(tmp_path):
+  path = tmp_path / "countdown.jsonl"
+  path.write_text('{"input": "30,100,93", "output": "23"}\n{"input": "1,2,3", "output": \n')
+  return path
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--task", "chess"], ["unknown task 'chess'", "sudoku"]),
+    (["--task", "arith", "--protocol", "d2"], ["unknown protocol 'd2'", "compact"]),
+    (["--task", "arith", "--limit", "0"], ["limit", "0"]),
+    (["--task", "sudoku", "--gen-length", "24", "--block-length", "8", "--steps", "5"],
+     ["steps=5", "number of blocks"]),
+    (["--task", "sudoku", "--steps", "L/5"], ["L/5", "not divisible by 5"]),
+    (["--task", "sudoku", "--steps", "4,,8"], ["comma-separated"]),
+    (["--task", "countdown", "--data", "MISSING"], ["not found", "missing.jsonl"]),
+    (["--task", "countdown", "--data", "BAD"], ["countdown.jsonl line 2", "invalid JSON"]),
+    (["--task", "arith", "--plot", "acc.pdf"], ["--plot", ".png"]),
+])
+def test_eval_with_bad_input_exits_2_naming_the_problem_before_compiling(
+    workdir, tmp_path, capsys, no_compile, argv, names):
+  argv = [str(tmp_path / "missing.jsonl") if a == "MISSING" else
+          str(bad_data_file(tmp_path)) if a == "BAD" else a for a in argv]
+  code, out, err = run(capsys, "eval", "--model", str(workdir), *argv)
+  assert code == 2 and out == "", err
+  assert err.startswith("mro eval: error:") and "Traceback" not in err
+  for name in names:
+    assert name in err, err
+
+
+def test_eval_of_a_task_without_a_shipped_default_model_lists_what_exists(
+    tmp_path, capsys, monkeypatch, no_compile):
+  monkeypatch.setattr(evaluate, "MODELS_DIR", tmp_path)
+  (tmp_path / "default" / "sudoku").mkdir(parents=True)
+  (tmp_path / "default" / "sudoku" / "config.json").write_text("{}")
+  code, out, err = run(capsys, "eval", "--task", "arith", "--steps", "8")
+  assert code == 2 and "no shipped 'default' model for task 'arith'" in err
+  assert "models: sudoku" in err
+
+
+def test_eval_of_a_missing_model_dir_exits_2(tmp_path, capsys, no_compile):
+  code, _, err = run(capsys, "eval", "--model", str(tmp_path / "nowhere"), "--task", "arith")
+  assert code == 2 and "does not exist" in err
+
+
+def test_plot_of_a_missing_results_file_exits_2(tmp_path, capsys):
+  code, _, err = run(capsys, "plot", str(tmp_path / "none.jsonl"))
+  assert code == 2 and err.startswith("mro plot: error:") and "does not exist" in err
+
+
+def test_eval_help_explains_step_fractions_and_lists_the_protocols(capsys):
+  with pytest.raises(SystemExit) as done:
+    cli.main(["eval", "--help"])
+  out = capsys.readouterr().out
+  assert done.value.code == 0
+  assert "L/2" in out and "GEN_LENGTH / BLOCK_LENGTH blocks" in out
+  for name in ("compact", "llada", "d1", "mro"):
+    assert f"\n  {name} " in out

@@ -1,0 +1,389 @@
+"""The benchmark runner (mro/evaluate.py), protocols and plot, on a random tiny model.
+
+A random model scores ~0: these tests check the machinery (records, generations,
+batch invariance, protocol resolution, crash safety, bad input before compiling).
+Compile budget: the sampler settings of `run` (gen 16; steps 16, 4, 2; batch 3), plus
+steps 4 at batch 8 for the invariance check.
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+import mro.sampler as sampler
+from models.checkpoints import save_hf
+from models.config import preset
+from models.tokenizers import (LLADA_CHAT_TEMPLATE, build_hf_tokenizer, load_tokenizer,
+                               train_sentencepiece)
+from models.transformer import init_model
+from mro import evaluate, plot
+from mro.evaluate import EvalConfig, run_eval
+from mro.loop import TASK_TAGS
+from mro.protocols import Protocol, get_protocol, protocol_names
+from rewards.tasks import Example, get_task
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# 7 arith problems in batches of 3 (the last one padded), 16 tokens, 3 step counts.
+BASE = dict(task="arith", steps="L,L/4,2", limit=7, gen_length=16, batch_size=3,
+            temperature=1.0, seed=3)
+
+
+def save_random_model(directory, max_seq_len: int = 96):
+  """A randomly initialised tiny model in HF format with a sentencepiece tokenizer."""
+  texts = [t for name in ("arith", "sudoku", "countdown")
+           for ex in get_task(name).examples("train", limit=100) for t in (ex.prompt, ex.target)]
+  tok = train_sentencepiece(texts, directory, 64, user_symbols=TASK_TAGS,
+                            byte_fallback=False, hard_vocab_limit=False)
+  cfg = preset("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2,
+               n_kv_heads=2, mlp_hidden=64, max_seq_len=max_seq_len)
+  save_hf(directory, nnx.state(init_model(cfg, seed=0)), cfg, tok.special)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  return save_random_model(tmp_path_factory.mktemp("random_model") / "model")
+
+
+@pytest.fixture(scope="module")
+def text_sampler(model_dir):
+  from mro.textgen import TextSampler
+  from mro.workdir import load_inference_model
+  model, model_cfg, _, tok = load_inference_model(model_dir)
+  return TextSampler(model, model_cfg, tok)
+
+
+@pytest.fixture(scope="module")
+def run(model_dir, tmp_path_factory):
+  """(config, records, result lines, generation lines) of one run with --out."""
+  out = tmp_path_factory.mktemp("eval") / "res.jsonl"
+  cfg = EvalConfig(**BASE, out=str(out))
+  records = run_eval(model_dir, cfg)
+  lines = [json.loads(x) for x in out.read_text().splitlines()]
+  gens = [json.loads(x) for x in evaluate.generations_path(out).read_text().splitlines()]
+  return cfg, records, lines, gens
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+  def fail(*args, **kwargs):
+    raise AssertionError("reached the compiled sampler")
+
+  monkeypatch.setattr(sampler, "_generate", fail)
+
+
+# --- records and generations ---------------------------------------------------------
+
+
+def test_each_steps_value_appends_one_line_with_the_resolved_config(run, model_dir):
+  cfg, records, lines, _ = run
+  assert lines == records
+  assert [r["steps"] for r in lines] == [16, 4, 2]  # L, L/4, 2 with gen_length 16
+  for r in lines:
+    assert r["model_path"] == str(model_dir.resolve()) and r["task"] == "arith"
+    assert (r["protocol"], r["style"], r["split"], r["limit"]) == ("compact", "compact",
+                                                                   "test", 7)
+    assert r["sampler"] == {"gen_length": 16, "steps": r["steps"], "block_length": 16,
+                            "temperature": 1.0, "remasking": "low_confidence",
+                            "threshold": None, "cfg_scale": 0.0}
+    assert (r["seed"], r["batch_size"], r["n"], r["batches"]) == (3, 3, 7, 3)
+    assert r["nfe"] == r["steps"] * 3 and r["denoising_steps"] == r["steps"]
+    assert r["timestamp"] and r["seconds"] >= r["sample_seconds"] > 0
+    assert r["tokens_per_second"] == pytest.approx(7 * 16 / r["sample_seconds"])
+    assert {"correct", "digit_accuracy", "answered", "format"} <= set(r["metrics"])
+    assert r["accuracy"] == r["metrics"]["correct"]
+  assert len({r["setting_id"] for r in lines}) == 3
+
+
+def test_generations_file_holds_every_example_of_every_setting_with_a_score_that_recomputes(
+    run):
+  cfg, records, _, gens = run
+  assert len(gens) == 7 * len(records)
+  task = get_task("arith")
+  examples = {ex.id: ex for ex in task.examples("test", limit=7)}
+  for record in records:
+    mine = [g for g in gens if g["setting_id"] == record["setting_id"]]
+    assert sorted(g["example_id"] for g in mine) == sorted(examples)
+    assert np.mean([g["score"]["correct"] for g in mine]) == record["accuracy"]
+    assert np.mean([g["format_ok"] for g in mine]) == record["format_rate"]
+  for g in gens:
+    ex = examples[g["example_id"]]
+    assert g["prompt"] == ex.prompt and g["reference_answer"] == ex.answer
+    assert task.score(ex, g["output"]) == g["score"]
+    assert task.extract_answer(g["output"]) == g["extracted_answer"]
+    assert task.format_ok(g["output"], style="compact") == g["format_ok"]
+
+
+def outputs_of(gens, setting_id):
+  return {g["example_id"]: g["output"] for g in gens if g["setting_id"] == setting_id}
+
+
+def test_outputs_do_not_depend_on_the_batch_size(run, model_dir, tmp_path):
+  _, records, _, gens = run
+  at_batch_3 = outputs_of(gens, records[1]["setting_id"])  # steps 4
+  assert len(set(at_batch_3.values())) > 1  # temperature 1: the rows really differ
+  out = tmp_path / "b8.jsonl"
+  again = run_eval(model_dir, EvalConfig(**{**BASE, "steps": "4", "batch_size": 8},
+                                         out=str(out)))
+  assert (again[0]["batches"], again[0]["nfe"]) == (1, 4)  # 7 rows + 1 padding row
+  gens8 = [json.loads(x) for x in evaluate.generations_path(out).read_text().splitlines()]
+  assert len(gens8) == 7
+  assert outputs_of(gens8, again[0]["setting_id"]) == at_batch_3
+  assert again[0]["accuracy"] == records[1]["accuracy"]
+
+
+def test_threshold_mode_records_the_forward_passes_the_sampler_took(text_sampler):
+  cfg = EvalConfig(**{**BASE, "steps": (), "threshold": 0.5, "limit": 4, "batch_size": 2})
+  (record,) = run_eval(text_sampler, cfg)
+  assert record["sampler"]["threshold"] == 0.5 and record["batches"] == 2
+  assert 2 <= record["nfe"] <= 2 * 16  # at least one step per batch, at most one per token
+  assert record["denoising_steps"] == record["nfe"] / 2
+
+
+def test_a_crash_in_the_second_setting_keeps_the_first_line_intact(model_dir, tmp_path,
+                                                                  monkeypatch):
+  real = evaluate._run_setting
+  calls = []
+
+  def crash_on_second(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise RuntimeError("killed")
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(evaluate, "_run_setting", crash_on_second)
+  out = tmp_path / "res.jsonl"
+  with pytest.raises(RuntimeError, match="killed"):
+    run_eval(model_dir, EvalConfig(**BASE, out=str(out)))
+  lines = [json.loads(x) for x in out.read_text().splitlines()]
+  assert [r["steps"] for r in lines] == [16]
+  gens = evaluate.generations_path(out).read_text().splitlines()
+  assert len(gens) == 7 and all(json.loads(g)["steps"] == 16 for g in gens)
+
+
+def test_a_second_run_appends_to_the_same_files(run, model_dir, tmp_path):
+  out = tmp_path / "res.jsonl"
+  cfg = EvalConfig(**{**BASE, "steps": "2"}, out=str(out))
+  run_eval(model_dir, cfg)
+  run_eval(model_dir, cfg)
+  assert len(out.read_text().splitlines()) == 2
+  assert len(evaluate.generations_path(out).read_text().splitlines()) == 14
+
+
+def test_an_in_memory_model_is_labelled_by_model_name(text_sampler):
+  cfg = EvalConfig(**{**BASE, "steps": "2", "limit": 2})
+  assert run_eval(text_sampler, cfg)[0]["model"] == "<in-memory>"
+  record = run_eval(text_sampler, cfg, model_name="mine")[0]
+  assert record["model"] == "mine" and record["model_path"] is None and record["n"] == 2
+
+
+def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(run):
+  _, records, _, _ = run
+  lines = evaluate.format_table(records).splitlines()
+  assert lines[0].split() == ["task", "protocol", "steps", "n", "accuracy", "answered",
+                              "digit_accuracy", "format", "tok/s", "seconds"]
+  assert [line.split()[2] for line in lines[1:]] == ["16", "4", "2"]
+  assert all(line.split()[:2] == ["arith", "compact"] for line in lines[1:])
+
+
+# --- protocols and their resolution ----------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol, task, want", [
+    ("compact", "sudoku", dict(gen_length=24, block_length=24, steps=24, temperature=0.0)),
+    ("compact", "countdown", dict(gen_length=48, block_length=48, steps=48)),
+    ("compact", "arith", dict(gen_length=64, block_length=64, steps=64)),
+    ("llada", "gsm8k", dict(gen_length=256, block_length=8, steps=256, temperature=0.0)),
+    ("llada", "math500", dict(gen_length=512, block_length=64, steps=512)),
+    ("d1", "gsm8k", dict(gen_length=256, block_length=32, steps=128, temperature=0.0)),
+    ("mro", "gsm8k", dict(gen_length=256, block_length=8, steps=128, temperature=0.25)),
+    ("mro", "math500", dict(gen_length=512, block_length=64, steps=256, temperature=0.25)),
+    ("mro", "countdown", dict(gen_length=256, block_length=64, steps=128)),
+])
+def test_a_protocol_fills_in_its_per_task_sampler_defaults(protocol, task, want):
+  (scfg,) = EvalConfig(task=task, protocol=protocol).sampler_configs()
+  assert scfg.remasking == "low_confidence"
+  for name, value in want.items():
+    assert getattr(scfg, name) == value, name
+
+
+def test_compact_lengths_fit_every_compact_target_plus_eos_and_halve_three_times(model_dir):
+  tok = load_tokenizer(model_dir)
+  for task in ("sudoku", "countdown", "arith"):
+    p = get_protocol("compact", task)
+    longest = max(len(tok.encode(ex.target))
+                  for ex in get_task(task).examples("train", limit=300))
+    assert longest + 1 <= p.gen_length, task
+    assert p.gen_length % 8 == 0, task  # steps L, L/2, L/4, L/8 all divide
+
+
+def test_d1_evaluates_256_items_of_countdown_and_sudoku_and_appends_reasoning():
+  for task in ("countdown", "sudoku"):
+    assert EvalConfig(task=task, protocol="d1").resolved_protocol().limit == 256
+  assert EvalConfig(task="gsm8k", protocol="d1").resolved_protocol().limit is None
+  assert get_protocol("d1").assistant_prefix == "<reasoning>"
+  assert {get_protocol(n, "gsm8k").style for n in ("llada", "d1", "mro")} == {"protocol"}
+
+
+def test_explicit_options_override_the_protocol_and_steps_follow_the_new_length():
+  cfg = EvalConfig(task="gsm8k", protocol="d1", gen_length=512, temperature=0.5,
+                   remasking="margin", limit=10)
+  (scfg,) = cfg.sampler_configs()
+  assert (scfg.gen_length, scfg.steps, scfg.block_length) == (512, 256, 32)
+  assert (scfg.temperature, scfg.remasking) == (0.5, "margin")
+  assert cfg.resolved_protocol().limit == 10
+  cfg = EvalConfig(task="sudoku", steps="L,L/2,L/4,L/8,3", gen_length=40)
+  assert [s.steps for s in cfg.sampler_configs()] == [40, 20, 10, 5, 3]
+  assert {s.block_length for s in cfg.sampler_configs()} == {40}  # compact: one block
+
+
+def test_unknown_protocol_lists_the_known_ones():
+  with pytest.raises(ValueError, match="compact, llada, d1, mro"):
+    get_protocol("d2")
+  assert protocol_names() == ("compact", "llada", "d1", "mro")
+
+
+def test_an_invalid_protocol_field_raises_naming_it():
+  with pytest.raises(ValueError, match="steps_fraction"):
+    Protocol("x", steps_fraction=0.0)
+  with pytest.raises(ValueError, match="style"):
+    Protocol("x", style="chat")
+
+
+def test_steps_tokens_are_fractions_of_the_response_length():
+  assert [evaluate.resolve_steps(s, 24) for s in ("L", "full", "L/2", "L/8", "7", 5)] == \
+      [24, 24, 12, 3, 7, 5]
+  for bad in ("L/5", "L/0", "M", "L/x", "2.5"):
+    with pytest.raises(ValueError, match="steps"):
+      evaluate.resolve_steps(bad, 24)
+
+
+def test_the_last_batch_is_padded_with_copies_of_a_real_row():
+  got = [(idx.tolist(), n) for idx, n in evaluate.batches(7, 3)]
+  assert got == [([0, 1, 2], 3), ([3, 4, 5], 3), ([6, 6, 6], 1)]
+
+
+# --- prompts ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(tmp_path_factory):
+  texts = ["What is 2 + 2?", "<reasoning>\n4\n</reasoning>\n<answer>\n\\boxed{4}\n</answer>"]
+  return build_hf_tokenizer(tmp_path_factory.mktemp("hf_tok"), texts, 300,
+                            chat_template=LLADA_CHAT_TEMPLATE)
+
+
+def test_protocol_prompts_use_the_chat_template_and_d1_appends_reasoning(chat_tokenizer):
+  ex = Example("q-0", "What is 2 + 2?", "", "4", {"style": "protocol"})
+  (d1,) = evaluate.build_prompts([ex], chat_tokenizer, get_protocol("d1", "gsm8k"))
+  assert d1 == ("<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2 + 2?"
+                "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n<reasoning>")
+  (llada,) = evaluate.build_prompts([ex], chat_tokenizer, get_protocol("llada", "gsm8k"))
+  assert llada == d1.removesuffix("<reasoning>")
+  (compact,) = evaluate.build_prompts([ex], chat_tokenizer, get_protocol("compact", "gsm8k"))
+  assert compact == ex.prompt
+
+
+def test_a_tokenizer_without_a_chat_template_gets_the_plain_prompt(model_dir):
+  ex = Example("q-0", "What is 2 + 2?", "", "4", {"style": "protocol"})
+  (text,) = evaluate.build_prompts([ex], load_tokenizer(model_dir), get_protocol("d1"))
+  assert text == "What is 2 + 2?<reasoning>"
+
+
+# --- the shipped-model resolver ----------------------------------------------------------
+
+
+def test_default_resolves_to_the_shipped_model_of_the_task(tmp_path, monkeypatch):
+  monkeypatch.setattr(evaluate, "MODELS_DIR", tmp_path)
+  (tmp_path / "default" / "sudoku").mkdir(parents=True)
+  (tmp_path / "default" / "sudoku" / "config.json").write_text("{}")
+  assert evaluate.resolve_model("default", "sudoku") == tmp_path / "default" / "sudoku"
+  with pytest.raises(ValueError, match="no shipped 'default' model for task 'arith'.*sudoku"):
+    evaluate.resolve_model("default", "arith")
+  with pytest.raises(ValueError, match="'default-mro' models: none yet"):
+    evaluate.resolve_model("default-mro", "sudoku")
+  with pytest.raises(ValueError, match="does not exist"):
+    evaluate.resolve_model(tmp_path / "nowhere", "sudoku")
+
+
+# --- bad input, refused before compiling ----------------------------------------------------
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(task="chess"), "unknown task 'chess'.*sudoku"),
+    (dict(task="arith", protocol="d2"), "unknown protocol 'd2'.*compact"),
+    (dict(task="arith", limit=0), "limit must be a positive"),
+    (dict(task="arith", batch_size=0), "batch_size"),
+    (dict(task="sudoku", protocol="d1", steps="12"), "steps=12 is not divisible"),
+    (dict(task="sudoku", steps="L/5"), "not divisible by 5"),
+    (dict(task="sudoku", steps="48"), "exceeds gen_length=24"),
+    (dict(task="sudoku", steps="4,L/6"), "same number of steps twice"),
+    (dict(task="sudoku", steps="4,8", threshold=0.9), "at most one steps value"),
+    (dict(task="sudoku", protocol="d1", gen_length=48), "not divisible by block_length=32"),
+    (dict(task="arith", temperature=-1.0), "temperature"),
+    (dict(task="arith", split="dev"), "split"),
+])
+def test_bad_config_raises_naming_the_problem(fields, match):
+  with pytest.raises(ValueError, match=match):
+    EvalConfig(**fields)
+
+
+def test_a_missing_data_file_raises_before_compiling(model_dir, tmp_path, no_compile):
+  missing = tmp_path / "missing.csv"
+  with pytest.raises(ValueError, match="not found.*missing.csv"):
+    run_eval(model_dir, EvalConfig(task="sudoku", data=str(missing)))
+
+
+def test_a_malformed_data_row_is_reported_with_its_line_before_compiling(model_dir, tmp_path,
+                                                                        no_compile):
+  ((puzzle, solution),) = get_task("sudoku").generate("test", 1)
+  data = tmp_path / "sudoku.csv"
+  data.write_text(f"Puzzle,Solution\n{puzzle},{solution}\n{puzzle[:8]},{solution}\n")
+  with pytest.raises(ValueError, match="line 3"):
+    run_eval(model_dir, EvalConfig(task="sudoku", data=str(data)))
+
+
+def test_a_prompt_too_long_for_the_model_raises_before_compiling(model_dir, no_compile):
+  with pytest.raises(ValueError, match="max_seq_len=96"):
+    run_eval(model_dir, EvalConfig(task="arith", limit=2, gen_length=128))
+
+
+def test_an_empty_data_file_raises(model_dir, tmp_path, no_compile):
+  data = tmp_path / "sudoku.csv"
+  data.write_text("Puzzle,Solution\n")
+  with pytest.raises(ValueError, match="no examples"):
+    run_eval(model_dir, EvalConfig(task="sudoku", data=str(data)))
+
+
+# --- plot ---------------------------------------------------------------------------------
+
+
+def test_plot_writes_a_png_from_the_results_file_alone(run, tmp_path):
+  cfg, _, _, _ = run
+  png = plot.plot_results(cfg.out, tmp_path / "acc.png")
+  data = png.read_bytes()
+  assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+def test_plot_draws_one_line_per_model_task_and_protocol_and_skips_torn_lines(run, tmp_path):
+  _, records, _, _ = run
+  other = [dict(r, protocol="d1") for r in records]
+  path = tmp_path / "res.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records + other) + '{"torn": ')
+  lines = plot.curves(plot.read_results(path))
+  assert len(lines) == 2
+  for pts in lines.values():
+    assert [x for x, _ in pts] == [2.0, 4.0, 16.0]
+
+
+def test_plot_refuses_a_missing_or_empty_results_file_and_a_non_png_path(run, tmp_path):
+  with pytest.raises(ValueError, match="does not exist"):
+    plot.plot_results(tmp_path / "none.jsonl", tmp_path / "a.png")
+  (tmp_path / "empty.jsonl").write_text("\n")
+  with pytest.raises(ValueError, match="no `mro eval` result"):
+    plot.plot_results(tmp_path / "empty.jsonl", tmp_path / "a.png")
+  with pytest.raises(ValueError, match="PNG"):
+    plot.plot_results(run[0].out, tmp_path / "a.pdf")
