@@ -3,25 +3,28 @@
 A model directory holds `config.json` and either `model.safetensors` or sharded files
 listed in `model.safetensors.index.json`. Reading is strict: every missing, unexpected
 or mis-shaped weight is reported (all of them, with names and shapes) before anything is
-returned. Tensors are read one at a time and placed straight onto their target sharding,
-so peak host memory stays near the largest single tensor.
+read. Tensors are read one at a time, each device's piece straight from a memory map of
+the file onto its target sharding, so peak host memory stays near the largest single
+tensor (measured in tests/test_convert.py; README "Real-scale path"). Writing streams
+tensors one at a time too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
-from safetensors.numpy import save_file
+from jax.experimental import multihost_utils
 
+from models import safetensors_io as st
 from models.config import ModelConfig, SpecialIds, load_hf_config, to_hf_dict
+from models.sharding import tree_shardings
 from models.transformer import Transformer, abstract_model
 
 SINGLE_FILE = "model.safetensors"
@@ -70,21 +73,20 @@ def weight_files(model_dir: str | Path) -> dict[str, Path]:
         raise ValueError(f"{index} lists {f.name}, which does not exist")
     return files
   if single.is_file():
-    with safe_open(single, framework="numpy") as f:
-      return {name: single for name in f.keys()}
+    return {name: single for name in st.read_header(single)}
   raise ValueError(f"{model_dir} has neither {SINGLE_FILE} nor {INDEX_FILE}")
 
 
-def _tensor_shapes(files: dict[str, Path]) -> dict[str, tuple[int, ...]]:
-  shapes = {}
-  by_file: dict[Path, list[str]] = {}
+def tensor_infos(model_dir: str | Path) -> dict[str, st.TensorInfo]:
+  """Tensor name -> where its bytes are (file, dtype, shape); reads headers only."""
+  files = weight_files(model_dir)
+  headers = {f: st.read_header(f) for f in sorted(set(files.values()))}
+  infos = {}
   for name, f in files.items():
-    by_file.setdefault(f, []).append(name)
-  for f, names in by_file.items():
-    with safe_open(f, framework="numpy") as h:
-      for name in names:
-        shapes[name] = tuple(h.get_slice(name).get_shape())
-  return shapes
+    if name not in headers[f]:
+      raise ValueError(f"{model_dir / INDEX_FILE} puts {name} in {f.name}, which lacks it")
+    infos[name] = headers[f][name]
+  return infos
 
 
 def check_names_and_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -104,87 +106,141 @@ def check_names_and_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]])
     raise ValueError("checkpoint does not match the model config:\n  " + "\n  ".join(problems))
 
 
-def iter_hf_tensors(files: dict[str, Path]) -> Iterator[tuple[str, np.ndarray]]:
-  """Yields (name, array) one tensor at a time, opening each file once."""
-  by_file: dict[Path, list[str]] = {}
-  for name, f in files.items():
-    by_file.setdefault(f, []).append(name)
-  for f in sorted(by_file):
-    with safe_open(f, framework="numpy") as h:
-      for name in sorted(by_file[f]):
-        yield name, h.get_tensor(name)
+def read_sharded(info: st.TensorInfo, sharding: jax.sharding.Sharding, dtype,
+                 transpose: bool = False) -> jax.Array:
+  """One tensor placed straight onto `sharding`: each device's piece is read from a memory
+  map of the file (only those bytes), converted and, for torch [out, in] weights,
+  transposed on the host. Pieces shared by several devices are read once, so the host
+  holds at most one tensor's worth of pieces (plus the mapped pages) at any time; on
+  several processes each reads only the pieces of its own devices."""
+  source = info.open()
+  shape = info.shape[::-1] if transpose else info.shape
+  pieces: dict[tuple, np.ndarray] = {}
+
+  def piece(index: tuple) -> np.ndarray:
+    key = tuple((s.start, s.stop, s.step) for s in index)
+    if key not in pieces:
+      view = source[index[::-1]].T if transpose else source[index]
+      pieces[key] = np.array(view, dtype=dtype, order="C")
+    return pieces[key]
+
+  out = jax.make_array_from_callback(shape, sharding, piece)
+  pieces.clear()
+  del source
+  return out
 
 
 def load_hf_state(model_dir: str | Path, cfg: ModelConfig,
-                  sharding_of: Callable[[tuple], jax.sharding.Sharding] | None = None):
+                  sharding_of: Callable[[tuple], jax.sharding.Sharding] | None = None, *,
+                  mesh: jax.sharding.Mesh | None = None):
   """Reads a HF LLaDA checkpoint into an nnx state (graphdef, state) for `cfg`.
 
-  `sharding_of(path)` gives each weight's target sharding; by default weights land on the
-  default device. Each tensor is converted and placed before the next one is read.
+  Every name and shape is checked against `cfg` first (one error lists all problems).
+  With `mesh`, each weight lands on its logical-axis sharding (models/sharding.py); with
+  `sharding_of(path)`, on the sharding it returns; with neither, on the default device.
+  Tensors are read one at a time (see `read_sharded` for the host-memory bound).
   """
-  files = weight_files(model_dir)
-  check_names_and_shapes(cfg, _tensor_shapes(files))
+  infos = tensor_infos(model_dir)
+  check_names_and_shapes(cfg, {name: info.shape for name, info in infos.items()})
   graphdef, state = abstract_model(cfg)
+  if mesh is not None:
+    shardings = tree_shardings(state, mesh)
+    sharding_of = lambda path: _get(shardings, path)
   mapping = hf_name_map(cfg)
-  dtype = cfg.jnp_param_dtype
-  for name, array in iter_hf_tensors(files):
+  dtype = np.dtype(cfg.jnp_param_dtype)
+  for name in sorted(infos, key=lambda n: (str(infos[n].path), infos[n].offset)):
     path, transpose = mapping[name]
-    if transpose:
-      array = np.ascontiguousarray(array.T)
-    value = jnp.asarray(array, dtype=dtype) if sharding_of is None else jax.device_put(
-        array.astype(jnp.dtype(dtype)), sharding_of(path))
+    if sharding_of is None:
+      array = infos[name].open()
+      value = jnp.asarray(np.array(array.T if transpose else array, dtype=dtype, order="C"))
+      del array
+    else:
+      value = read_sharded(infos[name], sharding_of(path), dtype, transpose)
     _get(state, path[:-1])[path[-1]] = nnx.Param(value, **_get(state, path).get_metadata())
-    del array
   return graphdef, state
 
 
-def load_model(model_dir: str | Path, **config_overrides) -> tuple[Transformer, ModelConfig,
-                                                                     SpecialIds]:
-  """A ready model from a HF-format directory (config.json + safetensors)."""
+def load_model(model_dir: str | Path, *, mesh: jax.sharding.Mesh | None = None,
+               **config_overrides) -> tuple[Transformer, ModelConfig, SpecialIds]:
+  """A ready model from a model directory: config.json + HF safetensors, or + an Orbax
+  copy made by `mro convert` (models/orbax_io.py). `mesh` shards it as it is read."""
   cfg, ids = load_hf_config(model_dir, **config_overrides)
-  graphdef, state = load_hf_state(model_dir, cfg)
+  from models import orbax_io  # orbax is only needed for Orbax copies
+  if orbax_io.is_orbax_model(model_dir):
+    graphdef, state = orbax_io.load_state(model_dir, cfg, mesh=mesh)
+  else:
+    graphdef, state = load_hf_state(model_dir, cfg, mesh=mesh)
   return nnx.merge(graphdef, state), cfg, ids
+
+
+def host_array(x) -> np.ndarray:
+  """A (possibly sharded, possibly multi-process) array as one numpy array on this host.
+  Collective when some shards live on other processes: every process must call it."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def _plan_shards(names: list[str], sizes: dict[str, int], max_shard_bytes: int | None):
+  shards: list[list[str]] = [[]]
+  size = 0
+  for name in names:
+    if max_shard_bytes and shards[-1] and size + sizes[name] > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append(name)
+    size += sizes[name]
+  if len(shards) == 1:
+    return [(SINGLE_FILE, shards[0])]
+  n = len(shards)
+  return [(f"model-{i + 1:05d}-of-{n:05d}.safetensors", s) for i, s in enumerate(shards)]
 
 
 def save_hf(model_dir: str | Path, state, cfg: ModelConfig, ids: SpecialIds,
             max_shard_bytes: int | None = None) -> None:
   """Writes config.json + safetensors (sharded with an index above `max_shard_bytes`).
 
+  Tensors are fetched and written one at a time (host memory: about one tensor), from
+  arrays on any mesh; with several processes all must call this and process 0 writes.
   Files are written to temporary names and renamed, so a crash leaves either the old
   checkpoint or the new one, never a torn file.
   """
   model_dir = Path(model_dir)
-  model_dir.mkdir(parents=True, exist_ok=True)
-  shards: list[dict[str, np.ndarray]] = [{}]
-  size = 0
-  for name, (path, transpose) in hf_name_map(cfg).items():
-    array = np.asarray(jax.device_get(_get(state, path)[...]))
-    array = np.ascontiguousarray(array.T) if transpose else array
-    if max_shard_bytes and shards[-1] and size + array.nbytes > max_shard_bytes:
-      shards.append({})
-      size = 0
-    shards[-1][name] = array
-    size += array.nbytes
-  written = []
-  if len(shards) == 1:
-    written.append((SINGLE_FILE, shards[0]))
-  else:
-    n = len(shards)
-    written += [(f"model-{i + 1:05d}-of-{n:05d}.safetensors", s) for i, s in enumerate(shards)]
-  for fname, tensors in written:
-    tmp = model_dir / (fname + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, model_dir / fname)
-  if len(written) > 1:
-    index = {"metadata": {"total_size": sum(a.nbytes for s in shards for a in s.values())},
-             "weight_map": {n: f for f, s in written for n in s}}
-    _write_text_atomic(model_dir / INDEX_FILE, json.dumps(index, indent=2))
-    stale = model_dir / SINGLE_FILE
-  else:
-    stale = model_dir / INDEX_FILE
-  if stale.exists():
-    stale.unlink()
-  _write_text_atomic(model_dir / "config.json", json.dumps(to_hf_dict(cfg, ids), indent=2))
+  writer = jax.process_index() == 0
+  if writer:
+    model_dir.mkdir(parents=True, exist_ok=True)
+  mapping = hf_name_map(cfg)
+  value = lambda name: _get(state, mapping[name][0])[...]
+  specs = {}
+  for name, (_, transpose) in mapping.items():
+    v = value(name)
+    specs[name] = (tuple(v.shape[::-1]) if transpose else tuple(v.shape), np.dtype(v.dtype))
+  sizes = {n: int(np.prod(s, dtype=np.int64)) * d.itemsize for n, (s, d) in specs.items()}
+
+  def fetch(name):
+    array = host_array(value(name))
+    return np.ascontiguousarray(array.T) if mapping[name][1] else array
+
+  written = _plan_shards(list(mapping), sizes, max_shard_bytes)
+  for fname, names in written:
+    if writer:
+      st.write_file(model_dir / fname, [(n, *specs[n]) for n in names], fetch)
+    else:  # take part in the gathers that the writer's fetches run
+      for n in names:
+        fetch(n)
+  if writer:
+    if len(written) > 1:
+      index = {"metadata": {"total_size": sum(sizes.values())},
+               "weight_map": {n: f for f, names in written for n in names}}
+      _write_text_atomic(model_dir / INDEX_FILE, json.dumps(index, indent=2))
+      stale = model_dir / SINGLE_FILE
+    else:
+      stale = model_dir / INDEX_FILE
+    if stale.exists():
+      stale.unlink()
+    _write_text_atomic(model_dir / "config.json", json.dumps(to_hf_dict(cfg, ids), indent=2))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"save_hf {model_dir}")
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -2,11 +2,10 @@
 
 A random model scores ~0: these tests check the machinery (records, generations,
 batch invariance, protocol resolution, crash safety, bad input before compiling).
-Compile budget: the sampler settings of `run` (gen 16; steps 16, 4, 2; batch 3), plus
-steps 4 at batch 8 for the invariance check.
+Compile budget: the settings of `run` (gen 16; steps 16, 4, 2; batch 3), which the crash
+and append tests reuse, plus one each for batch 8, threshold mode and the in-memory model.
 """
 
-import dataclasses
 import json
 
 import numpy as np

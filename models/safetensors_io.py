@@ -1,0 +1,122 @@
+"""The safetensors file format, read lazily and written as a stream.
+
+The `safetensors` package's numpy reader cannot return bfloat16 (LLaDA-8B's dtype) and
+its writer needs every tensor of a file in memory at once. This module reads the format
+directly: the JSON header gives each tensor's dtype, shape and byte range, and a tensor
+(or any slice of it) is a read-only memory map of that range, so only the pages a caller
+touches are read, and they are released when the map is dropped. Writing computes the
+header from the shapes first and then appends tensors one at a time.
+
+Format: u64 little-endian header length N, N bytes of JSON (padded with spaces to a
+multiple of 8), then the tensors' bytes, C order, little-endian.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_CODES = {np.dtype(t): code for code, t in _DTYPES.items()}
+_MAX_HEADER = 100_000_000
+
+
+class TensorInfo:
+  """Where one tensor lives in a file."""
+
+  __slots__ = ("path", "name", "dtype", "shape", "offset")
+
+  def __init__(self, path: Path, name: str, dtype: np.dtype, shape: tuple[int, ...],
+               offset: int):
+    self.path, self.name, self.dtype, self.shape, self.offset = path, name, dtype, shape, offset
+
+  @property
+  def nbytes(self) -> int:
+    return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+  def open(self) -> np.ndarray:
+    """A read-only memory map of the tensor: nothing is read until it is indexed."""
+    if self.nbytes == 0:
+      return np.zeros(self.shape, self.dtype)
+    return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
+                     shape=self.shape)
+
+
+def read_header(path: str | Path) -> dict[str, TensorInfo]:
+  """Tensor name -> TensorInfo, from the header alone (no tensor data is read)."""
+  path = Path(path)
+  size = path.stat().st_size
+  with path.open("rb") as f:
+    raw = f.read(8)
+    if len(raw) < 8:
+      raise ValueError(f"{path} is not a safetensors file (shorter than 8 bytes)")
+    (n,) = struct.unpack("<Q", raw)
+    if n > min(_MAX_HEADER, size - 8):
+      raise ValueError(f"{path} is not a safetensors file (header length {n})")
+    try:
+      header = json.loads(f.read(n))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise ValueError(f"{path}: the safetensors header is not valid JSON: {e}") from e
+  start = 8 + n
+  out = {}
+  for name, entry in header.items():
+    if name == "__metadata__":
+      continue
+    code = entry.get("dtype")
+    if code not in _DTYPES:
+      raise ValueError(f"{path}: tensor {name} has dtype {code!r}; supported: {sorted(_DTYPES)}")
+    begin, end = entry["data_offsets"]
+    info = TensorInfo(path, name, np.dtype(_DTYPES[code]), tuple(entry["shape"]), start + begin)
+    if end - begin != info.nbytes or start + end > size:
+      raise ValueError(f"{path}: tensor {name} {info.shape} {code} does not fit its byte range "
+                       f"[{begin}, {end}) (file is truncated or corrupt)")
+    out[name] = info
+  return out
+
+
+def write_file(path: str | Path, specs: Iterable[tuple[str, tuple[int, ...], np.dtype]],
+               fetch: Callable[[str], np.ndarray], metadata: dict[str, str] | None = None) -> int:
+  """Writes one safetensors file from (name, shape, dtype) specs, calling `fetch(name)` for
+  each tensor only when its bytes are written, so one tensor is in memory at a time.
+
+  Writes to `path.tmp` and renames it into place. Returns the bytes of tensor data.
+  """
+  path = Path(path)
+  header: dict = {"__metadata__": dict(metadata or {"format": "pt"})}
+  specs = list(specs)
+  offset = 0
+  for name, shape, dtype in specs:
+    dtype = np.dtype(dtype)
+    if dtype not in _CODES:
+      raise ValueError(f"tensor {name}: dtype {dtype} cannot be stored in safetensors")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    header[name] = {"dtype": _CODES[dtype], "shape": list(shape),
+                    "data_offsets": [offset, offset + nbytes]}
+    offset += nbytes
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)
+  tmp = path.with_name(path.name + ".tmp")
+  with tmp.open("wb") as f:
+    f.write(struct.pack("<Q", len(blob)))
+    f.write(blob)
+    for name, shape, dtype in specs:
+      array = np.asarray(fetch(name))
+      if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+        raise ValueError(f"tensor {name}: got {array.dtype}{list(array.shape)}, planned "
+                         f"{np.dtype(dtype)}{list(shape)}")
+      f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)  # little-endian hosts
+      del array
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  return offset

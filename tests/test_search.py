@@ -1,0 +1,141 @@
+"""MRO search: selection rules, pool bookkeeping, determinism, batch invariance."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from models.config import preset
+from models.transformer import ModelApply, init_model
+from mro.sampler import NOT_COMMITTED
+from mro.schedule import SamplerConfig
+from mro.search import Scoring, SearchConfig, run_search, search_nfe, select
+from rewards.combine import RewardConfig
+from rewards.perplexity import CausalLMScorer
+
+VOCAB, MASK, EOS = 32, 31, 30
+CFG = SamplerConfig(gen_length=8, steps=4, block_length=8)
+
+
+def test_argmax_selection_keeps_the_best_candidates():
+  reward = jnp.asarray([[0.1, 0.9, 0.3, 0.2], [5.0, -1.0, 7.0, 6.0]])
+  keys = jax.random.split(jax.random.key(0), 2)
+  got = select(reward, keys, SearchConfig(k=2, n_live=2, select="argmax"))
+  assert [sorted(r) for r in np.asarray(got).tolist()] == [[1, 2], [2, 3]]
+
+
+def _draw_frequencies(temperature, n=4000):
+  reward = jnp.asarray([[0.0, 1.0, 2.0, 3.0]])
+  scfg = SearchConfig(k=4, n_live=n, select="resample", resample_temperature=temperature)
+  idx = np.asarray(select(reward, jax.random.split(jax.random.key(7), 1), scfg))[0]
+  return np.bincount(idx, minlength=4) / n
+
+
+def test_resampling_with_a_huge_temperature_is_nearly_uniform():
+  np.testing.assert_allclose(_draw_frequencies(1e6), 0.25, atol=0.03)
+
+
+def test_resampling_with_a_tiny_temperature_is_argmax():
+  assert _draw_frequencies(1e-4)[3] == 1.0
+
+
+def test_resampling_follows_exp_reward_over_temperature():
+  want = np.exp(np.arange(4.0)) / np.exp(np.arange(4.0)).sum()
+  np.testing.assert_allclose(_draw_frequencies(1.0, n=20000), want, atol=0.015)
+
+
+@pytest.fixture(scope="module")
+def models():
+  small = dict(vocab_size=VOCAB, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2,
+               mlp_hidden=64, max_seq_len=32)
+  g, p = nnx.split(init_model(preset("tiny", **small), seed=0))
+  gs, ps = nnx.split(init_model(preset("tiny", causal=True, **small), seed=1))
+  return ModelApply(g), p, CausalLMScorer(ModelApply(gs)), ps
+
+
+def _run(models, prompts, scfg, rewards=RewardConfig(use=("tv", "ppl")), seed=0, row_ids=None,
+         cfg=CFG):
+  apply, params, scorer, sparams = models
+  scoring = Scoring(rewards, MASK, EOS, scorer)
+  return jax.device_get(run_search(apply, params, prompts, cfg, scfg, scoring,
+                                   scorer_params=sparams, key=jax.random.key(seed),
+                                   row_ids=row_ids))
+
+
+PROMPTS = np.random.default_rng(0).integers(0, 29, (3, 5)).astype(np.int32)
+
+
+@pytest.mark.parametrize("select_rule", ["argmax", "resample", "none"])
+def test_every_final_candidate_is_a_complete_trajectory(models, select_rule):
+  scfg = SearchConfig(k=3, n_live=2, group_steps=2, select=select_rule)
+  out = _run(models, PROMPTS, scfg)
+  B, N, L = out.tokens.shape
+  assert (B, N, L) == (3, 6, 13)
+  np.testing.assert_array_equal(out.tokens[:, :, :5], np.repeat(PROMPTS[:, None], N, 1))
+  gen_steps = out.commit_step[:, :, 5:]
+  assert (gen_steps != NOT_COMMITTED).all() and (out.tokens[:, :, 5:] != MASK).all()
+  for b in range(B):
+    for n in range(N):  # 2 tokens per step: each step commits exactly two positions
+      assert np.bincount(gen_steps[b, n], minlength=4).tolist() == [2, 2, 2, 2]
+  assert out.r_tv.shape == (3, 6, 2) and np.isfinite(out.intra).all()
+
+
+def test_argmax_search_continues_only_the_best_candidate(models):
+  """After group 1, every final candidate descends from the best group-1 candidate."""
+  scfg = SearchConfig(k=4, n_live=1, group_steps=2, select="argmax")
+  out = _run(models, PROMPTS, scfg)
+  first_half = out.commit_step[:, :, 5:] < 2
+  for b in range(PROMPTS.shape[0]):
+    committed = np.where(first_half[b], out.tokens[b, :, 5:], -1)
+    assert (committed == committed[0]).all()  # one shared ancestor
+    assert np.allclose(out.r_tv[b, :, 0], out.r_tv[b, 0, 0])
+
+
+def test_best_of_n_candidates_are_independent_samples(models):
+  out = _run(models, PROMPTS, SearchConfig(k=4, group_steps=2, select="none"))
+  prefixes = {tuple(np.where(out.commit_step[0, n, 5:] < 2, out.tokens[0, n, 5:], -1))
+              for n in range(4)}
+  assert len(prefixes) > 1
+
+
+def test_same_seed_same_search_and_another_seed_differs(models):
+  scfg = SearchConfig(k=3, group_steps=2, select="resample")
+  a, b = _run(models, PROMPTS, scfg), _run(models, PROMPTS, scfg)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_array_equal(a.intra, b.intra)
+  c = _run(models, PROMPTS, scfg, seed=1)
+  assert (a.tokens != c.tokens).any()
+
+
+def test_a_prompts_search_does_not_depend_on_the_batch(models):
+  scfg = SearchConfig(k=3, group_steps=2, select="resample")
+  full = _run(models, PROMPTS, scfg)
+  alone = _run(models, PROMPTS[1:2], scfg, row_ids=[1])
+  np.testing.assert_array_equal(full.tokens[1], alone.tokens[0])
+  np.testing.assert_allclose(full.intra[1], alone.intra[0], rtol=1e-5)
+
+
+def test_rewards_that_are_off_contribute_nothing(models):
+  out = _run(models, PROMPTS, SearchConfig(k=2, group_steps=2),
+             rewards=RewardConfig(use=("q",)))
+  assert (out.intra == 0).all() and (out.r_tv == 0).all() and (out.r_ppl == 0).all()
+
+
+def test_nfe_counts_candidates_steps_and_verification_rows():
+  scfg = SearchConfig(k=4, n_live=1, group_steps=2)
+  got = search_nfe(CFG, scfg, RewardConfig(use=("tv", "ppl"), n_verify=2))
+  assert got == {"nfe": 4 * 4 + 4 * 2 * 2, "scorer_nfe": 4 * 2}
+
+
+def test_search_settings_that_cannot_work_are_refused():
+  with pytest.raises(ValueError, match="group_steps"):
+    SearchConfig(group_steps=3).check(CFG)
+  with pytest.raises(ValueError, match="threshold"):
+    SearchConfig(group_steps=2).check(dataclasses.replace(CFG, threshold=0.9))
+  with pytest.raises(ValueError, match="select"):
+    SearchConfig(select="best")
+  with pytest.raises(ValueError, match=">= 1"):
+    SearchConfig(k=0)
