@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from models import safetensors_io as st
 from models.config import ModelConfig, SpecialIds, load_hf_config, to_hf_dict
-from models.sharding import tree_shardings
+from models.sharding import host_array, tree_shardings
 from models.transformer import Transformer, abstract_model
 
 SINGLE_FILE = "model.safetensors"
@@ -171,14 +171,6 @@ def load_model(model_dir: str | Path, *, mesh: jax.sharding.Mesh | None = None,
   else:
     graphdef, state = load_hf_state(model_dir, cfg, mesh=mesh)
   return nnx.merge(graphdef, state), cfg, ids
-
-
-def host_array(x) -> np.ndarray:
-  """A (possibly sharded, possibly multi-process) array as one numpy array on this host.
-  Collective when some shards live on other processes: every process must call it."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(jax.device_get(x))
 
 
 def _plan_shards(names: list[str], sizes: dict[str, int], max_shard_bytes: int | None):

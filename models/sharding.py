@@ -14,6 +14,7 @@ import math
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -124,7 +125,47 @@ def batch_sharding(mesh, ndim: int = 2) -> NamedSharding:
 
 
 def check_batch_divides(batch: int, mesh) -> None:
+  """ValueError unless `batch` rows split evenly over the data-parallel axes."""
   n = math.prod(mesh.shape[a] for a in RULES["batch"])
   if batch % n:
     raise ValueError(f"batch size {batch} is not divisible by the data-parallel mesh size "
                      f"{n} (data x fsdp)")
+
+
+def place_params(params, mesh):
+  """Parameters (an nnx state: each weight by its logical axes; plain leaves replicated)
+  on `mesh`. Already-placed arrays are not copied."""
+  return jax.device_put(params, tree_shardings(params, mesh))
+
+
+def shard_batch(tree, mesh):
+  """Arrays with a leading batch axis (numpy, jax or PRNG-key arrays) split over the
+  data-parallel axes. Every process passes the same full batch (works with several
+  processes, where numpy inputs cannot go to a sharded jit directly)."""
+  def one(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      data = jax.device_put(jax.random.key_data(x), batch_sharding(mesh, x.ndim + 1))
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    if np.ndim(x) == 0:
+      raise ValueError("a batch entry has no batch axis (a scalar)")
+    check_batch_divides(np.shape(x)[0], mesh)
+    return jax.device_put(x, batch_sharding(mesh, np.ndim(x)))
+  return jax.tree.map(one, tree)
+
+
+def abstract_arrays(tree, shardings):
+  """ShapeDtypeStructs carrying `shardings` (as from tree_shardings) for a tree of arrays
+  or abstract values, nnx Variables kept: what `jit(...).lower` takes, nothing allocated."""
+  def one(x, sharding):
+    if isinstance(x, nnx.Variable):
+      return x.replace(jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding))
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  return jax.tree.map(one, tree, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def host_array(x) -> np.ndarray:
+  """A (possibly sharded, possibly multi-process) array as one numpy array on this host.
+  Collective when some shards live on other processes: every process must call it."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))

@@ -145,15 +145,20 @@ class Transformer(nnx.Module):
   def logits_from_hidden(self, h_BKD):
     return self.ff_out(h_BKD).astype(jnp.float32)
 
+  def predictor_hidden(self, tokens_BL, attention_mask_BL=None):
+    """[B, L, D] states whose output-layer logits at i predict token i (shift applied)."""
+    h = self.hidden(tokens_BL, attention_mask_BL)
+    if self.cfg.shift_logits:  # Dream-style: hidden i predicts token i + 1.
+      h = jnp.concatenate([h[:, :1], h[:, :-1]], axis=1)
+    return h
+
   def __call__(self, tokens_BL, attention_mask_BL=None, positions_BK=None):
     """Logits where position i predicts token i (float32).
 
     `positions_BK` restricts the output layer to K positions per row (the sampler
     needs only the current block; the loss only the masked positions).
     """
-    h = self.hidden(tokens_BL, attention_mask_BL)
-    if self.cfg.shift_logits:  # Dream-style: hidden i predicts token i + 1.
-      h = jnp.concatenate([h[:, :1], h[:, :-1]], axis=1)
+    h = self.predictor_hidden(tokens_BL, attention_mask_BL)
     if positions_BK is not None:
       h = jnp.take_along_axis(h, positions_BK[..., None], axis=1)
     return self.logits_from_hidden(h)
@@ -181,3 +186,11 @@ class ModelApply:
 
   def __call__(self, params, tokens_BL, attention_mask_BL=None, positions_BK=None):
     return nnx.merge(self.graphdef, params)(tokens_BL, attention_mask_BL, positions_BK)
+
+  def hidden(self, params, tokens_BL, attention_mask_BL=None):
+    """[B, L, D] states before the output layer (for losses that pick positions later)."""
+    return nnx.merge(self.graphdef, params).predictor_hidden(tokens_BL, attention_mask_BL)
+
+  def head(self, params, h_BKD):
+    """The output layer: [B, K, D] states -> [B, K, V] float32 logits."""
+    return nnx.merge(self.graphdef, params).logits_from_hidden(h_BKD)

@@ -72,10 +72,45 @@ def cmd_sample(args) -> int:
   from mro.textgen import TextSampler
   from mro.workdir import load_inference_model, recorded_sampler_config
   cfg = sampler_config(args, recorded_sampler_config(args.model) or schedule.SamplerConfig())
+  if args.search != "none":
+    return _sample_with_search(args, cfg)
   model, model_cfg, _, tokenizer = load_inference_model(args.model)
   sampler = TextSampler(model, model_cfg, tokenizer)
   for prompt, gen in zip(args.prompt, sampler.generate(args.prompt, cfg, seed=args.seed)):
     print(f"{prompt}{gen.text}" if args.echo else gen.text)
+  return 0
+
+
+def _sample_with_search(args, cfg) -> int:
+  """`mro sample --search ...`: rewards default to tv (+ ppl with --scorer, + q with --task)."""
+  from mro import tts
+  from mro.evaluate import resolve_model
+  from mro.textgen import TextSampler
+  from mro.workdir import load_inference_model
+  from rewards.tasks import get_task
+  task = get_task(args.task) if args.task else None
+  if args.rewards is None:
+    args.rewards = ",".join(["tv"] + ["ppl"] * bool(args.scorer) + ["q"] * bool(task))
+  scfg, rewards = tts.search_settings(cfg, **_search_args(args))
+  scorer = scorer_tok = None
+  if args.scorer:
+    name = "default-scorer" if args.scorer == "default" else args.scorer
+    if name == "default-scorer" and not args.task:
+      raise ValueError("--scorer default needs --task (the shipped scorers are per task)")
+    scorer, _, _, scorer_tok = load_inference_model(resolve_model(name, args.task or ""))
+  model, model_cfg, _, tokenizer = load_inference_model(args.model)
+  runner = tts.SearchRunner(TextSampler(model, model_cfg, tokenizer), scorer, scorer_tok)
+  examples = None
+  if task is not None:  # answers are judged by vote or the verifier: no label is needed
+    from rewards.tasks import Example
+    examples = [Example(id=f"prompt-{i}", prompt=p, target="", answer="", meta={})
+                for i, p in enumerate(args.prompt)]
+  results, nfe = runner.search(args.prompt, cfg, scfg, rewards, task=task, examples=examples,
+                               seed=args.seed)
+  for prompt, r in zip(args.prompt, results):
+    print(f"{prompt}{r.text}" if args.echo else r.text)
+  print(f"search: {nfe['nfe']} forward passes per prompt (+{nfe['scorer_nfe']} scorer); "
+        f"rewards {','.join(rewards.use) or 'none'}", file=sys.stderr)
   return 0
 
 
@@ -86,7 +121,8 @@ def cmd_eval(args) -> int:
       split=args.split, limit=args.limit, gen_length=args.gen_length,
       block_length=args.block_length, temperature=args.temperature, remasking=args.remasking,
       threshold=args.threshold, cfg_scale=args.cfg_scale, batch_size=args.batch_size,
-      seed=args.seed, data_seed=args.data_seed, out=args.out)
+      seed=args.seed, data_seed=args.data_seed, out=args.out, scorer=args.scorer,
+      **_search_args(args))
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
   progress = lambda r: print(evaluate.progress_line(r), file=sys.stderr, flush=True)
@@ -99,6 +135,37 @@ def cmd_eval(args) -> int:
     from mro import plot
     print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
   return 0
+
+
+def _add_search_args(p: argparse.ArgumentParser, rewards_default: str | None = "tv,ppl,q"):
+  g = p.add_argument_group("MRO test-time search (method.md §5)")
+  g.add_argument("--search", choices=("none", "mro", "best-of-n"), default="none",
+                 help="mro: expand k candidates every --group-steps steps, score, select; "
+                      "best-of-n: k independent samples picked with the same rewards")
+  g.add_argument("--k", type=int, default=4, help="candidates per live sequence")
+  g.add_argument("--group-steps", type=int, default=None,
+                 help="w, steps between search points (default: steps/4)")
+  g.add_argument("--select", choices=("argmax", "resample"), default="argmax",
+                 help="argmax (the paper) or importance resampling ∝ exp(R/τ)")
+  g.add_argument("--search-temperature", type=float, default=0.25,
+                 help="sampling temperature of the candidates")
+  g.add_argument("--resample-temperature", type=float, default=1.0)
+  g.add_argument("--n-live", type=int, default=1, help="live sequences per prompt")
+  g.add_argument("--rewards", default=rewards_default,
+                 help="any of tv, ppl, q joined by , or +; 'all'; 'none' (default: "
+                      + (rewards_default or "tv, + ppl with --scorer, + q with --task") + ")")
+  g.add_argument("--quality-source", choices=("vote", "verifier", "label"), default="vote")
+  g.add_argument("--n-verify", type=int, default=1, help="positions re-predicted per group")
+  g.add_argument("--scorer", default=None,
+                 help="causal scorer for ppl: a model dir, or 'default' (shipped, per task)")
+
+
+def _search_args(args) -> dict:
+  return {"search": args.search, "k": args.k, "group_steps": args.group_steps,
+          "select": args.select, "search_temperature": args.search_temperature,
+          "resample_temperature": args.resample_temperature, "n_live": args.n_live,
+          "rewards": args.rewards, "quality_source": args.quality_source,
+          "n_verify": args.n_verify}
 
 
 def cmd_plot(args) -> int:
@@ -152,6 +219,7 @@ def _add_eval_parser(verbs) -> None:
   g.add_argument("--threshold", type=float, default=None,
                  help="confidence-threshold parallel decoding (0 < T <= 1)")
   g.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance")
+  _add_search_args(p)
   p.set_defaults(func=cmd_eval)
 
   p = verbs.add_parser("plot", help="draw accuracy vs steps from `mro eval` results")
@@ -180,7 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="prompt text (repeat for a batch; prompts may differ in length)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--echo", action="store_true", help="print the prompt before the output")
+  p.add_argument("--task", default=None,
+                 help="task of the prompts (for the quality reward of --search)")
   _add_sampler_args(p)
+  _add_search_args(p, rewards_default=None)
   p.set_defaults(func=cmd_sample)
   _add_eval_parser(verbs)
   return parser

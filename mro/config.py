@@ -67,6 +67,9 @@ class DataConfig:
   train_on_padding_eos: bool = True  # LLaDA trains on the EOS padding of the response
   mask_eps: float = 1e-3
   seed: int = 0
+  # > 0: the loss runs the output layer only on chunks of this many positions per row
+  # that hold masked tokens (mro/losses.chunked_masked_ce); same loss, less memory.
+  loss_chunk: int = 0
 
   def __post_init__(self):
     if self.objective not in ("sft", "pretrain", "ar"):
@@ -79,6 +82,8 @@ class DataConfig:
       raise ValueError(f"data.train_size must be >= 0, got {self.train_size}")
     if not 0.0 < self.mask_eps < 1.0:
       raise ValueError(f"data.mask_eps must be in (0, 1), got {self.mask_eps}")
+    if self.loss_chunk < 0:
+      raise ValueError(f"data.loss_chunk must be >= 0 (0 = off), got {self.loss_chunk}")
 
 
 @dataclasses.dataclass(frozen=True)

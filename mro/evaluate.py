@@ -36,10 +36,13 @@ import numpy as np
 from mro.protocols import Protocol, get_protocol
 from mro.sampler import check_lengths
 from mro.schedule import SamplerConfig
+from mro.search import SearchConfig
+from mro.tts import SEARCHES, search_settings
+from rewards.combine import RewardConfig
 from rewards.tasks import Example, Task, get_task
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "models"
-SHIPPED_MODELS = ("default", "default-mro")
+SHIPPED_MODELS = ("default", "default-mro", "default-scorer")
 
 
 def resolve_model(name_or_path: str | Path, task: str) -> Path:
@@ -107,6 +110,19 @@ class EvalConfig:
   seed: int = 0
   data_seed: int = 0
   out: str | None = None
+  # Test-time search (mro/search.py): "none", "mro" (group steps + selection) or
+  # "best-of-n" (k independent samples, picked with the same rewards at equal NFE).
+  search: str = "none"
+  k: int = 4
+  group_steps: int | None = None  # default: a quarter of the steps (4 search points)
+  select: str = "argmax"
+  search_temperature: float = 0.25
+  resample_temperature: float = 1.0
+  n_live: int = 1
+  rewards: str = "tv,ppl,q"
+  quality_source: str = "vote"
+  n_verify: int = 1
+  scorer: str | None = None  # causal scorer dir, or "default" (experiments/models/default-scorer)
 
   def __post_init__(self):
     if isinstance(self.steps, str):
@@ -124,6 +140,16 @@ class EvalConfig:
     if self.out is not None and Path(self.out).is_dir():
       raise ValueError(f"out={self.out} is a directory; give a .jsonl file path")
     self.sampler_configs()  # steps, lengths, temperature, threshold: all checked now
+    if self.search not in SEARCHES:
+      raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+    if self.search != "none":
+      for scfg in self.sampler_configs():
+        self.search_settings(scfg)
+      if self.search_settings(scfg)[1].on("ppl") and self.scorer is None:
+        raise ValueError("the ppl reward needs --scorer (a causal model dir or 'default')")
+
+  def search_settings(self, scfg: SamplerConfig) -> tuple[SearchConfig, RewardConfig]:
+    return search_settings(scfg, **{f: getattr(self, f) for f in _SEARCH_FIELDS[:-1]})
 
   def resolved_protocol(self) -> Protocol:
     """The protocol for this task with the explicit options applied."""
@@ -207,6 +233,22 @@ def _text_sampler(model):
   return TextSampler(net, model_cfg, tokenizer)
 
 
+_SEARCH_FIELDS = ("search", "k", "group_steps", "select", "search_temperature",
+                  "resample_temperature", "n_live", "rewards", "quality_source", "n_verify",
+                  "scorer")
+
+
+def _searcher(sampler, cfg: EvalConfig):
+  """A SearchRunner with the scorer the config names (loaded once per run)."""
+  from mro.tts import SearchRunner
+  from mro.workdir import load_inference_model
+  if cfg.scorer is None:
+    return SearchRunner(sampler)
+  path = resolve_model("default-scorer" if cfg.scorer == "default" else cfg.scorer, cfg.task)
+  scorer, _, _, scorer_tok = load_inference_model(path)
+  return SearchRunner(sampler, scorer, scorer_tok)
+
+
 def _rate(tokens: int, seconds: float) -> float | None:
   return tokens / seconds if tokens and seconds > 0 else None
 
@@ -217,13 +259,27 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerConfig,
-                 cfg: EvalConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                 cfg: EvalConfig, searcher=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Samples and scores every example at one sampler setting: (metrics, generations)."""
   start = time.perf_counter()
   texts: list[str | None] = [None] * len(examples)
-  batch_seconds, nfe = [], 0
+  details: list[dict | None] = [None] * len(examples)
+  batch_seconds, nfe, nfe_per_prompt = [], 0, scfg.steps
   for idx, real in batches(len(examples), cfg.batch_size):
     t0 = time.perf_counter()
+    if searcher is not None:
+      results, counts = searcher.search(
+          [prompts[i] for i in idx], scfg, *cfg.search_settings(scfg),
+          task=task, examples=[examples[i] for i in idx], seed=cfg.seed, row_ids=idx,
+          width=width)
+      batch_seconds.append(time.perf_counter() - t0)
+      nfe_per_prompt = counts["nfe"]
+      nfe += counts["nfe"]  # batch-sized forward passes (a pool row = 1/N of one)
+      for i, r in zip(idx[:real], results[:real]):
+        texts[i] = r.text
+        details[i] = {"total_reward": r.total, "candidate_totals": r.totals,
+                      "candidate_r_q": r.r_q}
+      continue
     out, prompt_len = sampler.generate_tokens([prompts[i] for i in idx], scfg, seed=cfg.seed,
                                               row_ids=idx, width=width)
     batch_seconds.append(time.perf_counter() - t0)
@@ -239,7 +295,8 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
     fmt.append(float(ok))
     gens.append({"example_id": ex.id, "index": i, "prompt": prompts[i], "output": text,
                  "extracted_answer": task.extract_answer(text), "reference_answer": ex.answer,
-                 "score": score, "format_ok": ok})
+                 "score": score, "format_ok": ok,
+                 **({"search": details[i]} if details[i] is not None else {})})
   sample_seconds, n_batches = sum(batch_seconds), len(batch_seconds)
   later = sum(batch_seconds[1:])  # the first batch includes this setting's compile
   metrics = {
@@ -250,9 +307,12 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
       "tokens_per_second": _rate(len(examples) * scfg.gen_length, sample_seconds),
       "tokens_per_second_after_first_batch": _rate(
           (len(examples) - min(cfg.batch_size, len(examples))) * scfg.gen_length, later),
+      # forward passes per prompt (mask predictor rows), and batch-sized passes in total
+      "nfe_per_prompt": nfe / n_batches if searcher is None else nfe_per_prompt,
       "nfe": nfe, "batches": n_batches,
       # mean steps per batch: the steps, or in threshold mode the steps actually taken
-      "denoising_steps": nfe / n_batches / (2 if scfg.cfg_scale else 1),
+      "denoising_steps": (nfe / n_batches / (2 if scfg.cfg_scale else 1) if searcher is None
+                          else scfg.steps),
   }
   return metrics, gens
 
@@ -291,8 +351,13 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
           "assistant_prefix": protocol.assistant_prefix, "seed": cfg.seed,
           "data_seed": cfg.data_seed, "batch_size": cfg.batch_size, "prompt_width": width}
   records = []
+  searcher = _searcher(sampler, cfg) if cfg.search != "none" else None
+  if searcher is not None:
+    base["search"] = {f: getattr(cfg, f) for f in _SEARCH_FIELDS}
   for scfg in settings:
-    metrics, gens = _run_setting(sampler, task, examples, prompts, width, scfg, cfg)
+    metrics, gens = _run_setting(sampler, task, examples, prompts, width, scfg, cfg, searcher)
+    if searcher is not None:
+      metrics["search_config"] = dataclasses.asdict(cfg.search_settings(scfg)[0])
     setting_id = f"{run_id}-s{scfg.steps}"
     record = {"setting_id": setting_id,
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -315,19 +380,30 @@ _MAIN_KEYS = ("correct", "format")  # shown as accuracy and format
 def format_table(records: Sequence[dict[str, Any]]) -> str:
   """A plain-text table: one row per record, the task's extra metrics as columns."""
   extras = sorted({k for r in records for k in r["metrics"] if k not in _MAIN_KEYS})
-  head = ["task", "protocol", "steps", "n", "accuracy", *extras, "format", "tok/s", "seconds"]
+  head = ["task", "protocol", "search", "steps", "n", "accuracy", *extras, "format",
+          "NFE/prompt", "tok/s", "seconds"]
   rows = [head]
   for r in records:
     tps = r.get("tokens_per_second")
-    rows.append([r["task"], r["protocol"], str(r["steps"]), str(r["n"]),
+    rows.append([r["task"], r["protocol"], search_label(r), str(r["steps"]), str(r["n"]),
                  f"{r['accuracy']:.4f}",
                  *(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "-" for k in extras),
-                 f"{r['format_rate']:.4f}", "-" if tps is None else f"{tps:.1f}",
-                 f"{r['seconds']:.1f}"])
+                 f"{r['format_rate']:.4f}", f"{r.get('nfe_per_prompt', 0):.0f}",
+                 "-" if tps is None else f"{tps:.1f}", f"{r['seconds']:.1f}"])
   widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
   return "\n".join("  ".join(c.rjust(w) if j > 1 else c.ljust(w)
                              for j, (c, w) in enumerate(zip(row, widths))).rstrip()
                    for row in rows)
+
+
+def search_label(record: dict[str, Any]) -> str:
+  s = record.get("search")
+  if not s or s["search"] == "none":
+    return "-"
+  sc = record.get("search_config", {})
+  if s["search"] == "best-of-n":
+    return f"best-of-{s['k'] * s['n_live']}:{s['rewards']}"
+  return f"mro:k{s['k']}:w{sc.get('group_steps')}:{s['select']}:{s['rewards']}"
 
 
 def progress_line(record: dict[str, Any]) -> str:

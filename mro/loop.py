@@ -82,7 +82,7 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossF
   apply, state, shardings = init_state(cfg.model, optimizer, cfg.train.seed, mesh)
   if loss_fn is None:
     loss_fn = make_mdm_loss(tokenizer.special.mask, cfg.data.mask_eps, cfg.data.objective,
-                            resp_start=cfg.data.max_prompt_len)
+                            resp_start=cfg.data.max_prompt_len, chunk=cfg.data.loss_chunk)
   step_fn = jit_train_step(apply, loss_fn, optimizer, cfg.train, shardings, mesh)
 
   ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)

@@ -17,7 +17,8 @@ Batches (built by mro/data.py):
   eligible   bool[B, L]    positions that may be masked (response, or everything)
 The SFT response window starts at a fixed column `resp_start` (the padded prompt width,
 a static argument): the output layer is only evaluated from there on, never on prompt
-positions.
+positions. With `chunk` > 0 (`data.loss_chunk`) it is evaluated only on chunks holding
+masked positions, never all at once (`chunked_masked_ce`): the same loss, less memory.
 """
 
 from __future__ import annotations
@@ -56,20 +57,68 @@ def weighted_masked_ce(apply, params, noisy_BL, clean_BL, mask_BL, p_mask_B, att
   return ce.sum(axis=1) / p_mask_B, ce
 
 
+def chunked_masked_ce(apply, params, noisy_BL, clean_BL, mask_BL, attn_mask_BL, start: int,
+                      chunk: int):
+  """Per-row sum over masked positions (from `start` on) of the CE, with the output layer
+  run only where it is needed: each row's masked positions are moved to the front, the
+  window is cut into chunks of `chunk` positions visited by a `lax.scan`, a chunk in which
+  no row has a masked position left is skipped (`lax.cond`), and a visited chunk is
+  recomputed in the backward pass (`jax.checkpoint`). So at most [B, chunk, V] logits
+  exist at a time, and the output layer costs B * chunk * ceil(max_r masked_r / chunk)
+  positions instead of B * window. Rows never mix, so a data-sharded batch stays local.
+  `apply` must offer `hidden` and `head` (models.transformer.ModelApply does)."""
+  if not (hasattr(apply, "hidden") and hasattr(apply, "head")):
+    raise ValueError("a chunked loss needs an apply with .hidden and .head (ModelApply)")
+  h = apply.hidden(params, noisy_BL, attn_mask_BL)[:, start:]
+  B, W, D = h.shape
+  chunk = min(chunk, W)
+  n = -(-W // chunk)
+  is_masked = mask_BL[:, start:]
+  order = jnp.argsort(~is_masked, axis=1, stable=True)  # masked positions first
+  order = jnp.pad(order, ((0, 0), (0, n * chunk - W)))  # padding: position 0, weight 0
+  keep = jnp.take_along_axis(is_masked, order, 1) & (jnp.arange(n * chunk) < W)
+  target = jnp.take_along_axis(clean_BL[:, start:], order, 1)
+  h = jnp.take_along_axis(h, order[..., None], 1)
+  chunks = lambda x: x.reshape(B, n, chunk, *x.shape[2:]).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def chunk_ce(params, h_BCD, target_BC, keep_BC):
+    return jnp.where(keep_BC, token_ce(apply.head(params, h_BCD), target_BC), 0.0).sum(1)
+
+  def body(total_B, xs):
+    skip = lambda *_: jnp.zeros((B,), jnp.float32)
+    return total_B + jax.lax.cond(xs[2].any(), chunk_ce, skip, params, *xs), None
+
+  total, _ = jax.lax.scan(body, jnp.zeros((B,), jnp.float32),
+                          (chunks(h), chunks(target), chunks(keep)))
+  return total
+
+
+def _per_row_ce(apply, params, noisy_BL, clean_BL, mask_BL, p_mask_B, attn_mask_BL, start,
+                chunk):
+  if chunk:
+    return chunked_masked_ce(apply, params, noisy_BL, clean_BL, mask_BL, attn_mask_BL, start,
+                             chunk) / p_mask_B
+  return weighted_masked_ce(apply, params, noisy_BL, clean_BL, mask_BL, p_mask_B, attn_mask_BL,
+                            start)[0]
+
+
 def mdm_loss_given_mask(apply, params, clean_BL, mask_BL, p_mask_B, mask_id: int,
-                        attn_mask_BL=None):
-  """Pretraining loss for a given mask (the fixture's `loss_pretrain`)."""
+                        attn_mask_BL=None, chunk: int = 0):
+  """Pretraining loss for a given mask (the fixture's `loss_pretrain`). `chunk` > 0: the
+  same value from `chunked_masked_ce` (output layer on masked positions only)."""
   noisy = jnp.where(mask_BL, mask_id, clean_BL)
-  per_row, _ = weighted_masked_ce(apply, params, noisy, clean_BL, mask_BL, p_mask_B, attn_mask_BL)
+  per_row = _per_row_ce(apply, params, noisy, clean_BL, mask_BL, p_mask_B, attn_mask_BL, 0,
+                        chunk)
   return per_row.sum() / clean_BL.size
 
 
 def sft_loss_given_mask(apply, params, clean_BL, mask_BL, p_mask_B, answer_len_B, mask_id: int,
-                        attn_mask_BL=None, resp_start: int = 0):
-  """SFT loss for a given mask (the fixture's `loss`)."""
+                        attn_mask_BL=None, resp_start: int = 0, chunk: int = 0):
+  """SFT loss for a given mask (the fixture's `loss`); `chunk` as in mdm_loss_given_mask."""
   noisy = jnp.where(mask_BL, mask_id, clean_BL)
-  per_row, _ = weighted_masked_ce(apply, params, noisy, clean_BL, mask_BL, p_mask_B,
-                                  attn_mask_BL, resp_start)
+  per_row = _per_row_ce(apply, params, noisy, clean_BL, mask_BL, p_mask_B, attn_mask_BL,
+                        resp_start, chunk)
   return jnp.mean(per_row / answer_len_B)
 
 
@@ -86,11 +135,14 @@ def ar_loss(apply, params, batch, resp_start: int):
 
 
 def make_mdm_loss(mask_id: int, eps: float = 1e-3, objective: str = "sft",
-                  resp_start: int = 0):
+                  resp_start: int = 0, chunk: int = 0):
   """The training objective as a pluggable loss function: masked diffusion ("sft",
-  "pretrain") or, for a causal model, next-token prediction ("ar")."""
+  "pretrain") or, for a causal model, next-token prediction ("ar"). `chunk` > 0 computes
+  the masked-diffusion CE with `chunked_masked_ce` (same value, less memory)."""
   if objective not in OBJECTIVES:
     raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+  if chunk < 0:
+    raise ValueError(f"the loss chunk must be >= 0 (0 = off), got {chunk}")
   if objective == "ar":
     if resp_start < 1:
       raise ValueError("the 'ar' objective needs a prompt before the response (resp_start >= 1)")
@@ -101,11 +153,11 @@ def make_mdm_loss(mask_id: int, eps: float = 1e-3, objective: str = "sft",
     mask, p_mask = draw_mask(key, batch["eligible"], eps)
     if objective == "pretrain":
       loss = mdm_loss_given_mask(apply, params, batch["tokens"], mask, p_mask, mask_id,
-                                 batch["attn_mask"])
+                                 batch["attn_mask"], chunk)
     else:
       answer_len = jnp.maximum(batch["eligible"].sum(axis=1), 1)
       loss = sft_loss_given_mask(apply, params, batch["tokens"], mask, p_mask, answer_len,
-                                 mask_id, batch["attn_mask"], resp_start)
+                                 mask_id, batch["attn_mask"], resp_start, chunk)
     return loss, {"masked_tokens": mask.sum(), "tokens": batch["attn_mask"].sum()}
 
   return loss_fn

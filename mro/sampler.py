@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.sharding import place_params, shard_batch
 from models.transformer import ModelApply  # noqa: F401  (re-exported for callers)
 from mro.schedule import SamplerConfig, block_of_step, tokens_per_step
 
@@ -194,11 +195,15 @@ def check_lengths(prompt_len: int, cfg: SamplerConfig, max_seq_len: int) -> None
 
 
 def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: int,
-             max_seq_len: int, key=None, row_ids=None, prompt_mask_BP=None) -> GenerateOutput:
+             max_seq_len: int, key=None, row_ids=None, prompt_mask_BP=None,
+             mesh=None) -> GenerateOutput:
   """Samples gen_length tokens after each (left-padded) prompt; one compiled call.
 
   prompt_mask_BP: 1 = real token, 0 = left padding (None = no padding).
   row_ids: stable ids for the per-row random streams (default 0..B-1).
+  mesh: run sharded: weights by their logical axes, rows over (data, fsdp); the batch
+    must divide data x fsdp. The same program (jit propagates the shardings); with
+    several processes each passes the same prompts and gets global output arrays.
   """
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
   if prompt_BP.ndim != 2 or prompt_BP.shape[1] == 0:
@@ -217,6 +222,9 @@ def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: 
       raise ValueError(f"prompt row(s) {empty.tolist()} have no real token (all padding)")
   key = jax.random.key(0) if key is None else key
   keys = row_keys(key, prompt_BP.shape[0], row_ids)
+  if mesh is not None:
+    params = place_params(params, mesh)
+    prompt_BP, prompt_mask_BP, keys = shard_batch((prompt_BP, prompt_mask_BP, keys), mesh)
   return _generate(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id)
 
 

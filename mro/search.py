@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.sharding import place_params, shard_batch
 from mro.sampler import NOT_COMMITTED, DecodeState, init_state, row_keys, run_steps
 from mro.schedule import SamplerConfig
 from rewards.combine import RewardConfig
@@ -204,18 +205,22 @@ def search_nfe(cfg: SamplerConfig, scfg: SearchConfig, rewards: RewardConfig) ->
 def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
                scoring: Scoring, *, scorer_params=None, key=None, row_ids=None,
                prompt_mask_BP=None, text_scorer: TextScorer | None = None,
-               decode=None) -> SearchOutput:
+               decode=None, mesh=None) -> SearchOutput:
   """The search up to (not including) the final quality-based pick.
 
   With `text_scorer` (a scorer with its own tokenizer), groups run from a Python loop
   and `decode(tokens [rows, L]) -> (prompts, responses)` turns candidates into text once
-  per group. Otherwise the whole search is one compiled call.
+  per group. Otherwise the whole search is one compiled call. `mesh`: run sharded, as
+  `mro.sampler.generate` does (rows over data x fsdp, which must divide the batch).
   """
   scfg.check(cfg)
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
   key = jax.random.key(0) if key is None else key
   prompt_keys = row_keys(key, prompt_BP.shape[0], row_ids)
   mask = None if prompt_mask_BP is None else jnp.asarray(prompt_mask_BP)
+  if mesh is not None:  # sharded run: same program, inputs placed (see sampler.generate)
+    params, scorer_params = place_params((params, scorer_params), mesh)
+    prompt_BP, mask, prompt_keys = shard_batch((prompt_BP, mask, prompt_keys), mesh)
   if text_scorer is None:
     return _search_compiled(apply, params, scorer_params, prompt_BP, mask, prompt_keys, cfg,
                             scfg, scoring)

@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from models.config import ModelConfig
-from models.sharding import batch_sharding, tree_shardings
+from models.sharding import abstract_arrays, batch_sharding, tree_shardings
 from models.transformer import ModelApply, init_model
 from mro.config import TrainConfig
 
@@ -66,6 +66,21 @@ def init_state(model_cfg: ModelConfig, optimizer, seed: int, mesh, params=None):
   shardings = TrainState(replicated, param_sh, opt_sh, replicated)
   state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated), params, opt_state,
                      jax.device_put(jax.random.PRNGKey(seed), replicated))
+  return ModelApply(graphdef), state, shardings
+
+
+def abstract_state(model_cfg: ModelConfig, optimizer, mesh):
+  """(apply, TrainState of ShapeDtypeStructs carrying shardings, shardings): what
+  `jit_train_step(...).lower(state, batch)` takes to compile ahead of time (mro plan).
+  Nothing is allocated, so it works for any model size."""
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: init_model(model_cfg, 0)))
+  opt_state = jax.eval_shape(optimizer.init, params)
+  param_sh, opt_sh = tree_shardings(params, mesh), tree_shardings(opt_state, mesh)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  shardings = TrainState(replicated, param_sh, opt_sh, replicated)
+  state = TrainState(jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
+                     abstract_arrays(params, param_sh), abstract_arrays(opt_state, opt_sh),
+                     jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated))
   return ModelApply(graphdef), state, shardings
 
 

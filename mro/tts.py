@@ -22,9 +22,32 @@ from models.transformer import ModelApply
 from mro.schedule import SamplerConfig
 from mro.search import Scoring, SearchConfig, run_search, search_nfe
 from mro.textgen import TextSampler
-from rewards.combine import RewardConfig
+from rewards.combine import RewardConfig, parse_rewards
 from rewards.perplexity import CausalLMScorer, TextScorer
-from rewards.quality import quality_reward
+from rewards.quality import QualityConfig, quality_reward
+
+SEARCHES = ("none", "mro", "best-of-n")
+
+
+def search_settings(cfg: SamplerConfig, *, search: str = "mro", k: int = 4,
+                    group_steps: int | None = None, select: str = "argmax",
+                    search_temperature: float = 0.25, resample_temperature: float = 1.0,
+                    n_live: int = 1, rewards: str = "tv,ppl,q", quality_source: str = "vote",
+                    n_verify: int = 1) -> tuple[SearchConfig, RewardConfig]:
+  """Search and reward configs from flat options (CLI / eval); checked against `cfg`.
+
+  search: "mro" (group steps + selection) or "best-of-n" (k independent samples picked
+  with the same rewards, at equal NFE). group_steps defaults to steps / 4.
+  """
+  if search not in SEARCHES[1:]:
+    raise ValueError(f"search must be one of {SEARCHES[1:]}, got {search!r}")
+  scfg = SearchConfig(k=k, group_steps=group_steps or max(1, cfg.steps // 4),
+                      temperature=search_temperature,
+                      select="none" if search == "best-of-n" else select,
+                      resample_temperature=resample_temperature, n_live=n_live)
+  scfg.check(cfg)
+  return scfg, RewardConfig(use=parse_rewards(rewards), n_verify=n_verify,
+                            quality=QualityConfig(source=quality_source))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +96,13 @@ class SearchRunner:
 
   def search(self, prompts: Sequence[str], cfg: SamplerConfig, scfg: SearchConfig,
              rewards: RewardConfig, *, task=None, examples=None, seed: int = 0,
-             row_ids=None) -> tuple[list[SearchResult], dict]:
+             row_ids=None, width: int | None = None) -> tuple[list[SearchResult], dict]:
     if rewards.on("ppl") and self.scorer is None and self.text_scorer is None:
       raise ValueError("the ppl reward needs a scorer (--scorer); or drop ppl from --rewards")
     if rewards.on("q") and task is None:
       raise ValueError("the quality reward q needs a task (answer extraction / verifier)")
     tok = self.sampler.tokenizer
-    tokens, mask = self.sampler.encode_prompts(prompts)
+    tokens, mask = self.sampler.encode_prompts(prompts, width)
     scoring = Scoring(rewards, tok.special.mask, tok.special.eos, self.scorer)
     out = run_search(self.sampler.apply, self.sampler.params, tokens, cfg, scfg, scoring,
                      scorer_params=self.scorer_params, key=jax.random.key(seed),

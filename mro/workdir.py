@@ -55,6 +55,7 @@ class Workdir:
 # Settings that may change between a run and its resumption (they do not change results).
 IGNORED_ON_RESUME = {"train": ("progress", "wandb", "wandb_project", "log_every",
                                "keep_checkpoints", "checkpoint_every"),
+                     "data": ("loss_chunk",),  # the same loss, computed in chunks
                      "sampler": tuple(f.name for f in dataclasses.fields(exp_config.SamplerConfig))}
 
 

@@ -51,10 +51,11 @@ def test_eval_prints_a_table_row_per_steps_value(evaluated):
   code, out, err, _, _ = evaluated
   assert code == 0, err
   lines = out.splitlines()
-  assert lines[0].split()[:5] == ["task", "protocol", "steps", "n", "accuracy"]
+  assert lines[0].split()[:6] == ["task", "protocol", "search", "steps", "n", "accuracy"]
   assert "digit_accuracy" in lines[0] and "tok/s" in lines[0]
   rows = [line.split() for line in lines[1:3]]
-  assert [r[:4] for r in rows] == [["arith", "compact", "8", "5"], ["arith", "compact", "4", "5"]]
+  assert [r[:5] for r in rows] == [["arith", "compact", "-", "8", "5"],
+                                   ["arith", "compact", "-", "4", "5"]]
   assert "steps=8" in err and "steps=4" in err  # progress, one line per setting
 
 

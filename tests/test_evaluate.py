@@ -182,9 +182,11 @@ def test_an_in_memory_model_is_labelled_by_model_name(text_sampler):
 def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(run):
   _, records, _, _ = run
   lines = evaluate.format_table(records).splitlines()
-  assert lines[0].split() == ["task", "protocol", "steps", "n", "accuracy", "answered",
-                              "digit_accuracy", "format", "tok/s", "seconds"]
-  assert [line.split()[2] for line in lines[1:]] == ["16", "4", "2"]
+  assert lines[0].split() == ["task", "protocol", "search", "steps", "n", "accuracy",
+                              "answered", "digit_accuracy", "format", "NFE/prompt", "tok/s",
+                              "seconds"]
+  assert [line.split()[3] for line in lines[1:]] == ["16", "4", "2"]
+  assert [line.split()[9] for line in lines[1:]] == ["16", "4", "2"]  # NFE per prompt
   assert all(line.split()[:2] == ["arith", "compact"] for line in lines[1:])
 
 

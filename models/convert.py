@@ -1,0 +1,91 @@
+"""`mro convert`: HF safetensors <-> Orbax model directories, losslessly.
+
+HF -> Orbax gives sharded, fast restores onto any mesh (models/orbax_io.py); Orbax -> HF
+gives files other tools read (transformers with LLaDA's remote code, safetensors). Every
+file that is not a weight (config.json, tokenizer files, remote code, generation config)
+is copied byte for byte, and the weights keep their dtype, so HF -> Orbax -> HF gives
+back the same tensors, bit for bit, and the same side files.
+
+Host memory: the model is held once (on the devices of `mesh`, which on a CPU host is
+host memory: 16 GB for LLaDA-8B in bfloat16) plus about one tensor while reading or
+writing safetensors.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from models import checkpoints, orbax_io
+from models.config import DTYPES, load_hf_config
+
+FORMATS = ("hf", "orbax")
+DEFAULT_SHARD_BYTES = 5_000_000_000  # as transformers' save_pretrained
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf", ".tmp")
+
+
+def detect_format(model_dir: str | Path) -> str:
+  d = Path(model_dir)
+  if not (d / "config.json").is_file():
+    raise ValueError(f"{d} is not a model directory (no config.json)")
+  return "orbax" if orbax_io.is_orbax_model(d) else "hf"
+
+
+def stored_dtype(model_dir: str | Path) -> str:
+  """The one parameter dtype the weights are stored in (a ModelConfig dtype name)."""
+  d = Path(model_dir)
+  if detect_format(d) == "orbax":
+    dtypes = orbax_io.saved_dtypes(d)
+  else:
+    dtypes = {info.dtype for info in checkpoints.tensor_infos(d).values()}
+  names = {name for name, t in DTYPES.items() if np.dtype(t) in dtypes}
+  if len(dtypes) != 1 or len(names) != 1:
+    raise ValueError(f"{d}: weights are stored as {sorted(map(str, dtypes))}; conversion "
+                     f"needs one dtype among {sorted(DTYPES)}")
+  return names.pop()
+
+
+def side_files(model_dir: Path) -> list[Path]:
+  """Files of a model directory that are not weights (copied verbatim by a conversion)."""
+  return sorted(p for p in model_dir.iterdir()
+                if p.is_file() and p.name != checkpoints.INDEX_FILE
+                and not p.name.endswith(_WEIGHT_SUFFIXES))
+
+
+def convert(src: str | Path, dst: str | Path, *, to: str | None = None,
+            max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+            mesh: jax.sharding.Mesh | None = None) -> Path:
+  """Writes the model in `src` to the new directory `dst` in format `to` (default: the
+  other format). `mesh` places the weights in between (default: one device)."""
+  src, dst = Path(src), Path(dst)
+  source = detect_format(src)
+  to = to or ("orbax" if source == "hf" else "hf")
+  if to not in FORMATS:
+    raise ValueError(f"unknown target format {to!r}; choose one of {FORMATS}")
+  if to == source:
+    raise ValueError(f"{src} is already in {source} format")
+  if max_shard_bytes <= 0:
+    raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+  if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+    raise ValueError(f"{dst} exists and is not an empty directory; choose a new output")
+  cfg, ids = load_hf_config(src, param_dtype=stored_dtype(src))
+  state = _model_state(src, cfg, mesh)
+  if jax.process_index() == 0:
+    dst.mkdir(parents=True, exist_ok=True)
+  if to == "orbax":
+    orbax_io.save_state(dst, state)
+  else:
+    checkpoints.save_hf(dst, state, cfg, ids, max_shard_bytes=max_shard_bytes)
+  if jax.process_index() == 0:  # config.json too: the original, not a regenerated one
+    for f in side_files(src):
+      shutil.copy2(f, dst / f.name)
+  return dst
+
+
+def _model_state(src: Path, cfg, mesh):
+  if orbax_io.is_orbax_model(src):
+    return orbax_io.load_state(src, cfg, mesh=mesh)[1]
+  return checkpoints.load_hf_state(src, cfg, mesh=mesh)[1]
