@@ -27,6 +27,24 @@ DEFAULT_SHARD_BYTES = 5_000_000_000  # as transformers' save_pretrained
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf", ".tmp")
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+  """'5GB' -> 5_000_000_000; '500MiB' -> 524_288_000; '1000' -> 1000 (bytes)."""
+  t = text.strip().upper().replace(" ", "")
+  digits = t.rstrip("KMGTIB")
+  unit = t[len(digits):]
+  try:
+    value = float(digits)
+  except ValueError:
+    value = -1.0
+  if unit not in _UNITS or value <= 0:
+    raise ValueError(f"bad size {text!r}; use e.g. 5GB, 500MB, 2GiB")
+  return int(value * _UNITS[unit])
+
+
 def detect_format(model_dir: str | Path) -> str:
   d = Path(model_dir)
   if not (d / "config.json").is_file():

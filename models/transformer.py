@@ -136,8 +136,10 @@ class Transformer(nnx.Module):
     key_mask = None if attention_mask_BL is None else attention_mask_BL.astype(bool)
     x = self.wte[...][tokens_BL].astype(self.cfg.jnp_compute_dtype)
     for block in self.blocks:
-      if self.cfg.remat:
-        x = nnx.remat(lambda blk, y, m: blk(y, m))(block, x, key_mask)
+      if self.cfg.remat:  # pure jax.checkpoint: also valid inside lax loops (the sampler)
+        graphdef, state = nnx.split(block)
+        run = lambda s, y, m, g=graphdef: nnx.merge(g, s)(y, m)
+        x = jax.checkpoint(run)(state, x, key_mask)
       else:
         x = block(x, key_mask)
     return self.ln_f(x)

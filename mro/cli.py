@@ -228,6 +228,80 @@ def _add_eval_parser(verbs) -> None:
   p.set_defaults(func=cmd_plot)
 
 
+# --- real-scale verbs: convert (HF <-> Orbax), plan (AOT memory/FLOPs) -----------------
+
+
+def cmd_convert(args) -> int:
+  from models import convert
+  mesh = None
+  if args.mesh:
+    from models.sharding import make_mesh, parse_mesh
+    mesh = make_mesh(parse_mesh(args.mesh))
+  out = convert.convert(args.src, args.dst, to=args.to,
+                        max_shard_bytes=convert.parse_size(args.max_shard_size), mesh=mesh)
+  print(f"wrote {convert.detect_format(out)} model to {out}")
+  return 0
+
+
+def cmd_plan(args) -> int:
+  import json
+  from models.sharding import parse_mesh
+  from mro import plan
+  cfg = plan.PlanConfig(
+      preset=args.preset, mesh=parse_mesh(args.mesh), batch=args.batch, seq=args.seq,
+      prompt_len=args.prompt_len, grad_accum=args.grad_accum, remat=not args.no_remat,
+      loss_chunk=args.loss_chunk, sample_batch=args.sample_batch,
+      sample_prompt=args.sample_prompt, gen_length=args.gen_length,
+      block_length=args.block_length, steps=args.steps, train=not args.sample_only,
+      sample=not args.train_only)
+  try:
+    report = plan.plan(cfg)
+  except RuntimeError as e:
+    raise ValueError(str(e)) from e
+  print(plan.format_report(report))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(report, f, indent=2)
+  return 0
+
+
+def _add_real_scale_parsers(verbs) -> None:
+  p = verbs.add_parser("convert", help="HF safetensors <-> Orbax model directory (lossless)")
+  p.add_argument("src", help="a HF model directory (config.json + safetensors) or an Orbax "
+                             "one written by `mro convert`")
+  p.add_argument("dst", help="new output directory")
+  p.add_argument("--to", choices=("hf", "orbax"), default=None,
+                 help="target format (default: the other one)")
+  p.add_argument("--max-shard-size", default="5GB",
+                 help="largest safetensors file when writing HF, e.g. 5GB, 500MB")
+  p.add_argument("--mesh", default=None, help="place weights on this mesh in between, "
+                 "e.g. fsdp=8 (default: one device)")
+  p.set_defaults(func=cmd_convert)
+
+  p = verbs.add_parser("plan", help="per-device memory and FLOPs of training and sampling "
+                       "on a mesh, from XLA (compiled ahead of time on fake devices)")
+  p.add_argument("--preset", default="llada_8b", help="model preset (tiny, small, llada_8b)")
+  p.add_argument("--mesh", default="data=1", help="e.g. data=8,fsdp=4,tensor=2")
+  p.add_argument("--batch", type=int, default=8, help="training sequences per step (global)")
+  p.add_argument("--seq", type=int, default=2048, help="training sequence length")
+  p.add_argument("--prompt-len", type=int, default=0,
+                 help="SFT prompt columns (0 = pretraining: loss on every position)")
+  p.add_argument("--grad-accum", type=int, default=1)
+  p.add_argument("--no-remat", action="store_true", help="plan without per-layer remat")
+  p.add_argument("--loss-chunk", type=int, default=0,
+                 help="data.loss_chunk: output layer on masked chunks only (0 = off)")
+  p.add_argument("--sample-batch", type=int, default=0, help="sampler batch (0 = --batch)")
+  p.add_argument("--sample-prompt", type=int, default=256, help="sampler prompt length")
+  p.add_argument("--gen-length", type=int, default=256)
+  p.add_argument("--block-length", type=int, default=32)
+  p.add_argument("--steps", type=int, default=0, help="denoising steps (0 = gen-length)")
+  only = p.add_mutually_exclusive_group()
+  only.add_argument("--train-only", action="store_true")
+  only.add_argument("--sample-only", action="store_true")
+  p.add_argument("--json", default=None, help="also write the full report here")
+  p.set_defaults(func=cmd_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="mro", description=(
       "Masked diffusion LMs in JAX: train, sample, evaluate, MRO search and training."))
@@ -254,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_search_args(p, rewards_default=None)
   p.set_defaults(func=cmd_sample)
   _add_eval_parser(verbs)
+  _add_real_scale_parsers(verbs)
   return parser
 
 

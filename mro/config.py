@@ -130,6 +130,66 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MROConfig:
+  """Reject sampling (`mro reject-sample`) and RL (`mro rl`) on top of a trained model.
+
+  Rollouts use the `sampler` section (gen_length, steps, block_length) at
+  `rollout_temperature`; SGRO groups are `group_steps` denoising steps each.
+  """
+
+  init: str | None = None  # model dir to start from ("default" = the shipped one for data.task)
+  scorer: str | None = None  # causal scorer dir for R_ppl ("default" = the shipped one)
+  rewards: str = "tv,ppl,q"
+  quality_source: str = "label"  # training may use the label; vote / verifier also work
+  n_verify: int = 1
+  group_steps: int = 4  # w
+  rollout_temperature: float = 0.25
+  # reject sampling
+  search_k: int = 4  # candidates per search point (MRO-2 / MRO-4)
+  keep: str = "top1"  # "top1" per prompt, or "threshold" (total reward >= keep_threshold)
+  keep_threshold: float = 1.0
+  stepwise: bool = True  # step-wise loss on trajectories; False: SFT on final answers
+  n_opt: int = 2  # consecutive steps (reject) / groups (RL) optimised per trajectory
+  # RL
+  rollouts_per_prompt: int = 4
+  prompts_per_batch: int = 8
+  inner_steps: int = 2  # gradient steps per rollout batch (importance ratio after the 1st)
+  clip_eps: float | None = 0.2
+  baseline: str = "none"  # "none" (paper) or "group_mean"
+  q_rule: str = "uniform"  # group selection probabilities: uniform | advantage | tokens
+  kl_coef: float = 0.0
+  shaping: bool = False
+  shaping_lambda: float = 1.0
+  # validation (held-out split) and best checkpoint
+  eval_every: int = 100
+  eval_limit: int = 128
+
+  def __post_init__(self):
+    from mro.sgro import BASELINES, Q_RULES
+    from rewards.combine import parse_rewards
+    from rewards.quality import SOURCES
+    parse_rewards(self.rewards)
+    if self.quality_source not in SOURCES:
+      raise ValueError(f"mro.quality_source must be one of {SOURCES}")
+    if self.keep not in ("top1", "threshold"):
+      raise ValueError(f"mro.keep must be 'top1' or 'threshold', got {self.keep!r}")
+    if self.baseline not in BASELINES:
+      raise ValueError(f"mro.baseline must be one of {BASELINES}, got {self.baseline!r}")
+    if self.q_rule not in Q_RULES:
+      raise ValueError(f"mro.q_rule must be one of {Q_RULES}, got {self.q_rule!r}")
+    for name in ("n_verify", "group_steps", "search_k", "n_opt", "rollouts_per_prompt",
+                 "prompts_per_batch", "inner_steps", "eval_every", "eval_limit"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"mro.{name} must be >= 1, got {getattr(self, name)}")
+    if self.clip_eps is not None and self.clip_eps <= 0:
+      raise ValueError(f"mro.clip_eps must be positive or null, got {self.clip_eps}")
+    if self.kl_coef < 0 or self.rollout_temperature < 0:
+      raise ValueError("mro.kl_coef and mro.rollout_temperature must be >= 0")
+    if self.baseline == "group_mean" and self.rollouts_per_prompt < 2:
+      raise ValueError("mro.baseline=group_mean needs mro.rollouts_per_prompt >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   model: ModelConfig = ModelConfig()
   tokenizer: TokenizerConfig = TokenizerConfig()
@@ -137,6 +197,7 @@ class ExperimentConfig:
   train: TrainConfig = TrainConfig()
   sampler: SamplerConfig = SamplerConfig()
   mesh: MeshConfig = MeshConfig()
+  mro: MROConfig = MROConfig()
 
   def __post_init__(self):
     if (self.data.objective == "ar") != self.model.causal:
@@ -153,7 +214,8 @@ class ExperimentConfig:
 
 
 _SECTION_TYPES = {"model": ModelConfig, "tokenizer": TokenizerConfig, "data": DataConfig,
-                  "train": TrainConfig, "sampler": SamplerConfig, "mesh": MeshConfig}
+                  "train": TrainConfig, "sampler": SamplerConfig, "mesh": MeshConfig,
+                  "mro": MROConfig}
 
 
 def _check_type(where: str, value: Any, annotation: Any) -> Any:

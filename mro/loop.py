@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from mro import workdir as wdlib
 from mro.checkpointing import Checkpointer
 from mro.data import BatchStream, build_sequences
 from mro.losses import make_mdm_loss
-from mro.train import (LossFn, NonFiniteLossError, init_state, jit_train_step,
+from mro.train import (LossFn, NonFiniteLossError, TrainState, init_state, jit_train_step,
                        make_optimizer)
 from rewards.tasks import get_task
 
@@ -61,51 +62,87 @@ def _wandb_run(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir):
                     id=wd.root.resolve().name, resume="allow")
 
 
+@dataclasses.dataclass
+class Objective:
+  """What a run optimises, on which batches, and how it is validated.
+
+  next_batch(step, position, state) -> (batch, new position, info): the batch for `step`
+  (1-based) given the data position (an integer that a checkpoint records) and the train
+  state before the step (RL draws its rollouts with it). `info` is logged with the step.
+  validate(step, params) -> metrics with a "score" (higher is better); every
+  `validate_every` steps, and the best model so far is exported to workdir/best.
+  """
+
+  loss_fn: LossFn
+  next_batch: Callable[[int, int, TrainState], tuple[dict, int, dict]]
+  validate: Callable[[int, Any], dict[str, float]] | None = None
+  validate_every: int = 0
+
+
+def setup(cfg: exp_config.ExperimentConfig, workdir: str | Path, examples=None):
+  """(workdir, resolved config, tokenizer): claims the workdir and records the config."""
+  wd = wdlib.claim(workdir, cfg)
+  tokenizer = prepare_tokenizer(cfg, wd, examples if examples is not None else
+                                training_examples(cfg))
+  cfg = dataclasses.replace(cfg, model=replace_model(cfg.model,
+                                                     vocab_size=tokenizer.vocab_size))
+  exp_config.save_resolved(cfg, wd.config)
+  return wd, cfg, tokenizer
+
+
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossFn | None = None,
         stop_after: int | None = None) -> dict[str, Any]:
-  """Trains (or resumes) in `workdir`; returns the final metrics record.
+  """`mro train`: trains (or resumes) in `workdir`; returns the final metrics record.
 
   `loss_fn` replaces the masked-diffusion objective (later objectives plug in here);
   `stop_after` ends the run early at that step, as an interruption would (for tests).
   """
-  wd = wdlib.claim(workdir, cfg)
   examples = training_examples(cfg)
-  tokenizer = prepare_tokenizer(cfg, wd, examples)
-  cfg = dataclasses.replace(cfg, model=replace_model(cfg.model,
-                                                     vocab_size=tokenizer.vocab_size))
-  exp_config.save_resolved(cfg, wd.config)
+  wd, cfg, tokenizer = setup(cfg, workdir, examples)
   data = build_sequences(examples, tokenizer, cfg.data)
-  mesh = make_mesh(cfg.mesh)
-  check_batch_divides(cfg.train.batch_size // cfg.train.grad_accum, mesh)
   stream = BatchStream(data, cfg.train.batch_size, cfg.data.seed)
-  optimizer = make_optimizer(cfg.train)
-  apply, state, shardings = init_state(cfg.model, optimizer, cfg.train.seed, mesh)
   if loss_fn is None:
     loss_fn = make_mdm_loss(tokenizer.special.mask, cfg.data.mask_eps, cfg.data.objective,
                             resp_start=cfg.data.max_prompt_len, chunk=cfg.data.loss_chunk)
-  step_fn = jit_train_step(apply, loss_fn, optimizer, cfg.train, shardings, mesh)
+  batches = lambda step, pos, state: (stream.batch(pos), pos + cfg.train.batch_size, {})
+  return train_loop(cfg, wd, tokenizer, Objective(loss_fn, batches), stop_after=stop_after)
 
+
+def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
+               objective: Objective, *, init_params=None,
+               stop_after: int | None = None) -> dict[str, Any]:
+  """The one training loop: jitted step, checkpoints + exact resume, NaN stop, metrics,
+  validation with a best-model export, and the final export. `init_params` starts from
+  a trained model instead of a fresh initialisation (reject sampling, RL)."""
+  mesh = make_mesh(cfg.mesh)
+  check_batch_divides(cfg.train.batch_size // cfg.train.grad_accum, mesh)
+  optimizer = make_optimizer(cfg.train)
+  apply, state, shardings = init_state(cfg.model, optimizer, cfg.train.seed, mesh,
+                                       params=init_params)
+  step_fn = jit_train_step(apply, objective.loss_fn, optimizer, cfg.train, shardings, mesh)
   ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
-  position, start = 0, 0
+  position, start, best = 0, 0, -math.inf
   if (latest := ckpt.latest_step()) is not None:
     state, meta = ckpt.restore(latest, state)
     position, start = meta["data_position"], latest
+    best = meta.get("best_score", -math.inf)
   wdlib.truncate_metrics(wd.metrics, start)
   end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
   record: dict[str, Any] = (wdlib.read_metrics(wd.metrics) or [{}])[-1]
   if start >= end:
     ckpt.close()
     return record
-  step_fn = step_fn.lower(state, stream.batch(position)).compile()  # keep compile out of timing
+  pending = objective.next_batch(start + 1, position, state)
+  step_fn = step_fn.lower(state, pending[0]).compile()  # keep compile out of timing
   run_wandb = _wandb_run(cfg, wd)
   bar = tqdm(total=cfg.train.steps, initial=start, disable=not cfg.train.progress,
              desc="train", dynamic_ncols=True)
   with contextlib.closing(bar):
     for step in range(start + 1, end + 1):
       t0 = time.perf_counter()
-      batch = stream.batch(position)
+      batch, position, info = pending or objective.next_batch(step, position, state)
+      pending = None
       state, metrics = step_fn(state, batch)
-      position += cfg.train.batch_size
       loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
       seconds = time.perf_counter() - t0
       if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -113,18 +150,24 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossF
         raise NonFiniteLossError(
             f"loss {loss}, gradient norm {grad_norm} at step {step}; stopped. The last good "
             f"checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
-      tokens_per_s = float(batch["attn_mask"].sum()) / seconds
+      tokens_per_s = float(np.asarray(batch["attn_mask"]).sum()) / seconds
       bar.update(1)
       bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
-      if step % cfg.train.log_every == 0 or step == end:
+      if objective.validate and (step % objective.validate_every == 0 or step == end):
+        scores = objective.validate(step, state.params)
+        info = {**info, **{f"val_{k}": v for k, v in scores.items()}}
+        if scores["score"] > best:
+          best = scores["score"]
+          export(wd, cfg, jax.device_get(state.params), tokenizer, wd.root / "best")
+      if step % cfg.train.log_every == 0 or step == end or info:
         record = {"step": step, "data_position": position, "seconds": seconds,
                   "tokens_per_s": tokens_per_s,
-                  **{k: float(np.asarray(v)) for k, v in metrics.items()}}
+                  **{k: float(np.asarray(v)) for k, v in metrics.items()}, **info}
         wdlib.append_metrics(wd.metrics, record)
         if run_wandb is not None:
           run_wandb.log(record, step=step)
       if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
-        ckpt.save(step, state, {"data_position": position, "step": step})
+        ckpt.save(step, state, {"data_position": position, "step": step, "best_score": best})
   ckpt.close()
   if run_wandb is not None:
     run_wandb.finish()
@@ -133,8 +176,10 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossF
   return record
 
 
-def export(wd: wdlib.Workdir, cfg: exp_config.ExperimentConfig, params, tokenizer) -> Path:
-  """The final model as a portable HF-format directory with its tokenizer."""
-  checkpoints.save_hf(wd.model, params, cfg.model, tokenizer.special)
-  tokenizer.save(wd.model)
-  return wd.model
+def export(wd: wdlib.Workdir, cfg: exp_config.ExperimentConfig, params, tokenizer,
+           directory: Path | None = None) -> Path:
+  """A model as a portable HF-format directory with its tokenizer (default: workdir/model)."""
+  directory = wd.model if directory is None else directory
+  checkpoints.save_hf(directory, params, cfg.model, tokenizer.special)
+  tokenizer.save(directory)
+  return directory
