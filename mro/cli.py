@@ -68,6 +68,30 @@ def cmd_train(args) -> int:
   return 0
 
 
+def cmd_reject(args) -> int:
+  from mro import config, reject
+  record = reject.run(config.load_config(args.config, args.set), args.workdir)
+  print(f"reject sampling: trained to step {record.get('step')}; best model in "
+        f"{args.workdir}/best, last in {args.workdir}/model")
+  return 0
+
+
+def cmd_rl(args) -> int:
+  from mro import config, rl
+  record = rl.run(config.load_config(args.config, args.set), args.workdir)
+  print(f"MRO-RL: trained to step {record.get('step')}; best model in {args.workdir}/best, "
+        f"last in {args.workdir}/model")
+  return 0
+
+
+def cmd_sweep(args) -> int:
+  from mro import sweep
+  rows = sweep.run_sweep(args.file, root=args.root, concurrency=args.concurrency,
+                         dry_run=args.dry_run)
+  print(sweep.format_summary(rows), end="")
+  return 0
+
+
 def cmd_sample(args) -> int:
   from mro.textgen import TextSampler
   from mro.workdir import load_inference_model, recorded_sampler_config
@@ -314,6 +338,25 @@ def build_parser() -> argparse.ArgumentParser:
                  help="override a config field, e.g. --set train.steps=500 (repeatable)")
   p.add_argument("--workdir", required=True)
   p.set_defaults(func=cmd_train)
+
+  for verb, func, text in (
+      ("reject-sample", cmd_reject, "MRO reject sampling: search, keep high-reward "
+       "trajectories, fine-tune on them (config sections data, sampler, train, mro)"),
+      ("rl", cmd_rl, "MRO-RL: REINFORCE over SGRO groups with importance sampling "
+       "(config sections data, sampler, train, mro)")):
+    p = verbs.add_parser(verb, help=text)
+    p.add_argument("--config", required=True, help="a shipped config name or a YAML path")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--workdir", required=True)
+    p.set_defaults(func=func)
+
+  p = verbs.add_parser("sweep", help="run a grid of runs (each in its own workdir; finished "
+                       "runs are skipped on relaunch) and summarise them")
+  p.add_argument("file", help="experiments/sweeps/NAME.yaml or .py")
+  p.add_argument("--root", default=None, help="where sweep workdirs go (default runs/sweeps)")
+  p.add_argument("--concurrency", type=int, default=None, help="runs at a time")
+  p.add_argument("--dry-run", action="store_true", help="list runs and summarise only")
+  p.set_defaults(func=cmd_sweep)
 
   p = verbs.add_parser("sample", help="generate text from a model",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=STEPS_HELP)

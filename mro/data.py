@@ -65,22 +65,31 @@ def build_sequences(examples: Sequence, tokenizer, cfg: DataConfig) -> Sequences
 
 
 class BatchStream:
-  """Batches by data position (number of sequences consumed so far)."""
+  """Batches by data position (number of sequences consumed so far).
 
-  def __init__(self, data: Sequences, batch_size: int, seed: int):
-    if len(data) == 0:
+  `data` is a `Sequences` or any dict of arrays with the same first dimension (e.g. stored
+  trajectories); a batch holds the same keys.
+  """
+
+  def __init__(self, data: Sequences | dict[str, np.ndarray], batch_size: int, seed: int):
+    arrays = dict(vars(data)) if isinstance(data, Sequences) else dict(data)
+    sizes = {len(v) for v in arrays.values()}
+    if len(sizes) != 1:
+      raise ValueError(f"arrays of a batch stream differ in length: {sorted(sizes)}")
+    if sizes == {0}:
       raise ValueError("the training set is empty")
-    self.data, self.batch_size, self.seed = data, batch_size, seed
+    self.arrays, self.n = arrays, sizes.pop()
+    self.batch_size, self.seed = batch_size, seed
     self._perm_epoch, self._perm = -1, None
 
   def _permutation(self, epoch: int) -> np.ndarray:
     if epoch != self._perm_epoch:
       rng = np.random.default_rng([self.seed, epoch])
-      self._perm, self._perm_epoch = rng.permutation(len(self.data)), epoch
+      self._perm, self._perm_epoch = rng.permutation(self.n), epoch
     return self._perm
 
   def indices(self, position: int) -> np.ndarray:
-    n = len(self.data)
+    n = self.n
     out = np.empty(self.batch_size, np.int64)
     for j, g in enumerate(range(position, position + self.batch_size)):
       out[j] = self._permutation(g // n)[g % n]
@@ -88,5 +97,4 @@ class BatchStream:
 
   def batch(self, position: int) -> dict[str, np.ndarray]:
     idx = self.indices(position)
-    return {"tokens": self.data.tokens[idx], "attn_mask": self.data.attn_mask[idx],
-            "eligible": self.data.eligible[idx]}
+    return {k: v[idx] for k, v in self.arrays.items()}

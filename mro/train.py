@@ -58,8 +58,8 @@ def init_state(model_cfg: ModelConfig, optimizer, seed: int, mesh, params=None):
   if params is None:
     make = lambda: nnx.split(init_model(model_cfg, seed))[1]
     params = jax.jit(make, out_shardings=param_sh)()
-  else:
-    params = jax.device_put(params, param_sh)
+  else:  # a copy: the train step donates its state, the caller keeps its arrays
+    params = jax.device_put(jax.tree.map(lambda x: jnp.array(x, copy=True), params), param_sh)
   opt_sh = tree_shardings(jax.eval_shape(optimizer.init, params), mesh)
   opt_state = jax.jit(optimizer.init, out_shardings=opt_sh)(params)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

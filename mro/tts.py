@@ -61,6 +61,8 @@ class SearchResult:
   r_ppl: list[list[float]]
   tokens: list[int]  # the picked trajectory: response tokens
   commit_step: list[int]  # and the step that committed each
+  candidate_tokens: np.ndarray  # int32[N, G]: every candidate's response tokens
+  candidate_commit_step: np.ndarray  # int32[N, G]
 
 
 def same_tokenizer(a, b) -> bool:
@@ -126,5 +128,6 @@ class SearchRunner:
       results.append(SearchResult(
           texts[b][best], float(totals[b, best]), texts[b], totals[b].tolist(),
           r_q[b].tolist(), out.r_tv[b].tolist(), out.r_ppl[b].tolist(),
-          out.tokens[b, best, P:].tolist(), out.commit_step[b, best, P:].tolist()))
+          out.tokens[b, best, P:].tolist(), out.commit_step[b, best, P:].tolist(),
+          out.tokens[b, :, P:], out.commit_step[b, :, P:]))
     return results, search_nfe(cfg, scfg, rewards)

@@ -152,6 +152,12 @@ def test_a_batch_carries_the_rows_of_all_three_arrays():
 
 
 def test_an_empty_training_set_is_refused():
-  empty = dataclasses.replace(numbered(1), tokens=np.zeros((0, 4), np.int32))
+  empty = dataclasses.replace(numbered(1), tokens=np.zeros((0, 4), np.int32),
+                              attn_mask=np.zeros((0, 4), bool), eligible=np.zeros((0, 4), bool))
   with pytest.raises(ValueError, match="empty"):
     BatchStream(empty, 2, seed=0)
+
+
+def test_arrays_of_different_lengths_are_refused():
+  with pytest.raises(ValueError, match="differ in length"):
+    BatchStream({"a": np.zeros((3, 2)), "b": np.zeros((4, 2))}, 2, seed=0)

@@ -1,0 +1,82 @@
+"""What reject sampling and RL share: the starting model, the scorer, validation.
+
+Both start from a trained model (`mro.init`, "default" = the shipped one for the task),
+keep its shapes and tokenizer, and validate on the task's held-out validation split with
+the plain sampler at the config's sampler settings; the best model is exported to
+workdir/best (mro/loop.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+
+from mro import config as exp_config
+from mro.evaluate import resolve_model
+from mro.textgen import TextSampler
+from mro.workdir import load_inference_model
+from rewards.combine import RewardConfig, parse_rewards
+from rewards.quality import QualityConfig
+from rewards.tasks import get_task
+
+
+@dataclasses.dataclass
+class Start:
+  """The starting model bound to its tokenizer, and the optional perplexity scorer."""
+  sampler: TextSampler
+  params: object  # nnx state to start training from
+  model_dir: Path
+  scorer: object = None
+  scorer_tokenizer: object = None
+
+
+def load_start(cfg: exp_config.ExperimentConfig) -> tuple[exp_config.ExperimentConfig, Start]:
+  """The config with the starting model's shapes and tokenizer, and the loaded models."""
+  if cfg.mro.init is None:
+    raise ValueError("mro.init must name the model to start from (a model dir or 'default')")
+  model_dir = resolve_model(cfg.mro.init, cfg.data.task)
+  model, model_cfg, _, tokenizer = load_inference_model(model_dir)
+  if model_cfg.causal:
+    raise ValueError(f"mro.init={model_dir} is a causal model; MRO trains a mask predictor")
+  cfg = dataclasses.replace(
+      cfg, model=dataclasses.replace(model_cfg, remat=cfg.model.remat),
+      tokenizer=dataclasses.replace(cfg.tokenizer, path=str(model_dir)))
+  start = Start(TextSampler(model, model_cfg, tokenizer), nnx.split(model)[1], model_dir)
+  rewards = parse_rewards(cfg.mro.rewards)
+  if "ppl" in rewards:
+    if cfg.mro.scorer is None:
+      raise ValueError("the ppl reward needs mro.scorer (a causal model dir or 'default')")
+    name = "default-scorer" if cfg.mro.scorer == "default" else cfg.mro.scorer
+    start.scorer, _, _, start.scorer_tokenizer = load_inference_model(
+        resolve_model(name, cfg.data.task))
+  return cfg, start
+
+
+def reward_config(cfg: exp_config.ExperimentConfig) -> RewardConfig:
+  return RewardConfig(use=parse_rewards(cfg.mro.rewards), n_verify=cfg.mro.n_verify,
+                      quality=QualityConfig(source=cfg.mro.quality_source))
+
+
+def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
+  """validate(step, params) -> {"score": accuracy, "format": ...} on the validation split."""
+  task = get_task(cfg.data.task)
+  examples = task.examples("validation", path=cfg.data.path, limit=cfg.mro.eval_limit,
+                           seed=cfg.data.seed, style=cfg.data.style)
+  if not examples:
+    raise ValueError(f"task {cfg.data.task!r} has no validation examples")
+  prompts = [e.prompt for e in examples]
+  width = sampler.encode_prompts(prompts)[0].shape[1]
+
+  def validate(step: int, params) -> dict[str, float]:
+    sampler.params = params
+    gens = []
+    for i in range(0, len(prompts), 64):
+      gens += sampler.generate(prompts[i:i + 64], cfg.sampler, seed=cfg.train.seed,
+                               row_ids=np.arange(i, min(i + 64, len(prompts))), width=width)
+    scores = [task.score(e, g.text)["correct"] for e, g in zip(examples, gens)]
+    return {"score": float(np.mean(scores))}
+
+  return validate

@@ -1,0 +1,115 @@
+"""`mro reject-sample`: MRO reject sampling (the paper's MRO-2 / MRO-4, method.md §5).
+
+1. Trajectories: the MRO search (k = mro.search_k candidates per search point, groups of
+   mro.group_steps, rewards mro.rewards with R_q from mro.quality_source) runs on the
+   task's training prompts; per prompt the highest-reward trajectory is kept (`top1`), or
+   every final candidate whose total reward is >= mro.keep_threshold (`threshold`). Kept
+   trajectories are stored compactly in workdir/trajectories.npz (written atomically and
+   reused on resume).
+2. Fine-tuning with the one train step: the step-wise loss (predict the tokens committed
+   at step t from the state before t, on mro.n_opt consecutive random steps of each
+   trajectory), or with `mro.stepwise=false` the plain SFT loss on the final answers.
+3. Validation on the held-out validation split every mro.eval_every steps; the best
+   model is exported to workdir/best, the last to workdir/model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mro import config as exp_config
+from mro.data import BatchStream
+from mro.finetune import load_start, reward_config, validation
+from mro.loop import Objective, setup, train_loop
+from mro.losses import make_mdm_loss, make_stepwise_loss
+from mro.search import SearchConfig
+from mro.tts import SearchRunner
+from rewards.tasks import get_task
+
+GEN_BATCH = 64
+
+
+def search_config(cfg: exp_config.ExperimentConfig) -> SearchConfig:
+  scfg = SearchConfig(k=cfg.mro.search_k, group_steps=cfg.mro.group_steps,
+                      temperature=cfg.mro.rollout_temperature, select="argmax")
+  scfg.check(cfg.sampler)
+  return scfg
+
+
+def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) -> dict:
+  """Searches every training prompt and keeps trajectories by the configured rule."""
+  task = get_task(cfg.data.task)
+  scfg, rewards = search_config(cfg), reward_config(cfg)
+  prompts = [e.prompt for e in examples]
+  width = runner.sampler.encode_prompts(prompts)[0].shape[1]
+  kept: dict[str, list] = {"tokens": [], "commit_step": [], "attn_mask": [], "reward": []}
+  for i in range(0, len(prompts), GEN_BATCH):
+    idx = np.arange(i, min(i + GEN_BATCH, len(prompts)))
+    batch = [prompts[j] for j in idx]
+    results, _ = runner.search(batch, cfg.sampler, scfg, rewards, task=task,
+                               examples=[examples[j] for j in idx], seed=cfg.train.seed,
+                               row_ids=idx, width=width)
+    ptok, pmask = runner.sampler.encode_prompts(batch, width)
+    for r, pt, pm in zip(results, ptok, pmask):
+      if cfg.mro.keep == "top1":
+        chosen = [(np.asarray(r.tokens), np.asarray(r.commit_step), r.total)]
+      else:
+        chosen = [(r.candidate_tokens[n], r.candidate_commit_step[n], r.totals[n])
+                  for n in range(len(r.totals)) if r.totals[n] >= cfg.mro.keep_threshold]
+      for tok, com, total in chosen:
+        kept["tokens"].append(np.concatenate([pt, tok]))
+        kept["commit_step"].append(np.concatenate([np.full(width, -1), com]))
+        kept["attn_mask"].append(np.concatenate([pm.astype(bool),
+                                                 np.ones(len(tok), bool)]))
+        kept["reward"].append(total)
+  if not kept["tokens"]:
+    raise ValueError("no trajectory passed the keep rule; lower mro.keep_threshold")
+  out = {k: np.asarray(v) for k, v in kept.items()}
+  out["tokens"], out["commit_step"] = out["tokens"].astype(np.int32), \
+      out["commit_step"].astype(np.int32)
+  out["prompt_len"] = np.asarray(width)
+  return out
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
+        stop_after: int | None = None) -> dict[str, Any]:
+  cfg, start = load_start(cfg)
+  task = get_task(cfg.data.task)
+  examples = task.examples("train", path=cfg.data.path, limit=cfg.data.train_size or None,
+                           seed=cfg.data.seed, style=cfg.data.style)
+  wd, cfg, tokenizer = setup(cfg, workdir, examples)
+  path = wd.root / "trajectories.npz"
+  if not path.exists():
+    runner = SearchRunner(start.sampler, start.scorer, start.scorer_tokenizer)
+    save_npz_atomic(path, collect(cfg, runner, examples))
+  with np.load(path) as z:
+    traj = {k: z[k] for k in z.files}
+  P = int(traj.pop("prompt_len"))
+  reward = traj.pop("reward")
+  mask_id = tokenizer.special.mask
+  if cfg.mro.stepwise:
+    traj["num_steps"] = np.full(len(reward), cfg.sampler.steps, np.int32)
+    loss_fn = make_stepwise_loss(mask_id, P, cfg.mro.n_opt)
+  else:
+    traj = {"tokens": traj["tokens"], "attn_mask": traj["attn_mask"],
+            "eligible": np.broadcast_to(np.arange(traj["tokens"].shape[1]) >= P,
+                                        traj["tokens"].shape).copy()}
+    loss_fn = make_mdm_loss(mask_id, cfg.data.mask_eps, "sft", resp_start=P)
+  stream = BatchStream(traj, cfg.train.batch_size, cfg.data.seed)
+  info = {"kept_trajectories": float(len(reward)), "kept_mean_reward": float(reward.mean())}
+  batches = lambda step, pos, state: (stream.batch(pos), pos + cfg.train.batch_size,
+                                      info if step == 1 else {})
+  objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.mro.eval_every)
+  return train_loop(cfg, wd, tokenizer, objective, init_params=start.params,
+                    stop_after=stop_after)

@@ -1,0 +1,144 @@
+"""One process of a multi-host run on this machine (tests/test_multihost.py starts two).
+
+Each process has 4 fake CPU devices (XLA_FLAGS, set by the test); `jax.distributed`
+joins them into one 8-device runtime (CPU collectives: gloo). The mesh (2, 2, 2) spans
+both processes, so every weight and every batch is split across them.
+
+  --mode run  one train step, a sampling call, an Orbax checkpoint and a HF export,
+              written by both processes; process 0 saves what it gathered to result.npz
+  --mode die  train steps with a checkpoint after each; process 1 kills itself (SIGKILL)
+              after step 2; the survivor must stop with an error instead of hanging
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.config import ModelConfig
+
+MODEL = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, n_kv_heads=2,
+                    mlp_hidden=64, max_seq_len=64)
+MASK_ID, EOS_ID, B, P, R = 63, 62, 8, 8, 16
+MESH = (2, 2, 2)
+
+
+def fixed_batch() -> dict[str, np.ndarray]:
+  """A deterministic batch with its own mask (the loss below ignores the key)."""
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, 60, (B, P + R)).astype(np.int32)
+  attn = np.ones((B, P + R), bool)
+  attn[::2, :3] = False
+  eligible = np.zeros((B, P + R), bool)
+  eligible[:, P:] = True
+  mask = eligible & (rng.random((B, P + R)) < 0.5)
+  mask[:, P] = True
+  p_mask = np.repeat(rng.uniform(0.2, 1.0, (B, 1)), P + R, 1).astype(np.float32)
+  return {"tokens": tokens, "attn_mask": attn, "eligible": eligible, "mask": mask,
+          "p_mask": p_mask}
+
+
+def prompts() -> tuple[np.ndarray, np.ndarray]:
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(0, 60, (B, 6)).astype(np.int32)
+  mask = np.ones_like(tokens)
+  mask[1::3, :2] = 0
+  return tokens, mask
+
+
+def fixed_mask_loss(apply, params, batch, key):
+  from mro.losses import sft_loss_given_mask
+  del key
+  loss = sft_loss_given_mask(apply, params, batch["tokens"], batch["mask"],
+                             batch["p_mask"][:, 0], batch["eligible"].sum(1), MASK_ID,
+                             batch["attn_mask"], resp_start=P)
+  return loss, {"masked_tokens": batch["mask"].sum()}
+
+
+def train_setup(mesh):
+  from mro.config import TrainConfig
+  from mro.train import init_state, jit_train_step, make_optimizer
+  cfg = TrainConfig(steps=10, batch_size=B, warmup_steps=1, lr=1e-2)
+  optimizer = make_optimizer(cfg)
+  apply, state, shardings = init_state(MODEL, optimizer, seed=0, mesh=mesh)
+  return apply, state, jit_train_step(apply, fixed_mask_loss, optimizer, cfg, shardings, mesh)
+
+
+def sampler_config():
+  from mro.schedule import SamplerConfig
+  return SamplerConfig(gen_length=16, steps=8, block_length=8)
+
+
+def run(out: Path, mesh) -> None:
+  import jax
+  from flax import nnx
+  from models import checkpoints
+  from models.config import SpecialIds
+  from models.sharding import host_array, shard_batch
+  from mro.checkpointing import Checkpointer
+  from mro.sampler import generate
+
+  apply, state, step = train_setup(mesh)
+  state, metrics = step(state, shard_batch(fixed_batch(), mesh))
+  ckpt = Checkpointer(out / "ckpt", keep=2)
+  ckpt.save(1, state, {"step": 1})
+  ckpt.close()
+  checkpoints.save_hf(out / "hf", state.params, MODEL,
+                      SpecialIds(mask=MASK_ID, eos=EOS_ID, pad=EOS_ID), max_shard_bytes=20_000)
+  tokens, mask = prompts()
+  gen = generate(apply, state.params, tokens, sampler_config(), mask_id=MASK_ID,
+                 max_seq_len=MODEL.max_seq_len, key=jax.random.key(3), prompt_mask_BP=mask,
+                 mesh=mesh)
+  result = {"loss": host_array(metrics["loss"]), "tokens": host_array(gen.tokens),
+            "commit_step": host_array(gen.commit_step)}
+  for path, var in nnx.to_flat_state(state.params):
+    result["param/" + "/".join(map(str, path))] = host_array(var[...])
+  if jax.process_index() == 0:
+    np.savez(out / "result.npz", **result)
+  print(f"process {jax.process_index()} done", flush=True)
+
+
+def die(out: Path, mesh) -> None:
+  import jax
+  from models.sharding import shard_batch
+  from mro.checkpointing import Checkpointer
+
+  _, state, step = train_setup(mesh)
+  batch = shard_batch(fixed_batch(), mesh)
+  ckpt = Checkpointer(out / "ckpt", keep=10)
+  for i in range(1, 11):
+    state, _ = step(state, batch)
+    ckpt.save(i, state, {"step": i})
+    print(f"process {jax.process_index()} saved step {i}", flush=True)
+    if jax.process_index() == 1 and i == 2:
+      os.kill(os.getpid(), signal.SIGKILL)
+  ckpt.close()
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--process-id", type=int, required=True)
+  parser.add_argument("--num-processes", type=int, default=2)
+  parser.add_argument("--port", type=int, required=True)
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--mode", choices=("run", "die"), default="run")
+  parser.add_argument("--heartbeat", type=int, default=10)
+  args = parser.parse_args()
+  import jax
+  jax.distributed.initialize(coordinator_address=f"localhost:{args.port}",
+                             num_processes=args.num_processes, process_id=args.process_id,
+                             initialization_timeout=60,
+                             heartbeat_timeout_seconds=args.heartbeat)
+  from models.sharding import MeshConfig, make_mesh
+  mesh = make_mesh(MeshConfig(*MESH))
+  (run if args.mode == "run" else die)(Path(args.out), mesh)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
