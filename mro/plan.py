@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -142,6 +143,14 @@ def _flops(compiled) -> float:
   return float(cost.get("flops", float("nan")))
 
 
+def _saved_activations(apply, loss, params, batch, key):
+  """What the backward pass keeps from the forward pass (the residuals of `jax.vjp`),
+  without the parameters themselves (they are counted as parameters)."""
+  _, backward = jax.vjp(lambda p: loss(apply, p, batch, key)[0], params)
+  param_ids = {id(x) for x in jax.tree.leaves(params)}
+  return [r for r in jax.tree.leaves(backward) if id(r) not in param_ids]
+
+
 def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
   from mro.train import abstract_state, jit_train_step, make_optimizer
   model = cfg.model_config()
@@ -160,7 +169,7 @@ def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
   seconds = time.perf_counter() - t0
   micro = {k: jax.ShapeDtypeStruct((cfg.batch // cfg.grad_accum, cfg.seq), v.dtype,
                                    sharding=sh) for k, v in batch.items()}
-  residuals = jax.jit(lambda p, b, k: jax.vjp(lambda q: loss(apply, q, b, k)[0], p)[1]).lower(
+  residuals = jax.jit(functools.partial(_saved_activations, apply, loss)).lower(
       state.params, micro, state.rng).compile()
   mem = _memory(compiled)
   flops = _flops(compiled) * cfg.grad_accum

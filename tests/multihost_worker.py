@@ -6,8 +6,8 @@ both processes, so every weight and every batch is split across them.
 
   --mode run  one train step, a sampling call, an Orbax checkpoint and a HF export,
               written by both processes; process 0 saves what it gathered to result.npz
-  --mode die  train steps with a checkpoint after each; process 1 kills itself (SIGKILL)
-              after step 2; the survivor must stop with an error instead of hanging
+  --mode die  train steps with a checkpoint after each; process `--victim` kills itself
+              (SIGKILL) after step 2; the survivor must stop with an error, not hang
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def run(out: Path, mesh) -> None:
   print(f"process {jax.process_index()} done", flush=True)
 
 
-def die(out: Path, mesh) -> None:
+def die(out: Path, mesh, victim: int) -> None:
   import jax
   from models.sharding import shard_batch
   from mro.checkpointing import Checkpointer
@@ -115,7 +115,7 @@ def die(out: Path, mesh) -> None:
     state, _ = step(state, batch)
     ckpt.save(i, state, {"step": i})
     print(f"process {jax.process_index()} saved step {i}", flush=True)
-    if jax.process_index() == 1 and i == 2:
+    if jax.process_index() == victim and i == 2:
       os.kill(os.getpid(), signal.SIGKILL)
   ckpt.close()
 
@@ -128,6 +128,7 @@ def main() -> int:
   parser.add_argument("--out", required=True)
   parser.add_argument("--mode", choices=("run", "die"), default="run")
   parser.add_argument("--heartbeat", type=int, default=10)
+  parser.add_argument("--victim", type=int, default=1, help="--mode die: who dies")
   args = parser.parse_args()
   import jax
   jax.distributed.initialize(coordinator_address=f"localhost:{args.port}",
@@ -136,7 +137,10 @@ def main() -> int:
                              heartbeat_timeout_seconds=args.heartbeat)
   from models.sharding import MeshConfig, make_mesh
   mesh = make_mesh(MeshConfig(*MESH))
-  (run if args.mode == "run" else die)(Path(args.out), mesh)
+  if args.mode == "run":
+    run(Path(args.out), mesh)
+  else:
+    die(Path(args.out), mesh, args.victim)
   return 0
 
 

@@ -1,0 +1,102 @@
+"""Reject sampling and MRO-RL end to end on tiny models: runs, resume, bad settings."""
+
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from models.checkpoints import save_hf
+from models.config import preset
+from models.tokenizers import train_sentencepiece
+from models.transformer import init_model
+from mro import config as exp_config
+from mro import reject, rl
+from mro.workdir import read_metrics
+from rewards.tasks import get_task
+
+SHAPES = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64, max_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def start_models(tmp_path_factory):
+  """A random tiny mask predictor and causal scorer sharing a Sudoku tokenizer."""
+  root = tmp_path_factory.mktemp("start")
+  examples = get_task("sudoku").examples("train", limit=300)
+  tok = train_sentencepiece([t for e in examples for t in (e.prompt, e.target)], root / "tok",
+                            64, user_symbols=("<answer>", "</answer>"), byte_fallback=False,
+                            hard_vocab_limit=False)
+  dirs = {}
+  for name, causal in (("mdm", False), ("scorer", True)):
+    cfg = preset("tiny", vocab_size=tok.vocab_size, causal=causal, **SHAPES)
+    save_hf(root / name, nnx.split(init_model(cfg, seed=1))[1], cfg, tok.special)
+    tok.save(root / name)
+    dirs[name] = root / name
+  return dirs
+
+
+def config(start_models, **mro) -> exp_config.ExperimentConfig:
+  raw = {"data": {"task": "sudoku", "train_size": 8, "max_prompt_len": 20,
+                  "max_response_len": 24},
+         "sampler": {"gen_length": 24, "steps": 4, "block_length": 24},
+         "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
+                   "log_every": 1, "progress": False, "lr": 1e-3},
+         "mro": {"init": str(start_models["mdm"]), "scorer": str(start_models["scorer"]),
+                 "group_steps": 2, "search_k": 2, "eval_every": 2, "eval_limit": 4,
+                 "rollouts_per_prompt": 2, "prompts_per_batch": 2, "inner_steps": 2, **mro}}
+  return exp_config.from_dict(raw)
+
+
+def test_reject_sampling_keeps_one_searched_trajectory_per_prompt_and_trains(start_models,
+                                                                             tmp_path):
+  record = reject.run(config(start_models), tmp_path)
+  with np.load(tmp_path / "trajectories.npz") as z:
+    tokens, commit, P = z["tokens"], z["commit_step"], int(z["prompt_len"])
+  assert tokens.shape[0] == 8  # top1: one per training prompt
+  gen = commit[:, P:]
+  assert ((gen >= 0) & (gen < 4)).all()  # complete 4-step trajectories
+  for row in gen:  # 24 tokens over 4 steps: 6 committed at each step
+    assert np.bincount(row, minlength=4).tolist() == [6, 6, 6, 6]
+  assert record["step"] == 4
+  assert (tmp_path / "best" / "config.json").exists() and (tmp_path / "model").exists()
+  assert any("val_score" in r for r in read_metrics(tmp_path / "metrics.jsonl"))
+
+
+def test_reject_sampling_with_a_threshold_keeps_every_passing_candidate(start_models,
+                                                                        tmp_path):
+  reject.run(config(start_models, keep="threshold", keep_threshold=-1e9, rewards="tv"),
+             tmp_path)
+  with np.load(tmp_path / "trajectories.npz") as z:
+    assert z["tokens"].shape[0] == 8 * 2  # every candidate of every prompt
+
+
+def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_losses(start_models, tmp_path):
+  cfg = config(start_models, baseline="group_mean")
+  rl.run(cfg, tmp_path / "full")
+  rl.run(cfg, tmp_path / "cut", stop_after=3)  # last checkpoint: step 2
+  rl.run(cfg, tmp_path / "cut")
+  full = read_metrics(tmp_path / "full" / "metrics.jsonl")
+  cut = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+  key = lambda rs: [(r["step"], r["loss"], r.get("reward")) for r in rs]
+  assert key(full) == key(cut)
+  assert [r["step"] for r in full] == [1, 2, 3, 4]
+  assert "reward" in full[0] and "reward" in full[2]  # rollouts at steps 1 and 3
+
+
+def test_rl_settings_that_break_rollout_boundaries_are_refused(start_models):
+  with pytest.raises(ValueError, match="batch_size"):
+    rl.check(exp_config.from_dict({**json.loads(json.dumps(
+        config(start_models).to_dict())), "train": {"steps": 4, "batch_size": 6,
+                                                    "warmup_steps": 1}}))
+  bad = config(start_models).to_dict()
+  bad["train"]["checkpoint_every"] = 3
+  with pytest.raises(ValueError, match="inner_steps"):
+    rl.check(exp_config.from_dict(bad))
+
+
+def test_mro_config_values_are_checked():
+  for sets, match in ((["mro.baseline=mean"], "baseline"), (["mro.q_rule=max"], "q_rule"),
+                      (["mro.keep=all"], "keep"), (["mro.n_opt=0"], "n_opt"),
+                      (["mro.rewards=tv,xx"], "unknown reward")):
+    with pytest.raises(ValueError, match=match):
+      exp_config.from_dict(exp_config.apply_sets({}, sets))
