@@ -92,7 +92,7 @@ def expand(spec: dict[str, Any], root: str | Path | None = None) -> list[Run]:
       raise ValueError(f"grid entry {key!r} must be section.key: [values...]")
   variants = []
   keys = list(grid)
-  for combo in itertools.product(*(grid[k] for k in keys)):
+  for combo in itertools.product(*(grid[k] for k in keys)) if grid else ():
     sets = [f"{k}={_yaml_scalar(v)}" for k, v in zip(keys, combo)]
     variants.append((_slug(sets), sets))
   if not grid and not spec.get("runs"):
