@@ -7,7 +7,9 @@ A sweep file (YAML, or Python defining `SWEEP = {...}`) holds:
     config: rl_sudoku                 # shipped config name or YAML path
     set: [train.steps=200]            # overrides shared by every run
     grid: {mro.baseline: [none, group_mean], mro.n_opt: [1, 2]}   # cartesian product
-    runs: [{name: paper, set: [mro.clip_eps=null]}]               # extra named variants
+    runs: [{name: paper, set: [mro.clip_eps=null]},               # extra named variants,
+           {name: base, command: eval, model: default}]           # each with its own
+                                      # command / config; an eval-only run names its model
     eval: {task: sudoku, steps: "L,L/2,L/4", model: best, limit: 256}
     concurrency: 1
 
@@ -47,6 +49,7 @@ class Run:
   sets: tuple[str, ...]
   eval: dict | None
   workdir: Path
+  model: str | None = None  # what an eval-only run evaluates
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
@@ -90,22 +93,31 @@ def expand(spec: dict[str, Any], root: str | Path | None = None) -> list[Run]:
   for key, values in grid.items():
     if "." not in key or not isinstance(values, list) or not values:
       raise ValueError(f"grid entry {key!r} must be section.key: [values...]")
-  variants = []
+  variants = []  # (name, sets, command, config)
   keys = list(grid)
   for combo in itertools.product(*(grid[k] for k in keys)) if grid else ():
     sets = [f"{k}={_yaml_scalar(v)}" for k, v in zip(keys, combo)]
-    variants.append((_slug(sets), sets))
+    variants.append((_slug(sets), sets, spec["command"], spec.get("config"), None))
   if not grid and not spec.get("runs"):
-    variants.append(("base", []))
+    variants.append(("base", [], spec["command"], spec.get("config"), None))
   for entry in spec.get("runs") or []:
     if not isinstance(entry, dict) or "name" not in entry:
       raise ValueError(f"each entry of 'runs' needs a name, got {entry!r}")
-    variants.append((str(entry["name"]), [str(s) for s in entry.get("set", [])]))
-  names = [n for n, _ in variants]
+    command = entry.get("command", spec["command"])
+    if command not in COMMANDS:
+      raise ValueError(f"run {entry['name']!r}: command must be one of {COMMANDS}")
+    if command == "eval" and not (entry.get("model") or (spec.get("eval") or {}).get("model")):
+      raise ValueError(f"eval-only run {entry['name']!r} needs a model")
+    if command != "eval" and not entry.get("config", spec.get("config")):
+      raise ValueError(f"run {entry['name']!r} needs a config for command {command!r}")
+    variants.append((str(entry["name"]), [str(s) for s in entry.get("set", [])], command,
+                     entry.get("config", spec.get("config")), entry.get("model")))
+  names = [v[0] for v in variants]
   if len(set(names)) != len(names):
     raise ValueError(f"run names repeat in sweep {spec['name']!r}: {names}")
-  return [Run(n, spec["command"], spec.get("config"), tuple(shared + sets), spec.get("eval"),
-              base_dir / n) for n, sets in variants]
+  return [Run(n, command, config, tuple(shared + sets) if command != "eval" else (),
+              spec.get("eval"), base_dir / n, model)
+          for n, sets, command, config, model in variants]
 
 
 def _yaml_scalar(v) -> str:
@@ -123,8 +135,10 @@ def commands(run: Run) -> list[list[str]]:
   if run.eval:
     ev = dict(run.eval)
     model = ev.pop("model", "best")
-    if run.command != "eval":
-      model = str(run.workdir / model) if model in ("best", "model") else model
+    if run.command == "eval":
+      model = run.model or model
+    elif model in ("best", "model"):
+      model = str(run.workdir / model)
     cmd = ["eval", "--model", str(model), "--out", str(run.workdir / "eval.jsonl")]
     for key, value in ev.items():
       cmd += [f"--{key.replace('_', '-')}", str(value)]

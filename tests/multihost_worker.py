@@ -22,7 +22,7 @@ import numpy as np
 
 from models.config import ModelConfig
 
-MODEL = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, n_kv_heads=2,
+MODEL = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2,
                     mlp_hidden=64, max_seq_len=64)
 MASK_ID, EOS_ID, B, P, R = 63, 62, 8, 8, 16
 MESH = (2, 2, 2)

@@ -15,7 +15,6 @@ from models.transformer import ModelApply, init_model
 from mro.schedule import SamplerConfig
 from mro.search import Scoring, SearchConfig, run_search
 from rewards.combine import RewardConfig
-from rewards.perplexity import CausalLMScorer
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
 
@@ -50,28 +49,17 @@ def test_sampler_tokens_on_a_mesh_equal_the_single_device_tokens(llada_tiny,
   assert out.tokens.sharding.shard_shape(out.tokens.shape)[0] == 8 // (shape[0] * shape[1])
 
 
-def test_sampler_at_a_positive_temperature_is_mesh_invariant_too(llada_tiny):
-  tokens, mask = _prompts()
-  scfg = SamplerConfig(gen_length=16, steps=8, block_length=16, temperature=0.8)
-  key = jax.random.key(5)
-  ref = llada_tiny.generate(tokens, scfg, prompt_mask_BP=mask, key=key)
-  out = llada_tiny.generate(tokens, scfg, prompt_mask_BP=mask, key=key,
-                            mesh=make_mesh(MeshConfig(2, 2, 2)))
-  np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
-
-
 def test_search_on_a_mesh_equals_the_single_device_search():
+  """At the search's temperature (0.25): Gumbel noise is per row, so mesh-invariant too."""
   small = dict(vocab_size=32, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64,
                max_seq_len=32)
   g, p = nnx.split(init_model(preset("tiny", **small), seed=0))
-  gs, ps = nnx.split(init_model(preset("tiny", causal=True, **small), seed=1))
-  scoring = Scoring(RewardConfig(use=("tv", "ppl")), 31, 30, CausalLMScorer(ModelApply(gs)))
+  scoring = Scoring(RewardConfig(use=("tv",)), 31, 30, None)
   prompts = np.random.default_rng(0).integers(0, 29, (4, 5)).astype(np.int32)
   cfg = SamplerConfig(gen_length=8, steps=4, block_length=8)
   scfg = SearchConfig(k=2, n_live=2, group_steps=2)
   run = lambda mesh: jax.device_get(run_search(
-      ModelApply(g), p, prompts, cfg, scfg, scoring, scorer_params=ps,
-      key=jax.random.key(0), mesh=mesh))
+      ModelApply(g), p, prompts, cfg, scfg, scoring, key=jax.random.key(0), mesh=mesh))
   ref, out = run(None), run(make_mesh(MeshConfig(2, 2, 2)))
   np.testing.assert_array_equal(out.tokens, ref.tokens)
   np.testing.assert_array_equal(out.commit_step, ref.commit_step)

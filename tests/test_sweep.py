@@ -78,3 +78,18 @@ def test_a_failing_run_is_reported_and_not_marked_done(tmp_path):
     sweep.run_sweep(write(tmp_path, spec), root=tmp_path)
   assert not (tmp_path / "bad" / "base" / "done.json").exists()
   assert "no_such_key" in (tmp_path / "bad" / "base" / "sweep.log").read_text()
+
+
+def test_runs_may_name_their_own_command_and_an_eval_only_run_its_model(tmp_path):
+  spec = {"name": "t", "command": "rl", "config": "mro_sudoku", "set": ["train.steps=2"],
+          "eval": {"task": "sudoku", "steps": "L,L/2", "model": "best"},
+          "runs": [{"name": "base", "command": "eval", "model": "default"},
+                   {"name": "rs", "command": "reject-sample", "set": ["mro.search_k=2"]}]}
+  base, rs = sweep.expand(sweep.load_sweep(write(tmp_path, spec)), tmp_path)
+  assert sweep.commands(base) == [["eval", "--model", "default", "--out",
+                                   str(base.workdir / "eval.jsonl"), "--task", "sudoku",
+                                   "--steps", "L,L/2"]]
+  train_cmd, eval_cmd = sweep.commands(rs)
+  assert train_cmd[:3] == ["reject-sample", "--config", "mro_sudoku"]
+  assert train_cmd[-4:] == ["--set", "train.steps=2", "--set", "mro.search_k=2"]
+  assert eval_cmd[:3] == ["eval", "--model", str(rs.workdir / "best")]
