@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -108,25 +107,22 @@ def check_names_and_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]])
 
 def read_sharded(info: st.TensorInfo, sharding: jax.sharding.Sharding, dtype,
                  transpose: bool = False) -> jax.Array:
-  """One tensor placed straight onto `sharding`: each device's piece is read from a memory
-  map of the file (only those bytes), converted and, for torch [out, in] weights,
-  transposed on the host. Pieces shared by several devices are read once, so the host
-  holds at most one tensor's worth of pieces (plus the mapped pages) at any time; on
-  several processes each reads only the pieces of its own devices."""
-  source = info.open()
-  shape = info.shape[::-1] if transpose else info.shape
+  """One tensor placed straight onto `sharding`: each device's piece is copied out of the
+  file (only its bytes), converted and, for torch [out, in] weights, transposed on the
+  host. Pieces shared by several devices are read once, so the host holds at most one
+  tensor's worth of pieces at a time; with several processes each reads only the pieces
+  of its own devices."""
   pieces: dict[tuple, np.ndarray] = {}
 
   def piece(index: tuple) -> np.ndarray:
     key = tuple((s.start, s.stop, s.step) for s in index)
     if key not in pieces:
-      view = source[index[::-1]].T if transpose else source[index]
-      pieces[key] = np.array(view, dtype=dtype, order="C")
+      pieces[key] = info.read(index, dtype, transpose)
     return pieces[key]
 
+  shape = info.shape[::-1] if transpose else info.shape
   out = jax.make_array_from_callback(shape, sharding, piece)
   pieces.clear()
-  del source
   return out
 
 
@@ -151,9 +147,7 @@ def load_hf_state(model_dir: str | Path, cfg: ModelConfig,
   for name in sorted(infos, key=lambda n: (str(infos[n].path), infos[n].offset)):
     path, transpose = mapping[name]
     if sharding_of is None:
-      array = infos[name].open()
-      value = jnp.asarray(np.array(array.T if transpose else array, dtype=dtype, order="C"))
-      del array
+      value = jax.device_put(infos[name].read(None, dtype, transpose))
     else:
       value = read_sharded(infos[name], sharding_of(path), dtype, transpose)
     _get(state, path[:-1])[path[-1]] = nnx.Param(value, **_get(state, path).get_metadata())

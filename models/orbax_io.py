@@ -80,12 +80,12 @@ def load_state(model_dir: str | Path, cfg: ModelConfig, *, mesh: jax.sharding.Me
   every missing, unexpected or mis-shaped weight is reported before anything is read."""
   model_dir = Path(model_dir).absolute()
   graphdef, abstract = abstract_model(cfg)
+  is_var = lambda x: isinstance(x, nnx.Variable)
   if mesh is None:
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    shardings = jax.tree.map(lambda _: sharding, abstract)
+    shardings = jax.tree.map(lambda _: sharding, abstract, is_leaf=is_var)
   else:
     shardings = tree_shardings(abstract, mesh)
-  is_var = lambda x: isinstance(x, nnx.Variable)
   target_state = jax.tree.map(
       lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
       abstract, shardings, is_leaf=is_var)

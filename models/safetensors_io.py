@@ -3,9 +3,9 @@
 The `safetensors` package's numpy reader cannot return bfloat16 (LLaDA-8B's dtype) and
 its writer needs every tensor of a file in memory at once. This module reads the format
 directly: the JSON header gives each tensor's dtype, shape and byte range, and a tensor
-(or any slice of it) is a read-only memory map of that range, so only the pages a caller
-touches are read, and they are released when the map is dropped. Writing computes the
-header from the shapes first and then appends tensors one at a time.
+(or any slice of it, transposed or not) is copied out of a read-only memory map block by
+block, releasing each block's pages, so reading holds little more than the result.
+Writing computes the header from the shapes first and then appends tensors one at a time.
 
 Format: u64 little-endian header length N, N bytes of JSON (padded with spaces to a
 multiple of 8), then the tensors' bytes, C order, little-endian.
@@ -14,6 +14,7 @@ multiple of 8), then the tensors' bytes, C order, little-endian.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from collections.abc import Callable, Iterable
@@ -44,12 +45,51 @@ class TensorInfo:
   def nbytes(self) -> int:
     return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
-  def open(self) -> np.ndarray:
-    """A read-only memory map of the tensor: nothing is read until it is indexed."""
-    if self.nbytes == 0:
-      return np.zeros(self.shape, self.dtype)
-    return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
-                     shape=self.shape)
+  def read(self, index: tuple[slice, ...] | None = None, dtype=None,
+           transpose: bool = False, block_bytes: int = 16 * 2**20) -> np.ndarray:
+    """A new C-ordered array: `tensor[index]` (of `tensor.T[index]` when `transpose`, for
+    2-D tensors), converted to `dtype`. The file is memory-mapped and copied block by
+    block, each block's pages released once copied, so the host holds the result plus
+    about `block_bytes`, whatever the tensor's size."""
+    dtype = np.dtype(dtype or self.dtype)
+    ndim = len(self.shape)
+    if transpose and ndim != 2:
+      raise ValueError(f"{self.name}: only 2-D tensors can be transposed")
+    index = tuple(index) if index is not None else (slice(None),) * ndim
+    source_index = index[::-1] if transpose else index
+    ranges = [range(*sl.indices(n)) for sl, n in zip(source_index, self.shape)]
+    if any(r.step != 1 for r in ranges):
+      raise ValueError(f"{self.name}: strided reads are not supported")
+    piece = tuple(len(r) for r in ranges)
+    out = np.empty(piece[::-1] if transpose else piece, dtype)
+    if out.size == 0:
+      return out
+    row_bytes = self.nbytes // self.shape[0]
+    rows = max(1, block_bytes // max(row_bytes, 1))
+    start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
+    with self.path.open("rb") as f:
+      mm = mmap.mmap(f.fileno(), self.offset + self.nbytes - start, access=mmap.ACCESS_READ,
+                     offset=start)
+    try:
+      source = np.frombuffer(mm, self.dtype, count=self.nbytes // self.dtype.itemsize,
+                             offset=self.offset - start).reshape(self.shape)
+      first = ranges[0].start
+      for r0 in range(0, piece[0], rows):
+        r1 = min(r0 + rows, piece[0])
+        block = source[(slice(first + r0, first + r1),) + tuple(source_index[1:])]
+        if transpose:
+          out[:, r0:r1] = block.T
+        else:
+          out[r0:r1] = block
+        del block
+        lo = self.offset - start + (first + r0) * row_bytes
+        hi = self.offset - start + (first + r1) * row_bytes
+        lo -= lo % mmap.PAGESIZE
+        mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+      del source
+    finally:
+      mm.close()
+    return out
 
 
 def read_header(path: str | Path) -> dict[str, TensorInfo]:

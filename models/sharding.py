@@ -8,6 +8,8 @@ single device is a 1x1x1 mesh: there is no second code path.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 
@@ -29,7 +31,37 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "vocab": "tensor",
     "norm": None,
     "length": None,
+    # Activations (`constrain`, used at the output layer): rows stay split over
+    # data x fsdp, the model dimension stays whole, tensor splits the vocabulary.
+    "act_batch": ("data", "fsdp"),
+    "act_length": None,
+    "act_embed": None,
+    "act_vocab": "tensor",
 }
+
+_ACTIVATION_MESH: contextvars.ContextVar = contextvars.ContextVar("activation_mesh",
+                                                                  default=None)
+
+
+@contextlib.contextmanager
+def activation_mesh(mesh):
+  """While a program is traced inside this context, `constrain` pins activations to their
+  logical-axis sharding on `mesh` (None: no constraints, e.g. one device)."""
+  token = _ACTIVATION_MESH.set(mesh)
+  try:
+    yield
+  finally:
+    _ACTIVATION_MESH.reset(token)
+
+
+def constrain(x, axes: tuple[str | None, ...]):
+  """`x` with a sharding constraint from its logical `axes` (identity outside
+  `activation_mesh`). Without it, XLA's propagation may follow the weights' `fsdp`
+  split of the model dimension and keep every row of the batch on every device."""
+  mesh = _ACTIVATION_MESH.get()
+  if mesh is None:
+    return x
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec_for(axes, x.shape, mesh)))
 
 
 @dataclasses.dataclass(frozen=True)

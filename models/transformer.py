@@ -16,6 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.config import ModelConfig
+from models.sharding import constrain
+
+ACT_BLD = ("act_batch", "act_length", "act_embed")  # the residual stream's logical axes
 
 
 def _param(rngs: nnx.Rngs, shape, axes, std, dtype) -> nnx.Param:
@@ -145,7 +148,12 @@ class Transformer(nnx.Module):
     return self.ln_f(x)
 
   def logits_from_hidden(self, h_BKD):
-    return self.ff_out(h_BKD).astype(jnp.float32)
+    # Under `activation_mesh` (training) the output layer keeps rows split over data x
+    # fsdp: left alone, XLA may contract over the fsdp-split model dimension and hold
+    # every row's [K, V] logits on every device (memory growing with the global batch).
+    # The layers' activations are left to XLA's propagation.
+    logits = self.ff_out(constrain(h_BKD, ACT_BLD)).astype(jnp.float32)
+    return constrain(logits, ("act_batch", "act_length", "act_vocab"))
 
   def predictor_hidden(self, tokens_BL, attention_mask_BL=None):
     """[B, L, D] states whose output-layer logits at i predict token i (shift applied)."""

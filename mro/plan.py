@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 
 from models import config as model_config
-from models.sharding import MeshConfig, batch_sharding, check_batch_divides, make_mesh
+from models.sharding import (MeshConfig, activation_mesh, batch_sharding, check_batch_divides,
+                             make_mesh)
 from mro.config import TrainConfig
 from mro.losses import make_mdm_loss
 from mro.schedule import SamplerConfig
@@ -143,10 +144,11 @@ def _flops(compiled) -> float:
   return float(cost.get("flops", float("nan")))
 
 
-def _saved_activations(apply, loss, params, batch, key):
+def _saved_activations(apply, loss, mesh, params, batch, key):
   """What the backward pass keeps from the forward pass (the residuals of `jax.vjp`),
   without the parameters themselves (they are counted as parameters)."""
-  _, backward = jax.vjp(lambda p: loss(apply, p, batch, key)[0], params)
+  with activation_mesh(mesh):
+    _, backward = jax.vjp(lambda p: loss(apply, p, batch, key)[0], params)
   param_ids = {id(x) for x in jax.tree.leaves(params)}
   return [r for r in jax.tree.leaves(backward) if id(r) not in param_ids]
 
@@ -169,7 +171,7 @@ def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
   seconds = time.perf_counter() - t0
   micro = {k: jax.ShapeDtypeStruct((cfg.batch // cfg.grad_accum, cfg.seq), v.dtype,
                                    sharding=sh) for k, v in batch.items()}
-  residuals = jax.jit(functools.partial(_saved_activations, apply, loss)).lower(
+  residuals = jax.jit(functools.partial(_saved_activations, apply, loss, mesh)).lower(
       state.params, micro, state.rng).compile()
   mem = _memory(compiled)
   flops = _flops(compiled) * cfg.grad_accum

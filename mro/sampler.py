@@ -202,8 +202,9 @@ def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: 
   prompt_mask_BP: 1 = real token, 0 = left padding (None = no padding).
   row_ids: stable ids for the per-row random streams (default 0..B-1).
   mesh: run sharded: weights by their logical axes, rows over (data, fsdp); the batch
-    must divide data x fsdp. The same program (jit propagates the shardings); with
-    several processes each passes the same prompts and gets global output arrays.
+    must divide data x fsdp. The same program (jit propagates the shardings; activations
+    are left to XLA, which keeps weights in place rather than gathering them each step);
+    with several processes each passes the same prompts and gets global output arrays.
   """
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
   if prompt_BP.ndim != 2 or prompt_BP.shape[1] == 0:

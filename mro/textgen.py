@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from models.sharding import host_array
 from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
 from mro.sampler import GenerateOutput, generate, left_pad
@@ -25,10 +26,11 @@ class Generation:
 class TextSampler:
   """A model + tokenizer bound to the compiled sampler."""
 
-  def __init__(self, model, model_cfg, tokenizer):
+  def __init__(self, model, model_cfg, tokenizer, mesh=None):
+    """`mesh`: sample sharded (weights by logical axes, rows over data x fsdp)."""
     graphdef, self.params = nnx.split(model)
     self.apply = ModelApply(graphdef)
-    self.model_cfg, self.tokenizer = model_cfg, tokenizer
+    self.model_cfg, self.tokenizer, self.mesh = model_cfg, tokenizer, mesh
 
   def encode_prompts(self, prompts: Sequence[str],
                      width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +54,8 @@ class TextSampler:
     tokens, mask = self.encode_prompts(prompts, width)
     out = generate(self.apply, self.params, tokens, cfg, mask_id=self.tokenizer.special.mask,
                    max_seq_len=self.model_cfg.max_seq_len, key=jax.random.key(seed),
-                   row_ids=row_ids, prompt_mask_BP=mask)
-    return jax.device_get(out), tokens.shape[1]
+                   row_ids=row_ids, prompt_mask_BP=mask, mesh=self.mesh)
+    return jax.tree.map(host_array, out), tokens.shape[1]
 
   def generate(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
                row_ids=None, width: int | None = None) -> list[Generation]:

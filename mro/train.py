@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from models.config import ModelConfig
-from models.sharding import abstract_arrays, batch_sharding, tree_shardings
+from models.sharding import abstract_arrays, activation_mesh, batch_sharding, tree_shardings
 from models.transformer import ModelApply, init_model
 from mro.config import TrainConfig
 
@@ -119,6 +119,11 @@ def jit_train_step(apply, loss_fn: LossFn, optimizer, cfg: TrainConfig, sharding
   """The train step compiled once: state donated, shardings declared."""
   step = functools.partial(train_step, apply=apply, loss_fn=loss_fn, optimizer=optimizer,
                            grad_accum=cfg.grad_accum, schedule=lr_schedule(cfg))
-  return jax.jit(step, donate_argnums=0,
+
+  def step_on_mesh(state, batch):  # activations pinned to their logical-axis shardings
+    with activation_mesh(mesh):
+      return step(state, batch)
+
+  return jax.jit(step_on_mesh, donate_argnums=0,
                  in_shardings=(shardings, batch_sharding(mesh, ndim=1)),
                  out_shardings=(shardings, None))

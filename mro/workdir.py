@@ -77,6 +77,9 @@ def claim(root: str | Path, cfg: exp_config.ExperimentConfig) -> Workdir:
   if wd.config.exists():
     saved = json.loads(wd.config.read_text())
     now = cfg.to_dict()
+    # A section added to the schema after the run started counts as its defaults.
+    for section, values in exp_config.ExperimentConfig().to_dict().items():
+      saved.setdefault(section, values)
     # model.vocab_size follows the tokenizer; the rest of IGNORED cannot change results.
     now["model"]["vocab_size"] = saved.get("model", {}).get("vocab_size")
     for section, keys in IGNORED_ON_RESUME.items():
@@ -124,15 +127,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
   return [r for line in path.read_text().splitlines() if (r := _parse(line)) is not None]
 
 
-def load_inference_model(path: str | Path) -> tuple[Transformer, ModelConfig, SpecialIds, Any]:
-  """(model, model config, special ids, tokenizer) from a workdir or HF model directory."""
+def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, ModelConfig,
+                                                               SpecialIds, Any]:
+  """(model, model config, special ids, tokenizer) from a workdir or a model directory
+  (HF safetensors, or Orbax from `mro convert`). `mesh` shards a model directory's
+  weights as they are read (a workdir's checkpoint uses its config's mesh)."""
   path = Path(path)
   if not path.is_dir():
     raise ValueError(f"model directory {path} does not exist" if not path.exists() else
                      f"{path} is a file, not a workdir or model directory")
   wd = Workdir(path)
   if wd.model.joinpath("config.json").exists():
-    return load_inference_model(wd.model)
+    return load_inference_model(wd.model, mesh)
   if wd.checkpoints.is_dir() and wd.config.exists():
     from mro.checkpointing import Checkpointer  # orbax is only needed for workdirs
     from mro.train import init_state, make_optimizer
@@ -151,7 +157,7 @@ def load_inference_model(path: str | Path) -> tuple[Transformer, ModelConfig, Sp
   if not path.joinpath("config.json").exists():
     raise ValueError(f"{path} is neither a workdir nor a model directory (no config.json)")
   tokenizer = load_tokenizer(path)
-  model, model_cfg, ids = checkpoints.load_model(path)
+  model, model_cfg, ids = checkpoints.load_model(path, mesh=mesh)
   if ids.mask != tokenizer.special.mask or ids.eos != tokenizer.special.eos:
     raise ValueError(f"{path}: config.json names mask/eos ids {ids.mask}/{ids.eos} but the "
                      f"tokenizer has {tokenizer.special.mask}/{tokenizer.special.eos}")

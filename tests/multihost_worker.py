@@ -4,10 +4,12 @@ Each process has 4 fake CPU devices (XLA_FLAGS, set by the test); `jax.distribut
 joins them into one 8-device runtime (CPU collectives: gloo). The mesh (2, 2, 2) spans
 both processes, so every weight and every batch is split across them.
 
-  --mode run  one train step, a sampling call, an Orbax checkpoint and a HF export,
-              written by both processes; process 0 saves what it gathered to result.npz
-  --mode die  train steps with a checkpoint after each; process `--victim` kills itself
-              (SIGKILL) after step 2; the survivor must stop with an error, not hang
+  --mode run  one train step, an Orbax checkpoint, a HF export, and a sampling call with
+              the fixture model loaded onto the mesh, all by both processes; process 0
+              saves what it gathered to result.npz
+  --mode die  train steps with a checkpoint (ckpt_die/) after each; process `--victim`
+              kills itself (SIGKILL) after step 2; the survivor must stop with an error
+  --mode run+die  both, in one start-up
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def fixed_batch() -> dict[str, np.ndarray]:
 
 def prompts() -> tuple[np.ndarray, np.ndarray]:
   rng = np.random.default_rng(1)
-  tokens = rng.integers(0, 60, (B, 6)).astype(np.int32)
+  tokens = rng.integers(0, 250, (B, 6)).astype(np.int32)
   mask = np.ones_like(tokens)
   mask[1::3, :2] = 0
   return tokens, mask
@@ -71,13 +73,14 @@ def train_setup(mesh):
 
 def sampler_config():
   from mro.schedule import SamplerConfig
-  return SamplerConfig(gen_length=16, steps=8, block_length=8)
+  return SamplerConfig(gen_length=32, steps=16, block_length=16)
 
 
-def run(out: Path, mesh) -> None:
+def run(out: Path, mesh, fixture: Path):
   import jax
   from flax import nnx
   from models import checkpoints
+  from models.transformer import ModelApply
   from models.config import SpecialIds
   from models.sharding import host_array, shard_batch
   from mro.checkpointing import Checkpointer
@@ -90,9 +93,14 @@ def run(out: Path, mesh) -> None:
   ckpt.close()
   checkpoints.save_hf(out / "hf", state.params, MODEL,
                       SpecialIds(mask=MASK_ID, eos=EOS_ID, pad=EOS_ID), max_shard_bytes=20_000)
+  # Sampling: the reference fixture's weights, each process reading only its own pieces
+  # of the HF files (a random model's near-uniform confidences would make the commit
+  # order hang on float rounding, which differs between one and several devices).
+  model, cfg, ids = checkpoints.load_model(fixture, mesh=mesh)
+  graphdef, params = nnx.split(model)
   tokens, mask = prompts()
-  gen = generate(apply, state.params, tokens, sampler_config(), mask_id=MASK_ID,
-                 max_seq_len=MODEL.max_seq_len, key=jax.random.key(3), prompt_mask_BP=mask,
+  gen = generate(ModelApply(graphdef), params, tokens, sampler_config(), mask_id=ids.mask,
+                 max_seq_len=cfg.max_seq_len, key=jax.random.key(3), prompt_mask_BP=mask,
                  mesh=mesh)
   result = {"loss": host_array(metrics["loss"]), "tokens": host_array(gen.tokens),
             "commit_step": host_array(gen.commit_step)}
@@ -101,16 +109,19 @@ def run(out: Path, mesh) -> None:
   if jax.process_index() == 0:
     np.savez(out / "result.npz", **result)
   print(f"process {jax.process_index()} done", flush=True)
+  return state, step
 
 
-def die(out: Path, mesh, victim: int) -> None:
+def die(out: Path, mesh, victim: int, state=None, step=None) -> None:
+  """Steps with a checkpoint after each; the victim SIGKILLs itself after step 2."""
   import jax
   from models.sharding import shard_batch
   from mro.checkpointing import Checkpointer
 
-  _, state, step = train_setup(mesh)
+  if state is None:
+    _, state, step = train_setup(mesh)
   batch = shard_batch(fixed_batch(), mesh)
-  ckpt = Checkpointer(out / "ckpt", keep=10)
+  ckpt = Checkpointer(out / "ckpt_die", keep=10)
   for i in range(1, 11):
     state, _ = step(state, batch)
     ckpt.save(i, state, {"step": i})
@@ -126,9 +137,10 @@ def main() -> int:
   parser.add_argument("--num-processes", type=int, default=2)
   parser.add_argument("--port", type=int, required=True)
   parser.add_argument("--out", required=True)
-  parser.add_argument("--mode", choices=("run", "die"), default="run")
+  parser.add_argument("--mode", choices=("run", "die", "run+die"), default="run")
   parser.add_argument("--heartbeat", type=int, default=10)
   parser.add_argument("--victim", type=int, default=1, help="--mode die: who dies")
+  parser.add_argument("--fixture", default=None, help="--mode run: the llada_tiny fixture")
   args = parser.parse_args()
   import jax
   jax.distributed.initialize(coordinator_address=f"localhost:{args.port}",
@@ -137,10 +149,11 @@ def main() -> int:
                              heartbeat_timeout_seconds=args.heartbeat)
   from models.sharding import MeshConfig, make_mesh
   mesh = make_mesh(MeshConfig(*MESH))
-  if args.mode == "run":
-    run(Path(args.out), mesh)
-  else:
-    die(Path(args.out), mesh, args.victim)
+  state = step = None
+  if "run" in args.mode:
+    state, step = run(Path(args.out), mesh, Path(args.fixture))
+  if "die" in args.mode:
+    die(Path(args.out), mesh, args.victim, state, step)
   return 0
 
 

@@ -137,11 +137,11 @@ def test_a_yaml_file_loads_and_sets_apply_on_top(tmp_path):
 
 def test_the_resolved_config_saves_and_loads_back_equal(tmp_path):
   cfg = load("model.d_model=64", "train.lr=1e-3", "sampler.threshold=0.5", "data.path=x.jsonl",
-             "mesh.fsdp=2", "tokenizer.byte_fallback=true")
+             "mesh.fsdp=2", "tokenizer.byte_fallback=true", "mro.baseline=group_mean")
   path = tmp_path / "config.json"
   config.save_resolved(cfg, path)
   back = config.load_resolved(path)
   assert back == cfg
   saved = json.loads(path.read_text())
   assert "preset" not in saved["model"]  # every field resolved, no preset
-  assert set(saved) == {"model", "tokenizer", "data", "train", "sampler", "mesh"}
+  assert set(saved) == {"model", "tokenizer", "data", "train", "sampler", "mesh", "mro"}

@@ -149,8 +149,8 @@ def test_remat_gives_the_same_loss_and_gradient_under_jit():
 
 def test_remat_keeps_fewer_activations_for_the_backward_pass():
   """XLA's temporaries of loss + gradient shrink when each layer is recomputed."""
-  cfg = dict(vars(CFG), n_layers=6, d_model=64, mlp_hidden=256, max_seq_len=256)
-  tokens = jax.ShapeDtypeStruct((4, 256), jnp.int32)
+  cfg = dict(vars(CFG), n_layers=4, d_model=64, mlp_hidden=256, max_seq_len=128)
+  tokens = jax.ShapeDtypeStruct((4, 128), jnp.int32)
 
   def temp_bytes(remat):
     graphdef, params = nnx.split(nnx.eval_shape(
