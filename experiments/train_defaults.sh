@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Trains the shipped default models from their committed configs and copies them into
 # experiments/models/: the mask predictors (default/<task>) and their causal perplexity
-# scorers (default-scorer/<task>), which share the predictor's tokenizer.
+# scorers (default-scorer/<task>), which share the predictor's tokenizer. The shipped copies
+# are stored in bfloat16 (half the size; accuracy unchanged, see README).
 # Usage (from the repository root): experiments/train_defaults.sh [task ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +10,8 @@ tasks=${*:-sudoku countdown arith}
 for t in $tasks; do
   mro train --config "default_$t" --workdir "runs/default_$t" --set train.progress=false
   rm -rf "experiments/models/default/$t" && mkdir -p experiments/models/default
-  cp -r "runs/default_$t/model" "experiments/models/default/$t"
+  mro convert "runs/default_$t/model" "experiments/models/default/$t" --dtype bfloat16
   mro train --config "scorer_$t" --workdir "runs/scorer_$t" --set train.progress=false
   rm -rf "experiments/models/default-scorer/$t" && mkdir -p experiments/models/default-scorer
-  cp -r "runs/scorer_$t/model" "experiments/models/default-scorer/$t"
+  mro convert "runs/scorer_$t/model" "experiments/models/default-scorer/$t" --dtype bfloat16
 done

@@ -13,6 +13,8 @@ writing safetensors.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -75,15 +77,19 @@ def side_files(model_dir: Path) -> list[Path]:
 
 def convert(src: str | Path, dst: str | Path, *, to: str | None = None,
             max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-            mesh: jax.sharding.Mesh | None = None) -> Path:
+            mesh: jax.sharding.Mesh | None = None, dtype: str | None = None) -> Path:
   """Writes the model in `src` to the new directory `dst` in format `to` (default: the
-  other format). `mesh` places the weights in between (default: one device)."""
+  other format, or the same one when `dtype` changes). `mesh` places the weights in
+  between (default: one device). `dtype` casts the weights (e.g. float32 -> bfloat16 to
+  halve a shipped model; not lossless) and records it as config.json's torch_dtype."""
   src, dst = Path(src), Path(dst)
   source = detect_format(src)
-  to = to or ("orbax" if source == "hf" else "hf")
+  if dtype is not None and dtype not in DTYPES:
+    raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+  to = to or (source if dtype else "orbax" if source == "hf" else "hf")
   if to not in FORMATS:
     raise ValueError(f"unknown target format {to!r}; choose one of {FORMATS}")
-  if to == source:
+  if to == source and dtype is None:
     raise ValueError(f"{src} is already in {source} format")
   if max_shard_bytes <= 0:
     raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
@@ -91,6 +97,9 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None,
     raise ValueError(f"{dst} exists and is not an empty directory; choose a new output")
   cfg, ids = load_hf_config(src, param_dtype=stored_dtype(src))
   state = _model_state(src, cfg, mesh)
+  if dtype is not None:
+    state = jax.tree.map(lambda x: x.astype(DTYPES[dtype]), state)
+    cfg = dataclasses.replace(cfg, param_dtype=dtype)
   if jax.process_index() == 0:
     dst.mkdir(parents=True, exist_ok=True)
   if to == "orbax":
@@ -100,6 +109,9 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None,
   if jax.process_index() == 0:  # config.json too: the original, not a regenerated one
     for f in side_files(src):
       shutil.copy2(f, dst / f.name)
+    if dtype is not None:
+      hf = json.loads((dst / "config.json").read_text())
+      (dst / "config.json").write_text(json.dumps({**hf, "torch_dtype": dtype}, indent=2))
   return dst
 
 

@@ -262,7 +262,8 @@ def cmd_convert(args) -> int:
     from models.sharding import make_mesh, parse_mesh
     mesh = make_mesh(parse_mesh(args.mesh))
   out = convert.convert(args.src, args.dst, to=args.to,
-                        max_shard_bytes=convert.parse_size(args.max_shard_size), mesh=mesh)
+                        max_shard_bytes=convert.parse_size(args.max_shard_size), mesh=mesh,
+                        dtype=args.dtype)
   print(f"wrote {convert.detect_format(out)} model to {out}")
   return 0
 
@@ -300,6 +301,8 @@ def _add_real_scale_parsers(verbs) -> None:
                  help="largest safetensors file when writing HF, e.g. 5GB, 500MB")
   p.add_argument("--mesh", default=None, help="place weights on this mesh in between, "
                  "e.g. fsdp=8 (default: one device)")
+  p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                 help="cast the weights (not lossless), e.g. bfloat16 to halve a model")
   p.set_defaults(func=cmd_convert)
 
   p = verbs.add_parser("plan", help="per-device memory and FLOPs of training and sampling "

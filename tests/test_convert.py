@@ -249,3 +249,16 @@ def test_text_sampling_of_an_orbax_model_on_a_mesh_matches_one_device(tmp_path, 
 def _drop_ids(loaded):
   model, cfg, _, tokenizer = loaded
   return model, cfg, tokenizer
+
+
+def test_a_dtype_cast_rewrites_weights_and_config_in_the_same_format(fixture_dir, tmp_path):
+  from models import convert as conv
+  from models.checkpoints import load_model as load
+  out = conv.convert(fixture_dir, tmp_path / "bf16", dtype="bfloat16")
+  assert conv.detect_format(out) == "hf" and conv.stored_dtype(out) == "bfloat16"
+  assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+  model, cfg, _ = load(out)
+  assert cfg.param_dtype == "bfloat16"
+  ref, _, _ = load(fixture_dir)
+  np.testing.assert_allclose(np.asarray(model.wte[...], np.float32),
+                             np.asarray(ref.wte[...]), rtol=1e-2, atol=1e-2)
