@@ -163,6 +163,7 @@ class MROConfig:
   # validation (held-out split) and best checkpoint
   eval_every: int = 100
   eval_limit: int = 128
+  val_data: str | None = None  # validation data file (default: the task's validation split)
 
   def __post_init__(self):
     from mro.sgro import BASELINES, Q_RULES

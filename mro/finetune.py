@@ -63,7 +63,7 @@ def reward_config(cfg: exp_config.ExperimentConfig) -> RewardConfig:
 def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
   """validate(step, params) -> {"score": accuracy, "format": ...} on the validation split."""
   task = get_task(cfg.data.task)
-  examples = task.examples("validation", path=cfg.data.path, limit=cfg.mro.eval_limit,
+  examples = task.examples("validation", path=cfg.mro.val_data, limit=cfg.mro.eval_limit,
                            seed=cfg.data.seed, style=cfg.data.style)
   if not examples:
     raise ValueError(f"task {cfg.data.task!r} has no validation examples")

@@ -59,7 +59,10 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
   if path.suffix == ".py":
     spec = runpy.run_path(str(path)).get("SWEEP")
   elif path.suffix in (".yaml", ".yml"):
-    spec = yaml.safe_load(path.read_text())
+    try:
+      spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+      raise ValueError(f"{path} is not valid YAML: {e}") from e
   else:
     raise ValueError(f"sweep file {path} must be .yaml or .py")
   if not isinstance(spec, dict):
