@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import jax
 import numpy as np
 from flax import nnx
 
+from models.config import DTYPES
 from mro import config as exp_config
 from mro.evaluate import resolve_model
 from mro.textgen import TextSampler
@@ -41,8 +43,17 @@ def load_start(cfg: exp_config.ExperimentConfig) -> tuple[exp_config.ExperimentC
   model, model_cfg, _, tokenizer = load_inference_model(model_dir)
   if model_cfg.causal:
     raise ValueError(f"mro.init={model_dir} is a causal model; MRO trains a mask predictor")
+  # Train with the configured parameter dtype (float32 by default) whatever the stored one
+  # (the shipped models are stored in bfloat16; small updates vanish in bfloat16 weights).
+  dtype = cfg.model.param_dtype
+  if model_cfg.param_dtype != dtype:
+    state = nnx.state(model)
+    nnx.update(model, jax.tree.map(lambda x: x.astype(DTYPES[dtype]), state))
+    model_cfg = dataclasses.replace(model_cfg, param_dtype=dtype)
+    model.cfg = model_cfg
   cfg = dataclasses.replace(
-      cfg, model=dataclasses.replace(model_cfg, remat=cfg.model.remat),
+      cfg, model=dataclasses.replace(model_cfg, remat=cfg.model.remat,
+                                     compute_dtype=cfg.model.compute_dtype),
       tokenizer=dataclasses.replace(cfg.tokenizer, path=str(model_dir)))
   start = Start(TextSampler(model, model_cfg, tokenizer), nnx.split(model)[1], model_dir)
   rewards = parse_rewards(cfg.mro.rewards)
