@@ -100,3 +100,57 @@ def test_mro_config_values_are_checked():
                       (["mro.rewards=tv,xx"], "unknown reward")):
     with pytest.raises(ValueError, match=match):
       exp_config.from_dict(exp_config.apply_sets({}, sets))
+
+
+def _cli_sets(start_models) -> list[str]:
+  """The tiny settings of `config()` as --set flags on top of the shipped mro_sudoku."""
+  flat = {"data.path": "null", "data.train_size": 8, "sampler.steps": 4,
+          "train.steps": 4, "train.batch_size": 4, "train.warmup_steps": 1,
+          "train.checkpoint_every": 2, "train.progress": "false",
+          "mro.init": start_models["mdm"], "mro.scorer": start_models["scorer"],
+          "mro.group_steps": 2, "mro.search_k": 2, "mro.eval_every": 2, "mro.eval_limit": 4,
+          "mro.val_data": "null", "mro.rollouts_per_prompt": 2, "mro.prompts_per_batch": 2}
+  return [arg for k, v in flat.items() for arg in ("--set", f"{k}={v}")]
+
+
+@pytest.mark.parametrize("verb", ["reject-sample", "rl"])
+def test_the_cli_verbs_train_and_export_best_and_last(start_models, tmp_path, verb, capsys):
+  from mro.cli import main
+  code = main([verb, "--config", "mro_sudoku", "--workdir", str(tmp_path / verb),
+               *_cli_sets(start_models)])
+  assert code == 0, capsys.readouterr().err
+  assert (tmp_path / verb / "best" / "config.json").exists()
+  assert (tmp_path / verb / "model" / "config.json").exists()
+  assert "trained to step 4" in capsys.readouterr().out
+
+
+def test_sample_and_eval_search_from_the_cli(start_models, tmp_path, capsys):
+  from mro.cli import main
+  prompt = get_task("sudoku").examples("test", limit=1)[0].prompt
+  code = main(["sample", "--model", str(start_models["mdm"]), "--prompt", prompt,
+               "--gen-length", "24", "--steps", "4", "--search", "mro", "--k", "2",
+               "--group-steps", "2", "--scorer", str(start_models["scorer"]),
+               "--task", "sudoku"])
+  captured = capsys.readouterr()
+  assert code == 0, captured.err
+  assert len(captured.out.splitlines()) == 1 and "forward passes per prompt" in captured.err
+  out = tmp_path / "r.jsonl"
+  code = main(["eval", "--model", str(start_models["mdm"]), "--task", "sudoku", "--limit", "4",
+               "--steps", "4", "--search", "mro", "--k", "2", "--group-steps", "2",
+               "--scorer", str(start_models["scorer"]), "--rewards", "tv,ppl,q",
+               "--out", str(out)])
+  assert code == 0, capsys.readouterr().err
+  record = json.loads(out.read_text())
+  assert record["nfe_per_prompt"] == 2 * 4 + 2 * 2 * 1 and record["search"]["k"] == 2
+  gens = [json.loads(x) for x in (tmp_path / "r.generations.jsonl").read_text().splitlines()]
+  assert len(gens) == 4 and all(len(g["search"]["candidate_totals"]) == 2 for g in gens)
+
+
+def test_search_flags_that_cannot_work_exit_2(start_models, capsys):
+  from mro.cli import main
+  base = ["eval", "--model", str(start_models["mdm"]), "--task", "sudoku", "--limit", "2",
+          "--steps", "4", "--search", "mro"]
+  assert main(base + ["--group-steps", "3"]) == 2
+  assert "group_steps" in capsys.readouterr().err
+  assert main(base + ["--rewards", "tv,ppl"]) == 2  # ppl without a scorer
+  assert "scorer" in capsys.readouterr().err

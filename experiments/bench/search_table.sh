@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The MRO test-time search table (README, "MRO test-time search"): the plain sampler,
+# best-of-N at equal NFE, MRO search with argmax and with importance resampling, the reward
+# ablations, and the verifier variant, on the shipped default models.
+# Usage (repository root): experiments/bench/search_table.sh [sudoku|countdown ...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-runs/search}
+mkdir -p "$out"
+for task in ${*:-sudoku countdown}; do
+  case $task in
+    sudoku) data=(--data experiments/data/sudoku_test_12blanks.csv); L=24;;
+    countdown) data=(); L=48;;
+  esac
+  res="$out/$task.jsonl"
+  common=(--model default --task "$task" "${data[@]}" --batch-size 64 --out "$res")
+  search=(--k 4 --scorer default --search-temperature 1.0)
+  mro eval "${common[@]}" --steps L,L/2,L/4,L/8
+  for steps in $((L / 4)) $((L / 8)); do
+    w=$(( steps % 2 == 0 ? steps / 2 : 1 ))
+    mro eval "${common[@]}" --steps $steps --search best-of-n "${search[@]}" --rewards tv,ppl,q
+    for select in argmax resample; do
+      mro eval "${common[@]}" --steps $steps --search mro --group-steps $w --select $select \
+        "${search[@]}" --rewards tv,ppl,q
+    done
+  done
+  steps=$((L / 4)); w=$((steps / 2))
+  for rewards in tv ppl q tv,q ppl,q tv,ppl; do
+    mro eval "${common[@]}" --steps $steps --search mro --group-steps $w "${search[@]}" \
+      --rewards $rewards
+  done
+  mro eval "${common[@]}" --steps $steps --search mro --group-steps $w "${search[@]}" \
+    --rewards tv,ppl,q --quality-source verifier
+  # the paper's claim: search at half the steps vs the plain sampler at full steps
+  mro eval "${common[@]}" --steps $((L / 2)) --search mro --group-steps $((L / 4)) \
+    "${search[@]}" --rewards tv,ppl,q
+  mro eval "${common[@]}" --steps $((L / 2)) --search mro --group-steps $((L / 4)) \
+    "${search[@]}" --rewards tv,ppl
+  # the paper's candidate temperature, for reference
+  mro eval "${common[@]}" --steps $steps --search mro --group-steps $w --k 4 --scorer default \
+    --search-temperature 0.25 --rewards tv,ppl,q
+done
