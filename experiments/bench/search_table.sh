@@ -18,7 +18,8 @@ for task in ${*:-sudoku countdown}; do
   mro eval "${common[@]}" --steps L,L/2,L/4,L/8
   for steps in $((L / 4)) $((L / 8)); do
     w=$(( steps % 2 == 0 ? steps / 2 : 1 ))
-    mro eval "${common[@]}" --steps $steps --search best-of-n "${search[@]}" --rewards tv,ppl,q
+    mro eval "${common[@]}" --steps $steps --search best-of-n --group-steps $w "${search[@]}" \
+      --rewards tv,ppl,q
     for select in argmax resample; do
       mro eval "${common[@]}" --steps $steps --search mro --group-steps $w --select $select \
         "${search[@]}" --rewards tv,ppl,q
