@@ -1,0 +1,38 @@
+"""The README's result tables (experiments/bench/tables.py) label each setting correctly."""
+
+from experiments.bench import tables
+
+
+def record(search=None, **kw):
+  base = {"task": "sudoku", "n": 8, "steps": 6, "accuracy": 0.875, "nfe_per_prompt": 24.0,
+          "seconds": 3.2, "metrics": {"cell_accuracy": 0.95}}
+  if search:
+    base["search"] = search
+    base["search_config"] = {"group_steps": 3}
+  return {**base, **kw}
+
+
+def search(kind="mro", rewards="tv,ppl,q", source="vote", temperature=1.0, select="argmax"):
+  return {"search": kind, "k": 4, "rewards": rewards, "quality_source": source,
+          "search_temperature": temperature, "select": select}
+
+
+def test_methods_name_search_selection_rewards_and_quality_source():
+  assert tables.method(record()) == "plain sampler"
+  assert tables.method(record(search(kind="none"))) == "plain sampler"
+  assert tables.method(record(search(kind="best-of-n", rewards="tv,ppl"))) == \
+      "best-of-4 (tv+ppl)"
+  assert tables.method(record(search(select="resample"))) == \
+      "MRO search k=4 w=3 resample (tv+ppl+q, q by vote)"
+  assert tables.method(record(search(source="verifier", temperature=0.25))) == \
+      "MRO search k=4 w=3 argmax (tv+ppl+q, q by verifier, τ=0.25)"
+
+
+def test_table_rows_carry_accuracy_extra_metric_nfe_and_seconds():
+  text = tables.table([record(), record(search(), accuracy=0.9, nfe_per_prompt=32.0)])
+  lines = text.splitlines()
+  assert lines[0] == "| method | steps | accuracy % | cell acc. % | NFE / prompt | seconds |"
+  assert lines[2] == "| plain sampler | 6 | 87.5 | 95.0 | 24 | 3 |"
+  assert lines[3].startswith("| MRO search k=4 w=3 argmax") and "| 90.0 | 95.0 | 32 |" in lines[3]
+  no_extra = tables.table([record(metrics={})])
+  assert "cell acc." not in no_extra
