@@ -56,7 +56,10 @@ def main() -> None:
   sampler = runner.sampler
   examples = get_task(a.task).examples("test", limit=a.batch)
   prompts, mask = sampler.encode_prompts([e.prompt for e in examples])
-  cfg = SamplerConfig(gen_length=GEN[a.task], steps=a.steps, block_length=GEN[a.task])
+  # The plain sampler at the candidates' temperature: k x plain is then the cost of k
+  # independent samples (best-of-k without rewards), the search's natural baseline.
+  cfg = SamplerConfig(gen_length=GEN[a.task], steps=a.steps, block_length=GEN[a.task],
+                      temperature=1.0)
   t_plain = best_time(lambda: sampler.generate_tokens([e.prompt for e in examples], cfg)[0].tokens,
                       a.repeats)
   scfg = SearchConfig(k=a.k, group_steps=a.w, temperature=1.0)

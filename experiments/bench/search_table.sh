@@ -9,20 +9,23 @@ out=${OUT:-runs/search}
 mkdir -p "$out"
 for task in ${*:-sudoku countdown}; do
   case $task in
-    sudoku) data=(--data experiments/data/sudoku_test_12blanks.csv); L=24;;
-    countdown) data=(); L=48;;
+    # few = the step counts of the search rows; the claim and tau rows are Sudoku's
+    sudoku) data=(--data experiments/data/sudoku_test_12blanks.csv); L=24; few="6 3";;
+    countdown) data=(--limit 128); L=48; few=12;;  # 128 test puzzles, L/4: the budget here
   esac
   res="$out/$task.jsonl"
   common=(--model default --task "$task" "${data[@]}" --batch-size 64 --out "$res")
   search=(--k 4 --scorer default --search-temperature 1.0)
   mro eval "${common[@]}" --steps L,L/2,L/4,L/8
-  for steps in $((L / 4)) $((L / 8)); do
+  for steps in $few; do
     w=$(( steps % 2 == 0 ? steps / 2 : 1 ))
-    mro eval "${common[@]}" --steps $steps --search best-of-n --group-steps $w "${search[@]}" \
-      --rewards tv,ppl,q
-    for select in argmax resample; do
-      mro eval "${common[@]}" --steps $steps --search mro --group-steps $w --select $select \
-        "${search[@]}" --rewards tv,ppl,q
+    for rewards in tv,ppl,q tv,ppl; do
+      mro eval "${common[@]}" --steps $steps --search best-of-n --group-steps $w \
+        "${search[@]}" --rewards $rewards
+      for select in argmax resample; do
+        mro eval "${common[@]}" --steps $steps --search mro --group-steps $w --select $select \
+          "${search[@]}" --rewards $rewards
+      done
     done
   done
   steps=$((L / 4)); w=$((steps / 2))
@@ -32,6 +35,7 @@ for task in ${*:-sudoku countdown}; do
   done
   mro eval "${common[@]}" --steps $steps --search mro --group-steps $w "${search[@]}" \
     --rewards tv,ppl,q --quality-source verifier
+  [ "$task" = sudoku ] || continue
   # the paper's claim: search at half the steps vs the plain sampler at full steps
   mro eval "${common[@]}" --steps $((L / 2)) --search mro --group-steps $((L / 4)) \
     "${search[@]}" --rewards tv,ppl,q
