@@ -36,3 +36,12 @@ def test_table_rows_carry_accuracy_extra_metric_nfe_and_seconds():
   assert lines[3].startswith("| MRO search k=4 w=3 argmax") and "| 90.0 | 95.0 | 32 |" in lines[3]
   no_extra = tables.table([record(metrics={})])
   assert "cell acc." not in no_extra
+
+
+def test_a_setting_run_twice_shows_its_latest_result_once():
+  text = tables.table([record(accuracy=0.5), record(search()), record(accuracy=0.75)])
+  rows = text.splitlines()[2:]
+  assert len(rows) == 2
+  assert rows[0].startswith("| plain sampler | 6 | 75.0 |")
+  other_steps = tables.table([record(), record(steps=12)])
+  assert len(other_steps.splitlines()) == 4

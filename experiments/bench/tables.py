@@ -2,7 +2,7 @@
 
     python -m experiments.bench.tables runs/search/sudoku.jsonl [more.jsonl ...]
 
-One row per evaluated setting: the method (plain sampler, best-of-N, MRO search with its
+One row per evaluated setting (the latest, if a setting was run twice): the method (plain sampler, best-of-N, MRO search with its
 selection, rewards and quality source), steps, accuracy (%), the task's extra metric,
 network forward passes per prompt, and seconds.
 """
@@ -27,12 +27,21 @@ def method(record: dict) -> str:
   return f"MRO search k={s['k']} w={w} {s['select']} ({rewards}{q}{temp})"
 
 
+def latest(records: list[dict]) -> list[dict]:
+  """One record per (method, steps): a setting run again replaces its earlier result
+  (kept at the position where it first appeared)."""
+  rows: dict[tuple[str, int], dict] = {}
+  for r in latest(records):
+    rows[(method(r), r["steps"])] = r
+  return list(rows.values())
+
+
 def table(records: list[dict]) -> str:
   extra = "cell_accuracy" if any("cell_accuracy" in r["metrics"] for r in records) else None
   head = ["method", "steps", "accuracy %"] + (["cell acc. %"] if extra else []) + [
       "NFE / prompt", "seconds"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in records:
+  for r in latest(records):
     row = [method(r), str(r["steps"]), f"{100 * r['accuracy']:.1f}"]
     if extra:
       row.append(f"{100 * r['metrics'][extra]:.1f}")
