@@ -31,7 +31,7 @@ def latest(records: list[dict]) -> list[dict]:
   """One record per (method, steps): a setting run again replaces its earlier result
   (kept at the position where it first appeared)."""
   rows: dict[tuple[str, int], dict] = {}
-  for r in latest(records):
+  for r in records:
     rows[(method(r), r["steps"])] = r
   return list(rows.values())
 
