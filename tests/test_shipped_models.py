@@ -1,0 +1,57 @@
+"""The models shipped in experiments/models/ load strictly, are what the README says they
+are, and still solve held-out puzzles (a broken conversion or a mismatched tokenizer would
+show here before a user runs the main command)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.checkpoints import load_hf_config, tensor_infos
+from models.tokenizers import load_tokenizer
+from mro import evaluate
+from mro.evaluate import EvalConfig, run_eval
+
+MODELS = evaluate.MODELS_DIR
+SHIPPED = sorted(p.parent for p in MODELS.glob("*/*/config.json"))
+PREDICTORS = [p for p in SHIPPED if p.parent.name in ("default", "default-mro")]
+
+
+def _id(path: Path) -> str:
+  return f"{path.parent.name}/{path.name}"
+
+
+def test_the_default_models_of_the_main_command_are_shipped():
+  for kind in ("default", "default-scorer", "default-mro"):
+    for task in ("sudoku", "countdown"):
+      assert (MODELS / kind / task / "config.json").is_file(), f"{kind}/{task} is missing"
+
+
+@pytest.mark.parametrize("model_dir", SHIPPED, ids=_id)
+def test_each_shipped_model_matches_its_config_and_is_small(model_dir):
+  cfg, ids = load_hf_config(model_dir)
+  infos = tensor_infos(model_dir)  # the strict loader's view: names, shapes, dtypes
+  n_params = sum(int(np.prod(i.shape)) for i in infos.values())
+  assert n_params <= 10_000_000
+  assert cfg.causal == (model_dir.parent.name == "default-scorer")
+  tok = load_tokenizer(model_dir)
+  assert tok.vocab_size == cfg.vocab_size
+  assert (tok.special.mask, tok.special.eos, tok.special.pad) == (ids.mask, ids.eos, ids.pad)
+  size = sum(f.stat().st_size for f in model_dir.iterdir())
+  assert size < 25 * 2**20, f"{model_dir} is {size / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("model_dir", [p for p in SHIPPED if p.parent.name != "default"],
+                         ids=_id)
+def test_scorers_and_tuned_models_share_the_default_models_tokenizer(model_dir):
+  base = MODELS / "default" / model_dir.name
+  a, b = load_tokenizer(model_dir), load_tokenizer(base)
+  text = {"sudoku": "1204003021000300", "countdown": "30,100,93",
+          "arith": "478*365="}.get(model_dir.name, "12+34")
+  assert a.vocab_size == b.vocab_size and a.encode(text) == b.encode(text)
+
+
+@pytest.mark.parametrize("kind", ["default", "default-mro"])
+def test_the_shipped_sudoku_models_solve_held_out_puzzles(kind):
+  (record,) = run_eval(kind, EvalConfig(task="sudoku", limit=16, steps="L", batch_size=16))
+  assert record["n"] == 16 and record["accuracy"] >= 0.9
