@@ -3,10 +3,12 @@
     python -m experiments.bench.search_bench [--task sudoku] [--steps 12] [--k 4] [--w 6]
 
 Measured in one run on the shipped default model and scorer (compiled once, timed warm,
-best of --repeats): the plain sampler on B prompts, and the search on the same prompts
+best of --repeats): the plain sampler on B prompts and on the same prompts repeated k
+times (one batch of B*k rows, the shape the search runs at), and the search on the same prompts
 with rewards off (expansion, selection and bookkeeping only), with tv, with ppl, and with
 tv+ppl. The ratio search / (k x plain) is what the rewards and selection cost on top of
-running k candidates; the quality reward (decode + answer check on the host) is timed
+running k candidates (against both baselines: k runs of batch B, and one run of batch B*k;
+on a CPU a batch k times larger is not always k times slower); the quality reward (decode + answer check on the host) is timed
 separately.
 """
 
@@ -60,22 +62,23 @@ def main() -> None:
   # independent samples (best-of-k without rewards), the search's natural baseline.
   cfg = SamplerConfig(gen_length=GEN[a.task], steps=a.steps, block_length=GEN[a.task],
                       temperature=1.0)
-  t_plain = best_time(lambda: sampler.generate_tokens([e.prompt for e in examples], cfg)[0].tokens,
-                      a.repeats)
+  texts = [e.prompt for e in examples]
+  t_plain = best_time(lambda: sampler.generate_tokens(texts, cfg)[0].tokens, a.repeats)
+  t_wide = best_time(lambda: sampler.generate_tokens(texts * a.k, cfg)[0].tokens, a.repeats)
   scfg = SearchConfig(k=a.k, group_steps=a.w, temperature=1.0)
   print(f"{a.task}: batch {a.batch}, gen {cfg.gen_length}, steps {a.steps}, k {a.k}, w {a.w}, "
         f"n_verify {a.n_verify}; plain sampler {t_plain:.3f}s, k x plain "
-        f"{a.k * t_plain:.3f}s")
+        f"{a.k * t_plain:.3f}s, plain sampler on batch {a.k * a.batch} {t_wide:.3f}s")
+  ratios = lambda t: (f"{t:.3f}s = {t / (a.k * t_plain):.2f} x (k x plain), "
+                      f"{t / t_wide:.2f} x (plain at batch {a.k * a.batch})")
   for use in ((), ("tv",), ("ppl",), ("tv", "ppl")):
     scoring = Scoring(RewardConfig(use=use, n_verify=a.n_verify), tok.special.mask,
                       tok.special.eos, runner.scorer)
     t = best_time(lambda: run_search(sampler.apply, sampler.params, prompts, cfg, scfg, scoring,
                                      scorer_params=runner.scorer_params, prompt_mask_BP=mask
                                      ).tokens, a.repeats)
-    print(f"  search, rewards {'+'.join(use) or 'none':8s} {t:.3f}s = "
-          f"{t / (a.k * t_plain):.2f} x (k x plain)")
+    print(f"  search, rewards {'+'.join(use) or 'none':8s} {ratios(t)}")
   rewards = RewardConfig(use=("tv", "ppl", "q"), n_verify=a.n_verify)
-  texts = [e.prompt for e in examples]
   t = best_time(lambda: runner.search(texts, cfg, scfg, rewards, task=get_task(a.task),
                                       examples=examples)[0] and np.zeros(1), a.repeats)
   print(f"  search, rewards tv+ppl+q (with host decode and R_q) {t:.3f}s = "
