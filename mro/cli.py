@@ -176,7 +176,8 @@ def _add_search_args(p: argparse.ArgumentParser, rewards_default: str | None = "
   g.add_argument("--resample-temperature", type=float, default=1.0)
   g.add_argument("--n-live", type=int, default=1, help="live sequences per prompt")
   g.add_argument("--rewards", default=rewards_default,
-                 help="any of tv, ppl, q joined by , or +; 'all'; 'none' (default: "
+                 help="any of tv, ppl, q joined by , or +, each optionally weighted as "
+                      "name=weight (e.g. tv,ppl=0.5,q; weights default 1.0); 'all'; 'none' (default: "
                       + (rewards_default or "tv, + ppl with --scorer, + q with --task") + ")")
   g.add_argument("--quality-source", choices=("vote", "verifier", "label"), default="vote")
   g.add_argument("--n-verify", type=int, default=1, help="positions re-predicted per group")

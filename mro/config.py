@@ -139,7 +139,7 @@ class MROConfig:
 
   init: str | None = None  # model dir to start from ("default" = the shipped one for data.task)
   scorer: str | None = None  # causal scorer dir for R_ppl ("default" = the shipped one)
-  rewards: str = "tv,ppl,q"
+  rewards: str = "tv,ppl,q"  # on rewards, each optionally weighted: "tv,ppl=0.5,q=2"
   quality_source: str = "label"  # training may use the label; vote / verifier also work
   n_verify: int = 1
   group_steps: int = 4  # w

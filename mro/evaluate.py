@@ -264,7 +264,7 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
   start = time.perf_counter()
   texts: list[str | None] = [None] * len(examples)
   details: list[dict | None] = [None] * len(examples)
-  batch_seconds, nfe, nfe_per_prompt = [], 0, scfg.steps
+  batch_seconds, nfe, nfe_per_prompt, scorer_nfe = [], 0, scfg.steps, 0
   for idx, real in batches(len(examples), cfg.batch_size):
     t0 = time.perf_counter()
     if searcher is not None:
@@ -273,12 +273,13 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
           task=task, examples=[examples[i] for i in idx], seed=cfg.seed, row_ids=idx,
           width=width)
       batch_seconds.append(time.perf_counter() - t0)
-      nfe_per_prompt = counts["nfe"]
+      nfe_per_prompt, scorer_nfe = counts["nfe"], counts["scorer_nfe"]
       nfe += counts["nfe"]  # batch-sized forward passes (a pool row = 1/N of one)
       for i, r in zip(idx[:real], results[:real]):
         texts[i] = r.text
         details[i] = {"total_reward": r.total, "candidate_totals": r.totals,
-                      "candidate_r_q": r.r_q}
+                      "candidate_r_q": r.r_q, "candidate_r_tv": r.r_tv,
+                      "candidate_r_ppl": r.r_ppl}
       continue
     out, prompt_len = sampler.generate_tokens([prompts[i] for i in idx], scfg, seed=cfg.seed,
                                               row_ids=idx, width=width)
@@ -310,6 +311,8 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
       # forward passes per prompt (mask predictor rows), and batch-sized passes in total
       "nfe_per_prompt": nfe / n_batches if searcher is None else nfe_per_prompt,
       "nfe": nfe, "batches": n_batches,
+      # forward passes per prompt of the causal perplexity scorer (R_ppl), on top
+      "scorer_nfe_per_prompt": scorer_nfe,
       # mean steps per batch: the steps, or in threshold mode the steps actually taken
       "denoising_steps": (nfe / n_batches / (2 if scfg.cfg_scale else 1) if searcher is None
                           else scfg.steps),
@@ -381,7 +384,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
   """A plain-text table: one row per record, the task's extra metrics as columns."""
   extras = sorted({k for r in records for k in r["metrics"] if k not in _MAIN_KEYS})
   head = ["task", "protocol", "search", "steps", "n", "accuracy", *extras, "format",
-          "NFE/prompt", "tok/s", "seconds"]
+          "NFE/prompt", "scorer NFE", "tok/s", "seconds"]
   rows = [head]
   for r in records:
     tps = r.get("tokens_per_second")
@@ -389,6 +392,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
                  f"{r['accuracy']:.4f}",
                  *(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "-" for k in extras),
                  f"{r['format_rate']:.4f}", f"{r.get('nfe_per_prompt', 0):.0f}",
+                 f"{r.get('scorer_nfe_per_prompt', 0):.0f}",
                  "-" if tps is None else f"{tps:.1f}", f"{r['seconds']:.1f}"])
   widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
   return "\n".join("  ".join(c.rjust(w) if j > 1 else c.ljust(w)

@@ -20,6 +20,7 @@ from mro import config as exp_config
 from mro.evaluate import resolve_model
 from mro.textgen import TextSampler
 from mro.workdir import load_inference_model
+from rewards import combine
 from rewards.combine import RewardConfig, parse_rewards
 from rewards.quality import QualityConfig
 from rewards.tasks import get_task
@@ -67,8 +68,8 @@ def load_start(cfg: exp_config.ExperimentConfig) -> tuple[exp_config.ExperimentC
 
 
 def reward_config(cfg: exp_config.ExperimentConfig) -> RewardConfig:
-  return RewardConfig(use=parse_rewards(cfg.mro.rewards), n_verify=cfg.mro.n_verify,
-                      quality=QualityConfig(source=cfg.mro.quality_source))
+  return combine.reward_config(cfg.mro.rewards, n_verify=cfg.mro.n_verify,
+                               quality=QualityConfig(source=cfg.mro.quality_source))
 
 
 def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):

@@ -22,7 +22,7 @@ from models.transformer import ModelApply
 from mro.schedule import SamplerConfig
 from mro.search import Scoring, SearchConfig, run_search, search_nfe
 from mro.textgen import TextSampler
-from rewards.combine import RewardConfig, parse_rewards
+from rewards.combine import RewardConfig, reward_config
 from rewards.perplexity import CausalLMScorer, TextScorer
 from rewards.quality import QualityConfig, quality_reward
 
@@ -46,8 +46,8 @@ def search_settings(cfg: SamplerConfig, *, search: str = "mro", k: int = 4,
                       select="none" if search == "best-of-n" else select,
                       resample_temperature=resample_temperature, n_live=n_live)
   scfg.check(cfg)
-  return scfg, RewardConfig(use=parse_rewards(rewards), n_verify=n_verify,
-                            quality=QualityConfig(source=quality_source))
+  return scfg, reward_config(rewards, n_verify=n_verify,
+                             quality=QualityConfig(source=quality_source))
 
 
 @dataclasses.dataclass(frozen=True)

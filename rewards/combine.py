@@ -2,7 +2,8 @@
 
 The paper sums the rewards without weights; weights here default to 1.0 (= the paper)
 and a reward is off when it is not listed in `use`, so the paper's ablations are one flag
-each: tv, ppl, q, tv+q, ppl+q, tv+ppl, all.
+each: tv, ppl, q, tv+q, ppl+q, tv+ppl, all. A weight is given beside its reward in the
+same spec: `--rewards tv,ppl=0.5,q=2` (CLI) or `mro.rewards: "tv,ppl=0.5,q=2"` (config).
 """
 
 from __future__ import annotations
@@ -45,18 +46,44 @@ class RewardConfig:
     return getattr(self, f"w_{name}") if self.on(name) else 0.0
 
 
-def parse_rewards(text: str) -> tuple[str, ...]:
-  """'tv,ppl,q' or 'all' or 'none' -> a tuple of reward names (validated)."""
+def parse_reward_spec(text: str) -> tuple[tuple[str, ...], dict[str, float]]:
+  """'tv,ppl=0.5,q' -> (('tv', 'ppl', 'q'), {'ppl': 0.5}): the rewards that are on and the
+  weights given explicitly (the others keep 1.0). 'all' = every reward, 'none' or '' = none;
+  '+' separates like ','."""
   text = text.strip()
   if text == "all":
-    return REWARDS
+    return REWARDS, {}
   if text in ("", "none"):
-    return ()
-  names = tuple(t.strip() for t in text.replace("+", ",").split(",") if t.strip())
+    return (), {}
+  names, weights = [], {}
+  for item in (t.strip() for t in text.replace("+", ",").split(",")):
+    if not item:
+      continue
+    name, sep, value = (x.strip() for x in item.partition("="))
+    if sep:
+      try:
+        weights[name] = float(value)
+      except ValueError:
+        raise ValueError(f"reward weight {item!r}: {value!r} is not a number") from None
+      if not np.isfinite(weights[name]):
+        raise ValueError(f"reward weight {item!r} must be finite")
+    names.append(name)
   unknown = sorted(set(names) - set(REWARDS))
   if unknown:
-    raise ValueError(f"unknown reward(s) {unknown}; choose from {REWARDS}, 'all' or 'none'")
-  return names
+    raise ValueError(f"unknown reward(s) {unknown}; choose from {REWARDS}, 'all' or 'none' "
+                     "(a weight as name=value, e.g. 'tv,ppl=0.5')")
+  return tuple(names), weights
+
+
+def parse_rewards(text: str) -> tuple[str, ...]:
+  """'tv,ppl,q' or 'all' or 'none' (weights allowed, ignored) -> the reward names."""
+  return parse_reward_spec(text)[0]
+
+
+def reward_config(text: str, **settings) -> RewardConfig:
+  """A RewardConfig from a spec such as 'tv,ppl=0.5,q' plus its other fields."""
+  names, weights = parse_reward_spec(text)
+  return RewardConfig(use=names, **{f"w_{n}": w for n, w in weights.items()}, **settings)
 
 
 def total(cfg: RewardConfig, **values) -> np.ndarray:

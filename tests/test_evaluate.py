@@ -183,8 +183,8 @@ def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(run):
   _, records, _, _ = run
   lines = evaluate.format_table(records).splitlines()
   assert lines[0].split() == ["task", "protocol", "search", "steps", "n", "accuracy",
-                              "answered", "digit_accuracy", "format", "NFE/prompt", "tok/s",
-                              "seconds"]
+                              "answered", "digit_accuracy", "format", "NFE/prompt",
+                              "scorer", "NFE", "tok/s", "seconds"]
   assert [line.split()[3] for line in lines[1:]] == ["16", "4", "2"]
   assert [line.split()[9] for line in lines[1:]] == ["16", "4", "2"]  # NFE per prompt
   assert all(line.split()[:2] == ["arith", "compact"] for line in lines[1:])
@@ -388,3 +388,11 @@ def test_plot_refuses_a_missing_or_empty_results_file_and_a_non_png_path(run, tm
     plot.plot_results(tmp_path / "empty.jsonl", tmp_path / "a.png")
   with pytest.raises(ValueError, match="PNG"):
     plot.plot_results(run[0].out, tmp_path / "a.pdf")
+
+
+def test_search_reward_weights_reach_the_reward_config():
+  cfg = EvalConfig(task="sudoku", steps="L/4", search="mro", rewards="tv=2,q=0.5")
+  _, rewards = cfg.search_settings(cfg.sampler_configs()[0])
+  assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_ppl, rewards.w_q) == (2.0, 1.0, 0.5)
+  with pytest.raises(ValueError, match="not a number"):
+    EvalConfig(task="sudoku", steps="L/4", search="mro", rewards="tv=two")

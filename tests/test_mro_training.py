@@ -97,9 +97,17 @@ def test_rl_settings_that_break_rollout_boundaries_are_refused(start_models):
 def test_mro_config_values_are_checked():
   for sets, match in ((["mro.baseline=mean"], "baseline"), (["mro.q_rule=max"], "q_rule"),
                       (["mro.keep=all"], "keep"), (["mro.n_opt=0"], "n_opt"),
-                      (["mro.rewards=tv,xx"], "unknown reward")):
+                      (["mro.rewards=tv,xx"], "unknown reward"),
+                      (["mro.rewards=tv,ppl=x"], "not a number")):
     with pytest.raises(ValueError, match=match):
       exp_config.from_dict(exp_config.apply_sets({}, sets))
+
+
+def test_reward_weights_in_the_config_reach_the_training_rewards():
+  from mro import finetune
+  cfg = exp_config.from_dict(exp_config.apply_sets({}, ["mro.rewards=tv=0.5,q"]))
+  rewards = finetune.reward_config(cfg)
+  assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_q) == (0.5, 1.0)
 
 
 def _cli_sets(start_models) -> list[str]:
@@ -142,8 +150,13 @@ def test_sample_and_eval_search_from_the_cli(start_models, tmp_path, capsys):
   assert code == 0, capsys.readouterr().err
   record = json.loads(out.read_text())
   assert record["nfe_per_prompt"] == 2 * 4 + 2 * 2 * 1 and record["search"]["k"] == 2
+  assert record["scorer_nfe_per_prompt"] == 2 * 2  # k candidates x 2 groups
   gens = [json.loads(x) for x in (tmp_path / "r.generations.jsonl").read_text().splitlines()]
   assert len(gens) == 4 and all(len(g["search"]["candidate_totals"]) == 2 for g in gens)
+  for g in gens:  # every candidate's R_tv and R_ppl per group, for analysis
+    assert np.shape(g["search"]["candidate_r_tv"]) == np.shape(g["search"]["candidate_r_ppl"]) \
+        == (2, 2)
+    assert all(v < 0 for row in g["search"]["candidate_r_tv"] for v in row)
 
 
 def test_search_flags_that_cannot_work_exit_2(start_models, capsys):

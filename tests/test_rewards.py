@@ -139,3 +139,17 @@ def test_reward_flags_select_the_papers_ablations():
     combine.RewardConfig(n_verify=0)
   with pytest.raises(ValueError, match="quality source"):
     quality.QualityConfig(source="oracle")
+
+
+def test_reward_weights_are_given_beside_their_rewards():
+  assert combine.parse_reward_spec("tv,ppl=0.5,q") == (("tv", "ppl", "q"), {"ppl": 0.5})
+  cfg = combine.reward_config("tv=2+q=-1", n_verify=3)
+  assert cfg.use == ("tv", "q") and cfg.n_verify == 3
+  assert (cfg.weight("tv"), cfg.weight("ppl"), cfg.weight("q")) == (2.0, 0.0, -1.0)
+  total = combine.total(cfg, tv=np.ones(2), ppl=np.ones(2), q=np.full(2, 0.5))
+  np.testing.assert_allclose(total, [1.5, 1.5])
+  assert combine.parse_rewards("ppl=0") == ("ppl",)
+  for text, match in (("tv=abc", "'abc' is not a number"), ("tv=inf", "finite"),
+                      ("foo=1", "unknown reward")):
+    with pytest.raises(ValueError, match=match):
+      combine.parse_reward_spec(text)
