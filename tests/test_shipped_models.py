@@ -55,3 +55,40 @@ def test_scorers_and_tuned_models_share_the_default_models_tokenizer(model_dir):
 def test_the_shipped_sudoku_models_solve_held_out_puzzles(kind):
   (record,) = run_eval(kind, EvalConfig(task="sudoku", limit=16, steps="L", batch_size=16))
   assert record["n"] == 16 and record["accuracy"] >= 0.9
+
+
+def test_token_verification_prefers_a_consistent_grid_on_the_shipped_sudoku_model():
+  import jax
+  import jax.numpy as jnp
+
+  from mro.textgen import TextSampler
+  from mro.workdir import load_inference_model
+  from rewards.tasks import get_task
+  from rewards.verification import token_verification
+
+  model, model_cfg, _, tok = load_inference_model(evaluate.resolve_model("default", "sudoku"))
+  sampler = TextSampler(model, model_cfg, tok)
+  mask_id = tok.special.mask
+  rows, swapped = [], []
+  for ex in get_task("sudoku").examples("test", limit=8):
+    grid = ex.answer
+    blanks = [i for i, c in enumerate(ex.prompt.split()[-1]) if c == "0"]
+    a, b = next((i, j) for i in blanks for j in blanks
+                if i < j and i // 4 == j // 4 and grid[i] != grid[j])
+    bad = list(grid)
+    bad[a], bad[b] = bad[b], bad[a]  # the row keeps its digits; two columns break
+    prompt = tok.encode(ex.prompt)
+    for g in (grid, "".join(bad)):
+      ids = prompt + tok.encode(ex.target.replace(grid, g))
+      rows.append(ids)
+      offset = len(prompt) + len(tok.encode("<answer>"))
+      swapped.append((offset + a, offset + b))  # one token per digit
+  tokens = jnp.asarray(rows, jnp.int32)
+  new = jnp.zeros(tokens.shape, bool)
+  for r, (a, b) in enumerate(swapped):
+    new = new.at[r, a].set(True).at[r, b].set(True)
+  keys = jax.random.split(jax.random.key(0), len(rows))
+  r_tv = token_verification(sampler.apply, sampler.params, tokens, None, new, keys, 2, mask_id)
+  consistent, inconsistent = np.asarray(r_tv).reshape(-1, 2).T
+  assert (consistent > inconsistent).all(), (consistent, inconsistent)
+  assert consistent.mean() > -0.1 and inconsistent.mean() < -1.0
