@@ -92,3 +92,43 @@ def test_token_verification_prefers_a_consistent_grid_on_the_shipped_sudoku_mode
   consistent, inconsistent = np.asarray(r_tv).reshape(-1, 2).T
   assert (consistent > inconsistent).all(), (consistent, inconsistent)
   assert consistent.mean() > -0.1 and inconsistent.mean() < -1.0
+
+
+def test_a_scorer_with_another_tokenizer_scores_decoded_text_once_per_group():
+  """A scorer whose tokenizer differs from the predictor's is used through text: the search
+  leaves jit once per group to score decoded candidates, and the R_ppl it records for the
+  last group is the scorer's reward on the decoded final candidates."""
+  from mro.schedule import SamplerConfig
+  from mro.search import SearchConfig
+  from mro.textgen import TextSampler
+  from mro.tts import SearchRunner, same_tokenizer
+  from mro.workdir import load_inference_model
+  from rewards.combine import RewardConfig
+  from rewards.perplexity import TextScorer, ppl_reward
+  from rewards.tasks import get_task
+
+  model, model_cfg, _, tok = load_inference_model(evaluate.resolve_model("default", "sudoku"))
+  sampler = TextSampler(model, model_cfg, tok)
+  other, _, _, other_tok = load_inference_model(evaluate.resolve_model("default-scorer",
+                                                                       "arith"))
+  assert not same_tokenizer(tok, other_tok)  # another corpus, another sentencepiece model
+  runner = SearchRunner(sampler, other, other_tok)
+  assert runner.scorer is None and isinstance(runner.text_scorer, TextScorer)
+  # Values: the Sudoku scorer through text (its tokenizer round-trips the text exactly).
+  scorer, _, _, _ = load_inference_model(evaluate.resolve_model("default-scorer", "sudoku"))
+  runner.text_scorer = TextScorer(scorer, tok)
+  calls = []
+  score = runner.text_scorer.response_logp
+  runner.text_scorer.response_logp = lambda p, r: calls.append(len(p)) or score(p, r)
+  prompts = [e.prompt for e in get_task("sudoku").examples("test", limit=3)]
+  cfg = SamplerConfig(gen_length=24, steps=6, block_length=24)
+  results, counts = runner.search(prompts, cfg, SearchConfig(k=2, group_steps=2, temperature=1.0),
+                                  RewardConfig(use=("ppl",)))
+  assert calls == [3 * 2] * 3 and counts["scorer_nfe"] == 2 * 3
+  for prompt, r in zip(prompts, results):
+    texts = [tok.decode(row.tolist()) for row in r.candidate_tokens]
+    logp, count = score([prompt] * 2, texts)
+    want = np.asarray(ppl_reward(logp, count, 100.0, 100.0))
+    assert (want > 0.5).all()  # a solved grid is likely under the Sudoku scorer
+    np.testing.assert_allclose([g[-1] for g in r.r_ppl], want, rtol=1e-5, atol=1e-6)
+    assert all(0.0 <= v <= 1.0 for g in r.r_ppl for v in g)
