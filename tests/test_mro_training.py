@@ -83,6 +83,35 @@ def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_losses(start_models,
   assert "reward" in full[0] and "reward" in full[2]  # rollouts at steps 1 and 3
 
 
+@pytest.mark.parametrize("options", [
+    dict(q_rule="advantage", kl_coef=0.1, shaping=True, clip_eps=None),
+    dict(q_rule="tokens", baseline="group_mean", rewards="tv=0.5,ppl,q=2"),
+])
+def test_rl_options_run_end_to_end_with_ratio_one_on_each_fresh_rollout_batch(
+    start_models, tmp_path, options):
+  rl.run(config(start_models, **options), tmp_path)
+  rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  for r in rows:
+    assert np.isfinite(r["loss"])
+    if r["step"] in (1, 3):  # first inner step after a rollout: pi_theta == pi_old
+      assert r["ratio"] == pytest.approx(1.0, abs=1e-5)
+  assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the start is the reference
+  if options.get("kl_coef"):  # the policy moved away from the frozen start
+    assert rows[-1]["kl"] > 0
+
+
+def test_reject_sampling_can_train_with_the_plain_sft_loss_on_final_answers(start_models,
+                                                                            tmp_path):
+  record = reject.run(config(start_models, stepwise=False), tmp_path)
+  rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
+  assert record["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows)
+  stepwise = tmp_path.parent / "stepwise"
+  reject.run(config(start_models), stepwise)
+  other = [r for r in read_metrics(stepwise / "metrics.jsonl") if "loss" in r]
+  assert rows[0]["loss"] != other[0]["loss"]  # a different objective on the same data
+
+
 def test_rl_settings_that_break_rollout_boundaries_are_refused(start_models):
   with pytest.raises(ValueError, match="batch_size"):
     rl.check(exp_config.from_dict({**json.loads(json.dumps(
