@@ -118,6 +118,31 @@ def test_a_prompts_search_does_not_depend_on_the_batch(models):
   np.testing.assert_allclose(full.intra[1], alone.intra[0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunks", [3, 6, 4])  # 4 does not divide 3 x 6 rows: one call
+def test_running_the_candidates_in_chunks_gives_the_same_search(models, chunks):
+  scfg = SearchConfig(k=3, n_live=2, group_steps=2, select="resample")
+  wide = _run(models, PROMPTS, scfg)
+  sliced = _run(models, PROMPTS, dataclasses.replace(scfg, forward_chunks=chunks))
+  np.testing.assert_array_equal(wide.tokens, sliced.tokens)
+  np.testing.assert_array_equal(wide.commit_step, sliced.commit_step)
+  np.testing.assert_allclose(wide.r_tv, sliced.r_tv, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(wide.r_ppl, sliced.r_ppl, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_apply_equals_one_call_and_keeps_row_order(models):
+  from mro.search import ChunkedApply
+  apply, params, _, _ = models
+  tokens = jnp.asarray(np.random.default_rng(1).integers(0, 30, (6, 7)), jnp.int32)
+  mask = jnp.ones((6, 7), bool).at[0, :2].set(False)
+  positions = jnp.tile(jnp.arange(3, 7)[None], (6, 1))
+  want = apply(params, tokens, mask, positions)
+  got = ChunkedApply(apply, 3)(params, tokens, mask, positions)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  got_none = ChunkedApply(apply, 2)(params, tokens)
+  np.testing.assert_allclose(np.asarray(got_none), np.asarray(apply(params, tokens)),
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_rewards_that_are_off_contribute_nothing(models):
   out = _run(models, PROMPTS, SearchConfig(k=2, group_steps=2),
              rewards=RewardConfig(use=("q",)))
