@@ -181,6 +181,10 @@ def _add_search_args(p: argparse.ArgumentParser, rewards_default: str | None = "
                       + (rewards_default or "tv, + ppl with --scorer, + q with --task") + ")")
   g.add_argument("--quality-source", choices=("vote", "verifier", "label"), default="vote")
   g.add_argument("--n-verify", type=int, default=1, help="positions re-predicted per group")
+  g.add_argument("--forward-chunks", type=int, default=None,
+                 help="run the candidates' forward passes in this many slices (default: "
+                      "k x n-live on CPU, where narrower batches are faster per row; 1 on "
+                      "accelerators)")
   g.add_argument("--scorer", default=None,
                  help="causal scorer for ppl: a model dir, or 'default' (shipped, per task)")
 
@@ -190,7 +194,7 @@ def _search_args(args) -> dict:
           "select": args.select, "search_temperature": args.search_temperature,
           "resample_temperature": args.resample_temperature, "n_live": args.n_live,
           "rewards": args.rewards, "quality_source": args.quality_source,
-          "n_verify": args.n_verify}
+          "n_verify": args.n_verify, "forward_chunks": args.forward_chunks}
 
 
 def cmd_plot(args) -> int:

@@ -122,6 +122,7 @@ class EvalConfig:
   rewards: str = "tv,ppl,q"
   quality_source: str = "vote"
   n_verify: int = 1
+  forward_chunks: int | None = None  # candidate forward passes in slices (None: auto)
   scorer: str | None = None  # causal scorer dir, or "default" (experiments/models/default-scorer)
 
   def __post_init__(self):
@@ -235,7 +236,7 @@ def _text_sampler(model):
 
 _SEARCH_FIELDS = ("search", "k", "group_steps", "select", "search_temperature",
                   "resample_temperature", "n_live", "rewards", "quality_source", "n_verify",
-                  "scorer")
+                  "forward_chunks", "scorer")
 
 
 def _searcher(sampler, cfg: EvalConfig):

@@ -52,11 +52,13 @@ class SearchConfig:
   # Run the mask predictor over the B * pool candidate rows in this many sequential chunks
   # (1 = one wide batch). pool chunks keep every pass at the plain sampler's batch size,
   # which on a CPU is faster per row than one pool-times wider batch (experiments/bench/
-  # search_bench.py); results are the same up to float rounding.
-  forward_chunks: int = 1
+  # search_bench.py); results are the same up to float rounding. None = pool on a CPU
+  # backend, 1 on accelerators (where a wide batch is the efficient shape).
+  forward_chunks: int | None = None
 
   def __post_init__(self):
-    if self.k < 1 or self.n_live < 1 or self.group_steps < 1 or self.forward_chunks < 1:
+    chunks = 1 if self.forward_chunks is None else self.forward_chunks
+    if min(self.k, self.n_live, self.group_steps, chunks) < 1:
       raise ValueError("search k, n_live, group_steps and forward_chunks must be >= 1")
     if self.select not in SELECT:
       raise ValueError(f"search select must be one of {SELECT}, got {self.select!r}")
@@ -73,6 +75,11 @@ class SearchConfig:
   @property
   def pool(self) -> int:
     return self.n_live * self.k
+
+  def chunks(self) -> int:
+    if self.forward_chunks is not None:
+      return self.forward_chunks
+    return self.pool if jax.default_backend() == "cpu" else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,8 +246,8 @@ def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
   `mro.sampler.generate` does (rows over data x fsdp, which must divide the batch).
   """
   scfg.check(cfg)
-  if scfg.forward_chunks > 1:
-    apply = ChunkedApply(apply, scfg.forward_chunks)
+  if scfg.chunks() > 1:
+    apply = ChunkedApply(apply, scfg.chunks())
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
   key = jax.random.key(0) if key is None else key
   prompt_keys = row_keys(key, prompt_BP.shape[0], row_ids)

@@ -33,7 +33,8 @@ def search_settings(cfg: SamplerConfig, *, search: str = "mro", k: int = 4,
                     group_steps: int | None = None, select: str = "argmax",
                     search_temperature: float = 0.25, resample_temperature: float = 1.0,
                     n_live: int = 1, rewards: str = "tv,ppl,q", quality_source: str = "vote",
-                    n_verify: int = 1) -> tuple[SearchConfig, RewardConfig]:
+                    n_verify: int = 1, forward_chunks: int | None = None
+                    ) -> tuple[SearchConfig, RewardConfig]:
   """Search and reward configs from flat options (CLI / eval); checked against `cfg`.
 
   search: "mro" (group steps + selection) or "best-of-n" (k independent samples picked
@@ -44,7 +45,8 @@ def search_settings(cfg: SamplerConfig, *, search: str = "mro", k: int = 4,
   scfg = SearchConfig(k=k, group_steps=group_steps or max(1, cfg.steps // 4),
                       temperature=search_temperature,
                       select="none" if search == "best-of-n" else select,
-                      resample_temperature=resample_temperature, n_live=n_live)
+                      resample_temperature=resample_temperature, n_live=n_live,
+                      forward_chunks=forward_chunks)
   scfg.check(cfg)
   return scfg, reward_config(rewards, n_verify=n_verify,
                              quality=QualityConfig(source=quality_source))

@@ -118,15 +118,22 @@ def test_a_prompts_search_does_not_depend_on_the_batch(models):
   np.testing.assert_allclose(full.intra[1], alone.intra[0], rtol=1e-5)
 
 
-@pytest.mark.parametrize("chunks", [3, 6, 4])  # 4 does not divide 3 x 6 rows: one call
+@pytest.mark.parametrize("chunks", [3, 6, 4, None])  # 4 does not divide 3 x 6 rows: one call
 def test_running_the_candidates_in_chunks_gives_the_same_search(models, chunks):
-  scfg = SearchConfig(k=3, n_live=2, group_steps=2, select="resample")
+  scfg = SearchConfig(k=3, n_live=2, group_steps=2, select="resample", forward_chunks=1)
   wide = _run(models, PROMPTS, scfg)
   sliced = _run(models, PROMPTS, dataclasses.replace(scfg, forward_chunks=chunks))
   np.testing.assert_array_equal(wide.tokens, sliced.tokens)
   np.testing.assert_array_equal(wide.commit_step, sliced.commit_step)
   np.testing.assert_allclose(wide.r_tv, sliced.r_tv, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(wide.r_ppl, sliced.r_ppl, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_chunks_default_to_the_pool_on_cpu_and_are_checked():
+  assert SearchConfig(k=3, n_live=2).chunks() == (6 if jax.default_backend() == "cpu" else 1)
+  assert SearchConfig(k=3, forward_chunks=1).chunks() == 1
+  with pytest.raises(ValueError, match="forward_chunks"):
+    SearchConfig(forward_chunks=0)
 
 
 def test_chunked_apply_equals_one_call_and_keeps_row_order(models):

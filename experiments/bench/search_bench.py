@@ -51,6 +51,9 @@ def main() -> None:
   ap.add_argument("--n-verify", type=int, default=1)
   ap.add_argument("--batch", type=int, default=64)
   ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--forward-chunks", type=int, default=1,
+                  help="run the candidates' forward passes in this many slices (k = the "
+                       "plain sampler's batch size per pass)")
   a = ap.parse_args()
   model, mcfg, _, tok = load_inference_model(resolve_model("default", a.task))
   scorer, _, _, stok = load_inference_model(resolve_model("default-scorer", a.task))
@@ -65,9 +68,10 @@ def main() -> None:
   texts = [e.prompt for e in examples]
   t_plain = best_time(lambda: sampler.generate_tokens(texts, cfg)[0].tokens, a.repeats)
   t_wide = best_time(lambda: sampler.generate_tokens(texts * a.k, cfg)[0].tokens, a.repeats)
-  scfg = SearchConfig(k=a.k, group_steps=a.w, temperature=1.0)
+  scfg = SearchConfig(k=a.k, group_steps=a.w, temperature=1.0, forward_chunks=a.forward_chunks)
   print(f"{a.task}: batch {a.batch}, gen {cfg.gen_length}, steps {a.steps}, k {a.k}, w {a.w}, "
-        f"n_verify {a.n_verify}; plain sampler {t_plain:.3f}s, k x plain "
+        f"n_verify {a.n_verify}, forward_chunks {a.forward_chunks}; plain sampler "
+        f"{t_plain:.3f}s, k x plain "
         f"{a.k * t_plain:.3f}s, plain sampler on batch {a.k * a.batch} {t_wide:.3f}s")
   ratios = lambda t: (f"{t:.3f}s = {t / (a.k * t_plain):.2f} x (k x plain), "
                       f"{t / t_wide:.2f} x (plain at batch {a.k * a.batch})")
@@ -81,8 +85,7 @@ def main() -> None:
   rewards = RewardConfig(use=("tv", "ppl", "q"), n_verify=a.n_verify)
   t = best_time(lambda: runner.search(texts, cfg, scfg, rewards, task=get_task(a.task),
                                       examples=examples)[0] and np.zeros(1), a.repeats)
-  print(f"  search, rewards tv+ppl+q (with host decode and R_q) {t:.3f}s = "
-        f"{t / (a.k * t_plain):.2f} x (k x plain)")
+  print(f"  search, rewards tv+ppl+q (with host decode and R_q) {ratios(t)}")
 
 
 if __name__ == "__main__":
