@@ -51,9 +51,9 @@ def main() -> None:
   ap.add_argument("--n-verify", type=int, default=1)
   ap.add_argument("--batch", type=int, default=64)
   ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--forward-chunks", type=int, default=1,
-                  help="run the candidates' forward passes in this many slices (k = the "
-                       "plain sampler's batch size per pass)")
+  ap.add_argument("--forward-chunks", type=int, default=None,
+                  help="run the candidates' forward passes in this many slices (default: "
+                       "the search's own, k on CPU = the plain sampler's batch per pass)")
   a = ap.parse_args()
   model, mcfg, _, tok = load_inference_model(resolve_model("default", a.task))
   scorer, _, _, stok = load_inference_model(resolve_model("default-scorer", a.task))
@@ -69,8 +69,9 @@ def main() -> None:
   t_plain = best_time(lambda: sampler.generate_tokens(texts, cfg)[0].tokens, a.repeats)
   t_wide = best_time(lambda: sampler.generate_tokens(texts * a.k, cfg)[0].tokens, a.repeats)
   scfg = SearchConfig(k=a.k, group_steps=a.w, temperature=1.0, forward_chunks=a.forward_chunks)
+  chunks = scfg.chunks()
   print(f"{a.task}: batch {a.batch}, gen {cfg.gen_length}, steps {a.steps}, k {a.k}, w {a.w}, "
-        f"n_verify {a.n_verify}, forward_chunks {a.forward_chunks}; plain sampler "
+        f"n_verify {a.n_verify}, forward_chunks {chunks}; plain sampler "
         f"{t_plain:.3f}s, k x plain "
         f"{a.k * t_plain:.3f}s, plain sampler on batch {a.k * a.batch} {t_wide:.3f}s")
   ratios = lambda t: (f"{t:.3f}s = {t / (a.k * t_plain):.2f} x (k x plain), "
