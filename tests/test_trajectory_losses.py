@@ -126,3 +126,31 @@ def test_group_mean_baseline_is_the_leave_one_out_mean():
   assert (sgro.baseline(r, "none") == 0).all()
   with pytest.raises(ValueError, match="baseline"):
     sgro.baseline(r, "mean")
+
+
+def test_the_sgro_gradient_with_one_drawn_group_is_unbiased_for_the_full_gradient(setup):
+  """n_opt = 1 of G = 2 groups per trajectory, drawn by select_groups with q ∝ |advantage|:
+  the frequency-weighted average of the SGRO gradient over every outcome of many draws
+  equals the full REINFORCE gradient (up to the sampling error of the frequencies)."""
+  apply, params, batch = setup
+  q = sgro.selection_probs("advantage", REWARDS, jnp.ones_like(REWARDS))
+  draws = 4000
+  keys = jax.random.split(jax.random.key(3), draws)
+  groups, weights = jax.vmap(lambda k: sgro.select_groups(k, q, n_opt=1))(keys)
+  groups, weights = np.asarray(groups), np.asarray(weights)
+  outcomes, first, counts = np.unique(groups.reshape(draws, -1), axis=0, return_index=True,
+                                      return_counts=True)
+  assert len(outcomes) == 2 ** 3  # every combination of one group per trajectory occurs
+  loss_fn = losses.make_sgro_loss(MASK, P)
+  estimate = None
+  for i, c in zip(first, counts):
+    b = sgro_batch(apply, params, batch, jnp.asarray(groups[i]), jnp.asarray(weights[i]),
+                   REWARDS)
+    g = jax.grad(lambda p: loss_fn(apply, p, b, jax.random.key(0))[0])(params)
+    g = jax.tree.map(lambda x: np.asarray(x) * c / draws, g)
+    estimate = g if estimate is None else jax.tree.map(np.add, estimate, g)
+  full = jax.grad(lambda p: full_reinforce_loss(apply, p, batch, REWARDS))(params)
+  num = sum(float(np.sum((a - np.asarray(f)) ** 2))
+            for a, f in zip(jax.tree.leaves(estimate), jax.tree.leaves(full)))
+  den = sum(float(np.sum(np.asarray(f) ** 2)) for f in jax.tree.leaves(full))
+  assert np.sqrt(num / den) < 0.05  # relative error; a 1/(G q) weight would be ~50% off
