@@ -1,4 +1,7 @@
-"""Test environment: 8 fake CPU devices, offline datasets/wandb, shared fixtures."""
+"""Test environment: 8 fake CPU devices, offline datasets/wandb, the repository's fixtures.
+
+Everything the tests read lives in the repository: the reference fixture under
+`tests/fixtures/` and the benchmark files under `experiments/data/`."""
 
 import os
 
@@ -12,8 +15,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FIXTURE = SHARED / "fixtures" / "llada_tiny"
+FIXTURE = ROOT / "tests" / "fixtures" / "llada_tiny"
+BENCHMARK_DATA = ROOT / "experiments" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +27,8 @@ def fixture_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-  return SHARED / "data"
+def benchmark_data() -> Path:
+  return BENCHMARK_DATA
 
 
 # --- the reference model and its outputs, loaded once per session -------------------

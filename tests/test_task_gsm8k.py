@@ -11,8 +11,8 @@ TASK = get_task("gsm8k")
 
 
 @pytest.fixture(scope="module")
-def test_set(shared_data):
-  return TASK.examples("test", path=str(shared_data / "gsm8k"))
+def test_set(benchmark_data):
+  return TASK.examples("test", path=str(benchmark_data / "gsm8k"))
 
 
 def test_the_default_location_holds_the_1319_test_questions(test_set):
@@ -23,7 +23,7 @@ def test_the_default_location_holds_the_1319_test_questions(test_set):
   assert first.target.endswith("<answer>18</answer>") and "<<" not in first.target
 
 
-def test_every_reference_target_scores_correct_in_both_styles(test_set, shared_data):
+def test_every_reference_target_scores_correct_in_both_styles(test_set, benchmark_data):
   for e in test_set:
     assert TASK.score(e, e.target) == {"correct": 1.0, "answered": 1.0, "format": 1.0}
   for e in TASK.examples("test", limit=200, style="protocol"):
@@ -79,8 +79,8 @@ def test_train_and_validation_partition_the_train_file():
   assert all(G.split_of(e.prompt) == "validation" for e in validation)
 
 
-def test_a_file_path_is_read_whole_whatever_the_split(shared_data):
-  train_file = str(shared_data / "gsm8k" / "train.jsonl")
+def test_a_file_path_is_read_whole_whatever_the_split(benchmark_data):
+  train_file = str(benchmark_data / "gsm8k" / "train.jsonl")
   assert len(TASK.examples("validation", path=train_file, limit=20)) == 20
   assert TASK.examples("validation", path=train_file, limit=1)[0].meta["row"] == 1
 

@@ -11,16 +11,16 @@ TASK = get_task("math500")
 
 
 @pytest.fixture(scope="module")
-def rows(shared_data):
-  return {e.meta["unique_id"]: e for e in TASK.examples("test", path=str(shared_data / "math500"))}
+def rows(benchmark_data):
+  return {e.meta["unique_id"]: e for e in TASK.examples("test", path=str(benchmark_data / "math500"))}
 
 
-def test_all_500_rows_are_read_in_order(rows, shared_data):
+def test_all_500_rows_are_read_in_order(rows, benchmark_data):
   assert len(rows) == 500
   first = TASK.examples("test", limit=1)[0]
   assert first.meta["unique_id"] == "test/precalculus/807.json"
   assert first.answer == "\\left( 3, \\frac{\\pi}{2} \\right)"
-  assert TASK.examples("test", path=str(shared_data / "math500" / "test.jsonl"), limit=3)[2] \
+  assert TASK.examples("test", path=str(benchmark_data / "math500" / "test.jsonl"), limit=3)[2] \
       .meta["unique_id"] == list(rows)[2]
 
 

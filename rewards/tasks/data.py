@@ -1,6 +1,7 @@
 """Where benchmark files live and how JSON-lines files are read.
 
-Default location: `<repo>/../shared/data/<benchmark>/` (the project's offline copies).
+Default location: `<repo>/experiments/data/<benchmark>/` (the offline copies shipped with
+the repository, with their licences).
 Any path the user gives wins: a file is read as is, a directory is searched for the
 standard file names (`train.jsonl`, `test.jsonl`).
 
@@ -15,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
 
 
 def resolve_file(path: str | None, benchmark: str, filename: str) -> Path:
@@ -23,7 +24,7 @@ def resolve_file(path: str | None, benchmark: str, filename: str) -> Path:
   directory, else `DEFAULT_DATA_DIR/benchmark/filename`."""
   if path is None:
     candidate = DEFAULT_DATA_DIR / benchmark / filename
-    hint = " (the default location; pass path=... to read another copy)"
+    hint = " (the shipped copy; pass --data FILE_OR_DIR to read another)"
   else:
     candidate = Path(path).expanduser()
     if candidate.is_dir():

@@ -1,7 +1,7 @@
 """GSM8K: grade-school word problems; the reference is the number after `####`.
 
 Data: `{"question", "answer"}` JSON lines, read with the `datasets` JSON loader. With
-no `path`, `<repo>/../shared/data/gsm8k/`; `path` may be that kind of directory or a
+no `path`, the shipped copy in `experiments/data/gsm8k/`; `path` may be that kind of directory or a
 single file (read whole, in order, whatever the split is called).
 Splits: "test" = test.jsonl; "train" and "validation" divide train.jsonl by SHA-256 of
 the question (5% validation), so model selection never looks at the test set.

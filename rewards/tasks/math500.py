@@ -2,7 +2,8 @@
 
 Data: `{"problem", "solution", "answer", "subject", "level", "unique_id"}` JSON lines,
 read with the `datasets` JSON loader; only the "test" split exists. With no `path`,
-`<repo>/../shared/data/math500/test.jsonl`; `path` may be a file or a directory.
+the shipped copy
+`experiments/data/math500/test.jsonl`; `path` may be a file or a directory.
 
 Formats
   compact   prompt = the problem; target `<think>SOLUTION</think><answer>ANSWER</answer>`
