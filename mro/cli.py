@@ -8,7 +8,7 @@ import sys
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from mro import schedule  # noqa: E402
+from mro.sampling import schedule  # noqa: E402
 
 STEPS_HELP = """\
 How gen-length, block-length and steps relate:
@@ -60,7 +60,8 @@ def sampler_config(args, base: schedule.SamplerConfig) -> schedule.SamplerConfig
 
 
 def cmd_train(args) -> int:
-  from mro import config, loop
+  from mro import config
+  from mro.training import loop
   cfg = config.load_config(args.config, args.set)
   record = loop.run(cfg, args.workdir)
   print(f"trained to step {record.get('step')} (loss {record.get('loss', float('nan')):.4f}); "
@@ -69,7 +70,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_reject(args) -> int:
-  from mro import config, reject
+  from mro import config
+  from mro.method import reject
   record = reject.run(config.load_config(args.config, args.set), args.workdir)
   print(f"reject sampling: trained to step {record.get('step')}; best model in "
         f"{args.workdir}/best, last in {args.workdir}/model")
@@ -77,7 +79,8 @@ def cmd_reject(args) -> int:
 
 
 def cmd_rl(args) -> int:
-  from mro import config, rl
+  from mro import config
+  from mro.method import rl
   record = rl.run(config.load_config(args.config, args.set), args.workdir)
   print(f"MRO-RL: trained to step {record.get('step')}; best model in {args.workdir}/best, "
         f"last in {args.workdir}/model")
@@ -93,8 +96,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_sample(args) -> int:
-  from mro.textgen import TextSampler
-  from mro.workdir import load_inference_model, recorded_sampler_config
+  from mro.sampling.textgen import TextSampler
+  from mro.loading import load_inference_model, recorded_sampler_config
   cfg = sampler_config(args, recorded_sampler_config(args.model) or schedule.SamplerConfig())
   if args.search != "none":
     return _sample_with_search(args, cfg)
@@ -107,10 +110,10 @@ def cmd_sample(args) -> int:
 
 def _sample_with_search(args, cfg) -> int:
   """`mro sample --search ...`: rewards default to tv (+ ppl with --scorer, + q with --task)."""
-  from mro import tts
-  from mro.evaluate import resolve_model
-  from mro.textgen import TextSampler
-  from mro.workdir import load_inference_model
+  from mro.method import textsearch as tts
+  from mro.loading import resolve_model
+  from mro.sampling.textgen import TextSampler
+  from mro.loading import load_inference_model
   from rewards.tasks import get_task
   task = get_task(args.task) if args.task else None
   if args.rewards is None:
@@ -139,7 +142,8 @@ def _sample_with_search(args, cfg) -> int:
 
 
 def cmd_eval(args) -> int:
-  from mro import evaluate
+  from mro.evaluation import report
+  from mro.evaluation import runner as evaluate
   cfg = evaluate.EvalConfig(
       task=args.task, steps=args.steps or (), protocol=args.protocol, data=args.data,
       split=args.split, limit=args.limit, gen_length=args.gen_length,
@@ -149,14 +153,14 @@ def cmd_eval(args) -> int:
       **_search_args(args))
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
-  progress = lambda r: print(evaluate.progress_line(r), file=sys.stderr, flush=True)
+  progress = lambda r: print(report.progress_line(r), file=sys.stderr, flush=True)
   records = evaluate.run_eval(args.model, cfg, on_record=progress)
-  print(evaluate.format_table(records))
+  print(report.format_table(records))
   if args.out:
     print(f"results appended to {args.out}; generations to "
           f"{evaluate.generations_path(args.out)}")
   if args.plot:
-    from mro import plot
+    from mro.evaluation import plot
     print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
   return 0
 
@@ -199,7 +203,7 @@ def _search_args(args) -> dict:
 
 def cmd_plot(args) -> int:
   from pathlib import Path
-  from mro import plot
+  from mro.evaluation import plot
   out = args.out or str(Path(args.results).with_suffix(".png"))
   print(f"plot written to {plot.plot_results(args.results, out)}")
   return 0
@@ -217,7 +221,7 @@ them and the results record the resolved values:
 
 
 def _add_eval_parser(verbs) -> None:
-  from mro import protocols
+  from mro.evaluation import protocols
   p = verbs.add_parser(
       "eval", help="benchmark accuracy at several step counts",
       formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -30,7 +30,7 @@ import yaml
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
-from mro.schedule import SamplerConfig
+from mro.sampling.schedule import SamplerConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
@@ -166,7 +166,7 @@ class MROConfig:
   val_data: str | None = None  # validation data file (default: the task's validation split)
 
   def __post_init__(self):
-    from mro.sgro import BASELINES, Q_RULES
+    from mro.method.sgro import BASELINES, Q_RULES
     from rewards.combine import parse_rewards
     from rewards.quality import SOURCES
     parse_rewards(self.rewards)
@@ -321,9 +321,8 @@ def load_config(name_or_path: str, sets: list[str] = ()) -> ExperimentConfig:
 
 
 def save_resolved(cfg: ExperimentConfig, path: Path) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-  tmp.replace(path)
+  from mro.files import write_json_atomic
+  write_json_atomic(path, cfg.to_dict())
 
 
 def load_resolved(path: Path) -> ExperimentConfig:

@@ -42,8 +42,8 @@ from models import config as model_config
 from models.sharding import (MeshConfig, activation_mesh, batch_sharding, check_batch_divides,
                              make_mesh)
 from mro.config import TrainConfig
-from mro.losses import make_mdm_loss
-from mro.schedule import SamplerConfig
+from mro.training.losses import make_mdm_loss
+from mro.sampling.schedule import SamplerConfig
 
 GIB = 2**30
 
@@ -154,7 +154,7 @@ def _saved_activations(apply, loss, mesh, params, batch, key):
 
 
 def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
-  from mro.train import abstract_state, jit_train_step, make_optimizer
+  from mro.training.step import abstract_state, jit_train_step, make_optimizer
   model = cfg.model_config()
   train_cfg = TrainConfig(batch_size=cfg.batch, grad_accum=cfg.grad_accum)
   optimizer = make_optimizer(train_cfg)
@@ -190,8 +190,8 @@ def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
 
 
 def plan_sample(cfg: PlanConfig, mesh) -> dict[str, Any]:
-  from mro.sampler import _generate
-  from mro.train import abstract_state, make_optimizer
+  from mro.sampling.sampler import generate_compiled
+  from mro.training.step import abstract_state, make_optimizer
   model = cfg.model_config()
   apply, state, _ = abstract_state(model, make_optimizer(TrainConfig()), mesh)
   B, scfg = cfg.resolved_sample_batch, cfg.sampler_config()
@@ -200,7 +200,7 @@ def plan_sample(cfg: PlanConfig, mesh) -> dict[str, Any]:
   keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), B))
   keys = jax.ShapeDtypeStruct(keys.shape, keys.dtype, sharding=batch_sharding(mesh, 1))
   t0 = time.perf_counter()
-  compiled = _generate.lower(apply, state.params, prompts, None, keys, scfg,
+  compiled = generate_compiled.lower(apply, state.params, prompts, None, keys, scfg,
                              model.vocab_size - 1).compile()
   seconds = time.perf_counter() - t0
   per_step = _flops(compiled)  # the loop body, counted once by XLA

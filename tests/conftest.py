@@ -83,7 +83,6 @@ def tiny_run(tmp_path_factory):
   import io
 
   from mro import cli
-
   workdir = tmp_path_factory.mktemp("tiny_run") / "wd"
   out, err = io.StringIO(), io.StringIO()
   argv = ["train", "--config", "tiny", "--workdir", str(workdir)]

@@ -19,8 +19,8 @@ from flax import nnx
 
 from models.checkpoints import load_model
 from models.config import ModelConfig, SpecialIds
-from mro.sampler import PROMPT, GenerateOutput, ModelApply, generate
-from mro.schedule import SamplerConfig, block_of_step, tokens_per_step
+from mro.sampling.sampler import PROMPT, GenerateOutput, ModelApply, generate
+from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
 
 
 class Loaded(NamedTuple):
@@ -86,7 +86,7 @@ def _log_softmax(logits):
 
 
 def remasking_score(logits_KV: np.ndarray, x0_K: np.ndarray, remasking: str) -> np.ndarray:
-  """Higher = commit first (float64), written from method.md, not from mro/sampler.py."""
+  """Higher = commit first (float64), written from method.md, not from mro/sampling/sampler.py."""
   logp = _log_softmax(logits_KV)
   p = np.exp(logp)
   if remasking == "low_confidence":

@@ -54,7 +54,7 @@ def prompts() -> tuple[np.ndarray, np.ndarray]:
 
 
 def fixed_mask_loss(apply, params, batch, key):
-  from mro.losses import sft_loss_given_mask
+  from mro.training.losses import sft_loss_given_mask
   del key
   loss = sft_loss_given_mask(apply, params, batch["tokens"], batch["mask"],
                              batch["p_mask"][:, 0], batch["eligible"].sum(1), MASK_ID,
@@ -64,7 +64,7 @@ def fixed_mask_loss(apply, params, batch, key):
 
 def train_setup(mesh):
   from mro.config import TrainConfig
-  from mro.train import init_state, jit_train_step, make_optimizer
+  from mro.training.step import init_state, jit_train_step, make_optimizer
   cfg = TrainConfig(steps=10, batch_size=B, warmup_steps=1, lr=1e-2)
   optimizer = make_optimizer(cfg)
   apply, state, shardings = init_state(MODEL, optimizer, seed=0, mesh=mesh)
@@ -72,7 +72,7 @@ def train_setup(mesh):
 
 
 def sampler_config():
-  from mro.schedule import SamplerConfig
+  from mro.sampling.schedule import SamplerConfig
   return SamplerConfig(gen_length=32, steps=16, block_length=16)
 
 
@@ -83,8 +83,8 @@ def run(out: Path, mesh, fixture: Path):
   from models.transformer import ModelApply
   from models.config import SpecialIds
   from models.sharding import host_array, shard_batch
-  from mro.checkpointing import Checkpointer
-  from mro.sampler import generate
+  from mro.training.checkpointing import Checkpointer
+  from mro.sampling.sampler import generate
 
   apply, state, step = train_setup(mesh)
   state, metrics = step(state, shard_batch(fixed_batch(), mesh))
@@ -116,7 +116,7 @@ def die(out: Path, mesh, victim: int, state=None, step=None) -> None:
   """Steps with a checkpoint after each; the victim SIGKILLs itself after step 2."""
   import jax
   from models.sharding import shard_batch
-  from mro.checkpointing import Checkpointer
+  from mro.training.checkpointing import Checkpointer
 
   if state is None:
     _, state, step = train_setup(mesh)

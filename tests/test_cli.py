@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from mro import cli
-
 PROMPTS = ["12+34=", "5*6=", "100+2="]
 FAST = ["--gen-length", "16", "--steps", "8", "--block-length", "8"]
 

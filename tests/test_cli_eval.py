@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-import mro.sampler as sampler
-from mro import cli, evaluate
-
+import mro.sampling.sampler as sampler
+from mro import loading
+from mro import cli
+from mro.evaluation import runner as evaluate
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = ["--task", "arith", "--limit", "5", "--gen-length", "32", "--steps", "L/4,L/8",
         "--batch-size", "4"]
@@ -44,7 +45,7 @@ def no_compile(monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("reached the compiled sampler")
 
-  monkeypatch.setattr(sampler, "_generate", fail)
+  monkeypatch.setattr(sampler, "generate_compiled", fail)
 
 
 def test_eval_prints_a_table_row_per_steps_value(evaluated):
@@ -111,7 +112,7 @@ def test_eval_with_bad_input_exits_2_naming_the_problem_before_compiling(
 
 def test_eval_of_a_task_without_a_shipped_default_model_lists_what_exists(
     tmp_path, capsys, monkeypatch, no_compile):
-  monkeypatch.setattr(evaluate, "MODELS_DIR", tmp_path)
+  monkeypatch.setattr(loading, "MODELS_DIR", tmp_path)
   (tmp_path / "default" / "sudoku").mkdir(parents=True)
   (tmp_path / "default" / "sudoku" / "config.json").write_text("{}")
   code, out, err = run(capsys, "eval", "--task", "arith", "--steps", "8")

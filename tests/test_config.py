@@ -7,8 +7,6 @@ import pytest
 
 from models.config import PRESETS
 from mro import config
-
-
 def load(*sets):
   return config.load_config("tiny", list(sets))
 

@@ -27,8 +27,6 @@ from models.sharding import MeshConfig, make_mesh, tree_shardings
 from models.tokenizers import LLADA_CHAT_TEMPLATE, build_hf_tokenizer
 from models.transformer import init_model
 from mro import cli
-
-
 def _tensors(model_dir) -> dict[str, np.ndarray]:
   return {n: info.read() for n, info in tensor_infos(model_dir).items()}
 
@@ -233,9 +231,9 @@ def test_reading_a_slice_reads_the_right_values(tmp_path):
 
 
 def test_text_sampling_of_an_orbax_model_on_a_mesh_matches_one_device(tmp_path, hf_model):
-  from mro.schedule import SamplerConfig
-  from mro.textgen import TextSampler
-  from mro.workdir import load_inference_model
+  from mro.sampling.schedule import SamplerConfig
+  from mro.sampling.textgen import TextSampler
+  from mro.loading import load_inference_model
   convert(hf_model, tmp_path / "orbax")
   scfg = SamplerConfig(gen_length=8, steps=8, block_length=8)
   prompts = ["1+2=", "30+4=", "5+6=", "7+28="]

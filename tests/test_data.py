@@ -7,7 +7,7 @@ import pytest
 
 from models.config import SpecialIds
 from mro.config import DataConfig
-from mro.data import BatchStream, Sequences, build_sequences
+from mro.training.data import BatchStream, Sequences, build_sequences
 from rewards.tasks import Example
 
 PAD, EOS, MASK = 0, 1, 2

@@ -1,4 +1,4 @@
-"""The benchmark runner (mro/evaluate.py), protocols and plot, on a random tiny model.
+"""The benchmark runner (mro/evaluation/runner.py), protocols and plot, on a random tiny model.
 
 A random model scores ~0: these tests check the machinery (records, generations,
 batch invariance, protocol resolution, crash safety, bad input before compiling).
@@ -12,16 +12,19 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import mro.sampler as sampler
+import mro.sampling.sampler as sampler
 from models.checkpoints import save_hf
 from models.config import preset
 from models.tokenizers import (LLADA_CHAT_TEMPLATE, build_hf_tokenizer, load_tokenizer,
                                train_sentencepiece)
 from models.transformer import init_model
-from mro import evaluate, plot
-from mro.evaluate import EvalConfig, run_eval
-from mro.loop import TASK_TAGS
-from mro.protocols import Protocol, get_protocol, protocol_names
+from mro import loading
+from mro.evaluation import runner as evaluate
+from mro.evaluation import plot
+from mro.evaluation import report
+from mro.evaluation.runner import EvalConfig, run_eval
+from mro.training.loop import TASK_TAGS
+from mro.evaluation.protocols import Protocol, get_protocol, protocol_names
 from rewards.tasks import Example, get_task
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,8 +52,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def text_sampler(model_dir):
-  from mro.textgen import TextSampler
-  from mro.workdir import load_inference_model
+  from mro.sampling.textgen import TextSampler
+  from mro.loading import load_inference_model
   model, model_cfg, _, tok = load_inference_model(model_dir)
   return TextSampler(model, model_cfg, tok)
 
@@ -71,7 +74,7 @@ def no_compile(monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("reached the compiled sampler")
 
-  monkeypatch.setattr(sampler, "_generate", fail)
+  monkeypatch.setattr(sampler, "generate_compiled", fail)
 
 
 # --- records and generations ---------------------------------------------------------
@@ -181,7 +184,7 @@ def test_an_in_memory_model_is_labelled_by_model_name(text_sampler):
 
 def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(run):
   _, records, _, _ = run
-  lines = evaluate.format_table(records).splitlines()
+  lines = report.format_table(records).splitlines()
   assert lines[0].split() == ["task", "protocol", "search", "steps", "n", "accuracy",
                               "answered", "digit_accuracy", "format", "NFE/prompt",
                               "scorer", "NFE", "tok/s", "seconds"]
@@ -298,16 +301,16 @@ def test_a_tokenizer_without_a_chat_template_gets_the_plain_prompt(model_dir):
 
 
 def test_default_resolves_to_the_shipped_model_of_the_task(tmp_path, monkeypatch):
-  monkeypatch.setattr(evaluate, "MODELS_DIR", tmp_path)
+  monkeypatch.setattr(loading, "MODELS_DIR", tmp_path)
   (tmp_path / "default" / "sudoku").mkdir(parents=True)
   (tmp_path / "default" / "sudoku" / "config.json").write_text("{}")
-  assert evaluate.resolve_model("default", "sudoku") == tmp_path / "default" / "sudoku"
+  assert loading.resolve_model("default", "sudoku") == tmp_path / "default" / "sudoku"
   with pytest.raises(ValueError, match="no shipped 'default' model for task 'arith'.*sudoku"):
-    evaluate.resolve_model("default", "arith")
+    loading.resolve_model("default", "arith")
   with pytest.raises(ValueError, match="'default-mro' models: none yet"):
-    evaluate.resolve_model("default-mro", "sudoku")
+    loading.resolve_model("default-mro", "sudoku")
   with pytest.raises(ValueError, match="does not exist"):
-    evaluate.resolve_model(tmp_path / "nowhere", "sudoku")
+    loading.resolve_model(tmp_path / "nowhere", "sudoku")
 
 
 # --- bad input, refused before compiling ----------------------------------------------------

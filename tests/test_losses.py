@@ -12,9 +12,7 @@ from flax import nnx
 
 from models.checkpoints import load_model
 from models.transformer import ModelApply
-from mro import losses
-
-
+from mro.training import losses
 @pytest.fixture(scope="module")
 def ref(fixture_dir):
   """(apply, params, mask id, loss.npz as a dict) of the reference fixture model."""

@@ -10,10 +10,10 @@ from flax import nnx
 
 from models.config import ModelConfig
 from models.transformer import ModelApply, init_model
-from mro import losses
+from mro.training import losses
 from mro.config import DataConfig
-from mro.sampler import generate
-from mro.schedule import SamplerConfig
+from mro.sampling.sampler import generate
+from mro.sampling.schedule import SamplerConfig
 
 CFG = ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2,
                   mlp_hidden=64, max_seq_len=64)

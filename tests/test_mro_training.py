@@ -11,8 +11,9 @@ from models.config import preset
 from models.tokenizers import train_sentencepiece
 from models.transformer import init_model
 from mro import config as exp_config
-from mro import reject, rl
-from mro.workdir import read_metrics
+from mro.method import reject
+from mro.method import rl
+from mro.training.workdir import read_metrics
 from rewards.tasks import get_task
 
 SHAPES = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64, max_seq_len=64)
@@ -133,7 +134,7 @@ def test_mro_config_values_are_checked():
 
 
 def test_reward_weights_in_the_config_reach_the_training_rewards():
-  from mro import finetune
+  from mro.method import start as finetune
   cfg = exp_config.from_dict(exp_config.apply_sets({}, ["mro.rewards=tv=0.5,q"]))
   rewards = finetune.reward_config(cfg)
   assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_q) == (0.5, 1.0)

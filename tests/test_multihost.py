@@ -22,7 +22,7 @@ from flax import nnx
 import multihost_worker as mw
 from models.checkpoints import load_model
 from models.sharding import MeshConfig, make_mesh, shard_batch
-from mro.checkpointing import Checkpointer
+from mro.training.checkpointing import Checkpointer
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
 DEATH_MESSAGE = "Terminating process because the JAX distributed service detected fatal errors"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import helpers
-import mro.sampler as sampler
-from mro.sampler import PROMPT, left_pad, state_at
-from mro.schedule import SamplerConfig, block_of_step, tokens_per_step
+import mro.sampling.sampler as sampler
+from mro.sampling.sampler import PROMPT, left_pad, state_at
+from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
 
 SMALL = SamplerConfig(gen_length=16, steps=8, block_length=8)  # 2 blocks, 2 tokens per step
 HOT = dataclasses.replace(SMALL, temperature=1.0)
@@ -324,7 +324,7 @@ def no_compile(monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("reached the compiled sampler")
 
-  monkeypatch.setattr(sampler, "_generate", fail)
+  monkeypatch.setattr(sampler, "generate_compiled", fail)
 
 
 @pytest.mark.parametrize("prompt_shape, mask_shape, match", [

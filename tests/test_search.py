@@ -10,9 +10,9 @@ from flax import nnx
 
 from models.config import preset
 from models.transformer import ModelApply, init_model
-from mro.sampler import NOT_COMMITTED
-from mro.schedule import SamplerConfig
-from mro.search import Scoring, SearchConfig, run_search, search_nfe, select
+from mro.sampling.sampler import NOT_COMMITTED
+from mro.sampling.schedule import SamplerConfig
+from mro.method.search import Scoring, SearchConfig, run_search, search_nfe, select
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer
 
@@ -137,7 +137,7 @@ def test_forward_chunks_default_to_the_pool_on_cpu_and_are_checked():
 
 
 def test_chunked_apply_equals_one_call_and_keeps_row_order(models):
-  from mro.search import ChunkedApply
+  from mro.method.search import ChunkedApply
   apply, params, _, _ = models
   tokens = jnp.asarray(np.random.default_rng(1).integers(0, 30, (6, 7)), jnp.int32)
   mask = jnp.ones((6, 7), bool).at[0, :2].set(False)

@@ -12,8 +12,8 @@ from models.config import preset
 from models.sharding import (MeshConfig, make_mesh, parse_mesh, shard_batch, spec_for,
                              tree_shardings)
 from models.transformer import ModelApply, init_model
-from mro.schedule import SamplerConfig
-from mro.search import Scoring, SearchConfig, run_search
+from mro.sampling.schedule import SamplerConfig
+from mro.method.search import Scoring, SearchConfig, run_search
 from rewards.combine import RewardConfig
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]

@@ -9,10 +9,10 @@ import pytest
 
 from models.checkpoints import load_hf_config, tensor_infos
 from models.tokenizers import load_tokenizer
-from mro import evaluate
-from mro.evaluate import EvalConfig, run_eval
+from mro import loading
+from mro.evaluation.runner import EvalConfig, run_eval
 
-MODELS = evaluate.MODELS_DIR
+MODELS = loading.MODELS_DIR
 SHIPPED = sorted(p.parent for p in MODELS.glob("*/*/config.json"))
 PREDICTORS = [p for p in SHIPPED if p.parent.name in ("default", "default-mro")]
 
@@ -61,12 +61,12 @@ def test_token_verification_prefers_a_consistent_grid_on_the_shipped_sudoku_mode
   import jax
   import jax.numpy as jnp
 
-  from mro.textgen import TextSampler
-  from mro.workdir import load_inference_model
+  from mro.sampling.textgen import TextSampler
+  from mro.loading import load_inference_model
   from rewards.tasks import get_task
   from rewards.verification import token_verification
 
-  model, model_cfg, _, tok = load_inference_model(evaluate.resolve_model("default", "sudoku"))
+  model, model_cfg, _, tok = load_inference_model(loading.resolve_model("default", "sudoku"))
   sampler = TextSampler(model, model_cfg, tok)
   mask_id = tok.special.mask
   rows, swapped = [], []
@@ -98,24 +98,24 @@ def test_a_scorer_with_another_tokenizer_scores_decoded_text_once_per_group():
   """A scorer whose tokenizer differs from the predictor's is used through text: the search
   leaves jit once per group to score decoded candidates, and the R_ppl it records for the
   last group is the scorer's reward on the decoded final candidates."""
-  from mro.schedule import SamplerConfig
-  from mro.search import SearchConfig
-  from mro.textgen import TextSampler
-  from mro.tts import SearchRunner, same_tokenizer
-  from mro.workdir import load_inference_model
+  from mro.sampling.schedule import SamplerConfig
+  from mro.method.search import SearchConfig
+  from mro.sampling.textgen import TextSampler
+  from mro.method.textsearch import SearchRunner, same_tokenizer
+  from mro.loading import load_inference_model
   from rewards.combine import RewardConfig
   from rewards.perplexity import TextScorer, ppl_reward
   from rewards.tasks import get_task
 
-  model, model_cfg, _, tok = load_inference_model(evaluate.resolve_model("default", "sudoku"))
+  model, model_cfg, _, tok = load_inference_model(loading.resolve_model("default", "sudoku"))
   sampler = TextSampler(model, model_cfg, tok)
-  other, _, _, other_tok = load_inference_model(evaluate.resolve_model("default-scorer",
+  other, _, _, other_tok = load_inference_model(loading.resolve_model("default-scorer",
                                                                        "arith"))
   assert not same_tokenizer(tok, other_tok)  # another corpus, another sentencepiece model
   runner = SearchRunner(sampler, other, other_tok)
   assert runner.scorer is None and isinstance(runner.text_scorer, TextScorer)
   # Values: the Sudoku scorer through text (its tokenizer round-trips the text exactly).
-  scorer, _, _, _ = load_inference_model(evaluate.resolve_model("default-scorer", "sudoku"))
+  scorer, _, _, _ = load_inference_model(loading.resolve_model("default-scorer", "sudoku"))
   runner.text_scorer = TextScorer(scorer, tok)
   calls = []
   score = runner.text_scorer.response_logp

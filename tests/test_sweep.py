@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from mro import sweep
-
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=2",
         "model.mlp_hidden=64", "data.train_size=64", "train.batch_size=8", "train.steps=2",
         "train.warmup_steps=1", "train.checkpoint_every=2", "train.log_every=1",

@@ -18,13 +18,14 @@ from safetensors.numpy import load_file
 
 from models.config import ModelConfig
 from models.sharding import MeshConfig, make_mesh
+from mro import loading
 from mro import config as exp_config
-from mro import loop
-from mro import workdir as wdlib
-from mro.checkpointing import Checkpointer
+from mro.training import loop
+from mro.training import workdir as wdlib
+from mro.training.checkpointing import Checkpointer
 from mro.config import TrainConfig
-from mro.losses import sft_loss_given_mask
-from mro.train import NonFiniteLossError, _grads, init_state, jit_train_step, make_optimizer
+from mro.training.losses import sft_loss_given_mask
+from mro.training.step import NonFiniteLossError, _grads, init_state, jit_train_step, make_optimizer
 
 # --- the train step on a tiny model with a fixed (deterministic) mask ------------------
 
@@ -292,7 +293,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkp
   for f in (interrupted / "checkpoints" / "3").rglob("*"):  # checkpoint 3 is untouched
     if f.is_file():
       assert f.read_bytes() == (workdir / f.relative_to(interrupted)).read_bytes(), f
-  model, *_ = wdlib.load_inference_model(workdir)  # and still restores
+  model, *_ = loading.load_inference_model(workdir)  # and still restores
   assert all(np.isfinite(x).all() for x in state_leaves(model))
 
 
@@ -358,8 +359,8 @@ def state_leaves(model):
 
 
 def test_a_workdir_and_its_exported_model_load_the_same_weights_and_tokenizer(reference):
-  m1, c1, ids1, tok1 = wdlib.load_inference_model(reference)
-  m2, c2, ids2, tok2 = wdlib.load_inference_model(reference / "model")
+  m1, c1, ids1, tok1 = loading.load_inference_model(reference)
+  m2, c2, ids2, tok2 = loading.load_inference_model(reference / "model")
   assert c1 == c2 and ids1 == ids2 and tok1.vocab_size == tok2.vocab_size == c1.vocab_size
   for a, b in zip(state_leaves(m1), state_leaves(m2)):
     np.testing.assert_array_equal(a, b)
@@ -370,8 +371,8 @@ def test_a_workdir_without_export_loads_its_latest_checkpoint(reference, tmp_pat
   """The final checkpoint and the exported model hold bitwise the same weights."""
   workdir = copy_of(reference, tmp_path)
   shutil.rmtree(workdir / "model")
-  m_ckpt, c_ckpt, ids_ckpt, _ = wdlib.load_inference_model(workdir)
-  m_export, c_export, ids_export, _ = wdlib.load_inference_model(reference / "model")
+  m_ckpt, c_ckpt, ids_ckpt, _ = loading.load_inference_model(workdir)
+  m_export, c_export, ids_export, _ = loading.load_inference_model(reference / "model")
   assert ids_ckpt == ids_export
   assert c_ckpt.d_model == c_export.d_model and c_ckpt.vocab_size == c_export.vocab_size
   for a, b in zip(state_leaves(m_ckpt), state_leaves(m_export)):
@@ -380,10 +381,10 @@ def test_a_workdir_without_export_loads_its_latest_checkpoint(reference, tmp_pat
 
 def test_loading_a_model_dir_without_tokenizer_is_a_clear_error(fixture_dir):
   with pytest.raises(ValueError, match=r"holds no tokenizer.*tokenizer\.model.*tokenizer\.json"):
-    wdlib.load_inference_model(fixture_dir)
+    loading.load_inference_model(fixture_dir)
 
 
 @pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p], ids=["missing", "empty"])
 def test_loading_a_missing_or_empty_dir_is_a_value_error(tmp_path, make):
   with pytest.raises(ValueError, match="does not exist|neither a workdir nor a model"):
-    wdlib.load_inference_model(make(tmp_path))
+    loading.load_inference_model(make(tmp_path))

@@ -8,10 +8,11 @@ from flax import nnx
 
 from models.config import preset
 from models.transformer import ModelApply, init_model
-from mro import losses, sgro
-from mro.sampler import generate, state_at
-from mro.schedule import SamplerConfig
-from mro.trajectory import step_logprobs
+from mro.method import losses
+from mro.method import sgro
+from mro.sampling.sampler import generate, state_at
+from mro.sampling.schedule import SamplerConfig
+from mro.method.trajectory import step_logprobs
 
 VOCAB, MASK = 32, 31
 P, GEN, T, W = 4, 8, 4, 2  # prompt, response, steps, steps per group -> G = 2 groups

@@ -22,16 +22,15 @@ import argparse
 import time
 
 import jax
-import numpy as np
 
 from experiments.bench.sampler_bench import matmul_peak, sampler_flops
 from mro import config as exp_config
-from mro.finetune import load_start
-from mro.losses import make_sgro_loss
-from mro.rl import RolloutBatches, check
-from mro.rollouts import intra_rewards, sample_rollouts
+from mro.method.start import load_start
+from mro.method.losses import make_sgro_loss
+from mro.method.rl import RolloutBatches, check
+from mro.method.rollouts import intra_rewards, sample_rollouts
 from models.sharding import make_mesh
-from mro.train import init_state, jit_train_step, make_optimizer
+from mro.training.step import init_state, jit_train_step, make_optimizer
 from rewards.tasks import get_task
 
 

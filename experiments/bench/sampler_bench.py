@@ -5,7 +5,7 @@
 Everything is measured in this one run (the machine is shared and noisy, so only the
 ratios are meaningful across machines):
 - peak: the best float32 matmul FLOP/s over a few square sizes;
-- compiled: `mro.sampler.generate`, all blocks and steps in one XLA program;
+- compiled: `mro.sampling.sampler.generate`, all blocks and steps in one XLA program;
 - naive-same-step: the same `denoise_step`, jitted alone and dispatched once per step
   from Python with a host sync after each (what a straightforward port does);
 - naive-reference: a LLaDA `generate()`-style loop: one jitted call per step computing
@@ -25,8 +25,8 @@ from flax import nnx
 
 from models.config import preset
 from models.transformer import ModelApply, init_model
-from mro import sampler as S
-from mro.schedule import SamplerConfig, tokens_per_step
+from mro.sampling import sampler as S
+from mro.sampling.schedule import SamplerConfig, tokens_per_step
 
 
 def best_time(fn, repeats: int) -> float:

@@ -20,12 +20,11 @@ import time
 import jax
 import numpy as np
 
-from mro.evaluate import resolve_model
-from mro.schedule import SamplerConfig
-from mro.search import Scoring, SearchConfig, run_search
-from mro.textgen import TextSampler
-from mro.tts import SearchRunner
-from mro.workdir import load_inference_model
+from mro.sampling.schedule import SamplerConfig
+from mro.method.search import Scoring, SearchConfig, run_search
+from mro.sampling.textgen import TextSampler
+from mro.method.textsearch import SearchRunner
+from mro.loading import load_inference_model, resolve_model
 from rewards.combine import RewardConfig
 from rewards.tasks import get_task
 

@@ -35,7 +35,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from mro.schedule import REMASKING
+from mro.sampling.schedule import REMASKING
 from rewards.tasks import STYLES
 
 

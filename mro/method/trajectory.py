@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mro.sampler import state_at
+from mro.sampling.sampler import state_at
 
 
 def step_states(tokens_BL, commit_BL, steps_BS, mask_id: int):

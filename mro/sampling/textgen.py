@@ -12,8 +12,8 @@ from flax import nnx
 from models.sharding import host_array
 from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
-from mro.sampler import GenerateOutput, generate, left_pad
-from mro.schedule import SamplerConfig
+from mro.sampling.sampler import GenerateOutput, generate, left_pad
+from mro.sampling.schedule import SamplerConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,9 +19,9 @@ from flax import nnx
 
 from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
-from mro.schedule import SamplerConfig
-from mro.search import Scoring, SearchConfig, run_search, search_nfe
-from mro.textgen import TextSampler
+from mro.sampling.schedule import SamplerConfig
+from mro.method.search import Scoring, SearchConfig, run_search, search_nfe
+from mro.sampling.textgen import TextSampler
 from rewards.combine import RewardConfig, reward_config
 from rewards.perplexity import CausalLMScorer, TextScorer
 from rewards.quality import QualityConfig, quality_reward

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.sharding import place_params, shard_batch
-from mro.sampler import NOT_COMMITTED, DecodeState, init_state, row_keys, run_steps
-from mro.schedule import SamplerConfig
+from mro.sampling.sampler import NOT_COMMITTED, DecodeState, init_state, row_keys, run_steps
+from mro.sampling.schedule import SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
 from rewards.verification import token_verification
@@ -243,7 +243,7 @@ def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
   With `text_scorer` (a scorer with its own tokenizer), groups run from a Python loop
   and `decode(tokens [rows, L]) -> (prompts, responses)` turns candidates into text once
   per group. Otherwise the whole search is one compiled call. `mesh`: run sharded, as
-  `mro.sampler.generate` does (rows over data x fsdp, which must divide the batch).
+  `mro.sampling.sampler.generate` does (rows over data x fsdp, which must divide the batch).
   """
   scfg.check(cfg)
   if scfg.chunks() > 1:

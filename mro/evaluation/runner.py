@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,34 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from mro.protocols import Protocol, get_protocol
-from mro.sampler import check_lengths
-from mro.schedule import SamplerConfig
-from mro.search import SearchConfig
-from mro.tts import SEARCHES, search_settings
+from mro.evaluation.report import generations_path
+from mro.files import append_jsonl
+from mro.loading import load_inference_model, resolve_model
+from mro.evaluation.protocols import Protocol, get_protocol
+from mro.sampling.sampler import check_lengths
+from mro.sampling.schedule import SamplerConfig
+from mro.method.search import SearchConfig
+from mro.method.textsearch import SEARCHES, search_settings
 from rewards.combine import RewardConfig
 from rewards.tasks import Example, Task, get_task
-
-MODELS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "models"
-SHIPPED_MODELS = ("default", "default-mro", "default-scorer")
-
-
-def resolve_model(name_or_path: str | Path, task: str) -> Path:
-  """`default` / `default-mro` -> experiments/models/<name>/<task>/; else the path."""
-  if str(name_or_path) in SHIPPED_MODELS:
-    root = MODELS_DIR / str(name_or_path)
-    path = root / task
-    if not (path / "config.json").is_file():
-      have = sorted(p.parent.name for p in root.glob("*/config.json"))
-      raise ValueError(f"no shipped {name_or_path!r} model for task {task!r} (looked in "
-                       f"{path}); shipped {name_or_path!r} models: "
-                       f"{', '.join(have) or 'none yet'}. Pass a model directory instead")
-    return path
-  path = Path(name_or_path).expanduser()
-  if not path.exists():
-    raise ValueError(f"model directory {path} does not exist")
-  return path
-
 
 def parse_steps(text: str) -> tuple[str, ...]:
   """"2,4,L/2" -> ("2", "4", "L/2") (checked against gen_length later)."""
@@ -110,7 +90,7 @@ class EvalConfig:
   seed: int = 0
   data_seed: int = 0
   out: str | None = None
-  # Test-time search (mro/search.py): "none", "mro" (group steps + selection) or
+  # Test-time search (mro/method/search.py): "none", "mro" (group steps + selection) or
   # "best-of-n" (k independent samples, picked with the same rewards at equal NFE).
   search: str = "none"
   k: int = 4
@@ -198,21 +178,6 @@ def uses_chat_template(tokenizer) -> bool:
           and getattr(tokenizer, "chat_template", None) is not None)
 
 
-def generations_path(out: str | Path) -> Path:
-  """results.jsonl -> results.generations.jsonl (same folder)."""
-  out = Path(out)
-  return out.with_name(f"{out.stem}.generations.jsonl")
-
-
-def append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-  """Appends one JSON line per record, then flushes and fsyncs."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("a", encoding="utf-8") as f:
-    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def batches(n: int, batch_size: int) -> list[tuple[np.ndarray, int]]:
   """(example indices, number of real rows) per batch; the last batch is padded to
   batch_size with copies of its first index (rows to drop)."""
@@ -225,8 +190,7 @@ def batches(n: int, batch_size: int) -> list[tuple[np.ndarray, int]]:
 
 def _text_sampler(model):
   """A TextSampler from a model dir, a TextSampler, or `load_inference_model`'s tuple."""
-  from mro.textgen import TextSampler
-  from mro.workdir import load_inference_model
+  from mro.sampling.textgen import TextSampler
   if isinstance(model, TextSampler):
     return model
   net, model_cfg, _, tokenizer = model if isinstance(model, tuple) else \
@@ -241,8 +205,7 @@ _SEARCH_FIELDS = ("search", "k", "group_steps", "select", "search_temperature",
 
 def _searcher(sampler, cfg: EvalConfig):
   """A SearchRunner with the scorer the config names (loaded once per run)."""
-  from mro.tts import SearchRunner
-  from mro.workdir import load_inference_model
+  from mro.method.textsearch import SearchRunner
   if cfg.scorer is None:
     return SearchRunner(sampler)
   path = resolve_model("default-scorer" if cfg.scorer == "default" else cfg.scorer, cfg.task)
@@ -376,41 +339,3 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
     if on_record is not None:
       on_record(record)
   return records
-
-
-_MAIN_KEYS = ("correct", "format")  # shown as accuracy and format
-
-
-def format_table(records: Sequence[dict[str, Any]]) -> str:
-  """A plain-text table: one row per record, the task's extra metrics as columns."""
-  extras = sorted({k for r in records for k in r["metrics"] if k not in _MAIN_KEYS})
-  head = ["task", "protocol", "search", "steps", "n", "accuracy", *extras, "format",
-          "NFE/prompt", "scorer NFE", "tok/s", "seconds"]
-  rows = [head]
-  for r in records:
-    tps = r.get("tokens_per_second")
-    rows.append([r["task"], r["protocol"], search_label(r), str(r["steps"]), str(r["n"]),
-                 f"{r['accuracy']:.4f}",
-                 *(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "-" for k in extras),
-                 f"{r['format_rate']:.4f}", f"{r.get('nfe_per_prompt', 0):.0f}",
-                 f"{r.get('scorer_nfe_per_prompt', 0):.0f}",
-                 "-" if tps is None else f"{tps:.1f}", f"{r['seconds']:.1f}"])
-  widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-  return "\n".join("  ".join(c.rjust(w) if j > 1 else c.ljust(w)
-                             for j, (c, w) in enumerate(zip(row, widths))).rstrip()
-                   for row in rows)
-
-
-def search_label(record: dict[str, Any]) -> str:
-  s = record.get("search")
-  if not s or s["search"] == "none":
-    return "-"
-  sc = record.get("search_config", {})
-  if s["search"] == "best-of-n":
-    return f"best-of-{s['k'] * s['n_live']}:{s['rewards']}"
-  return f"mro:k{s['k']}:w{sc.get('group_steps')}:{s['select']}:{s['rewards']}"
-
-
-def progress_line(record: dict[str, Any]) -> str:
-  return (f"{record['task']} {record['protocol']} steps={record['steps']}: accuracy "
-          f"{record['accuracy']:.4f} on {record['n']} in {record['seconds']:.1f}s")

@@ -4,7 +4,7 @@ A rollout is stored compactly (final tokens + commit step per position). Its gro
 rewards are computed after the fact inside jit: the state at the end of each group is
 rebuilt from the commit steps, then R_tv (leave-one-out re-prediction of positions the
 group committed) and R_ppl (causal scorer on the committed tokens) are measured exactly
-as the search measures them (`mro.search.group_rewards`). R_q needs decoded text and a
+as the search measures them (`mro.method.search.group_rewards`). R_q needs decoded text and a
 task, so it is added on the host, to the last group (and, with shaping, as the potential
 Φ = R_q of each group's end state: λ Φ(s_end) - Φ(s_start)).
 """
@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.tokenizers import truncate_at_eos
-from mro.sampler import NOT_COMMITTED, DecodeState, row_keys
-from mro.schedule import SamplerConfig
-from mro.search import Scoring, group_rewards
+from mro.sampling.sampler import NOT_COMMITTED, DecodeState, row_keys
+from mro.sampling.schedule import SamplerConfig
+from mro.method.search import Scoring, group_rewards
 from rewards.quality import QualityConfig, quality_reward
 
 

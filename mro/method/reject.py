@@ -15,20 +15,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mro import config as exp_config
-from mro.data import BatchStream
-from mro.finetune import load_start, reward_config, validation
-from mro.loop import Objective, setup, train_loop
-from mro.losses import make_mdm_loss, make_stepwise_loss
-from mro.search import SearchConfig
-from mro.tts import SearchRunner
+from mro.files import save_npz_atomic
+from mro.training.data import BatchStream
+from mro.method.start import load_start, reward_config, validation
+from mro.training.loop import Objective, setup, train_loop
+from mro.method.losses import make_stepwise_loss
+from mro.training.losses import make_mdm_loss
+from mro.method.search import SearchConfig
+from mro.method.textsearch import SearchRunner
 from rewards.tasks import get_task
 
 GEN_BATCH = 64
@@ -74,12 +74,6 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
       out["commit_step"].astype(np.int32)
   out["prompt_len"] = np.asarray(width)
   return out
-
-
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-  tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
 
 
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,

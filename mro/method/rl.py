@@ -5,7 +5,7 @@ trajectories each from the current policy (compiled sampler at mro.rollout_tempe
 Each trajectory's G = steps / w groups get rewards (R_tv, R_ppl at the group's end; R_q
 on the last group; optional shaping), minus a baseline (`none`, the paper, or
 `group_mean`, leave-one-out over the prompt's rollouts). n_opt groups per trajectory
-are drawn with probabilities q_g and weighted 1 / (n_opt q_g) (mro/sgro.py); log π_old of
+are drawn with probabilities q_g and weighted 1 / (n_opt q_g) (mro/method/sgro.py); log π_old of
 their steps is recorded, and mro.inner_steps gradient steps of the SGRO loss
 (mro/losses.make_sgro_loss: ratio π_θ / π_old, optional clipping, optional KL to the
 frozen starting model) run on the batch. Checkpoints fall on rollout boundaries, so a
@@ -24,14 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mro import config as exp_config
-from mro import sgro
-from mro.finetune import Start, load_start, reward_config, validation
-from mro.loop import Objective, setup, train_loop
-from mro.losses import make_sgro_loss
-from mro.rollouts import intra_rewards, quality_per_group, sample_rollouts
-from mro.search import Scoring
-from mro.tts import SearchRunner
-from mro.trajectory import step_logprobs
+from mro.method import sgro
+from mro.method.start import Start, load_start, reward_config, validation
+from mro.training.loop import Objective, setup, train_loop
+from mro.method.losses import make_sgro_loss
+from mro.method.rollouts import intra_rewards, quality_per_group, sample_rollouts
+from mro.method.search import Scoring
+from mro.method.textsearch import SearchRunner
+from mro.method.trajectory import step_logprobs
 from rewards.tasks import get_task
 
 

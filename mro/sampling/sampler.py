@@ -29,7 +29,7 @@ import numpy as np
 
 from models.sharding import place_params, shard_batch
 from models.transformer import ModelApply  # noqa: F401  (re-exported for callers)
-from mro.schedule import SamplerConfig, block_of_step, tokens_per_step
+from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
 
 NOT_COMMITTED = 2**30  # commit_step of a position that is still MASK
 PROMPT = -1  # commit_step of prompt positions (visible at every step)
@@ -175,7 +175,9 @@ def run_steps(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_len:
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "cfg", "mask_id"))
-def _generate(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id):
+def generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id):
+  """The jitted core of `generate` (no input checks, no placement): what `mro plan`
+  lowers on abstract shapes. Prefer `generate`."""
   B, P = prompt_BP.shape
   attn_mask = None
   if prompt_mask_BP is not None:
@@ -226,7 +228,7 @@ def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: 
   if mesh is not None:
     params = place_params(params, mesh)
     prompt_BP, prompt_mask_BP, keys = shard_batch((prompt_BP, prompt_mask_BP, keys), mesh)
-  return _generate(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id)
+  return generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

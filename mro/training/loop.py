@@ -24,11 +24,11 @@ from models.config import replace as replace_model
 from models.sharding import check_batch_divides, make_mesh
 from models.tokenizers import load_tokenizer, train_sentencepiece
 from mro import config as exp_config
-from mro import workdir as wdlib
-from mro.checkpointing import Checkpointer
-from mro.data import BatchStream, build_sequences
-from mro.losses import make_mdm_loss
-from mro.train import (LossFn, NonFiniteLossError, TrainState, init_state, jit_train_step,
+from mro.training import workdir as wdlib
+from mro.training.checkpointing import Checkpointer
+from mro.training.data import BatchStream, build_sequences
+from mro.training.losses import make_mdm_loss
+from mro.training.step import (LossFn, NonFiniteLossError, TrainState, init_state, jit_train_step,
                        make_optimizer)
 from rewards.tasks import get_task
 

@@ -3,7 +3,7 @@
 Both start from a trained model (`mro.init`, "default" = the shipped one for the task),
 keep its shapes and tokenizer, and validate on the task's held-out validation split with
 the plain sampler at the config's sampler settings; the best model is exported to
-workdir/best (mro/loop.py).
+workdir/best (mro/training/loop.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from flax import nnx
 
 from models.config import DTYPES
 from mro import config as exp_config
-from mro.evaluate import resolve_model
-from mro.textgen import TextSampler
-from mro.workdir import load_inference_model
+from mro.sampling.textgen import TextSampler
+from mro.loading import load_inference_model, resolve_model
 from rewards import combine
 from rewards.combine import RewardConfig, parse_rewards
 from rewards.quality import QualityConfig

@@ -8,10 +8,11 @@ not JSON objects (e.g. torn by a kill) are skipped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from mro.files import read_jsonl
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -19,14 +20,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
   path = Path(path)
   if not path.is_file():
     raise ValueError(f"results file {path} does not exist")
-  records = []
-  for line in path.read_text(encoding="utf-8").splitlines():
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      continue
-    if isinstance(record, dict) and {"accuracy", "task", "protocol"} <= set(record):
-      records.append(record)
+  records = [r for r in read_jsonl(path) if {"accuracy", "task", "protocol"} <= set(r)]
   if not records:
     raise ValueError(f"{path} holds no `mro eval` result lines")
   return records

@@ -1,0 +1,151 @@
+"""Which model a name means, and opening it for inference.
+
+A model is named by a path (an HF-format model directory, an Orbax model directory from
+`mro convert`, or a training workdir) or by a shipped name, resolved per task:
+
+    default          experiments/models/default/<task>/         mask predictor
+    default-mro      experiments/models/default-mro/<task>/     its MRO-tuned version
+    default-scorer   experiments/models/default-scorer/<task>/  causal perplexity scorer
+
+Every verb that takes `--model` resolves it here, so `default` means the same thing in
+`mro sample`, `mro eval`, `mro reject-sample` and `mro rl`. A shipped predictor's scorer
+is the task's `default-scorer`. A model's own sampler settings (gen length, block,
+steps) are recorded with it (`sampler.json` in a model directory, the `sampler` section
+of a workdir's config) and are the defaults of `mro sample`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from flax import nnx
+
+from models import checkpoints
+from models.config import ModelConfig, SpecialIds
+from models.tokenizers import load_tokenizer
+from models.transformer import Transformer
+from mro import config as exp_config
+from mro.sampling.schedule import SamplerConfig
+from mro.training.workdir import Workdir
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "models"
+SHIPPED_MODELS = ("default", "default-mro", "default-scorer")
+SAMPLER_FILE = "sampler.json"  # a model directory's recorded sampler settings
+
+
+def is_shipped(name: str | Path | None) -> bool:
+  return name is not None and str(name) in SHIPPED_MODELS
+
+
+def resolve_model(name_or_path: str | Path, task: str | None) -> Path:
+  """`default` / `default-mro` / `default-scorer` -> experiments/models/<name>/<task>/;
+  anything else is a path that must exist."""
+  if is_shipped(name_or_path):
+    root = MODELS_DIR / str(name_or_path)
+    have = sorted(p.parent.name for p in root.glob("*/config.json"))
+    if not task:
+      raise ValueError(f"--model {name_or_path} names one shipped model per task; add "
+                       f"--task (one of: {', '.join(have) or 'none shipped yet'})")
+    path = root / task
+    if not (path / "config.json").is_file():
+      raise ValueError(f"no shipped {name_or_path!r} model for task {task!r} (looked in "
+                       f"{path}); shipped {name_or_path!r} models: "
+                       f"{', '.join(have) or 'none yet'}. Pass a model directory instead")
+    return path
+  path = Path(name_or_path).expanduser()
+  if not path.exists():
+    raise ValueError(f"model directory {path} does not exist")
+  return path
+
+
+def resolve_scorer(scorer: str | Path | None, task: str | None,
+                   model: str | Path | None = None) -> Path | None:
+  """The perplexity scorer to use: `scorer` if given (`default` = the task's shipped
+  scorer), else the task's shipped scorer when `model` is a shipped predictor (it was
+  trained with it), else None."""
+  if scorer is None:
+    if not (is_shipped(model) and task):
+      return None
+    scorer = "default"
+  if str(scorer) == "default":
+    if not task:
+      raise ValueError("--scorer default needs --task (the shipped scorers are per task)")
+    return resolve_model("default-scorer", task)
+  return resolve_model(scorer, task)
+
+
+def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, ModelConfig,
+                                                               SpecialIds, Any]:
+  """(model, model config, special ids, tokenizer) from a workdir or a model directory
+  (HF safetensors, or Orbax from `mro convert`). `mesh` shards a model directory's
+  weights as they are read (a workdir's checkpoint uses its config's mesh)."""
+  path = Path(path)
+  if not path.is_dir():
+    raise ValueError(f"model directory {path} does not exist" if not path.exists() else
+                     f"{path} is a file, not a workdir or model directory")
+  wd = Workdir(path)
+  if wd.model.joinpath("config.json").exists():
+    return load_inference_model(wd.model, mesh)
+  if wd.checkpoints.is_dir() and wd.config.exists():
+    from mro.training.checkpointing import Checkpointer  # orbax is only needed for workdirs
+    from mro.training.step import init_state, make_optimizer
+    from models.sharding import make_mesh
+    cfg = exp_config.load_resolved(wd.config)
+    ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
+    step = ckpt.latest_step()
+    if step is None:
+      raise ValueError(f"{wd.checkpoints} holds no checkpoint yet")
+    mesh = make_mesh(cfg.mesh)
+    apply, like, _ = init_state(cfg.model, make_optimizer(cfg.train), cfg.train.seed, mesh)
+    state, _ = ckpt.restore(step, like)
+    ckpt.close()
+    tokenizer = load_tokenizer(wd.tokenizer)
+    return nnx.merge(apply.graphdef, state.params), cfg.model, tokenizer.special, tokenizer
+  if not path.joinpath("config.json").exists():
+    raise ValueError(f"{path} is neither a workdir nor a model directory (no config.json)")
+  tokenizer = load_tokenizer(path)
+  model, model_cfg, ids = checkpoints.load_model(path, mesh=mesh)
+  if ids.mask != tokenizer.special.mask or ids.eos != tokenizer.special.eos:
+    raise ValueError(f"{path}: config.json names mask/eos ids {ids.mask}/{ids.eos} but the "
+                     f"tokenizer has {tokenizer.special.mask}/{tokenizer.special.eos}")
+  return model, model_cfg, tokenizer.special, tokenizer
+
+
+def recorded_sampler_config(path: str | Path) -> SamplerConfig | None:
+  """The sampler settings recorded with a model: a model directory's `sampler.json`, else
+  the `sampler` section of its workdir's config (a workdir, or workdir/model); None if
+  nothing is recorded."""
+  path = Path(path)
+  if (path / SAMPLER_FILE).is_file():
+    return read_sampler_file(path / SAMPLER_FILE)
+  for root in (path, path.parent):
+    wd = Workdir(root)
+    if wd.config.exists():
+      try:
+        return exp_config.load_resolved(wd.config).sampler
+      except (ValueError, KeyError, TypeError):
+        return None
+  return None
+
+
+def read_sampler_file(path: Path) -> SamplerConfig:
+  try:
+    raw = json.loads(path.read_text())
+    if not isinstance(raw, dict):
+      raise ValueError("expected a JSON object")
+    known = {f.name for f in dataclasses.fields(SamplerConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+      raise ValueError(f"unknown field(s) {unknown}; known: {sorted(known)}")
+    return SamplerConfig(**raw)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{path}: not a valid sampler settings file: {e}") from e
+
+
+def write_sampler_file(model_dir: str | Path, cfg: SamplerConfig) -> None:
+  """Records `cfg` as the sampler settings of the model in `model_dir`."""
+  from mro.files import write_json_atomic
+  write_json_atomic(Path(model_dir) / SAMPLER_FILE, dataclasses.asdict(cfg))

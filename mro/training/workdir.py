@@ -1,0 +1,102 @@
+"""The workdir is the record of a run.
+
+    workdir/config.json      resolved experiment config (every field)
+    workdir/tokenizer/       the tokenizer the run trained or was given
+    workdir/checkpoints/N/   Orbax checkpoints: train state + {"data_position": ...}
+    workdir/metrics.jsonl    one JSON object per logged step
+    workdir/model/           the final model in portable HF format (+ tokenizer)
+
+Opening a workdir or a model directory for inference is `mro.loading`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from mro import config as exp_config
+from mro.files import append_jsonl, read_jsonl, write_atomic
+@dataclasses.dataclass(frozen=True)
+class Workdir:
+  root: Path
+
+  @property
+  def config(self) -> Path:
+    return self.root / "config.json"
+
+  @property
+  def tokenizer(self) -> Path:
+    return self.root / "tokenizer"
+
+  @property
+  def checkpoints(self) -> Path:
+    return self.root / "checkpoints"
+
+  @property
+  def metrics(self) -> Path:
+    return self.root / "metrics.jsonl"
+
+  @property
+  def model(self) -> Path:
+    return self.root / "model"
+
+
+# Settings that may change between a run and its resumption (they do not change results).
+IGNORED_ON_RESUME = {"train": ("progress", "wandb", "wandb_project", "log_every",
+                               "keep_checkpoints", "checkpoint_every"),
+                     "data": ("loss_chunk",),  # the same loss, computed in chunks
+                     "sampler": tuple(f.name for f in dataclasses.fields(exp_config.SamplerConfig))}
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+  out = []
+  for k in sorted(set(a) | set(b)):
+    va, vb = a.get(k), b.get(k)
+    if isinstance(va, dict) and isinstance(vb, dict):
+      out += _diff(va, vb, f"{prefix}{k}.")
+    elif va != vb:
+      out.append(f"{prefix}{k}: {va!r} (workdir) vs {vb!r} (now)")
+  return out
+
+
+def claim(root: str | Path, cfg: exp_config.ExperimentConfig) -> Workdir:
+  """Creates the workdir, or checks that an existing one was started with this config."""
+  wd = Workdir(Path(root))
+  wd.root.mkdir(parents=True, exist_ok=True)
+  if wd.config.exists():
+    saved = json.loads(wd.config.read_text())
+    now = cfg.to_dict()
+    # A section added to the schema after the run started counts as its defaults.
+    for section, values in exp_config.ExperimentConfig().to_dict().items():
+      saved.setdefault(section, values)
+    # model.vocab_size follows the tokenizer; the rest of IGNORED cannot change results.
+    now["model"]["vocab_size"] = saved.get("model", {}).get("vocab_size")
+    for section, keys in IGNORED_ON_RESUME.items():
+      for key in keys:
+        saved.get(section, {}).pop(key, None)
+        now.get(section, {}).pop(key, None)
+    differences = _diff(saved, now)
+    if differences:
+      raise ValueError(f"{wd.root} holds a run with a different config; use a new workdir or "
+                       "the same settings. Differences:\n  " + "\n  ".join(differences))
+  return wd
+
+
+def append_metrics(path: Path, record: dict[str, Any]) -> None:
+  append_jsonl(path, [record])
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+  """The step records of a metrics file (lines torn by a kill are skipped)."""
+  return [r for r in read_jsonl(path) if "step" in r]
+
+
+def truncate_metrics(path: Path, after_step: int) -> None:
+  """Drops records of steps a resumed run will redo (written after the last checkpoint)
+  and any line torn by a kill."""
+  if not path.exists():
+    return
+  keep = [r for r in read_metrics(path) if r["step"] <= after_step]
+  write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
