@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,22 @@ class ModelConfig:
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
+                 "mlp_hidden", "max_seq_len", "head_dim"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"model.{name} must be an integer, got {value!r}")
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
                  "mlp_hidden", "max_seq_len"):
       if getattr(self, name) <= 0:
         raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+    for name in ("rope_theta", "norm_eps", "init_std"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) \
+          or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"model.{name} must be a positive finite number, got {value!r}")
+    for name in ("causal", "shift_logits", "remat"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"model.{name} must be true or false, got {getattr(self, name)!r}")
     if self.head_dim < 0:
       raise ValueError(f"model.head_dim must be >= 0, got {self.head_dim}")
     if self.head_dim == 0 and self.d_model % self.n_heads:
@@ -155,7 +169,7 @@ def from_hf_dict(hf: dict[str, Any], **overrides: Any) -> tuple[ModelConfig, Spe
       vocab_size=vocab, d_model=d_model, n_layers=hf["n_layers"], n_heads=n_heads,
       n_kv_heads=hf.get("n_kv_heads") or n_heads, head_dim=hf.get("head_dim") or 0,
       mlp_hidden=hf["mlp_hidden_size"], max_seq_len=hf.get("max_sequence_length", 4096),
-      rope_theta=float(hf.get("rope_theta", 10000.0)), norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
+      rope_theta=hf.get("rope_theta", 10000.0), norm_eps=hf.get("rms_norm_eps", 1e-5),
       causal=bool(hf.get("causal", False)), shift_logits=bool(hf.get("shift_logits", False)),
   )
   if hf.get("torch_dtype") in DTYPES:
@@ -167,11 +181,18 @@ def from_hf_dict(hf: dict[str, Any], **overrides: Any) -> tuple[ModelConfig, Spe
   fields.update(overrides)
   if "mask_token_id" not in hf or "eos_token_id" not in hf:
     raise ValueError("config.json must name mask_token_id and eos_token_id")
+  cfg = ModelConfig(**fields)
+  for key in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id"):
+    value = hf.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 0 <= value < cfg.vocab_size):
+      raise ValueError(f"config.json: {key}={value!r} must be a token id in "
+                       f"[0, {cfg.vocab_size})")
   pad = hf.get("pad_token_id")
   ids = SpecialIds(mask=hf["mask_token_id"], eos=hf["eos_token_id"],
                    pad=hf["eos_token_id"] if pad is None else pad,
                    bos=hf.get("bos_token_id"))
-  return ModelConfig(**fields), ids
+  return cfg, ids
 
 
 def to_hf_dict(cfg: ModelConfig, ids: SpecialIds) -> dict[str, Any]:
@@ -197,7 +218,12 @@ def load_hf_config(model_dir: str | Path, **overrides: Any) -> tuple[ModelConfig
   if not path.is_file():
     raise ValueError(f"{path} does not exist")
   try:
-    hf = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
+    hf = json.loads(path.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path} is not valid JSON: {e}") from e
-  return from_hf_dict(hf, **overrides)
+  if not isinstance(hf, dict):
+    raise ValueError(f"{path} must hold a JSON object, got {type(hf).__name__}")
+  try:
+    return from_hf_dict(hf, **overrides)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{path}: {e}") from e

@@ -8,6 +8,13 @@ A config file (experiments/configs/NAME.yaml, or any path) has one mapping per s
     train: {steps: 300, batch_size: 32}
     sampler: {gen_length: 64, steps: 64, block_length: 32}
     mesh: {data: 1, fsdp: 1, tensor: 1}
+    # reject sampling / RL only:
+    start: {model: default, scorer: default}
+    search: {k: 4, group_steps: 3, temperature: 1.0}
+    rewards: {use: "tv,ppl,q", quality_source: label}
+    reject: {keep: top1, n_opt: 2}
+    rl: {group_steps: 3, rollouts_per_prompt: 4, baseline: none}
+    validation: {every: 25, limit: 256}
 
 Every key is checked against the dataclass fields (unknown keys are errors naming the
 known ones), values against the field types, and each section validates itself, so a bad
@@ -30,7 +37,10 @@ import yaml
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
+from mro.method.settings import (RejectConfig, RLConfig, SearchConfig, StartConfig,
+                                 ValidationConfig)
 from mro.sampling.schedule import SamplerConfig
+from rewards.combine import RewardConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
@@ -92,6 +102,8 @@ class TrainConfig:
   batch_size: int = 32  # sequences per optimizer step (all micro-batches together)
   grad_accum: int = 1  # micro-batches per step; batch_size must divide evenly
   lr: float = 3e-4
+  # linear warmup, capped at a tenth of the run (`effective_warmup`), so a short run of a
+  # long config (--set train.steps=20) just works
   warmup_steps: int = 20
   min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
   weight_decay: float = 0.1
@@ -124,70 +136,11 @@ class TrainConfig:
         raise ValueError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
     if self.weight_decay < 0:
       raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
-    if self.warmup_steps >= self.steps:
-      raise ValueError(f"train.warmup_steps={self.warmup_steps} must be < train.steps="
-                       f"{self.steps}")
 
-
-@dataclasses.dataclass(frozen=True)
-class MROConfig:
-  """Reject sampling (`mro reject-sample`) and RL (`mro rl`) on top of a trained model.
-
-  Rollouts use the `sampler` section (gen_length, steps, block_length) at
-  `rollout_temperature`; SGRO groups are `group_steps` denoising steps each.
-  """
-
-  init: str | None = None  # model dir to start from ("default" = the shipped one for data.task)
-  scorer: str | None = None  # causal scorer dir for R_ppl ("default" = the shipped one)
-  rewards: str = "tv,ppl,q"  # on rewards, each optionally weighted: "tv,ppl=0.5,q=2"
-  quality_source: str = "label"  # training may use the label; vote / verifier also work
-  n_verify: int = 1
-  group_steps: int = 4  # w
-  rollout_temperature: float = 0.25
-  # reject sampling
-  search_k: int = 4  # candidates per search point (MRO-2 / MRO-4)
-  keep: str = "top1"  # "top1" per prompt, or "threshold" (total reward >= keep_threshold)
-  keep_threshold: float = 1.0
-  stepwise: bool = True  # step-wise loss on trajectories; False: SFT on final answers
-  n_opt: int = 2  # consecutive steps (reject) / groups (RL) optimised per trajectory
-  # RL
-  rollouts_per_prompt: int = 4
-  prompts_per_batch: int = 8
-  inner_steps: int = 2  # gradient steps per rollout batch (importance ratio after the 1st)
-  clip_eps: float | None = 0.2
-  baseline: str = "none"  # "none" (paper) or "group_mean"
-  q_rule: str = "uniform"  # group selection probabilities: uniform | advantage | tokens
-  kl_coef: float = 0.0
-  shaping: bool = False
-  shaping_lambda: float = 1.0
-  # validation (held-out split) and best checkpoint
-  eval_every: int = 100
-  eval_limit: int = 128
-  val_data: str | None = None  # validation data file (default: the task's validation split)
-
-  def __post_init__(self):
-    from mro.method.sgro import BASELINES, Q_RULES
-    from rewards.combine import parse_rewards
-    from rewards.quality import SOURCES
-    parse_rewards(self.rewards)
-    if self.quality_source not in SOURCES:
-      raise ValueError(f"mro.quality_source must be one of {SOURCES}")
-    if self.keep not in ("top1", "threshold"):
-      raise ValueError(f"mro.keep must be 'top1' or 'threshold', got {self.keep!r}")
-    if self.baseline not in BASELINES:
-      raise ValueError(f"mro.baseline must be one of {BASELINES}, got {self.baseline!r}")
-    if self.q_rule not in Q_RULES:
-      raise ValueError(f"mro.q_rule must be one of {Q_RULES}, got {self.q_rule!r}")
-    for name in ("n_verify", "group_steps", "search_k", "n_opt", "rollouts_per_prompt",
-                 "prompts_per_batch", "inner_steps", "eval_every", "eval_limit"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"mro.{name} must be >= 1, got {getattr(self, name)}")
-    if self.clip_eps is not None and self.clip_eps <= 0:
-      raise ValueError(f"mro.clip_eps must be positive or null, got {self.clip_eps}")
-    if self.kl_coef < 0 or self.rollout_temperature < 0:
-      raise ValueError("mro.kl_coef and mro.rollout_temperature must be >= 0")
-    if self.baseline == "group_mean" and self.rollouts_per_prompt < 2:
-      raise ValueError("mro.baseline=group_mean needs mro.rollouts_per_prompt >= 2")
+  @property
+  def effective_warmup(self) -> int:
+    """The warmup steps used: warmup_steps, at most a tenth of the run (at least 1)."""
+    return min(self.warmup_steps, max(1, self.steps // 10))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +151,13 @@ class ExperimentConfig:
   train: TrainConfig = TrainConfig()
   sampler: SamplerConfig = SamplerConfig()
   mesh: MeshConfig = MeshConfig()
-  mro: MROConfig = MROConfig()
+  # reject sampling and RL (mro/method/settings.py, rewards/combine.py)
+  start: StartConfig = StartConfig()
+  search: SearchConfig = SearchConfig()
+  rewards: RewardConfig = RewardConfig(quality_source="label")
+  reject: RejectConfig = RejectConfig()
+  rl: RLConfig = RLConfig()
+  validation: ValidationConfig = ValidationConfig()
 
   def __post_init__(self):
     if (self.data.objective == "ar") != self.model.causal:
@@ -214,9 +173,7 @@ class ExperimentConfig:
     return dataclasses.asdict(self)
 
 
-_SECTION_TYPES = {"model": ModelConfig, "tokenizer": TokenizerConfig, "data": DataConfig,
-                  "train": TrainConfig, "sampler": SamplerConfig, "mesh": MeshConfig,
-                  "mro": MROConfig}
+_SECTION_TYPES = typing.get_type_hints(ExperimentConfig)
 
 
 def _check_type(where: str, value: Any, annotation: Any) -> Any:
@@ -228,6 +185,9 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
   if value is None and type(None) in options:
     return None
   for t in options:
+    if typing.get_origin(t) is tuple and isinstance(value, (list, tuple)) \
+        and all(isinstance(v, str) for v in value):
+      return tuple(value)
     if t is bool and isinstance(value, bool):
       return value
     if t is int and isinstance(value, int) and not isinstance(value, bool):
@@ -251,7 +211,7 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
 def _build_section(name: str, values: dict[str, Any]):
   cls = _SECTION_TYPES[name]
   values = dict(values)
-  base = cls()
+  base = getattr(ExperimentConfig(), name)  # the section's defaults in an experiment
   if name == "model" and "preset" in values:
     preset_name = values.pop("preset")
     if not isinstance(preset_name, str):

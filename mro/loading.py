@@ -95,13 +95,13 @@ def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, Mode
     from models.sharding import make_mesh
     cfg = exp_config.load_resolved(wd.config)
     ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
-    step = ckpt.latest_step()
-    if step is None:
-      raise ValueError(f"{wd.checkpoints} holds no checkpoint yet")
     mesh = make_mesh(cfg.mesh)
     apply, like, _ = init_state(cfg.model, make_optimizer(cfg.train), cfg.train.seed, mesh)
-    state, _ = ckpt.restore(step, like)
+    restored = ckpt.restore_latest_intact(like)
     ckpt.close()
+    if restored is None:
+      raise ValueError(f"{wd.checkpoints} holds no checkpoint yet")
+    _, state, _ = restored
     tokenizer = load_tokenizer(wd.tokenizer)
     return nnx.merge(apply.graphdef, state.params), cfg.model, tokenizer.special, tokenizer
   if not path.joinpath("config.json").exists():

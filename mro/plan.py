@@ -46,6 +46,7 @@ from mro.training.losses import make_mdm_loss
 from mro.sampling.schedule import SamplerConfig
 
 GIB = 2**30
+MAX_DEVICES = 4096  # the largest TPU pods have 8960 chips; raise with --max-devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ class PlanConfig:
 
   preset: str = "llada_8b"
   mesh: MeshConfig = MeshConfig()
-  batch: int = 8
+  batch: int = 0  # 0 = one sequence per data-parallel device (data x fsdp)
   seq: int = 2048
   prompt_len: int = 0
   grad_accum: int = 1
@@ -68,9 +69,18 @@ class PlanConfig:
   steps: int = 0  # denoising steps (0 = gen_length)
   train: bool = True
   sample: bool = True
+  max_devices: int = MAX_DEVICES  # a larger mesh is refused (fake devices cost host memory)
 
   def __post_init__(self):
     model = model_config.preset(self.preset)  # ValueError naming the known presets
+    devices = self.mesh.data * self.mesh.fsdp * self.mesh.tensor
+    if devices > self.max_devices:
+      raise ValueError(f"plan mesh {self.mesh.data}x{self.mesh.fsdp}x{self.mesh.tensor} has "
+                       f"{devices} devices, more than max_devices={self.max_devices} (each "
+                       "fake device costs host memory and compile time; raise the bound "
+                       "with --max-devices if you mean it)")
+    if self.batch == 0:
+      object.__setattr__(self, "batch", self.mesh.data * self.mesh.fsdp * self.grad_accum)
     for name in ("batch", "seq", "grad_accum", "sample_prompt", "gen_length", "block_length"):
       if getattr(self, name) <= 0:
         raise ValueError(f"plan {name} must be positive, got {getattr(self, name)}")

@@ -19,16 +19,31 @@ REWARDS = ("tv", "ppl", "q")
 
 @dataclasses.dataclass(frozen=True)
 class RewardConfig:
-  use: tuple[str, ...] = REWARDS
+  """Which rewards are on, their weights, and the settings of each.
+
+  `use` is a tuple of names or a spec string (`"tv,ppl=0.5,q"`: a weight beside its
+  reward overrides w_<name>; `"all"`, `"none"`). The quality reward's settings
+  (`quality_source`, `correct_value`, `format_value`) make its `QualityConfig`.
+  """
+
+  use: tuple[str, ...] | str = REWARDS
   w_tv: float = 1.0
   w_ppl: float = 1.0
   w_q: float = 1.0
   n_verify: int = 1  # positions re-predicted per group for R_tv
   ppl_cap: float = 100.0  # C
   ppl_scale: float = 100.0  # F
-  quality: QualityConfig = QualityConfig()
+  quality_source: str = "vote"
+  correct_value: float = 1.0
+  format_value: float = 0.5
 
   def __post_init__(self):
+    if isinstance(self.use, str):
+      names, weights = parse_reward_spec(self.use)
+      object.__setattr__(self, "use", names)
+      for name, w in weights.items():
+        object.__setattr__(self, f"w_{name}", w)
+    object.__setattr__(self, "use", tuple(self.use))
     unknown = sorted(set(self.use) - set(REWARDS))
     if unknown:
       raise ValueError(f"unknown reward(s) {unknown}; choose from {REWARDS}")
@@ -36,14 +51,32 @@ class RewardConfig:
       raise ValueError(f"rewards listed twice in {self.use}")
     if self.n_verify < 1:
       raise ValueError(f"n_verify must be >= 1, got {self.n_verify}")
-    if self.ppl_cap <= 0 or self.ppl_scale <= 0:
+    if not (self.ppl_cap > 0 and self.ppl_scale > 0):
       raise ValueError("ppl_cap (C) and ppl_scale (F) must be positive")
+    for name in ("w_tv", "w_ppl", "w_q", "correct_value", "format_value"):
+      if not np.isfinite(getattr(self, name)):
+        raise ValueError(f"rewards.{name} must be finite, got {getattr(self, name)}")
+    self.quality  # validates quality_source
+
+  @property
+  def quality(self) -> QualityConfig:
+    return QualityConfig(self.quality_source, self.correct_value, self.format_value)
+
+  @property
+  def spec(self) -> str:
+    """The rewards as a spec string with their weights, e.g. 'tv,ppl=0.5,q'."""
+    parts = [n if self.weight(n) == 1.0 else f"{n}={self.weight(n):g}" for n in self.use]
+    return ",".join(parts) or "none"
 
   def on(self, name: str) -> bool:
     return name in self.use
 
   def weight(self, name: str) -> float:
     return getattr(self, f"w_{name}") if self.on(name) else 0.0
+
+  def total(self, **values):
+    """Weighted sum of the given reward values (off rewards contribute nothing)."""
+    return total(self, **values)
 
 
 def parse_reward_spec(text: str) -> tuple[tuple[str, ...], dict[str, float]]:
@@ -82,8 +115,7 @@ def parse_rewards(text: str) -> tuple[str, ...]:
 
 def reward_config(text: str, **settings) -> RewardConfig:
   """A RewardConfig from a spec such as 'tv,ppl=0.5,q' plus its other fields."""
-  names, weights = parse_reward_spec(text)
-  return RewardConfig(use=names, **{f"w_{n}": w for n, w in weights.items()}, **settings)
+  return RewardConfig(use=text, **settings)
 
 
 def total(cfg: RewardConfig, **values) -> np.ndarray:

@@ -59,6 +59,9 @@ class CausalLMScorer:
     return jnp.where(scored, logp, 0.0).sum(axis=1), count
 
 
+WIDTH_BUCKET = 32
+
+
 class TextScorer:
   """Host-side scorer with its own tokenizer: prompt and response text in, log p out."""
 
@@ -75,8 +78,12 @@ class TextScorer:
     tok = self.tokenizer
     p_ids = [tok.encode(p) for p in prompts]
     r_ids = [tok.encode(r) for r in responses]
-    P = max(len(p) for p in p_ids)
-    R = max(1, max(len(r) for r in r_ids))
+    # widths rounded up to a bucket, so that groups whose texts differ a little in length
+    # share one compiled scorer (padding changes no score: the prompt is left-padded and
+    # masked, the tail after the response is not scored, and the model is causal)
+    bucket = lambda n: -(-max(n, 1) // WIDTH_BUCKET) * WIDTH_BUCKET
+    P = bucket(max(len(p) for p in p_ids))
+    R = bucket(max(len(r) for r in r_ids))
     tokens = np.full((len(p_ids), P + R), tok.special.pad, np.int32)
     attn = np.zeros_like(tokens, bool)
     committed = np.zeros_like(tokens, bool)

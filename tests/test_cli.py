@@ -159,6 +159,8 @@ def test_sample_help_explains_how_gen_length_block_length_and_steps_relate(capsy
     assert flag in out
   assert "GEN_LENGTH / BLOCK_LENGTH blocks" in out  # the note on how they relate
   assert "steps = gen-length" in out  # the defaults
+  for task in ("sudoku", "countdown", "arith"):  # each task's prompt format, by example
+    assert f"--task {task}" in out
 
 
 def test_a_missing_required_argument_is_a_usage_error_with_exit_2(capsys):

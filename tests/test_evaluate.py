@@ -6,6 +6,7 @@ Compile budget: the settings of `run` (gen 16; steps 16, 4, 2; batch 3), which t
 and append tests reuse, plus one each for batch 8, threshold mode and the in-memory model.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -22,6 +23,7 @@ from mro import loading
 from mro.evaluation import runner as evaluate
 from mro.evaluation import plot
 from mro.evaluation import report
+from mro.evaluation import settings as eval_settings
 from mro.evaluation.runner import EvalConfig, run_eval
 from mro.training.loop import TASK_TAGS
 from mro.evaluation.protocols import Protocol, get_protocol, protocol_names
@@ -62,7 +64,7 @@ def text_sampler(model_dir):
 def run(model_dir, tmp_path_factory):
   """(config, records, result lines, generation lines) of one run with --out."""
   out = tmp_path_factory.mktemp("eval") / "res.jsonl"
-  cfg = EvalConfig(**BASE, out=str(out))
+  cfg = EvalConfig.build(**BASE, out=str(out))
   records = run_eval(model_dir, cfg)
   lines = [json.loads(x) for x in out.read_text().splitlines()]
   gens = [json.loads(x) for x in evaluate.generations_path(out).read_text().splitlines()]
@@ -128,7 +130,7 @@ def test_outputs_do_not_depend_on_the_batch_size(run, model_dir, tmp_path):
   at_batch_3 = outputs_of(gens, records[1]["setting_id"])  # steps 4
   assert len(set(at_batch_3.values())) > 1  # temperature 1: the rows really differ
   out = tmp_path / "b8.jsonl"
-  again = run_eval(model_dir, EvalConfig(**{**BASE, "steps": "4", "batch_size": 8},
+  again = run_eval(model_dir, EvalConfig.build(**{**BASE, "steps": "4", "batch_size": 8},
                                          out=str(out)))
   assert (again[0]["batches"], again[0]["nfe"]) == (1, 4)  # 7 rows + 1 padding row
   gens8 = [json.loads(x) for x in evaluate.generations_path(out).read_text().splitlines()]
@@ -138,7 +140,7 @@ def test_outputs_do_not_depend_on_the_batch_size(run, model_dir, tmp_path):
 
 
 def test_threshold_mode_records_the_forward_passes_the_sampler_took(text_sampler):
-  cfg = EvalConfig(**{**BASE, "steps": (), "threshold": 0.5, "limit": 4, "batch_size": 2})
+  cfg = EvalConfig.build(**{**BASE, "steps": (), "threshold": 0.5, "limit": 4, "batch_size": 2})
   (record,) = run_eval(text_sampler, cfg)
   assert record["sampler"]["threshold"] == 0.5 and record["batches"] == 2
   assert 2 <= record["nfe"] <= 2 * 16  # at least one step per batch, at most one per token
@@ -159,24 +161,38 @@ def test_a_crash_in_the_second_setting_keeps_the_first_line_intact(model_dir, tm
   monkeypatch.setattr(evaluate, "_run_setting", crash_on_second)
   out = tmp_path / "res.jsonl"
   with pytest.raises(RuntimeError, match="killed"):
-    run_eval(model_dir, EvalConfig(**BASE, out=str(out)))
+    run_eval(model_dir, EvalConfig.build(**BASE, out=str(out)))
   lines = [json.loads(x) for x in out.read_text().splitlines()]
   assert [r["steps"] for r in lines] == [16]
   gens = evaluate.generations_path(out).read_text().splitlines()
   assert len(gens) == 7 and all(json.loads(g)["steps"] == 16 for g in gens)
 
 
-def test_a_second_run_appends_to_the_same_files(run, model_dir, tmp_path):
+def test_a_rerun_skips_recorded_settings_and_force_appends_them_again(run, model_dir,
+                                                                       tmp_path, no_compile):
   out = tmp_path / "res.jsonl"
-  cfg = EvalConfig(**{**BASE, "steps": "2"}, out=str(out))
+  cfg = EvalConfig.build(**{**BASE, "steps": "2,4"}, out=str(out))
+  _, records, lines, _ = run  # the same settings, recorded in run's own file
+  out.write_text("".join(json.dumps(r) + "\n" for r in lines[1:]) + '{"torn": ')
+  again = run_eval(model_dir, cfg)  # both recorded already: nothing compiles
+  assert [r["setting_id"] for r in again] == [lines[2]["setting_id"], lines[1]["setting_id"]]
+  assert len(out.read_text().splitlines()) == 3
+  other_seed = EvalConfig.build(**{**BASE, "steps": "2", "seed": 4}, out=str(out))
+  with pytest.raises(AssertionError, match="reached the compiled sampler"):
+    run_eval(model_dir, other_seed)  # a different resolved config is not skipped
+
+
+def test_force_re_runs_and_appends_a_recorded_setting(run, model_dir, tmp_path):
+  out = tmp_path / "res.jsonl"
+  cfg = EvalConfig.build(**{**BASE, "steps": "2"}, out=str(out))
   run_eval(model_dir, cfg)
-  run_eval(model_dir, cfg)
+  run_eval(model_dir, dataclasses.replace(cfg, force=True))
   assert len(out.read_text().splitlines()) == 2
   assert len(evaluate.generations_path(out).read_text().splitlines()) == 14
 
 
 def test_an_in_memory_model_is_labelled_by_model_name(text_sampler):
-  cfg = EvalConfig(**{**BASE, "steps": "2", "limit": 2})
+  cfg = EvalConfig.build(**{**BASE, "steps": "2", "limit": 2})
   assert run_eval(text_sampler, cfg)[0]["model"] == "<in-memory>"
   record = run_eval(text_sampler, cfg, model_name="mine")[0]
   assert record["model"] == "mine" and record["model_path"] is None and record["n"] == 2
@@ -208,7 +224,7 @@ def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(run):
     ("mro", "countdown", dict(gen_length=256, block_length=64, steps=128)),
 ])
 def test_a_protocol_fills_in_its_per_task_sampler_defaults(protocol, task, want):
-  (scfg,) = EvalConfig(task=task, protocol=protocol).sampler_configs()
+  (scfg,) = EvalConfig.build(task=task, protocol=protocol).sampler_configs()
   assert scfg.remasking == "low_confidence"
   for name, value in want.items():
     assert getattr(scfg, name) == value, name
@@ -226,20 +242,20 @@ def test_compact_lengths_fit_every_compact_target_plus_eos_and_halve_three_times
 
 def test_d1_evaluates_256_items_of_countdown_and_sudoku_and_appends_reasoning():
   for task in ("countdown", "sudoku"):
-    assert EvalConfig(task=task, protocol="d1").resolved_protocol().limit == 256
-  assert EvalConfig(task="gsm8k", protocol="d1").resolved_protocol().limit is None
+    assert EvalConfig.build(task=task, protocol="d1").resolved_protocol().limit == 256
+  assert EvalConfig.build(task="gsm8k", protocol="d1").resolved_protocol().limit is None
   assert get_protocol("d1").assistant_prefix == "<reasoning>"
   assert {get_protocol(n, "gsm8k").style for n in ("llada", "d1", "mro")} == {"protocol"}
 
 
 def test_explicit_options_override_the_protocol_and_steps_follow_the_new_length():
-  cfg = EvalConfig(task="gsm8k", protocol="d1", gen_length=512, temperature=0.5,
+  cfg = EvalConfig.build(task="gsm8k", protocol="d1", gen_length=512, temperature=0.5,
                    remasking="margin", limit=10)
   (scfg,) = cfg.sampler_configs()
   assert (scfg.gen_length, scfg.steps, scfg.block_length) == (512, 256, 32)
   assert (scfg.temperature, scfg.remasking) == (0.5, "margin")
   assert cfg.resolved_protocol().limit == 10
-  cfg = EvalConfig(task="sudoku", steps="L,L/2,L/4,L/8,3", gen_length=40)
+  cfg = EvalConfig.build(task="sudoku", steps="L,L/2,L/4,L/8,3", gen_length=40)
   assert [s.steps for s in cfg.sampler_configs()] == [40, 20, 10, 5, 3]
   assert {s.block_length for s in cfg.sampler_configs()} == {40}  # compact: one block
 
@@ -258,11 +274,11 @@ def test_an_invalid_protocol_field_raises_naming_it():
 
 
 def test_steps_tokens_are_fractions_of_the_response_length():
-  assert [evaluate.resolve_steps(s, 24) for s in ("L", "full", "L/2", "L/8", "7", 5)] == \
+  assert [eval_settings.resolve_steps(s, 24) for s in ("L", "full", "L/2", "L/8", "7", 5)] == \
       [24, 24, 12, 3, 7, 5]
   for bad in ("L/5", "L/0", "M", "L/x", "2.5"):
     with pytest.raises(ValueError, match="steps"):
-      evaluate.resolve_steps(bad, 24)
+      eval_settings.resolve_steps(bad, 24)
 
 
 def test_the_last_batch_is_padded_with_copies_of_a_real_row():
@@ -332,13 +348,13 @@ def test_default_resolves_to_the_shipped_model_of_the_task(tmp_path, monkeypatch
 ])
 def test_bad_config_raises_naming_the_problem(fields, match):
   with pytest.raises(ValueError, match=match):
-    EvalConfig(**fields)
+    EvalConfig.build(**fields)
 
 
 def test_a_missing_data_file_raises_before_compiling(model_dir, tmp_path, no_compile):
   missing = tmp_path / "missing.csv"
   with pytest.raises(ValueError, match="not found.*missing.csv"):
-    run_eval(model_dir, EvalConfig(task="sudoku", data=str(missing)))
+    run_eval(model_dir, EvalConfig.build(task="sudoku", data=str(missing)))
 
 
 def test_a_malformed_data_row_is_reported_with_its_line_before_compiling(model_dir, tmp_path,
@@ -347,19 +363,19 @@ def test_a_malformed_data_row_is_reported_with_its_line_before_compiling(model_d
   data = tmp_path / "sudoku.csv"
   data.write_text(f"Puzzle,Solution\n{puzzle},{solution}\n{puzzle[:8]},{solution}\n")
   with pytest.raises(ValueError, match="line 3"):
-    run_eval(model_dir, EvalConfig(task="sudoku", data=str(data)))
+    run_eval(model_dir, EvalConfig.build(task="sudoku", data=str(data)))
 
 
 def test_a_prompt_too_long_for_the_model_raises_before_compiling(model_dir, no_compile):
   with pytest.raises(ValueError, match="max_seq_len=96"):
-    run_eval(model_dir, EvalConfig(task="arith", limit=2, gen_length=128))
+    run_eval(model_dir, EvalConfig.build(task="arith", limit=2, gen_length=128))
 
 
 def test_an_empty_data_file_raises(model_dir, tmp_path, no_compile):
   data = tmp_path / "sudoku.csv"
   data.write_text("Puzzle,Solution\n")
   with pytest.raises(ValueError, match="no examples"):
-    run_eval(model_dir, EvalConfig(task="sudoku", data=str(data)))
+    run_eval(model_dir, EvalConfig.build(task="sudoku", data=str(data)))
 
 
 # --- plot ---------------------------------------------------------------------------------
@@ -394,8 +410,8 @@ def test_plot_refuses_a_missing_or_empty_results_file_and_a_non_png_path(run, tm
 
 
 def test_search_reward_weights_reach_the_reward_config():
-  cfg = EvalConfig(task="sudoku", steps="L/4", search="mro", rewards="tv=2,q=0.5")
-  _, rewards = cfg.search_settings(cfg.sampler_configs()[0])
+  cfg = EvalConfig.build(task="sudoku", steps="L/4", search="mro", rewards="tv=2,q=0.5")
+  rewards = cfg.resolved_rewards()
   assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_ppl, rewards.w_q) == (2.0, 1.0, 0.5)
   with pytest.raises(ValueError, match="not a number"):
-    EvalConfig(task="sudoku", steps="L/4", search="mro", rewards="tv=two")
+    EvalConfig.build(task="sudoku", steps="L/4", search="mro", rewards="tv=two")

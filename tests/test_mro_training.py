@@ -36,15 +36,22 @@ def start_models(tmp_path_factory):
   return dirs
 
 
-def config(start_models, **mro) -> exp_config.ExperimentConfig:
+def config(start_models, rewards=None, **sections) -> exp_config.ExperimentConfig:
+  """The tiny MRO experiment; `sections` are {section: {key: value}} overrides."""
   raw = {"data": {"task": "sudoku", "train_size": 8, "max_prompt_len": 20,
                   "max_response_len": 24},
          "sampler": {"gen_length": 24, "steps": 4, "block_length": 24},
          "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
                    "log_every": 1, "progress": False, "lr": 1e-3},
-         "mro": {"init": str(start_models["mdm"]), "scorer": str(start_models["scorer"]),
-                 "group_steps": 2, "search_k": 2, "eval_every": 2, "eval_limit": 4,
-                 "rollouts_per_prompt": 2, "prompts_per_batch": 2, "inner_steps": 2, **mro}}
+         "start": {"model": str(start_models["mdm"]), "scorer": str(start_models["scorer"])},
+         "search": {"k": 2, "group_steps": 2, "temperature": 0.25},
+         "rl": {"group_steps": 2, "rollouts_per_prompt": 2, "prompts_per_batch": 2,
+                "inner_steps": 2},
+         "validation": {"every": 2, "limit": 4}}
+  if rewards is not None:
+    raw["rewards"] = {"use": rewards}
+  for section, values in sections.items():
+    raw[section] = {**raw.get(section, {}), **values}
   return exp_config.from_dict(raw)
 
 
@@ -65,14 +72,14 @@ def test_reject_sampling_keeps_one_searched_trajectory_per_prompt_and_trains(sta
 
 def test_reject_sampling_with_a_threshold_keeps_every_passing_candidate(start_models,
                                                                         tmp_path):
-  reject.run(config(start_models, keep="threshold", keep_threshold=-1e9, rewards="tv"),
-             tmp_path)
+  reject.run(config(start_models, reject={"keep": "threshold", "keep_threshold": -1e9},
+                    rewards="tv"), tmp_path)
   with np.load(tmp_path / "trajectories.npz") as z:
     assert z["tokens"].shape[0] == 8 * 2  # every candidate of every prompt
 
 
 def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_losses(start_models, tmp_path):
-  cfg = config(start_models, baseline="group_mean")
+  cfg = config(start_models, rl={"baseline": "group_mean"})
   rl.run(cfg, tmp_path / "full")
   rl.run(cfg, tmp_path / "cut", stop_after=3)  # last checkpoint: step 2
   rl.run(cfg, tmp_path / "cut")
@@ -85,8 +92,8 @@ def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_losses(start_models,
 
 
 @pytest.mark.parametrize("options", [
-    dict(q_rule="advantage", kl_coef=0.1, shaping=True, clip_eps=None),
-    dict(q_rule="tokens", baseline="group_mean", rewards="tv=0.5,ppl,q=2"),
+    dict(rl=dict(q_rule="advantage", kl_coef=0.1, shaping=True, clip_eps=None)),
+    dict(rl=dict(q_rule="tokens", baseline="group_mean"), rewards="tv=0.5,ppl,q=2"),
 ])
 def test_rl_options_run_end_to_end_with_ratio_one_on_each_fresh_rollout_batch(
     start_models, tmp_path, options):
@@ -98,13 +105,13 @@ def test_rl_options_run_end_to_end_with_ratio_one_on_each_fresh_rollout_batch(
     if r["step"] in (1, 3):  # first inner step after a rollout: pi_theta == pi_old
       assert r["ratio"] == pytest.approx(1.0, abs=1e-5)
   assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the start is the reference
-  if options.get("kl_coef"):  # the policy moved away from the frozen start
+  if options["rl"].get("kl_coef"):  # the policy moved away from the frozen start
     assert rows[-1]["kl"] > 0
 
 
 def test_reject_sampling_can_train_with_the_plain_sft_loss_on_final_answers(start_models,
                                                                             tmp_path):
-  record = reject.run(config(start_models, stepwise=False), tmp_path)
+  record = reject.run(config(start_models, reject={"stepwise": False}), tmp_path)
   rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
   assert record["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows)
   stepwise = tmp_path.parent / "stepwise"
@@ -125,18 +132,17 @@ def test_rl_settings_that_break_rollout_boundaries_are_refused(start_models):
 
 
 def test_mro_config_values_are_checked():
-  for sets, match in ((["mro.baseline=mean"], "baseline"), (["mro.q_rule=max"], "q_rule"),
-                      (["mro.keep=all"], "keep"), (["mro.n_opt=0"], "n_opt"),
-                      (["mro.rewards=tv,xx"], "unknown reward"),
-                      (["mro.rewards=tv,ppl=x"], "not a number")):
+  for sets, match in ((["rl.baseline=mean"], "baseline"), (["rl.q_rule=max"], "q_rule"),
+                      (["reject.keep=all"], "keep"), (["reject.n_opt=0"], "n_opt"),
+                      (["rewards.use=tv,xx"], "unknown reward"),
+                      (["rewards.use=tv,ppl=x"], "not a number")):
     with pytest.raises(ValueError, match=match):
       exp_config.from_dict(exp_config.apply_sets({}, sets))
 
 
 def test_reward_weights_in_the_config_reach_the_training_rewards():
-  from mro.method import start as finetune
-  cfg = exp_config.from_dict(exp_config.apply_sets({}, ["mro.rewards=tv=0.5,q"]))
-  rewards = finetune.reward_config(cfg)
+  cfg = exp_config.from_dict(exp_config.apply_sets({}, ["rewards.use=tv=0.5,q"]))
+  rewards = cfg.rewards
   assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_q) == (0.5, 1.0)
 
 
@@ -145,9 +151,10 @@ def _cli_sets(start_models) -> list[str]:
   flat = {"data.path": "null", "data.train_size": 8, "sampler.steps": 4,
           "train.steps": 4, "train.batch_size": 4, "train.warmup_steps": 1,
           "train.checkpoint_every": 2, "train.progress": "false",
-          "mro.init": start_models["mdm"], "mro.scorer": start_models["scorer"],
-          "mro.group_steps": 2, "mro.search_k": 2, "mro.eval_every": 2, "mro.eval_limit": 4,
-          "mro.val_data": "null", "mro.rollouts_per_prompt": 2, "mro.prompts_per_batch": 2}
+          "start.model": start_models["mdm"], "start.scorer": start_models["scorer"],
+          "search.group_steps": 2, "search.k": 2, "rl.group_steps": 2,
+          "validation.every": 2, "validation.limit": 4, "validation.data": "null",
+          "rl.rollouts_per_prompt": 2, "rl.prompts_per_batch": 2}
   return [arg for k, v in flat.items() for arg in ("--set", f"{k}={v}")]
 
 

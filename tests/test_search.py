@@ -12,7 +12,8 @@ from models.config import preset
 from models.transformer import ModelApply, init_model
 from mro.sampling.sampler import NOT_COMMITTED
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, SearchConfig, run_search, search_nfe, select
+from mro.method.search import Scoring, run_search, search_nfe, select
+from mro.method.settings import SearchConfig
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer
 

@@ -53,7 +53,7 @@ def test_scorers_and_tuned_models_share_the_default_models_tokenizer(model_dir):
 
 @pytest.mark.parametrize("kind", ["default", "default-mro"])
 def test_the_shipped_sudoku_models_solve_held_out_puzzles(kind):
-  (record,) = run_eval(kind, EvalConfig(task="sudoku", limit=16, steps="L", batch_size=16))
+  (record,) = run_eval(kind, EvalConfig.build(task="sudoku", limit=16, steps="L", batch_size=16))
   assert record["n"] == 16 and record["accuracy"] >= 0.9
 
 
@@ -99,7 +99,7 @@ def test_a_scorer_with_another_tokenizer_scores_decoded_text_once_per_group():
   leaves jit once per group to score decoded candidates, and the R_ppl it records for the
   last group is the scorer's reward on the decoded final candidates."""
   from mro.sampling.schedule import SamplerConfig
-  from mro.method.search import SearchConfig
+  from mro.method.settings import SearchConfig
   from mro.sampling.textgen import TextSampler
   from mro.method.textsearch import SearchRunner, same_tokenizer
   from mro.loading import load_inference_model

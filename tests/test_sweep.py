@@ -83,12 +83,12 @@ def test_runs_may_name_their_own_command_and_an_eval_only_run_its_model(tmp_path
   spec = {"name": "t", "command": "rl", "config": "mro_sudoku", "set": ["train.steps=2"],
           "eval": {"task": "sudoku", "steps": "L,L/2", "model": "best"},
           "runs": [{"name": "base", "command": "eval", "model": "default"},
-                   {"name": "rs", "command": "reject-sample", "set": ["mro.search_k=2"]}]}
+                   {"name": "rs", "command": "reject-sample", "set": ["search.k=2"]}]}
   base, rs = sweep.expand(sweep.load_sweep(write(tmp_path, spec)), tmp_path)
   (cmd,) = sweep.commands(base)
   assert cmd[:5] == ["eval", "--model", "default", "--out", str(base.workdir / "eval.jsonl")]
   assert dict(zip(cmd[5::2], cmd[6::2])) == {"--task": "sudoku", "--steps": "L,L/2"}
   train_cmd, eval_cmd = sweep.commands(rs)
   assert train_cmd[:3] == ["reject-sample", "--config", "mro_sudoku"]
-  assert train_cmd[-4:] == ["--set", "train.steps=2", "--set", "mro.search_k=2"]
+  assert train_cmd[-4:] == ["--set", "train.steps=2", "--set", "search.k=2"]
   assert eval_cmd[:3] == ["eval", "--model", str(rs.workdir / "best")]

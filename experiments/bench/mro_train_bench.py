@@ -27,11 +27,11 @@ from experiments.bench.sampler_bench import matmul_peak, sampler_flops
 from mro import config as exp_config
 from mro.method.start import load_start
 from mro.method.losses import make_sgro_loss
+from mro.training.loop import training_examples
 from mro.method.rl import RolloutBatches, check
 from mro.method.rollouts import intra_rewards, sample_rollouts
 from models.sharding import make_mesh
 from mro.training.step import init_state, jit_train_step, make_optimizer
-from rewards.tasks import get_task
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:
@@ -48,10 +48,8 @@ def run(config: str, repeats: int) -> dict:
   cfg = exp_config.load_config(config)
   check(cfg)
   cfg, start = load_start(cfg)
-  m, sc = cfg.mro, cfg.sampler
-  task = get_task(cfg.data.task)
-  examples = task.examples("train", path=cfg.data.path, limit=cfg.data.train_size or None,
-                           seed=cfg.data.seed, style=cfg.data.style)
+  m, sc = cfg.rl, cfg.sampler
+  examples = training_examples(cfg)
   tokenizer = start.sampler.tokenizer
   batches = RolloutBatches(cfg, start, examples, tokenizer)
   peak = matmul_peak()

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, SearchConfig, run_search
+from mro.method.search import Scoring, run_search
+from mro.method.settings import SearchConfig
 from mro.sampling.textgen import TextSampler
 from mro.method.textsearch import SearchRunner
 from mro.loading import load_inference_model, resolve_model

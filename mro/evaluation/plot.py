@@ -1,6 +1,6 @@
 """Accuracy vs denoising steps from `mro eval` results (JSON lines), as a PNG.
 
-Reads only the results file: one line per (model, task, protocol), x = denoising steps on
+Reads only the results file: one line per distinct setting (`curve_label`), x = denoising steps on
 a log2 axis (the sampler's steps; the mean steps taken in threshold mode), y = accuracy.
 When a file holds the same point twice (a rerun), the later line wins. Lines that are
 not JSON objects (e.g. torn by a kill) are skipped.
@@ -8,6 +8,7 @@ not JSON objects (e.g. torn by a kill) are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,38 @@ def _x(record: dict[str, Any]) -> float:
   return float(record.get("denoising_steps") or record["steps"])
 
 
+# Sampler fields that vary along a curve (x) or are shown by the setting label.
+_ALONG_CURVE = ("steps", "threshold")
+
+
+def curve_label(record: dict[str, Any]) -> str:
+  """Everything that makes a setting different except its steps: model, task, protocol,
+  data file, the search and its rewards (report.setting_label), and every sampler
+  option that differs from the protocol's (block, temperature, remasking, ...)."""
+  from mro.evaluation.protocols import get_protocol
+  from mro.evaluation.report import setting_label
+  parts = [str(record.get("model", "?")), record["task"], record["protocol"]]
+  if record.get("data"):
+    parts.append(Path(record["data"]).name)
+  sampler = record.get("sampler") or {}
+  try:
+    base = dataclasses.asdict(get_protocol(record["protocol"], record["task"]).sampler_config())
+  except ValueError:
+    base = {}
+  changed = [f"{k}={v}" for k, v in sorted(sampler.items())
+             if k not in _ALONG_CURVE and k != "gen_length" and k in base and base[k] != v]
+  if sampler.get("gen_length") not in (None, base.get("gen_length")):
+    changed.insert(0, f"gen={sampler['gen_length']}")
+  parts.append(setting_label(record) + (f" [{', '.join(changed)}]" if changed else ""))
+  return " · ".join(parts)
+
+
 def curves(records: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-  """label -> [(steps, accuracy)] sorted by steps; one label per (model, task, protocol)."""
+  """label -> [(steps, accuracy)] sorted by steps; one curve per distinct setting
+  (`curve_label`), so a search and a plain run, or two data files, never merge."""
   points: dict[str, dict[float, float]] = {}
   for r in records:
-    label = f"{r.get('model', '?')} · {r['task']} · {r['protocol']}"
-    points.setdefault(label, {})[_x(r)] = float(r["accuracy"])
+    points.setdefault(curve_label(r), {})[_x(r)] = float(r["accuracy"])
   return {label: sorted(p.items()) for label, p in points.items()}
 
 

@@ -35,7 +35,9 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from mro.sampling.schedule import REMASKING
+from mro.method.settings import SearchConfig
+from mro.sampling.schedule import REMASKING, SamplerConfig
+from rewards.combine import RewardConfig
 from rewards.tasks import STYLES
 
 
@@ -53,6 +55,9 @@ class Protocol:
   remasking: str = "low_confidence"
   limit: int | None = None
   assistant_prefix: str = ""  # text appended to the (templated) prompt, e.g. "<reasoning>"
+  # what `--search mro` / `best-of-n` and their rewards mean when no other flag is given
+  search: SearchConfig = SearchConfig()
+  rewards: RewardConfig = RewardConfig(use=("tv", "ppl"))
 
   def __post_init__(self):
     if self.style not in STYLES:
@@ -75,6 +80,12 @@ class Protocol:
                        f"{self.remasking!r}")
     if self.limit is not None and self.limit < 1:
       raise ValueError(f"protocol {self.name}: limit must be None or >= 1, got {self.limit}")
+
+  def sampler_config(self) -> SamplerConfig:
+    """The protocol's sampler settings at its steps."""
+    return SamplerConfig(gen_length=self.gen_length, steps=self.steps_for(self.gen_length),
+                         block_length=self.block_length or self.gen_length,
+                         temperature=self.temperature, remasking=self.remasking)
 
   def steps_for(self, gen_length: int) -> int:
     """The protocol's number of steps for a response of `gen_length` tokens."""
@@ -125,9 +136,12 @@ register(Protocol("llada", style="protocol", gen_length=256, block_length=8),
 register(Protocol("d1", style="protocol", gen_length=256, block_length=32, steps_fraction=0.5,
                   assistant_prefix="<reasoning>"),
          {"countdown": {"limit": 256}, "sudoku": {"limit": 256}})
-# MRO: steps = length / 2, temperature 0.25, block 8 for GSM8K, 64 for the others.
+# MRO: steps = length / 2, temperature 0.25, block 8 for GSM8K, 64 for the others; the
+# search as the paper runs it: k = 4 candidates at 0.25, 4 search points, argmax, and the
+# sum of R_tv, R_ppl and R_q by majority vote.
 register(Protocol("mro", style="protocol", gen_length=256, block_length=64, steps_fraction=0.5,
-                  temperature=0.25),
+                  temperature=0.25, search=SearchConfig(temperature=0.25),
+                  rewards=RewardConfig(use=("tv", "ppl", "q"), quality_source="vote")),
          {"gsm8k": {"block_length": 8}, "arith": {"block_length": 8},
           "math500": {"gen_length": 512}})
 

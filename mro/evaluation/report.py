@@ -42,14 +42,60 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
                    for row in rows)
 
 
+def _rewards_text(record: dict[str, Any]) -> str:
+  spec = (record.get("rewards") or {}).get("spec", "none")
+  return spec.replace(",", "+")
+
+
 def search_label(record: dict[str, Any]) -> str:
+  """The short search column of `mro eval`'s table: -, best-of-4:tv+ppl, mro:k4:w3:..."""
   s = record.get("search")
-  if not s or s["search"] == "none":
+  if not s:
     return "-"
-  sc = record.get("search_config", {})
-  if s["search"] == "best-of-n":
-    return f"best-of-{s['k'] * s['n_live']}:{s['rewards']}"
-  return f"mro:k{s['k']}:w{sc.get('group_steps')}:{s['select']}:{s['rewards']}"
+  if s["method"] == "best-of-n":
+    return f"best-of-{s['k'] * s['n_live']}:{_rewards_text(record)}"
+  return f"mro:k{s['k']}:w{s['group_steps']}:{s['select']}:{_rewards_text(record)}"
+
+
+def setting_label(record: dict[str, Any]) -> str:
+  """A readable name for what makes a setting: `plain sampler`, `best-of-4 (tv+ppl)`,
+  `MRO search k=4 w=3 argmax (tv+ppl+q, q by vote, τ=0.25)`; a threshold is appended."""
+  s, r = record.get("search"), record.get("rewards") or {}
+  threshold = (record.get("sampler") or {}).get("threshold")
+  extra = f", threshold {threshold:g}" if threshold is not None else ""
+  if not s:
+    return "plain sampler" + extra
+  q = f", q by {r['quality_source']}" if "q" in r.get("use", ()) else ""
+  temp = "" if s["temperature"] == 1.0 else f", τ={s['temperature']:g}"
+  inside = f"{_rewards_text(record)}{q}{temp}{extra}"
+  if s["method"] == "best-of-n":
+    return f"best-of-{s['k'] * s['n_live']} ({inside})"
+  return f"MRO search k={s['k']} w={s['group_steps']} {s['select']} ({inside})"
+
+
+def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """One record per (method, steps): a setting run again replaces its earlier result
+  (kept at the position where it first appeared)."""
+  rows: dict[tuple[str, int], dict[str, Any]] = {}
+  for r in records:
+    rows[(setting_label(r), r["steps"])] = r
+  return list(rows.values())
+
+
+def markdown_table(records: list[dict[str, Any]]) -> str:
+  """The README's result tables: one row per setting (its latest result)."""
+  extra = "cell_accuracy" if any("cell_accuracy" in r["metrics"] for r in records) else None
+  head = ["method", "steps", "accuracy %"] + (["cell acc. %"] if extra else []) + [
+      "NFE / prompt", "scorer NFE", "seconds"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in latest(records):
+    row = [setting_label(r), str(r["steps"]), f"{100 * r['accuracy']:.1f}"]
+    if extra:
+      row.append(f"{100 * r['metrics'][extra]:.1f}")
+    row += [f"{r['nfe_per_prompt']:.0f}", str(r.get("scorer_nfe_per_prompt", 0)),
+            f"{r['seconds']:.0f}"]
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines)
 
 
 def progress_line(record: dict[str, Any]) -> str:

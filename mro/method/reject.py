@@ -1,15 +1,16 @@
 """`mro reject-sample`: MRO reject sampling (the paper's MRO-2 / MRO-4, method.md §5).
 
-1. Trajectories: the MRO search (k = mro.search_k candidates per search point, groups of
-   mro.group_steps, rewards mro.rewards with R_q from mro.quality_source) runs on the
-   task's training prompts; per prompt the highest-reward trajectory is kept (`top1`), or
-   every final candidate whose total reward is >= mro.keep_threshold (`threshold`). Kept
+1. Trajectories: the MRO search (the `search` section: k candidates per search point,
+   groups of group_steps at its temperature; the `rewards` section, R_q usually from the
+   label) runs on the task's training prompts; per prompt the highest-reward trajectory
+   is kept (`reject.keep: top1`), or every final candidate whose total reward is >=
+   reject.keep_threshold (`threshold`). Kept
    trajectories are stored compactly in workdir/trajectories.npz (written atomically and
    reused on resume).
 2. Fine-tuning with the one train step: the step-wise loss (predict the tokens committed
-   at step t from the state before t, on mro.n_opt consecutive random steps of each
-   trajectory), or with `mro.stepwise=false` the plain SFT loss on the final answers.
-3. Validation on the held-out validation split every mro.eval_every steps; the best
+   at step t from the state before t, on reject.n_opt consecutive random steps of each
+   trajectory), or with `reject.stepwise=false` the plain SFT loss on the final answers.
+3. Validation on the held-out validation split every validation.every steps; the best
    model is exported to workdir/best, the last to workdir/model.
 """
 
@@ -22,53 +23,50 @@ import numpy as np
 
 from mro import config as exp_config
 from mro.files import save_npz_atomic
+from mro.progress import Progress
+from mro.sampling.textgen import batches
 from mro.training.data import BatchStream
-from mro.method.start import load_start, reward_config, validation
-from mro.training.loop import Objective, setup, train_loop
+from mro.method.start import load_start, validation
+from mro.training.loop import Objective, setup, train_loop, training_examples
 from mro.method.losses import make_stepwise_loss
 from mro.training.losses import make_mdm_loss
-from mro.method.search import SearchConfig
 from mro.method.textsearch import SearchRunner
 from rewards.tasks import get_task
 
 GEN_BATCH = 64
 
 
-def search_config(cfg: exp_config.ExperimentConfig) -> SearchConfig:
-  scfg = SearchConfig(k=cfg.mro.search_k, group_steps=cfg.mro.group_steps,
-                      temperature=cfg.mro.rollout_temperature, select="argmax")
-  scfg.check(cfg.sampler)
-  return scfg
-
-
 def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) -> dict:
   """Searches every training prompt and keeps trajectories by the configured rule."""
   task = get_task(cfg.data.task)
-  scfg, rewards = search_config(cfg), reward_config(cfg)
+  scfg, rewards = cfg.search.resolve(cfg.sampler), cfg.rewards
   prompts = [e.prompt for e in examples]
   width = runner.sampler.encode_prompts(prompts)[0].shape[1]
   kept: dict[str, list] = {"tokens": [], "commit_step": [], "attn_mask": [], "reward": []}
-  for i in range(0, len(prompts), GEN_BATCH):
-    idx = np.arange(i, min(i + GEN_BATCH, len(prompts)))
+  progress = Progress("reject-sample: searching training prompts", len(prompts))
+  for idx, real in batches(len(prompts), min(GEN_BATCH, len(prompts))):  # one compile
     batch = [prompts[j] for j in idx]
     results, _ = runner.search(batch, cfg.sampler, scfg, rewards, task=task,
                                examples=[examples[j] for j in idx], seed=cfg.train.seed,
                                row_ids=idx, width=width)
+    results, batch = results[:real], batch[:real]
     ptok, pmask = runner.sampler.encode_prompts(batch, width)
     for r, pt, pm in zip(results, ptok, pmask):
-      if cfg.mro.keep == "top1":
+      if cfg.reject.keep == "top1":
         chosen = [(np.asarray(r.tokens), np.asarray(r.commit_step), r.total)]
       else:
         chosen = [(r.candidate_tokens[n], r.candidate_commit_step[n], r.totals[n])
-                  for n in range(len(r.totals)) if r.totals[n] >= cfg.mro.keep_threshold]
+                  for n in range(len(r.totals)) if r.totals[n] >= cfg.reject.keep_threshold]
       for tok, com, total in chosen:
         kept["tokens"].append(np.concatenate([pt, tok]))
         kept["commit_step"].append(np.concatenate([np.full(width, -1), com]))
         kept["attn_mask"].append(np.concatenate([pm.astype(bool),
                                                  np.ones(len(tok), bool)]))
         kept["reward"].append(total)
+    progress.update(real)
+  progress.close()
   if not kept["tokens"]:
-    raise ValueError("no trajectory passed the keep rule; lower mro.keep_threshold")
+    raise ValueError("no trajectory passed the keep rule; lower reject.keep_threshold")
   out = {k: np.asarray(v) for k, v in kept.items()}
   out["tokens"], out["commit_step"] = out["tokens"].astype(np.int32), \
       out["commit_step"].astype(np.int32)
@@ -79,9 +77,7 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   cfg, start = load_start(cfg)
-  task = get_task(cfg.data.task)
-  examples = task.examples("train", path=cfg.data.path, limit=cfg.data.train_size or None,
-                           seed=cfg.data.seed, style=cfg.data.style)
+  examples = training_examples(cfg)
   wd, cfg, tokenizer = setup(cfg, workdir, examples)
   path = wd.root / "trajectories.npz"
   if not path.exists():
@@ -92,9 +88,9 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
   P = int(traj.pop("prompt_len"))
   reward = traj.pop("reward")
   mask_id = tokenizer.special.mask
-  if cfg.mro.stepwise:
+  if cfg.reject.stepwise:
     traj["num_steps"] = np.full(len(reward), cfg.sampler.steps, np.int32)
-    loss_fn = make_stepwise_loss(mask_id, P, cfg.mro.n_opt)
+    loss_fn = make_stepwise_loss(mask_id, P, cfg.reject.n_opt)
   else:
     traj = {"tokens": traj["tokens"], "attn_mask": traj["attn_mask"],
             "eligible": np.broadcast_to(np.arange(traj["tokens"].shape[1]) >= P,
@@ -104,6 +100,6 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
   info = {"kept_trajectories": float(len(reward)), "kept_mean_reward": float(reward.mean())}
   batches = lambda step, pos, state: (stream.batch(pos), pos + cfg.train.batch_size,
                                       info if step == 1 else {})
-  objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.mro.eval_every)
+  objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.validation.every)
   return train_loop(cfg, wd, tokenizer, objective, init_params=start.params,
                     stop_after=stop_after)

@@ -1,12 +1,12 @@
 """`mro rl`: MRO-RL, REINFORCE over SGRO groups with importance sampling (method.md §3-§5).
 
-Every rollout batch: mro.prompts_per_batch training prompts, mro.rollouts_per_prompt
-trajectories each from the current policy (compiled sampler at mro.rollout_temperature).
+Every rollout batch: rl.prompts_per_batch training prompts, rl.rollouts_per_prompt
+trajectories each from the current policy (compiled sampler at rl.temperature).
 Each trajectory's G = steps / w groups get rewards (R_tv, R_ppl at the group's end; R_q
 on the last group; optional shaping), minus a baseline (`none`, the paper, or
 `group_mean`, leave-one-out over the prompt's rollouts). n_opt groups per trajectory
 are drawn with probabilities q_g and weighted 1 / (n_opt q_g) (mro/method/sgro.py); log π_old of
-their steps is recorded, and mro.inner_steps gradient steps of the SGRO loss
+their steps is recorded, and rl.inner_steps gradient steps of the SGRO loss
 (mro/losses.make_sgro_loss: ratio π_θ / π_old, optional clipping, optional KL to the
 frozen starting model) run on the batch. Checkpoints fall on rollout boundaries, so a
 resumed run regenerates exactly the rollouts the uninterrupted run drew.
@@ -25,8 +25,8 @@ import numpy as np
 
 from mro import config as exp_config
 from mro.method import sgro
-from mro.method.start import Start, load_start, reward_config, validation
-from mro.training.loop import Objective, setup, train_loop
+from mro.method.start import Start, load_start, validation
+from mro.training.loop import Objective, setup, train_loop, training_examples
 from mro.method.losses import make_sgro_loss
 from mro.method.rollouts import intra_rewards, quality_per_group, sample_rollouts
 from mro.method.search import Scoring
@@ -36,17 +36,17 @@ from rewards.tasks import get_task
 
 
 def check(cfg: exp_config.ExperimentConfig) -> None:
-  m, t = cfg.mro, cfg.train
+  m, t = cfg.rl, cfg.train
   if t.batch_size != m.prompts_per_batch * m.rollouts_per_prompt:
-    raise ValueError(f"train.batch_size={t.batch_size} must equal mro.prompts_per_batch x "
-                     f"mro.rollouts_per_prompt = {m.prompts_per_batch * m.rollouts_per_prompt}")
+    raise ValueError(f"train.batch_size={t.batch_size} must equal rl.prompts_per_batch x "
+                     f"rl.rollouts_per_prompt = {m.prompts_per_batch * m.rollouts_per_prompt}")
   for name in ("steps", "checkpoint_every"):
     if getattr(t, name) % m.inner_steps:
       raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
-                       f"mro.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
+                       f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
   if cfg.sampler.steps % m.group_steps or cfg.sampler.threshold is not None:
     raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
-                     f"mro.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
+                     f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "resp_start", "mask_id"))
@@ -63,24 +63,24 @@ class RolloutBatches:
     self.sampler = start.sampler
     self.ref_params = start.params  # the frozen reference for the KL term
     self.runner = SearchRunner(start.sampler, start.scorer, start.scorer_tokenizer)
-    self.rewards = reward_config(cfg)
+    self.rewards = cfg.rewards
     if self.rewards.on("ppl") and self.runner.scorer is None:
-      raise ValueError("RL computes R_ppl inside jit: mro.scorer must share the model's "
+      raise ValueError("RL computes R_ppl inside jit: start.scorer must share the model's "
                        "tokenizer (the shipped default scorers do)")
     self.scoring = Scoring(self.rewards, tokenizer.special.mask, tokenizer.special.eos,
                            self.runner.scorer)
     self.rollout_cfg = dataclasses.replace(cfg.sampler,
-                                           temperature=cfg.mro.rollout_temperature)
+                                           temperature=cfg.rl.temperature)
     self.width = start.sampler.encode_prompts([e.prompt for e in examples])[0].shape[1]
     self.cached: dict | None = None
 
   def prompts_at(self, position: int) -> list:
-    n, m = len(self.examples), self.cfg.mro.prompts_per_batch
+    n, m = len(self.examples), self.cfg.rl.prompts_per_batch
     order = lambda epoch: np.random.default_rng([self.cfg.data.seed, epoch]).permutation(n)
     return [self.examples[order(g // n)[g % n]] for g in range(position, position + m)]
 
   def __call__(self, step: int, position: int, state) -> tuple[dict, int, dict]:
-    m = self.cfg.mro
+    m = self.cfg.rl
     if (step - 1) % m.inner_steps and self.cached is not None:
       return self.cached, position, {}
     batch, info = self.rollout_batch(position, state.params)
@@ -88,22 +88,20 @@ class RolloutBatches:
     return batch, position + m.prompts_per_batch, info
 
   def rollout_batch(self, position: int, params) -> tuple[dict, dict]:
-    cfg, m = self.cfg, self.cfg.mro
+    cfg, m = self.cfg, self.cfg.rl
     K, w = m.rollouts_per_prompt, m.group_steps
     G = cfg.sampler.steps // w
     examples = self.prompts_at(position)
-    self.sampler.params = params
     seed = cfg.train.seed + position
     ro = sample_rollouts(self.sampler, [e.prompt for e in examples], self.rollout_cfg, K,
-                         seed=seed, first_row=position * K, width=self.width)
+                         seed=seed, first_row=position * K, width=self.width, params=params)
     tv, ppl = intra_rewards(self.sampler.apply, params, self.runner.scorer_params, ro, G, w,
                             self.scoring, seed, first_row=position * K)
     q = np.zeros_like(tv)
     if self.rewards.on("q"):
       q = quality_per_group(self.task, examples, self.tokenizer, ro, G, w,
                             self.rewards.quality, m.shaping, m.shaping_lambda)
-    reward = (self.rewards.weight("tv") * tv + self.rewards.weight("ppl") * ppl
-              + self.rewards.weight("q") * q)
+    reward = self.rewards.total(tv=tv, ppl=ppl, q=q)
     base = sgro.baseline(reward.reshape(-1, K, G), m.baseline).reshape(reward.shape)
     adv = jnp.asarray(reward - base)
     P = ro.prompt_len
@@ -131,13 +129,11 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   check(cfg)
   cfg, start = load_start(cfg)
-  task = get_task(cfg.data.task)
-  examples = task.examples("train", path=cfg.data.path, limit=cfg.data.train_size or None,
-                           seed=cfg.data.seed, style=cfg.data.style)
+  examples = training_examples(cfg)
   wd, cfg, tokenizer = setup(cfg, workdir, examples)
   batches = RolloutBatches(cfg, start, examples, tokenizer)
-  loss_fn = make_sgro_loss(tokenizer.special.mask, batches.width, cfg.mro.clip_eps,
-                           cfg.mro.kl_coef)
-  objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.mro.eval_every)
+  loss_fn = make_sgro_loss(tokenizer.special.mask, batches.width, cfg.rl.clip_eps,
+                           cfg.rl.kl_coef)
+  objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.validation.every)
   return train_loop(cfg, wd, tokenizer, objective, init_params=start.params,
                     stop_after=stop_after)

@@ -36,15 +36,18 @@ class Rollouts:
 
 
 def sample_rollouts(sampler, prompts: Sequence[str], cfg: SamplerConfig, per_prompt: int, *,
-                    seed: int, first_row: int = 0, width: int | None = None) -> Rollouts:
+                    seed: int, first_row: int = 0, width: int | None = None,
+                    params=None) -> Rollouts:
   """K = per_prompt trajectories of each prompt with the compiled sampler (one call).
 
   Row r answers prompt r // K; its random stream is keyed by first_row + r, so a rollout
-  does not depend on the batch it was drawn in.
+  does not depend on the batch it was drawn in. `params`: the policy's current weights
+  (default: the sampler's own).
   """
   rep = [p for p in prompts for _ in range(per_prompt)]
   rows = np.arange(first_row, first_row + len(rep))
-  out, prompt_len = sampler.generate_tokens(rep, cfg, seed=seed, row_ids=rows, width=width)
+  out, prompt_len = sampler.generate_tokens(rep, cfg, seed=seed, row_ids=rows, width=width,
+                                            params=params)
   tokens = np.asarray(out.tokens)
   _, mask = sampler.encode_prompts(rep, width)
   attn = np.concatenate([mask.astype(bool), np.ones((len(rep), cfg.gen_length), bool)], 1)

@@ -30,56 +30,15 @@ import numpy as np
 
 from models.sharding import place_params, shard_batch
 from mro.sampling.sampler import NOT_COMMITTED, DecodeState, init_state, row_keys, run_steps
+from mro.method.settings import SearchConfig
 from mro.sampling.schedule import SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
 from rewards.verification import token_verification
 
-SELECT = ("argmax", "resample", "none")
 # Random streams derived from per-row keys (kept apart from the sampler's per-step folds).
 _VERIFY_STREAM = 2**31 - 1
 _SELECT_STREAM = 2**30
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-  k: int = 4  # candidates per live sequence at each search point
-  group_steps: int = 32  # w: denoising steps between search points
-  temperature: float = 0.25  # τ: sampling temperature of the candidates
-  select: str = "argmax"
-  resample_temperature: float = 1.0  # weights ∝ exp(R / this) for select=resample
-  n_live: int = 1  # live sequences per prompt
-  # Run the mask predictor over the B * pool candidate rows in this many sequential chunks
-  # (1 = one wide batch). pool chunks keep every pass at the plain sampler's batch size,
-  # which on a CPU is faster per row than one pool-times wider batch (experiments/bench/
-  # search_bench.py); results are the same up to float rounding. None = pool on a CPU
-  # backend, 1 on accelerators (where a wide batch is the efficient shape).
-  forward_chunks: int | None = None
-
-  def __post_init__(self):
-    chunks = 1 if self.forward_chunks is None else self.forward_chunks
-    if min(self.k, self.n_live, self.group_steps, chunks) < 1:
-      raise ValueError("search k, n_live, group_steps and forward_chunks must be >= 1")
-    if self.select not in SELECT:
-      raise ValueError(f"search select must be one of {SELECT}, got {self.select!r}")
-    if self.temperature < 0 or self.resample_temperature <= 0:
-      raise ValueError("search temperature must be >= 0 and resample_temperature > 0")
-
-  def check(self, sampler: SamplerConfig) -> None:
-    if sampler.threshold is not None:
-      raise ValueError("the search needs a fixed step schedule; unset threshold")
-    if sampler.steps % self.group_steps:
-      raise ValueError(f"steps={sampler.steps} is not divisible by group_steps="
-                       f"{self.group_steps}")
-
-  @property
-  def pool(self) -> int:
-    return self.n_live * self.k
-
-  def chunks(self) -> int:
-    if self.forward_chunks is not None:
-      return self.forward_chunks
-    return self.pool if jax.default_backend() == "cpu" else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +132,7 @@ def _group_step(apply, params, scorer_params, carry: _Carry, g, prompt_keys, att
   B, N = prompt_keys.shape[0], scfg.pool
   state, tv, ppl = carry
   if scfg.select != "none":
-    reward = (scoring.rewards.weight("tv") * tv.sum(1) + scoring.rewards.weight("ppl")
-              * ppl.sum(1)).reshape(B, N)
+    reward = scoring.rewards.total(tv=tv.sum(1), ppl=ppl.sum(1)).reshape(B, N)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, _SELECT_STREAM + g))(prompt_keys)
     idx = select(reward, keys, scfg)
     pick = lambda x: jnp.repeat(_gather_rows(x, idx, B, N), scfg.k, axis=0)
@@ -204,7 +162,7 @@ def _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerConfig, scfg: Sear
 
 
 def _output(carry: _Carry, rewards: RewardConfig, B: int, N: int) -> SearchOutput:
-  intra = rewards.weight("tv") * carry.tv.sum(1) + rewards.weight("ppl") * carry.ppl.sum(1)
+  intra = rewards.total(tv=carry.tv.sum(1), ppl=carry.ppl.sum(1))
   r = lambda x: x.reshape(B, N, *x.shape[1:])
   return SearchOutput(r(carry.state.tokens), r(carry.state.commit_step), r(intra),
                       r(carry.tv), r(carry.ppl))
@@ -218,16 +176,20 @@ def _search_compiled(apply, params, scorer_params, prompt_BP, prompt_mask_BP, pr
   carry, attn = _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg_tau, scfg, scoring.mask_id)
   body = lambda g, c: _group_step(apply, params, scorer_params, c, g, prompt_keys, attn, P,
                                   cfg_tau, scfg, scoring)
-  # The first group has nothing to select from: every pool row starts from the prompt.
-  first = dataclasses.replace(scfg, select="none")
-  carry = _group_step(apply, params, scorer_params, carry, 0, prompt_keys, attn, P, cfg_tau,
-                      first, scoring)
-  carry = jax.lax.fori_loop(1, cfg.steps // scfg.group_steps, body, carry)
+  # Group 0 runs the same body: its selection is a no-op (every pool row is still the
+  # prompt, with rewards 0, and gets back the keys it started with), so one trace serves
+  # every group.
+  carry = jax.lax.fori_loop(0, cfg.steps // scfg.group_steps, body, carry)
   return _output(carry, scoring.rewards, B, scfg.pool)
+
+
+_group_step_jit = jax.jit(_group_step, static_argnames=("apply", "prompt_len", "cfg", "scfg",
+                                                      "scoring"))
 
 
 def search_nfe(cfg: SamplerConfig, scfg: SearchConfig, rewards: RewardConfig) -> dict:
   """Forward passes per prompt: mask-predictor rows and scorer rows."""
+  scfg = scfg.resolve(cfg)
   groups = cfg.steps // scfg.group_steps
   verify = scfg.pool * groups * rewards.n_verify if rewards.on("tv") else 0
   scorer = scfg.pool * groups if rewards.on("ppl") else 0
@@ -245,7 +207,7 @@ def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
   per group. Otherwise the whole search is one compiled call. `mesh`: run sharded, as
   `mro.sampling.sampler.generate` does (rows over data x fsdp, which must divide the batch).
   """
-  scfg.check(cfg)
+  scfg = scfg.resolve(cfg)
   if scfg.chunks() > 1:
     apply = ChunkedApply(apply, scfg.chunks())
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
@@ -268,11 +230,9 @@ def _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, sc
   B, P = prompt_BP.shape
   cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
   carry, attn = _init(prompt_BP, mask, prompt_keys, cfg_tau, scfg, scoring.mask_id)
-  step = jax.jit(_group_step, static_argnames=("apply", "prompt_len", "cfg", "scfg", "scoring"))
-  for g in range(cfg.steps // scfg.group_steps):
-    group_cfg = dataclasses.replace(scfg, select="none") if g == 0 else scfg
-    carry = step(apply, params, None, carry, g, prompt_keys, attn, prompt_len=P, cfg=cfg_tau,
-                 scfg=group_cfg, scoring=scoring)
+  for g in range(cfg.steps // scfg.group_steps):  # g is traced: one compile for all groups
+    carry = _group_step_jit(apply, params, None, carry, jnp.int32(g), prompt_keys, attn,
+                            prompt_len=P, cfg=cfg_tau, scfg=scfg, scoring=scoring)
     if scoring.rewards.on("ppl"):
       tokens = np.asarray(jnp.where(carry.state.commit_step < carry.state.step,
                                     carry.state.tokens, scoring.mask_id))

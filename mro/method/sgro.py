@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Q_RULES = ("uniform", "advantage", "tokens")
-BASELINES = ("none", "group_mean")
+from mro.method.settings import BASELINES, Q_RULES
+
 
 
 def baseline(rewards_PKG, kind: str) -> np.ndarray:

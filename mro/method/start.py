@@ -1,6 +1,6 @@
 """What reject sampling and RL share: the starting model, the scorer, validation.
 
-Both start from a trained model (`mro.init`, "default" = the shipped one for the task),
+Both start from a trained model (`start.model`, "default" = the shipped one for the task),
 keep its shapes and tokenizer, and validate on the task's held-out validation split with
 the plain sampler at the config's sampler settings; the best model is exported to
 workdir/best (mro/training/loop.py).
@@ -17,11 +17,10 @@ from flax import nnx
 
 from models.config import DTYPES
 from mro import config as exp_config
-from mro.sampling.textgen import TextSampler
-from mro.loading import load_inference_model, resolve_model
-from rewards import combine
-from rewards.combine import RewardConfig, parse_rewards
-from rewards.quality import QualityConfig
+from mro.sampling.textgen import TextSampler, batches
+
+VALIDATION_BATCH = 64
+from mro.loading import load_inference_model, resolve_model, resolve_scorer
 from rewards.tasks import get_task
 
 
@@ -37,12 +36,14 @@ class Start:
 
 def load_start(cfg: exp_config.ExperimentConfig) -> tuple[exp_config.ExperimentConfig, Start]:
   """The config with the starting model's shapes and tokenizer, and the loaded models."""
-  if cfg.mro.init is None:
-    raise ValueError("mro.init must name the model to start from (a model dir or 'default')")
-  model_dir = resolve_model(cfg.mro.init, cfg.data.task)
+  if cfg.start.model is None:
+    raise ValueError("start.model must name the model to start from (a model dir or "
+                     "'default')")
+  model_dir = resolve_model(cfg.start.model, cfg.data.task)
   model, model_cfg, _, tokenizer = load_inference_model(model_dir)
   if model_cfg.causal:
-    raise ValueError(f"mro.init={model_dir} is a causal model; MRO trains a mask predictor")
+    raise ValueError(f"start.model={model_dir} is a causal model; MRO trains a mask "
+                     "predictor")
   # Train with the configured parameter dtype (float32 by default) whatever the stored one
   # (the shipped models are stored in bfloat16; small updates vanish in bfloat16 weights).
   dtype = cfg.model.param_dtype
@@ -56,37 +57,31 @@ def load_start(cfg: exp_config.ExperimentConfig) -> tuple[exp_config.ExperimentC
                                      compute_dtype=cfg.model.compute_dtype),
       tokenizer=dataclasses.replace(cfg.tokenizer, path=str(model_dir)))
   start = Start(TextSampler(model, model_cfg, tokenizer), nnx.split(model)[1], model_dir)
-  rewards = parse_rewards(cfg.mro.rewards)
-  if "ppl" in rewards:
-    if cfg.mro.scorer is None:
-      raise ValueError("the ppl reward needs mro.scorer (a causal model dir or 'default')")
-    name = "default-scorer" if cfg.mro.scorer == "default" else cfg.mro.scorer
-    start.scorer, _, _, start.scorer_tokenizer = load_inference_model(
-        resolve_model(name, cfg.data.task))
+  if cfg.rewards.on("ppl"):
+    scorer = resolve_scorer(cfg.start.scorer, cfg.data.task, cfg.start.model)
+    if scorer is None:
+      raise ValueError("the ppl reward needs start.scorer (a causal model dir or 'default')")
+    start.scorer, _, _, start.scorer_tokenizer = load_inference_model(scorer)
   return cfg, start
-
-
-def reward_config(cfg: exp_config.ExperimentConfig) -> RewardConfig:
-  return combine.reward_config(cfg.mro.rewards, n_verify=cfg.mro.n_verify,
-                               quality=QualityConfig(source=cfg.mro.quality_source))
 
 
 def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
   """validate(step, params) -> {"score": accuracy, "format": ...} on the validation split."""
   task = get_task(cfg.data.task)
-  examples = task.examples("validation", path=cfg.mro.val_data, limit=cfg.mro.eval_limit,
+  examples = task.examples("validation", path=cfg.validation.data, limit=cfg.validation.limit,
                            seed=cfg.data.seed, style=cfg.data.style)
   if not examples:
     raise ValueError(f"task {cfg.data.task!r} has no validation examples")
   prompts = [e.prompt for e in examples]
   width = sampler.encode_prompts(prompts)[0].shape[1]
 
+  size = min(VALIDATION_BATCH, len(prompts))
+
   def validate(step: int, params) -> dict[str, float]:
-    sampler.params = params
     gens = []
-    for i in range(0, len(prompts), 64):
-      gens += sampler.generate(prompts[i:i + 64], cfg.sampler, seed=cfg.train.seed,
-                               row_ids=np.arange(i, min(i + 64, len(prompts))), width=width)
+    for idx, real in batches(len(prompts), size):  # padded: one compile for every batch
+      gens += sampler.generate([prompts[i] for i in idx], cfg.sampler, seed=cfg.train.seed,
+                               row_ids=idx, width=width, params=params)[:real]
     scores = [task.score(e, g.text)["correct"] for e, g in zip(examples, gens)]
     return {"score": float(np.mean(scores))}
 

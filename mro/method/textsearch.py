@@ -20,37 +20,13 @@ from flax import nnx
 from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, SearchConfig, run_search, search_nfe
+from mro.method.search import Scoring, run_search, search_nfe
+from mro.method.settings import SearchConfig
 from mro.sampling.textgen import TextSampler
-from rewards.combine import RewardConfig, reward_config
+from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer
-from rewards.quality import QualityConfig, quality_reward
-
-SEARCHES = ("none", "mro", "best-of-n")
-
-
-def search_settings(cfg: SamplerConfig, *, search: str = "mro", k: int = 4,
-                    group_steps: int | None = None, select: str = "argmax",
-                    search_temperature: float = 0.25, resample_temperature: float = 1.0,
-                    n_live: int = 1, rewards: str = "tv,ppl,q", quality_source: str = "vote",
-                    n_verify: int = 1, forward_chunks: int | None = None
-                    ) -> tuple[SearchConfig, RewardConfig]:
-  """Search and reward configs from flat options (CLI / eval); checked against `cfg`.
-
-  search: "mro" (group steps + selection) or "best-of-n" (k independent samples picked
-  with the same rewards, at equal NFE). group_steps defaults to steps / 4.
-  """
-  if search not in SEARCHES[1:]:
-    raise ValueError(f"search must be one of {SEARCHES[1:]}, got {search!r}")
-  scfg = SearchConfig(k=k, group_steps=group_steps or max(1, cfg.steps // 4),
-                      temperature=search_temperature,
-                      select="none" if search == "best-of-n" else select,
-                      resample_temperature=resample_temperature, n_live=n_live,
-                      forward_chunks=forward_chunks)
-  scfg.check(cfg)
-  return scfg, reward_config(rewards, n_verify=n_verify,
-                             quality=QualityConfig(source=quality_source))
-
+from rewards.quality import quality_reward
+from rewards.tasks import Example
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
@@ -105,6 +81,9 @@ class SearchRunner:
       raise ValueError("the ppl reward needs a scorer (--scorer); or drop ppl from --rewards")
     if rewards.on("q") and task is None:
       raise ValueError("the quality reward q needs a task (answer extraction / verifier)")
+    scfg = scfg.resolve(cfg)
+    if examples is None and task is not None:  # vote / verifier need no label
+      examples = unlabelled_examples(prompts)
     tok = self.sampler.tokenizer
     tokens, mask = self.sampler.encode_prompts(prompts, width)
     scoring = Scoring(rewards, tok.special.mask, tok.special.eos, self.scorer)
@@ -123,7 +102,7 @@ class SearchRunner:
       flat_tx = [t for row in texts for t in row]
       groups = [b for b in range(B) for _ in range(N)]
       r_q = quality_reward(task, flat_ex, flat_tx, groups, rewards.quality).reshape(B, N)
-    totals = np.asarray(out.intra) + rewards.weight("q") * r_q
+    totals = np.asarray(out.intra) + rewards.total(q=r_q)
     results = []
     for b in range(B):
       best = int(np.argmax(totals[b]))
@@ -133,3 +112,10 @@ class SearchRunner:
           out.tokens[b, best, P:].tolist(), out.commit_step[b, best, P:].tolist(),
           out.tokens[b, :, P:], out.commit_step[b, :, P:]))
     return results, search_nfe(cfg, scfg, rewards)
+
+
+def unlabelled_examples(prompts: Sequence[str]) -> list[Example]:
+  """Examples for prompts without a reference answer: R_q by vote or verifier needs only
+  the prompt (the task parses numbers, grids, targets out of it)."""
+  return [Example(id=f"prompt-{i}", prompt=p, target="", answer="", meta={})
+          for i, p in enumerate(prompts)]

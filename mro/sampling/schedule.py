@@ -11,6 +11,7 @@ block_length=32, steps=128 -> 8 blocks, 16 steps per block, 2 tokens per step.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -55,14 +56,14 @@ class SamplerConfig:
     if self.steps > self.gen_length:
       raise ValueError(f"steps={self.steps} exceeds gen_length={self.gen_length}: a step "
                        "must commit at least one token")
-    if self.temperature < 0:
-      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    if not (math.isfinite(self.temperature) and self.temperature >= 0):
+      raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
     if self.remasking not in REMASKING:
       raise ValueError(f"unknown remasking {self.remasking!r}; choose one of {REMASKING}")
-    if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
+    if self.threshold is not None and not 0.0 < self.threshold <= 1.0:  # NaN fails too
       raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-    if self.cfg_scale < 0:
-      raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+    if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
+      raise ValueError(f"cfg_scale must be a finite number >= 0, got {self.cfg_scale}")
 
   @property
   def num_blocks(self) -> int:
@@ -89,3 +90,15 @@ def tokens_per_step(cfg: SamplerConfig) -> np.ndarray:
 def block_of_step(cfg: SamplerConfig) -> np.ndarray:
   """int32[steps]: the block each step of the fixed schedule works on."""
   return (np.arange(cfg.steps) // cfg.steps_per_block).astype(np.int32)
+
+
+def with_overrides(base: SamplerConfig, **fields) -> SamplerConfig:
+  """`base` with some fields replaced, keeping the rest consistent: a new gen_length
+  without a block_length makes one block when the old block does not divide it, and
+  without steps means one token per step (steps = gen_length)."""
+  fields = {k: v for k, v in fields.items() if v is not None}
+  if "gen_length" in fields:
+    if "block_length" not in fields and fields["gen_length"] % base.block_length:
+      fields["block_length"] = fields["gen_length"]
+    fields.setdefault("steps", fields["gen_length"])
+  return dataclasses.replace(base, **fields)

@@ -50,16 +50,20 @@ class TextSampler:
     return tokens, mask
 
   def generate_tokens(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
-                      row_ids=None, width: int | None = None) -> tuple[GenerateOutput, int]:
+                      row_ids=None, width: int | None = None,
+                      params=None) -> tuple[GenerateOutput, int]:
+    """`params`: sample with these weights instead of the bound ones (a model being
+    trained); the sampler never keeps them."""
     tokens, mask = self.encode_prompts(prompts, width)
-    out = generate(self.apply, self.params, tokens, cfg, mask_id=self.tokenizer.special.mask,
+    params = self.params if params is None else params
+    out = generate(self.apply, params, tokens, cfg, mask_id=self.tokenizer.special.mask,
                    max_seq_len=self.model_cfg.max_seq_len, key=jax.random.key(seed),
                    row_ids=row_ids, prompt_mask_BP=mask, mesh=self.mesh)
     return jax.tree.map(host_array, out), tokens.shape[1]
 
   def generate(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
-               row_ids=None, width: int | None = None) -> list[Generation]:
-    out, prompt_len = self.generate_tokens(prompts, cfg, seed, row_ids, width)
+               row_ids=None, width: int | None = None, params=None) -> list[Generation]:
+    out, prompt_len = self.generate_tokens(prompts, cfg, seed, row_ids, width, params)
     return self.decode(out, prompt_len)
 
   def decode(self, out: GenerateOutput, prompt_len: int) -> list[Generation]:
@@ -70,3 +74,14 @@ class TextSampler:
       text = self.tokenizer.decode(truncate_at_eos(response, self.tokenizer.special.eos))
       results.append(Generation(text, response, steps[prompt_len:].tolist()))
     return results
+
+
+def batches(n: int, batch_size: int) -> list[tuple[np.ndarray, int]]:
+  """(example indices, number of real rows) per batch; the last batch is padded to
+  batch_size with copies of its first index (rows to drop), so every batch has the same
+  shape and the sampler compiles once."""
+  out = []
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, min(start + batch_size, n))
+    out.append((np.concatenate([idx, np.full(batch_size - len(idx), idx[0])]), len(idx)))
+  return out

@@ -6,6 +6,7 @@ crash mid-save never leaves a half-written checkpoint that restore would pick up
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,5 +44,49 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
 
+  def restore_latest_intact(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    """(step, state, meta) of the newest checkpoint that restores; None if there is no
+    checkpoint. A damaged one (truncated array file, emptied metadata, ...) is skipped
+    with a line on stderr naming it and why, and moved aside to `<step>.damaged` (kept,
+    not deleted, and out of the way of the step's next save); if none restores, a
+    ValueError lists them."""
+    skipped = []
+    try:
+      return self._restore_newest(like, skipped)
+    finally:
+      if skipped:
+        self.manager.reload()
+
+  def _restore_newest(self, like: Any, skipped: list[str]):
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, like)
+        if not isinstance(meta, dict) or "data_position" not in meta:
+          raise ValueError(f"its metadata has no data position: {meta!r}")
+      except Exception as e:  # orbax/tensorstore raise many kinds on damaged files
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        skipped.append(f"step {step}: {type(e).__name__}: {reason}")
+        aside = _set_aside(self.directory / str(step))
+        print(f"checkpoint {self.directory / str(step)} is damaged and was skipped "
+              f"({type(e).__name__}: {reason}); moved to {aside.name}", file=sys.stderr,
+              flush=True)
+        continue
+      return step, state, meta
+    if skipped:
+      raise ValueError(f"no intact checkpoint in {self.directory}; every one failed to "
+                       "restore:\n  " + "\n  ".join(skipped))
+    return None
+
   def close(self) -> None:
     self.manager.close()
+
+
+def _set_aside(path: Path) -> Path:
+  """Renames a damaged checkpoint directory to `<name>.damaged[.N]`; returns the new path."""
+  target = path.with_name(path.name + ".damaged")
+  n = 1
+  while target.exists():
+    target = path.with_name(f"{path.name}.damaged.{n}")
+    n += 1
+  path.rename(target)
+  return target

@@ -1,8 +1,10 @@
 """`mro train`: tokenizer, data, model, the jitted step, checkpoints, metrics, export.
 
-Running it on an existing workdir resumes from the latest checkpoint (train state, RNG and
-data position), so the next step's loss equals the uninterrupted run's. A NaN or Inf loss
-stops the run with the step named; the last good checkpoint is kept.
+Running it on an existing workdir resumes from the latest intact checkpoint (train state,
+RNG and data position), so the next step's loss equals the uninterrupted run's; a
+damaged checkpoint is skipped with a message naming it and why. A NaN or Inf loss,
+gradient norm or weight stops the run with the step named; the last good checkpoint is
+kept.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -113,7 +116,14 @@ def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
                stop_after: int | None = None) -> dict[str, Any]:
   """The one training loop: jitted step, checkpoints + exact resume, NaN stop, metrics,
   validation with a best-model export, and the final export. `init_params` starts from
-  a trained model instead of a fresh initialisation (reject sampling, RL)."""
+  a trained model instead of a fresh initialisation (reject sampling, RL).
+
+  The host never waits for a step it does not need: step n's metrics are read after step
+  n + 1 is dispatched (the next batch is built while step n runs), except on steps that
+  log, validate or checkpoint, whose metrics are read at once. A non-finite loss or
+  gradient norm stops the run naming its step; a checkpoint is only written when the
+  step's loss, gradient norm and weights are finite, so the last one is always good.
+  """
   mesh = make_mesh(cfg.mesh)
   check_batch_divides(cfg.train.batch_size // cfg.train.grad_accum, mesh)
   optimizer = make_optimizer(cfg.train)
@@ -122,10 +132,10 @@ def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
   step_fn = jit_train_step(apply, objective.loss_fn, optimizer, cfg.train, shardings, mesh)
   ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
   position, start, best = 0, 0, -math.inf
-  if (latest := ckpt.latest_step()) is not None:
-    state, meta = ckpt.restore(latest, state)
-    position, start = meta["data_position"], latest
-    best = meta.get("best_score", -math.inf)
+  restored = ckpt.restore_latest_intact(state)
+  if restored is not None:
+    start, state, meta = restored
+    position, best = meta["data_position"], meta.get("best_score", -math.inf)
   wdlib.truncate_metrics(wd.metrics, start)
   end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
   record: dict[str, Any] = (wdlib.read_metrics(wd.metrics) or [{}])[-1]
@@ -137,36 +147,54 @@ def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
   run_wandb = _wandb_run(cfg, wd)
   bar = tqdm(total=cfg.train.steps, initial=start, disable=not cfg.train.progress,
              desc="train", dynamic_ncols=True)
+  unread = None  # (step, metrics, info, position, tokens, t0) of a step not read yet
+  last_read = time.perf_counter()
+
+  def read(entry) -> dict[str, Any]:
+    """Blocks on a dispatched step's metrics; stops the run if they are not finite."""
+    nonlocal last_read
+    step_n, metrics, info, pos, tokens, t0 = entry
+    loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    now = time.perf_counter()
+    seconds, last_read = now - max(t0, last_read), now
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+      ckpt.close()
+      raise NonFiniteLossError(
+          f"loss {loss}, gradient norm {grad_norm} at step {step_n}; stopped. The last good "
+          f"checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
+    bar.update(1)
+    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
+    return {"step": step_n, "data_position": pos, "seconds": seconds,
+            "tokens_per_s": tokens / seconds,
+            **{k: float(np.asarray(v)) for k, v in metrics.items()}, **info}
+
   with contextlib.closing(bar):
     for step in range(start + 1, end + 1):
       t0 = time.perf_counter()
       batch, position, info = pending or objective.next_batch(step, position, state)
       pending = None
+      tokens = float(np.asarray(batch["attn_mask"]).sum())
       state, metrics = step_fn(state, batch)
-      loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
-      seconds = time.perf_counter() - t0
-      if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-        ckpt.close()
-        raise NonFiniteLossError(
-            f"loss {loss}, gradient norm {grad_norm} at step {step}; stopped. The last good "
-            f"checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
-      tokens_per_s = float(np.asarray(batch["attn_mask"]).sum()) / seconds
-      bar.update(1)
-      bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
-      if objective.validate and (step % objective.validate_every == 0 or step == end):
+      if unread is not None:  # the previous step (not a logged one), read while this runs
+        read(unread)
+        unread = None
+      entry = (step, metrics, info, position, tokens, t0)
+      validate = objective.validate and (step % objective.validate_every == 0 or
+                                         step == end)
+      save = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
+      if not (validate or save or step % cfg.train.log_every == 0 or step == end or info):
+        unread = entry
+        continue
+      record = read(entry)
+      if validate:
         scores = objective.validate(step, state.params)
-        info = {**info, **{f"val_{k}": v for k, v in scores.items()}}
+        record.update({f"val_{k}": v for k, v in scores.items()})
         if scores["score"] > best:
           best = scores["score"]
           export(wd, cfg, jax.device_get(state.params), tokenizer, wd.root / "best")
-      if step % cfg.train.log_every == 0 or step == end or info:
-        record = {"step": step, "data_position": position, "seconds": seconds,
-                  "tokens_per_s": tokens_per_s,
-                  **{k: float(np.asarray(v)) for k, v in metrics.items()}, **info}
-        wdlib.append_metrics(wd.metrics, record)
-        if run_wandb is not None:
-          run_wandb.log(record, step=step)
-      if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+      _log(cfg, wd, run_wandb, record)
+      if save:
+        check_finite_weights(state.params, step, ckpt, wd)
         ckpt.save(step, state, {"data_position": position, "step": step, "best_score": best})
   ckpt.close()
   if run_wandb is not None:
@@ -176,10 +204,33 @@ def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
   return record
 
 
+def _log(cfg, wd: wdlib.Workdir, run_wandb, record: dict[str, Any]) -> None:
+  """Appends a step's record to metrics.jsonl (and wandb)."""
+  wdlib.append_metrics(wd.metrics, record)
+  if run_wandb is not None:
+    run_wandb.log(record, step=record["step"])
+
+
+@jax.jit
+def _params_finite(params) -> jax.Array:
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+
+
+def check_finite_weights(params, step: int, ckpt: Checkpointer, wd: wdlib.Workdir) -> None:
+  """Refuses to checkpoint non-finite weights (the previous checkpoint stays the last)."""
+  if not bool(_params_finite(params)):
+    ckpt.close()
+    raise NonFiniteLossError(
+        f"non-finite weights after step {step}; stopped before checkpointing them. The "
+        f"last good checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
+
+
 def export(wd: wdlib.Workdir, cfg: exp_config.ExperimentConfig, params, tokenizer,
            directory: Path | None = None) -> Path:
   """A model as a portable HF-format directory with its tokenizer (default: workdir/model)."""
+  from mro.loading import write_sampler_file
   directory = wd.model if directory is None else directory
   checkpoints.save_hf(directory, params, cfg.model, tokenizer.special)
   tokenizer.save(directory)
+  write_sampler_file(directory, cfg.sampler)
   return directory

@@ -32,13 +32,14 @@ class TrainState(NamedTuple):
   rng: jax.Array  # uint32[2]: raw PRNG key (checkpointable)
 
 
-class NonFiniteLossError(RuntimeError):
-  pass
+class NonFiniteLossError(ValueError):
+  """A NaN/Inf loss, gradient norm or weight stopped training (the CLI prints it as one
+  error line)."""
 
 
 def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=cfg.lr, warmup_steps=cfg.warmup_steps,
+      init_value=0.0, peak_value=cfg.lr, warmup_steps=cfg.effective_warmup,
       decay_steps=cfg.steps, end_value=cfg.lr * cfg.min_lr_ratio)
 
 

@@ -67,7 +67,7 @@ def claim(root: str | Path, cfg: exp_config.ExperimentConfig) -> Workdir:
   wd.root.mkdir(parents=True, exist_ok=True)
   if wd.config.exists():
     saved = json.loads(wd.config.read_text())
-    now = cfg.to_dict()
+    now = json.loads(json.dumps(cfg.to_dict()))  # as saved: tuples become lists
     # A section added to the schema after the run started counts as its defaults.
     for section, values in exp_config.ExperimentConfig().to_dict().items():
       saved.setdefault(section, values)

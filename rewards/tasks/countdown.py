@@ -38,6 +38,9 @@ from .base import (Example, check_limit, check_split, check_style, extract_answe
 from .data import read_jsonl_lines
 
 TEST_FRACTION, VALIDATION_FRACTION = 0.10, 0.05
+# The exhaustive solver is exponential in the count (5 numbers: ~0.1 s, 6: ~3 s, 7: ~17 s),
+# so a problem may have at most this many numbers (data rows included).
+MAX_NUMBERS = 5
 DEFAULT_LIMITS = {"train": 10000, "validation": 256, "test": 256}
 MAX_CONSECUTIVE_REJECTS = 100000
 
@@ -116,8 +119,16 @@ def reachable(numbers: list[int], lo: int, hi: int) -> dict[int, expression.Node
   return {key[0]: node for key, (_, node) in sorted(top.items())}
 
 
+def check_count(numbers: list[int], where: str = "countdown") -> None:
+  if not 1 <= len(numbers) <= MAX_NUMBERS:
+    raise ValueError(f"{where}: a Countdown problem has 1 to {MAX_NUMBERS} numbers, got "
+                     f"{len(numbers)} (the exhaustive solver is exponential in the count)")
+
+
 def solve(numbers: list[int], target: int) -> expression.Node | None:
-  """One solution for an integer `target`, or None if there is none."""
+  """One solution for an integer `target`, or None if there is none (at most
+  MAX_NUMBERS numbers: the search is exhaustive)."""
+  check_count(numbers)
   return reachable(numbers, target, target).get(target)
 
 
@@ -150,7 +161,9 @@ def read_jsonl(path: str) -> list[tuple[list[int], int]]:
     for key in ("input", "output"):
       if key not in row:
         raise ValueError(f"{where}: missing key {key!r} (expected input and output)")
-    instances.append((_parse_numbers(row["input"], where), _parse_target(row["output"], where)))
+    numbers = _parse_numbers(row["input"], where)
+    check_count(numbers, where)
+    instances.append((numbers, _parse_target(row["output"], where)))
   return instances
 
 

@@ -1,7 +1,9 @@
 """Where benchmark files live and how JSON-lines files are read.
 
 Default location: `<repo>/experiments/data/<benchmark>/` (the offline copies shipped with
-the repository, with their licences).
+the repository, with their licences). A Hugging Face hub dataset can be named instead
+as `hf:NAME[:CONFIG]` (e.g. `hf:openai/gsm8k:main`, `hf:HuggingFaceH4/MATH-500`); it needs
+network access (unset HF_DATASETS_OFFLINE) and the same fields as the files.
 Any path the user gives wins: a file is read as is, a directory is searched for the
 standard file names (`train.jsonl`, `test.jsonl`).
 
@@ -17,6 +19,33 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
+
+
+HUB_PREFIX = "hf:"
+
+
+def is_hub(path: str | None) -> bool:
+  return path is not None and str(path).startswith(HUB_PREFIX)
+
+
+def read_hub(spec: str, split: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+  """Rows of split `split` of the hub dataset `hf:NAME[:CONFIG]` (string `fields`)."""
+  import datasets
+
+  name, _, config = spec[len(HUB_PREFIX):].partition(":")
+  if not name:
+    raise ValueError(f"--data {spec!r}: name a hub dataset, e.g. hf:openai/gsm8k:main")
+  try:
+    table = datasets.load_dataset(name, config or None, split=split)
+  except Exception as e:  # offline, unknown name, missing split: all end here
+    raise ValueError(f"cannot load hub dataset {name!r} (config {config or 'default'}, "
+                     f"split {split!r}): {type(e).__name__}: {e}. Hub datasets need network "
+                     "access (HF_DATASETS_OFFLINE unset); offline, pass a local file") from e
+  missing = [f for f in fields if f not in table.column_names]
+  if missing:
+    raise ValueError(f"hub dataset {name!r}: missing field(s) {missing}; it has "
+                     f"{table.column_names}")
+  return table.to_list()
 
 
 def resolve_file(path: str | None, benchmark: str, filename: str) -> Path:
@@ -35,18 +64,30 @@ def resolve_file(path: str | None, benchmark: str, filename: str) -> Path:
   return candidate
 
 
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+  """A data file's text; a file that is not valid UTF-8 is a ValueError naming it and the
+  first bad byte's line."""
+  path = Path(path)
+  raw = path.read_bytes()
+  try:
+    return raw.decode(encoding)
+  except UnicodeDecodeError as e:
+    line = raw[:e.start].count(b"\n") + 1
+    raise ValueError(f"{path} is not UTF-8 text: byte {e.start} (line {line}) is "
+                     f"{raw[e.start:e.start + 1]!r}; save it as UTF-8") from None
+
+
 def first_bad_json_line(path: Path) -> str:
   """A description of the first line of `path` that is not a JSON object."""
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        return f"line {number}: invalid JSON ({e.msg})"
-      if not isinstance(row, dict):
-        return f"line {number}: expected a JSON object, got {type(row).__name__}"
+  for number, line in enumerate(read_text(path).splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      return f"line {number}: invalid JSON ({e.msg})"
+    if not isinstance(row, dict):
+      return f"line {number}: expected a JSON object, got {type(row).__name__}"
   return "no malformed line found"
 
 
@@ -57,6 +98,7 @@ def read_jsonl_datasets(path: Path, fields: tuple[str, ...]) -> list[dict[str, A
   """
   import datasets  # heavy import, deferred until a benchmark file is actually read
 
+  read_text(path)  # a non-UTF-8 file is refused by name before `datasets` sees it
   try:
     table = datasets.load_dataset("json", data_files=str(path), split="train")
   except Exception as e:  # datasets wraps parse errors in several exception types
@@ -77,15 +119,14 @@ def read_jsonl_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
   """(line number, object) for every non-empty line, parsed with `json` (small files
   whose errors must name the line)."""
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path} line {number}: invalid JSON ({e.msg})") from e
-      if not isinstance(row, dict):
-        raise ValueError(f"{path} line {number}: expected a JSON object")
-      rows.append((number, row))
+  for number, line in enumerate(read_text(path).splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} line {number}: invalid JSON ({e.msg})") from e
+    if not isinstance(row, dict):
+      raise ValueError(f"{path} line {number}: expected a JSON object")
+    rows.append((number, row))
   return rows

@@ -70,9 +70,15 @@ class GSM8KTask:
     check_style(style)
     check_limit(limit)
     filename = "test.jsonl" if split == "test" else "train.jsonl"
-    file = data.resolve_file(path, "gsm8k", filename)
-    rows = list(enumerate(data.read_jsonl_datasets(file, ("question", "answer")), start=1))
-    if split != "test" and (path is None or Path(path).expanduser().is_dir()):
+    if data.is_hub(path):
+      file = path
+      rows = list(enumerate(data.read_hub(path, filename.split(".")[0],
+                                          ("question", "answer")), start=1))
+    else:
+      file = data.resolve_file(path, "gsm8k", filename)
+      rows = list(enumerate(data.read_jsonl_datasets(file, ("question", "answer")), start=1))
+    if split != "test" and (path is None or data.is_hub(path)
+                            or Path(path).expanduser().is_dir()):
       rows = [(n, r) for n, r in rows if split_of(r["question"]) == split]
     out = []
     for number, row in rows[:limit]:

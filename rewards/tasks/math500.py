@@ -18,12 +18,14 @@ Gold and prediction are each wrapped as `\\boxed{...}` and parsed by
 order matters to the library). "\\frac{14}{3}" = "14/3" = "4\\frac{2}{3}",
 "90^\\circ" = "90", "x=5" = "5", "(3,4]" != "(3,4)".
 
-Cost: answers longer than MAX_ANSWER_CHARS, and answers whose parse holds a huge power,
-a numeric power tower or a huge factorial/binomial (`_costly`), are judged wrong before
-the comparison. Everything else is bounded by math-verify's SIGALRM timeouts
-(TIMEOUT_SECONDS each for parse and compare), which only work in the main thread;
-elsewhere the timeouts are switched off. There is no label-free check: `verify`
-raises NotImplementedError.
+Cost, bounded on every thread: answers longer than MAX_ANSWER_CHARS or nested deeper
+than MAX_DEPTH braces/brackets are judged wrong unparsed, and so are answers whose parse
+holds a huge power, a numeric power tower or a huge factorial/binomial (`_costly`).
+Every other comparison runs in a worker process (`Judge`) with a deadline of
+DEADLINE_SECONDS: math-verify's own timeouts use SIGALRM, which works only on a main
+thread (never on an evaluation worker thread) and cannot stop a long computation inside
+sympy's C code, so an answer that takes longer is judged wrong and the worker is
+replaced. There is no label-free check: `verify` raises NotImplementedError.
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ import dataclasses
 import functools
 import re
 import threading
+from pathlib import Path
 from typing import ClassVar
 
 from . import data, formats
 from .base import Example, check_limit, check_split, check_style, extract_answer_text, register
 
-TIMEOUT_SECONDS = 5
+TIMEOUT_SECONDS = 2  # math-verify's own parse / compare timeouts, inside the worker
+DEADLINE_SECONDS = 5.0  # a whole comparison, enforced by the calling process
 MAX_ANSWER_CHARS = 300  # the longest MATH500 reference answer has 53 characters
+MAX_DEPTH = 12  # nesting of {}, (), []; MATH500 references reach 4
 MAX_EXPONENT = 1000  # larger integer powers and factorials are judged wrong unparsed
 _FIELDS = ("problem", "solution", "answer")
 
@@ -95,12 +100,29 @@ def _costly(parsed: object) -> bool:
   return False
 
 
+def _depth(text: str) -> int:
+  depth = best = 0
+  for c in text:
+    if c in "{([":
+      depth += 1
+      best = max(best, depth)
+    elif c in "})]":
+      depth = max(depth - 1, 0)
+  return best
+
+
 def equivalent(gold: str, predicted: str) -> bool:
-  """Whether `predicted` is mathematically the `gold` answer (math-verify)."""
+  """Whether `predicted` is mathematically the `gold` answer (math-verify), judged in
+  the worker process with a deadline (see the module docstring)."""
+  if len(predicted) > MAX_ANSWER_CHARS or _depth(predicted) > MAX_DEPTH:
+    return False
+  return JUDGE(gold, predicted)
+
+
+def _equivalent_here(gold: str, predicted: str) -> bool:
+  """The comparison itself (in the worker process)."""
   from math_verify import verify
 
-  if len(predicted) > MAX_ANSWER_CHARS:
-    return False
   gold_parsed = list(_parse_gold(gold))
   predicted_parsed = _parse(predicted)
   if not gold_parsed or not predicted_parsed or any(_costly(p) for p in predicted_parsed):
@@ -119,8 +141,11 @@ class Math500Task:
     check_split(split, allowed=("test",))
     check_style(style)
     check_limit(limit)
-    file = data.resolve_file(path, "math500", "test.jsonl")
-    rows = data.read_jsonl_datasets(file, _FIELDS)[:limit]
+    if data.is_hub(path):
+      rows = data.read_hub(path, "test", _FIELDS)[:limit]
+    else:
+      rows = data.read_jsonl_datasets(data.resolve_file(path, "math500", "test.jsonl"),
+                                      _FIELDS)[:limit]
     return [self._example(f"{self.name}-{split}-{i:05d}", row, style)
             for i, row in enumerate(rows)]
 
@@ -155,3 +180,83 @@ class Math500Task:
 
 
 register(Math500Task())
+
+
+class Judge:
+  """`_equivalent_here` in a worker process, with a deadline per comparison.
+
+  One worker (a fresh `python` running `_serve`, started on first use: a fresh
+  interpreter, no forked JAX state) is shared by all threads of this process, one
+  comparison at a time, over JSON lines on its stdin/stdout. A comparison that misses
+  the deadline or kills the worker is judged wrong; the worker is then killed and a fresh
+  one started for the next answer.
+  """
+
+  def __init__(self, deadline: float = DEADLINE_SECONDS, startup: float = 120.0):
+    self.deadline, self.startup = deadline, startup
+    self._lock = threading.Lock()
+    self._proc = None
+
+  def _start(self) -> None:
+    import os
+    import subprocess
+    import sys
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    code = "from rewards.tasks.math500 import _serve; _serve()"
+    self._proc = subprocess.Popen([sys.executable, "-c", code],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, env=env, cwd=root)
+    if self._read(self.startup) != "ready":
+      self._stop()
+      raise RuntimeError("the math-verify worker process did not start")
+
+  def _read(self, timeout: float):
+    import json
+    import select
+    ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
+    if not ready:
+      return None
+    line = self._proc.stdout.readline()
+    return json.loads(line) if line else None
+
+  def _stop(self) -> None:
+    if self._proc is not None:
+      self._proc.kill()
+      self._proc.wait()
+    self._proc = None
+
+  def __call__(self, gold: str, predicted: str) -> bool:
+    import json
+    with self._lock:
+      if self._proc is None or self._proc.poll() is not None:
+        self._start()
+      try:
+        self._proc.stdin.write((json.dumps([gold, predicted]) + "\n").encode())
+        self._proc.stdin.flush()
+        result = self._read(self.deadline)
+      except (OSError, ValueError):  # the worker died on this answer
+        result = None
+      if result is None:
+        self._stop()
+      return bool(result)
+
+
+def _serve() -> None:
+  """The worker's loop: [gold, predicted] lines in, true/false lines out."""
+  import json
+  import sys
+  import math_verify  # noqa: F401  (the slow import, before saying ready)
+
+  print(json.dumps("ready"), flush=True)
+  for line in sys.stdin:
+    try:
+      gold, predicted = json.loads(line)
+      result = _equivalent_here(gold, predicted)
+    except Exception:  # math-verify and sympy raise many kinds on hostile input
+      result = False
+    print(json.dumps(bool(result)), flush=True)
+
+
+JUDGE = Judge()

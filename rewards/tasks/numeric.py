@@ -10,6 +10,12 @@ Used by the numeric tasks (arith, gsm8k) to read a model's final number. Rules:
 - a leading "$" is skipped; units, "%" and words around the number are ignored;
 - values are `decimal.Decimal` (exact: "5", "5.0" and "5.00" are equal; no float
   rounding, no overflow). Strings longer than `MAX_NUMBER_CHARS` are ignored.
+- cost: only the last `MAX_SCAN_CHARS` characters of a text are searched for its last
+  number, from the first character in that window that cannot belong to a number (so a
+  number is never cut in half; a window that is one unbroken run of digits and
+  separators holds no number). Scoring a response is therefore linear in its length,
+  whatever it holds (the number pattern alone is quadratic on long runs like
+  "1,000,000,...").
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import re
 from .base import last_answer_tag, last_boxed
 
 MAX_NUMBER_CHARS = 64
+MAX_SCAN_CHARS = 2048
+_NUMBER_CHARS = frozenset("0123456789,.$-{}\\\u2212")
 
 _NUMBER_RE = re.compile(
     r"(?:(?<![\w)\]}])(?P<sign>-))?\$?"
@@ -50,10 +58,22 @@ def _to_decimal(match: re.Match) -> decimal.Decimal | None:
   return -value if match.group("sign") else value
 
 
+def _tail(text: str) -> str:
+  """The last MAX_SCAN_CHARS characters of `text`, starting at a character that cannot be
+  part of a number (the whole text when it is short)."""
+  if len(text) <= MAX_SCAN_CHARS:
+    return text
+  window = text[-MAX_SCAN_CHARS:]
+  for i, c in enumerate(window):
+    if c not in _NUMBER_CHARS:
+      return window[i:]
+  return ""
+
+
 def last_number(text: str) -> decimal.Decimal | None:
   """The last number written in `text` (see the module docstring), or None."""
   last = None
-  for match in _NUMBER_RE.finditer(_clean(text)):
+  for match in _NUMBER_RE.finditer(_clean(_tail(text))):
     last = match
   return None if last is None else _to_decimal(last)
 

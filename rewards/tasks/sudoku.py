@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import functools
 import random
 import re
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from . import formats
+from .data import read_text
 from .base import (Example, check_limit, check_split, check_style, extract_answer_text,
                    register, stable_unit)
 
@@ -155,25 +157,25 @@ def read_csv(path: str | Path) -> list[tuple[str, str]]:
   if not path.is_file():
     raise ValueError(f"sudoku CSV file not found: {path}")
   rows = []
-  with open(path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.reader(f)
-    header = [h.strip() for h in next(reader, [])]
-    if "Puzzle" not in header or "Solution" not in header:
-      raise ValueError(f"{path} line 1: the header must name columns Puzzle,Solution, "
-                       f"got {header}")
-    ip, js = header.index("Puzzle"), header.index("Solution")
-    for row in reader:
-      if not any(cell.strip() for cell in row):
-        continue
-      where = f"{path} line {reader.line_num}"
-      if len(row) <= max(ip, js):
-        raise ValueError(f"{where}: expected columns Puzzle,Solution, got {row}")
-      puzzle, solution = row[ip].strip(), row[js].strip()
-      try:
-        check_pair(puzzle, solution)
-      except ValueError as e:
-        raise ValueError(f"{where}: {e}") from e
-      rows.append((puzzle, solution))
+  text = read_text(path, encoding="utf-8-sig")
+  reader = csv.reader(io.StringIO(text, newline=""))
+  header = [h.strip() for h in next(reader, [])]
+  if "Puzzle" not in header or "Solution" not in header:
+    raise ValueError(f"{path} line 1: the header must name columns Puzzle,Solution, "
+                     f"got {header}")
+  ip, js = header.index("Puzzle"), header.index("Solution")
+  for row in reader:
+    if not any(cell.strip() for cell in row):
+      continue
+    where = f"{path} line {reader.line_num}"
+    if len(row) <= max(ip, js):
+      raise ValueError(f"{where}: expected columns Puzzle,Solution, got {row}")
+    puzzle, solution = row[ip].strip(), row[js].strip()
+    try:
+      check_pair(puzzle, solution)
+    except ValueError as e:
+      raise ValueError(f"{where}: {e}") from e
+    rows.append((puzzle, solution))
   return rows
 
 

@@ -1,0 +1,187 @@
+"""Settings of the MRO method: one frozen dataclass per concern, pure data.
+
+- `SearchConfig`: the test-time search (candidates, group steps, selection); the same type
+  drives `mro eval --search`, `mro sample --search` and the trajectories of reject sampling.
+- `StartConfig`: the trained model reject sampling and RL start from, and its scorer.
+- `RejectConfig`: which searched trajectories are kept and how they are trained on.
+- `RLConfig`: rollouts, SGRO groups, importance weights, baselines, KL.
+- `ValidationConfig`: the held-out accuracy that picks the best checkpoint.
+
+The rewards are `rewards.combine.RewardConfig`. This module imports no method code, so
+experiment configs (mro/config.py) and the CLI can use these types without loading JAX
+programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mro.sampling.schedule import SamplerConfig
+
+SELECT = ("argmax", "resample", "none")  # none: candidates never selected (best-of-N)
+SEARCHES = ("mro", "best-of-n")
+BASELINES = ("none", "group_mean")
+Q_RULES = ("uniform", "advantage", "tokens")
+KEEP_RULES = ("top1", "threshold")
+
+
+def _positive(section: str, obj, names) -> None:
+  for name in names:
+    value = getattr(obj, name)
+    if value is not None and value < 1:
+      raise ValueError(f"{section}.{name} must be >= 1, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """MRO test-time search (method.md §5).
+
+  Every `group_steps` (w) denoising steps, each of the `n_live` live sequences of a
+  prompt expands into `k` candidates sampled at `temperature`; all candidates advance w
+  steps as one batch, are scored, and `select` keeps n_live of them: `argmax` (the paper)
+  or `resample` (draws ∝ exp(R / resample_temperature), importance resampling). `none`
+  never selects: k independent samples picked at the end (best-of-N at equal NFE).
+  `group_steps=None` = a quarter of the sampler's steps (4 search points).
+  `forward_chunks`: the candidates' forward passes in this many sequential slices
+  (None = the pool on a CPU backend, where narrower batches are faster per row; 1 on
+  accelerators); results are the same up to float rounding.
+  """
+
+  k: int = 4
+  group_steps: int | None = None
+  temperature: float = 1.0
+  select: str = "argmax"
+  resample_temperature: float = 1.0
+  n_live: int = 1
+  forward_chunks: int | None = None
+
+  def __post_init__(self):
+    _positive("search", self, ("k", "n_live", "group_steps", "forward_chunks"))
+    if self.select not in SELECT:
+      raise ValueError(f"search.select must be one of {SELECT}, got {self.select!r}")
+    if not self.temperature >= 0:  # also refuses NaN
+      raise ValueError(f"search.temperature must be a number >= 0, got {self.temperature}")
+    if not self.resample_temperature > 0:
+      raise ValueError(f"search.resample_temperature must be > 0, got "
+                       f"{self.resample_temperature}")
+
+  @property
+  def method(self) -> str:
+    return "best-of-n" if self.select == "none" else "mro"
+
+  @property
+  def pool(self) -> int:
+    return self.n_live * self.k
+
+  def resolve(self, sampler: SamplerConfig) -> SearchConfig:
+    """This search with group_steps filled in for `sampler`, checked against it."""
+    w = self.group_steps or max(1, sampler.steps // 4)
+    if sampler.threshold is not None:
+      raise ValueError("the search needs a fixed step schedule; unset threshold")
+    if sampler.steps % w:
+      raise ValueError(f"steps={sampler.steps} is not divisible by group_steps={w}")
+    return dataclasses.replace(self, group_steps=w)
+
+  def check(self, sampler: SamplerConfig) -> None:
+    self.resolve(sampler)
+
+  def chunks(self) -> int:
+    if self.forward_chunks is not None:
+      return self.forward_chunks
+    import jax  # deferred: this module stays importable without starting JAX
+    return self.pool if jax.default_backend() == "cpu" else 1
+
+
+def search_config(method: str = "mro", **fields) -> SearchConfig:
+  """A SearchConfig for `method` ("mro" or "best-of-n", which never selects)."""
+  if method not in SEARCHES:
+    raise ValueError(f"search must be one of {SEARCHES} (or none), got {method!r}")
+  if method == "best-of-n":
+    fields["select"] = "none"
+  elif fields.get("select") == "none":
+    raise ValueError("select=none is best-of-n; use --search best-of-n")
+  return SearchConfig(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class StartConfig:
+  """The model reject sampling and RL start from (`default` = the shipped one for
+  data.task) and the causal scorer of R_ppl (`default` = the shipped one)."""
+
+  model: str | None = None
+  scorer: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RejectConfig:
+  """MRO reject sampling (`mro reject-sample`): trajectories come from the search
+  (`search` section), scored with the `rewards` section.
+
+  keep: `top1` per prompt, or `threshold` (every final candidate whose total reward is
+    >= keep_threshold).
+  stepwise: the step-wise loss on n_opt consecutive random steps of each trajectory; false:
+    plain SFT on the kept final answers.
+  """
+
+  keep: str = "top1"
+  keep_threshold: float = 1.0
+  stepwise: bool = True
+  n_opt: int = 2
+
+  def __post_init__(self):
+    if self.keep not in KEEP_RULES:
+      raise ValueError(f"reject.keep must be one of {KEEP_RULES}, got {self.keep!r}")
+    _positive("reject", self, ("n_opt",))
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+  """MRO-RL (`mro rl`): REINFORCE over SGRO groups with importance sampling.
+
+  Rollouts: prompts_per_batch prompts x rollouts_per_prompt trajectories from the policy
+  at `temperature`; SGRO groups of `group_steps` denoising steps; n_opt groups per
+  trajectory drawn by `q_rule` and weighted 1 / (n_opt q); `inner_steps` gradient steps
+  per rollout batch (the importance ratio after the first, clipped at clip_eps unless
+  null); `baseline` none (the paper) or group_mean (leave-one-out over the prompt's
+  rollouts); optional KL to the starting model and potential-based shaping with R_q.
+  """
+
+  group_steps: int = 4
+  temperature: float = 0.25
+  rollouts_per_prompt: int = 4
+  prompts_per_batch: int = 8
+  inner_steps: int = 2
+  n_opt: int = 2
+  clip_eps: float | None = 0.2
+  baseline: str = "none"
+  q_rule: str = "uniform"
+  kl_coef: float = 0.0
+  shaping: bool = False
+  shaping_lambda: float = 1.0
+
+  def __post_init__(self):
+    if self.baseline not in BASELINES:
+      raise ValueError(f"rl.baseline must be one of {BASELINES}, got {self.baseline!r}")
+    if self.q_rule not in Q_RULES:
+      raise ValueError(f"rl.q_rule must be one of {Q_RULES}, got {self.q_rule!r}")
+    _positive("rl", self, ("group_steps", "rollouts_per_prompt", "prompts_per_batch",
+                           "inner_steps", "n_opt"))
+    if self.clip_eps is not None and not self.clip_eps > 0:
+      raise ValueError(f"rl.clip_eps must be positive or null, got {self.clip_eps}")
+    if not (self.kl_coef >= 0 and self.temperature >= 0):
+      raise ValueError("rl.kl_coef and rl.temperature must be >= 0")
+    if self.baseline == "group_mean" and self.rollouts_per_prompt < 2:
+      raise ValueError("rl.baseline=group_mean needs rl.rollouts_per_prompt >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+  """Accuracy on held-out prompts every `every` steps; the best model is exported to
+  workdir/best. `data`: a validation file (default: the task's validation split)."""
+
+  every: int = 100
+  limit: int = 128
+  data: str | None = None
+
+  def __post_init__(self):
+    _positive("validation", self, ("every", "limit"))

@@ -1,0 +1,111 @@
+"""The one table that maps command-line options onto settings fields.
+
+Every sampler, search and reward flag of `mro sample` and `mro eval` is a field of
+`SamplerConfig`, `SearchConfig` or `RewardConfig`; this table names the flag, the field
+and its help line once. The CLI builds its flags from it (defaults shown from the
+dataclasses), and `overrides` turns parsed arguments back into per-type field
+dictionaries. A flag left unset (None) keeps whatever the base settings say (a model's
+recorded sampler, a protocol's defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from mro.method.settings import SELECT, SearchConfig
+from mro.sampling.schedule import REMASKING, SamplerConfig
+from rewards.combine import RewardConfig
+from rewards.quality import SOURCES
+
+
+class Option(NamedTuple):
+  flag: str  # without the leading dashes
+  field: str  # the dataclass field it sets
+  type: Any
+  help: str
+  choices: tuple | None = None
+
+
+SAMPLER_OPTIONS = (
+    Option("gen-length", "gen_length", int, "response length in tokens"),
+    Option("block-length", "block_length", int,
+           "semi-autoregressive block size; must divide gen-length"),
+    Option("temperature", "temperature", float, "0 = greedy (argmax); else Gumbel-max"),
+    Option("remasking", "remasking", str, "which masked positions to commit first", REMASKING),
+    Option("threshold", "threshold", float,
+           "confidence-threshold parallel decoding: commit every masked token of the block "
+           "whose confidence is >= T (0 < T <= 1), at least one per step"),
+    Option("cfg-scale", "cfg_scale", float, "classifier-free guidance weight (0 = off)"),
+)
+
+SEARCH_OPTIONS = (
+    Option("k", "k", int, "candidates per live sequence at each search point"),
+    Option("group-steps", "group_steps", int,
+           "w, denoising steps between search points (default: steps/4)"),
+    Option("search-temperature", "temperature", float,
+           "sampling temperature of the candidates (the paper: 0.25)"),
+    Option("select", "select", str,
+           "argmax (the paper) or importance resampling ∝ exp(R/τ)", SELECT[:2]),
+    Option("resample-temperature", "resample_temperature", float,
+           "τ of select=resample"),
+    Option("n-live", "n_live", int, "live sequences per prompt"),
+    Option("forward-chunks", "forward_chunks", int,
+           "run the candidates' forward passes in this many slices (default: k x n-live on "
+           "CPU, where narrower batches are faster per row; 1 on accelerators)"),
+)
+
+REWARD_OPTIONS = (
+    Option("rewards", "use", str,
+           "any of tv, ppl, q joined by , or +, each optionally weighted as name=weight "
+           "(e.g. tv,ppl=0.5,q); 'all'; 'none'"),
+    Option("quality-source", "quality_source", str,
+           "what makes an answer correct for R_q: vote (majority of the candidates), "
+           "verifier (the task's label-free check) or label", SOURCES),
+    Option("n-verify", "n_verify", int, "positions re-predicted per group for R_tv"),
+)
+
+TABLES = {SamplerConfig: SAMPLER_OPTIONS, SearchConfig: SEARCH_OPTIONS,
+          RewardConfig: REWARD_OPTIONS}
+# the argparse destinations of every option above (gen_length, k, search_temperature, ...)
+DESTS = frozenset(o.flag.replace("-", "_") for table in TABLES.values() for o in table)
+
+
+def _default(cls, field: str, base=None):
+  if base is not None:
+    return getattr(base, field)
+  for f in dataclasses.fields(cls):
+    if f.name == field:
+      return f.default
+  raise KeyError(field)
+
+
+def add_options(parser: argparse.ArgumentParser, cls, title: str, *, skip=(),
+                defaults=None, show_default: bool = True) -> None:
+  """Adds the flags of `cls` (every default None: unset flags change nothing). The help
+  shows the default from `defaults` (an instance) or the dataclass."""
+  group = parser.add_argument_group(title)
+  for opt in TABLES[cls]:
+    if opt.flag in skip:
+      continue
+    text = opt.help
+    if show_default:
+      default = _default(cls, opt.field, defaults)
+      if isinstance(default, tuple):
+        default = ",".join(default) or "none"
+      text += f" (default: {default})"
+    group.add_argument(f"--{opt.flag}", dest=opt.flag.replace("-", "_"), type=opt.type,
+                       default=None, choices=opt.choices, help=text)
+
+
+def overrides(args: argparse.Namespace | Mapping[str, Any], cls) -> dict[str, Any]:
+  """{field: value} of the flags of `cls` that were given (not None)."""
+  get = args.get if isinstance(args, Mapping) else (lambda k: getattr(args, k, None))
+  out = {}
+  for opt in TABLES[cls]:
+    value = get(opt.flag.replace("-", "_"))
+    if value is not None:
+      out[opt.field] = value
+  return out

@@ -1,0 +1,170 @@
+"""Every kind of bad input a user met gets a clear error naming the problem, or a bound:
+hostile data rows and answers cost little, nonsense options are refused at config time,
+damaged checkpoints are skipped by name, a NaN stop is one error line."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from models.config import load_hf_config
+from mro import cli
+from mro.plan import PlanConfig
+from mro.sampling.schedule import SamplerConfig
+from models.sharding import MeshConfig
+from rewards.tasks import get_task
+from rewards.tasks.numeric import numeric_answer
+
+
+def test_a_countdown_row_with_too_many_numbers_is_refused_by_name_at_once(tmp_path):
+  data = tmp_path / "cd.jsonl"
+  data.write_text('{"input": "1,2,3", "output": "6"}\n'
+                  '{"input": "1,2,3,4,5,6,7,8,9,10,11,12", "output": "50"}\n')
+  start = time.perf_counter()
+  with pytest.raises(ValueError, match=r"cd.jsonl line 2.*12"):
+    get_task("countdown").examples("test", path=str(data))
+  assert time.perf_counter() - start < 5.0  # the exhaustive solver was never called on it
+  from rewards.tasks.countdown import solve
+  with pytest.raises(ValueError, match="at most|1 to 5"):
+    solve(list(range(1, 8)), 10)
+
+
+def test_number_extraction_is_bounded_on_hostile_responses():
+  start = time.perf_counter()
+  numeric_answer("1" + ",000" * 8000 + "1")  # quadratic in the number pattern alone
+  numeric_answer("1,000 " * 200_000 + "<answer>7</answer>")  # 1.2 MB
+  assert numeric_answer("x " * 500_000 + "so the answer is 1,234") == "1234"
+  assert time.perf_counter() - start < 3.0  # took 3-9 s, and > 250 s for 1 MB, before
+
+
+def test_math500_scoring_is_bounded_on_a_worker_thread():
+  from rewards.tasks import math500
+  task = get_task("math500")
+  example = task.examples("test", limit=1)[0]
+  results = {}
+
+  def score_all():
+    for junk in ("(10!)!", "\\frac{" * 25 + "1" + "}{2}" * 25, example.answer):
+      start = time.perf_counter()
+      results[junk] = (task.score(example, f"\\boxed{{{junk}}}")["correct"],
+                       time.perf_counter() - start)
+
+  worker = threading.Thread(target=score_all)
+  worker.start()
+  worker.join(timeout=3 * math500.DEADLINE_SECONDS + 60)
+  assert not worker.is_alive(), "scoring from a thread never finished"
+  assert results[example.answer][0] == 1.0  # the judge still works afterwards
+  for junk, (correct, seconds) in results.items():
+    if junk != example.answer:
+      assert correct == 0.0 and seconds < math500.DEADLINE_SECONDS + 30, (junk, seconds)
+
+
+def test_a_mesh_beyond_a_sane_device_count_is_refused_before_any_work():
+  with pytest.raises(ValueError, match="100000 devices.*max_devices"):
+    PlanConfig(preset="tiny", mesh=MeshConfig(data=100_000), batch=100_000)
+  assert PlanConfig(preset="llada_8b", mesh=MeshConfig(data=8, fsdp=4)).batch == 32  # follows it
+
+
+@pytest.mark.parametrize("field,value", [("temperature", float("nan")),
+                                         ("temperature", float("inf")),
+                                         ("cfg_scale", float("nan")), ("threshold", float("nan"))])
+def test_nan_and_inf_sampler_options_are_refused_naming_the_field(field, value):
+  with pytest.raises(ValueError, match=field):
+    SamplerConfig(**{field: value})
+
+
+def test_mro_sample_with_a_nan_temperature_exits_2_naming_it(capsys):
+  code = cli.main(["sample", "--model", "default", "--task", "sudoku", "--prompt",
+                   "Sudoku 4010134234010134", "--temperature", "nan"])
+  assert code == 2 and "temperature" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field,value,match", [("rope_theta", -5, "rope_theta"),
+                                               ("n_layers", "six", "n_layers"),
+                                               ("rms_norm_eps", 0, "norm_eps"),
+                                               ("mask_token_id", 10**9, "mask_token_id")])
+def test_a_model_config_json_with_a_bad_field_is_refused_naming_file_and_field(
+    fixture_dir, tmp_path, field, value, match):
+  hf = json.loads((fixture_dir / "config.json").read_text())
+  hf[field] = value
+  (tmp_path / "config.json").write_text(json.dumps(hf))
+  with pytest.raises(ValueError, match=f"config.json.*{match}"):
+    load_hf_config(tmp_path)
+
+
+def test_a_non_utf8_data_file_is_refused_naming_the_file(tmp_path):
+  bad = tmp_path / "cd.jsonl"
+  bad.write_bytes(b'{"input": "1,2,3", "output": "6"}\n{"input": "\xff\xfe"}\n')
+  with pytest.raises(ValueError, match=r"cd.jsonl is not UTF-8.*line 2"):
+    get_task("countdown").examples("test", path=str(bad))
+  csv = tmp_path / "s.csv"
+  csv.write_bytes(b"Puzzle,Solution\n\xe9\n")
+  with pytest.raises(ValueError, match="s.csv is not UTF-8"):
+    get_task("sudoku").examples("test", path=str(csv))
+  gsm = tmp_path / "g.jsonl"
+  gsm.write_bytes(b'{"question": "\xff", "answer": "#### 1"}\n')
+  with pytest.raises(ValueError, match="g.jsonl is not UTF-8"):
+    get_task("gsm8k").examples("test", path=str(gsm))
+
+
+def test_a_hub_dataset_offline_is_a_clear_error(monkeypatch):
+  monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+  with pytest.raises(ValueError, match="network"):
+    get_task("gsm8k").examples("test", path="hf:openai/gsm8k:main", limit=2)
+
+
+# --- training: damaged checkpoints, NaN stop -----------------------------------------------
+
+
+def _train(tmp_path, tiny_train_sets, *extra):
+  argv = ["train", "--config", "tiny", "--workdir", str(tmp_path / "wd")]
+  for item in [*tiny_train_sets, *extra]:
+    argv += ["--set", item]
+  return cli.main(argv)
+
+
+def _damage(step_dir: Path, how: str) -> None:
+  if how == "truncated array":
+    files = [f for f in step_dir.rglob("*") if f.is_file() and f.stat().st_size > 1000]
+    biggest = max(files, key=lambda f: f.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:100])
+  else:  # emptied metadata
+    for f in step_dir.rglob("*"):
+      if f.is_file() and f.name in ("_METADATA", "metadata"):
+        f.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["truncated array", "emptied metadata"])
+def test_resume_skips_a_damaged_latest_checkpoint_naming_it(tmp_path, tiny_train_sets, how,
+                                                            capsys):
+  assert _train(tmp_path, tiny_train_sets, "train.steps=7") == 0  # checkpoints 3, 6, 7
+  ckpts = tmp_path / "wd" / "checkpoints"
+  _damage(ckpts / "7", how)
+  (tmp_path / "wd" / "model").rename(tmp_path / "old_model")
+  capsys.readouterr()
+  assert _train(tmp_path, tiny_train_sets, "train.steps=7") == 0
+  err = capsys.readouterr().err
+  assert "checkpoints/7 is damaged and was skipped" in err
+  steps = [json.loads(x)["step"] for x in (tmp_path / "wd" / "metrics.jsonl").read_text()
+           .splitlines()]
+  assert steps == list(range(1, 8))  # step 7 redone from checkpoint 6, once
+
+
+def test_no_intact_checkpoint_is_a_named_error(tmp_path, tiny_train_sets, capsys):
+  assert _train(tmp_path, tiny_train_sets, "train.steps=3") == 0
+  _damage(tmp_path / "wd" / "checkpoints" / "3", "truncated array")
+  capsys.readouterr()
+  assert _train(tmp_path, tiny_train_sets, "train.steps=3") == 2
+  err = capsys.readouterr().err
+  assert "no intact checkpoint" in err and "step 3" in err and "Traceback" not in err
+
+
+def test_a_nan_stop_is_one_error_line_naming_the_step_and_the_last_good_checkpoint(
+    tmp_path, tiny_train_sets, capsys):
+  code = _train(tmp_path, tiny_train_sets, "train.lr=1e30", "train.grad_clip=1e30")
+  err = capsys.readouterr().err
+  assert code == 2 and "Traceback" not in err
+  (line,) = [x for x in err.splitlines() if x.startswith("mro train: error:")]
+  assert "step" in line and "checkpoint" in line
