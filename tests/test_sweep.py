@@ -5,6 +5,7 @@ bad input refused before anything runs, one line per run, a summary even when ru
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -203,6 +204,14 @@ def test_runs_may_name_their_own_command_and_an_eval_only_run_its_model(tmp_path
   assert train_cmd[:4] == ["mro", "reject-sample", "--config", "mro_sudoku"]
   assert train_cmd[-4:] == ["--set", "train.steps=2", "--set", "mro.search_k=2"]
   assert eval_cmd[:4] == ["mro", "eval", "--model", str(rs.workdir / "best")]
+
+
+@pytest.mark.parametrize("path", sorted(
+    (Path(__file__).parents[1] / "experiments" / "sweeps").glob("*.yaml")), ids=str)
+def test_every_shipped_sweep_file_loads_and_its_runs_configs_validate(path):
+  runs = sweeps.expand(sweeps.load_sweep(path))
+  sweeps.validate_configs(runs)
+  assert runs and len({r.workdir for r in runs}) == len(runs)
 
 
 def test_the_ray_backend_names_the_extra_when_ray_is_not_installed(tmp_path, monkeypatch):

@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from mro.files import write_atomic
 from mro.sweeps.spec import Run, commands
 from mro.sweeps.summary import log_path
 
+REPO = str(Path(__file__).resolve().parents[2])
 HOST_ENV = ("MRO_COORDINATOR_ADDRESS", "MRO_NUM_PROCESSES", "MRO_PROCESS_ID",
             "MRO_HEARTBEAT_S")
 
@@ -64,10 +66,19 @@ def _die_with_parent() -> None:
     pass
 
 
+def working_dir(driver_cwd: str) -> str:
+  """Where a run's programs start on a cluster node: the driver's working directory where
+  the node has it (a checkout at the same path), else the repository of this package, so
+  relative paths in a sweep file mean the same as on the driver."""
+  return driver_cwd if os.path.isdir(driver_cwd) else REPO
+
+
 def execute(run: Run, env: Mapping[str, str], *, host: Host | None = None,
-            tie_to_parent: bool = False, write_done: bool = True, note: str = "") -> int:
-  """Runs the run's programs; returns 0, or the first failing exit code (negative: the
-  process was killed by that signal). `tie_to_parent`: the programs die with this process.
+            tie_to_parent: bool = False, write_done: bool = True, note: str = "",
+            cwd: str | None = None) -> int:
+  """Runs the run's programs (in `cwd`, default this process's); returns 0, or the first
+  failing exit code (negative: the process was killed by that signal). `tie_to_parent`:
+  the programs die with this process.
   Process 0 (or the only one) starts the eval results afresh: a rerun must not duplicate
   rows; `write_done` marks the run finished after the last program."""
   run.workdir.mkdir(parents=True, exist_ok=True)
@@ -76,13 +87,14 @@ def execute(run: Run, env: Mapping[str, str], *, host: Host | None = None,
     (run.workdir / "eval.jsonl").unlink(missing_ok=True)
     (run.workdir / "eval.generations.jsonl").unlink(missing_ok=True)
   env = {**env, **(host.env() if host else {})}
-  where = f"{socket.gethostname()} pid {os.getpid()}" + (f", {note}" if note else "")
+  where = f"{socket.gethostname()} pid {os.getpid()}" + (f", {note}" if note else "") + \
+      (f", in {cwd}" if cwd else "")
   with open(log_path(run, process_id), "a") as log:
     for command in commands(run):
       cmd = argv(command, host)
       log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {where}: {shlex.join(cmd)}\n")
       log.flush()
-      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                               preexec_fn=_die_with_parent if tie_to_parent else None)
       if code := proc.wait():
         log.write(f"=== exit {code}\n")

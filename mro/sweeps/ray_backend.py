@@ -19,7 +19,7 @@ import os
 import socket
 from typing import Any
 
-from mro.sweeps.execute import Host, execute, mark_done, run_env
+from mro.sweeps.execute import Host, execute, mark_done, run_env, working_dir
 from mro.sweeps.progress import Progress
 from mro.sweeps.spec import Run, SweepSpec
 from mro.sweeps.summary import is_done, outcome, summarize
@@ -60,11 +60,11 @@ def _node() -> str:
   return import_ray().util.get_node_ip_address()
 
 
-def _one_host(run: Run, sweep_env: dict[str, str], events) -> dict[str, Any]:
+def _one_host(run: Run, sweep_env: dict[str, str], events, cwd: str) -> dict[str, Any]:
   node = _node()
   events.put({"run": run.name, "node": node, "pid": os.getpid()})
   code = execute(run, run_env(sweep_env, os.environ), tie_to_parent=True,
-                 note=f"Ray node {node}")
+                 note=f"Ray node {node}", cwd=working_dir(cwd))
   if code < 0:
     raise ProcessDied(f"run {run.name}: its process was killed by signal {-code}")
   return {"code": code, "outcome": outcome(run) if code == 0 else ""}
@@ -77,9 +77,10 @@ def _coordinator() -> str:
   return f"{_node()}:{port}"
 
 
-def _host(run: Run, sweep_env: dict[str, str], host: Host) -> int:
+def _host(run: Run, sweep_env: dict[str, str], host: Host, cwd: str) -> int:
   return execute(run, run_env(sweep_env, os.environ), host=host, tie_to_parent=True,
-                 write_done=False, note=f"Ray node {_node()}, process {host.process_id}")
+                 write_done=False, note=f"Ray node {_node()}, process {host.process_id}",
+                 cwd=working_dir(cwd))
 
 
 def _wait_hosts(ray, refs) -> int | None:
@@ -99,7 +100,7 @@ def _wait_hosts(ray, refs) -> int | None:
   return 0
 
 
-def _many_hosts(run: Run, sweep_env: dict[str, str], events, retries: int,
+def _many_hosts(run: Run, sweep_env: dict[str, str], events, cwd: str, retries: int,
                 placement: str, heartbeat_s: int) -> dict[str, Any]:
   ray = import_ray()
   from ray.util.placement_group import placement_group, remove_placement_group
@@ -115,7 +116,7 @@ def _many_hosts(run: Run, sweep_env: dict[str, str], events, retries: int,
       refs = [ray.remote(_host).options(
           **task_options(run.resources), max_retries=0,
           scheduling_strategy=InGroup(group, i)).remote(
-              run, sweep_env, Host(coordinator, i, run.hosts, heartbeat_s))
+              run, sweep_env, Host(coordinator, i, run.hosts, heartbeat_s), cwd)
           for i in range(run.hosts)]
       code = _wait_hosts(ray, refs)
     finally:
@@ -136,13 +137,14 @@ def _last_line(error: Exception) -> str:
 
 
 def _submit(ray, spec: SweepSpec, run: Run, events):
-  sweep_env = dict(spec.env)
+  sweep_env, cwd = dict(spec.env), os.getcwd()
   if run.hosts == 1:
     return ray.remote(_one_host).options(
         **task_options(run.resources), max_retries=spec.ray.max_retries,
-        retry_exceptions=[ProcessDied]).remote(run, sweep_env, events)
+        retry_exceptions=[ProcessDied]).remote(run, sweep_env, events, cwd)
   return ray.remote(_many_hosts).options(num_cpus=0, max_retries=0).remote(
-      run, sweep_env, events, spec.ray.max_retries, spec.ray.placement, spec.ray.heartbeat_s)
+      run, sweep_env, events, cwd, spec.ray.max_retries, spec.ray.placement,
+      spec.ray.heartbeat_s)
 
 
 def _drain(events, progress: Progress, by_name: dict[str, Run]) -> None:
