@@ -2,10 +2,10 @@
 same programs as the local backend (`execute`) on whichever node Ray picks, in the run's
 workdir on storage every node sees.
 
-Faults: the programs die with the task's worker process (PR_SET_PDEATHSIG), and a task
-whose worker or node dies, or whose program is killed by a signal, is retried by Ray
-(`ray.max_retries`); the retry reruns the programs, which resume from the workdir's last
-checkpoint. A run on N hosts is one placement group of N bundles: one task per bundle,
+Faults: the programs die with the task's worker process (Ray kills a dead worker's
+process group; PR_SET_PDEATHSIG too, where Ray does not), and a task whose worker or node
+dies, or whose program is killed by a signal, is retried by Ray (`ray.max_retries`); the
+retry reruns the programs, which resume from the workdir's last checkpoint. A run on N hosts is one placement group of N bundles: one task per bundle,
 process 0's node and a free port as the jax.distributed coordinator; when any of them
 dies, the others are stopped and the whole group starts again (same bound).
 
