@@ -222,3 +222,23 @@ def test_the_ray_backend_names_the_extra_when_ray_is_not_installed(tmp_path, mon
   with pytest.raises(ValueError, match=r"needs Ray.*pip install -e '\.\[ray\]'"):
     sweeps.run_sweep(write(tmp_path, spec))
   assert not (tmp_path / "s" / "r0").exists()
+
+
+def test_a_ray_run_that_no_node_can_hold_is_reported_as_waiting(tmp_path, capsys):
+  from mro.sweeps import ray_backend
+  from mro.sweeps.progress import Progress
+
+  class Cluster:  # what ray.nodes() says: one 2-CPU node, one dead GPU node
+    @staticmethod
+    def nodes():
+      return [{"Alive": True, "Resources": {"CPU": 2.0}},
+              {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}}]
+
+  spec = {"name": "w", "command": "train", "config": "tiny", "backend": "ray",
+          "root": str(tmp_path), "runs": [{"name": "cpu"}, {"name": "gpu",
+                                                         "resources": {"GPU": 1}}]}
+  runs = runs_of(tmp_path, spec)
+  ray_backend._warn_unplaceable(Cluster, runs, Progress("w"))
+  assert capsys.readouterr().err.splitlines() == [
+      "[sweep w] gpu: waiting: no node of the cluster has {'CPU': 1, 'GPU': 1} now; the run "
+      "waits until one joins (ray status lists what each node has)"]

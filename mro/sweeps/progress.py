@@ -17,7 +17,7 @@ from mro.sweeps.summary import log_path
 @dataclasses.dataclass(frozen=True)
 class Event:
   run: str
-  kind: str  # skipped | started | retried | finished | failed
+  kind: str  # skipped | waiting | started | retried | finished | failed
   text: str  # the line printed after "[sweep NAME] RUN: "
   attempt: int = 0
   node: str | None = None  # where the attempt runs (Ray: the node's address)
@@ -42,6 +42,9 @@ class Progress:
 
   def skipped(self, run: Run, dry_run: bool = False) -> None:
     self._emit(Event(run.name, "skipped", "to run (dry run)" if dry_run else "done, skipped"))
+
+  def waiting(self, run: Run, why: str) -> None:
+    self._emit(Event(run.name, "waiting", f"waiting: {why}"))
 
   def started(self, run: Run, node: str | None = None, pid: int | None = None,
               where: str | None = None) -> None:
