@@ -5,9 +5,11 @@ workdir on storage every node sees.
 Faults: the programs die with the task's worker process (Ray kills a dead worker's
 process group; PR_SET_PDEATHSIG too, where Ray does not), and a task whose worker or node
 dies, or whose program is killed by a signal, is retried by Ray (`ray.max_retries`); the
-retry reruns the programs, which resume from the workdir's last checkpoint. A run on N hosts is one placement group of N bundles: one task per bundle,
-process 0's node and a free port as the jax.distributed coordinator; when any of them
-dies, the others are stopped and the whole group starts again (same bound).
+retry reruns the programs, which resume from the workdir's last checkpoint.
+
+A run on N hosts is one placement group of N bundles: one task per bundle, process 0's
+node and a free port as the jax.distributed coordinator; when any of them dies, the
+others are stopped and the whole group starts again (same bound).
 
 Everything that reads or writes workdirs (finished runs, outcomes, the summary) runs on
 the cluster, so the driver may be a Ray client that does not mount the storage.
