@@ -234,11 +234,15 @@ def test_a_ray_run_that_no_node_can_hold_is_reported_as_waiting(tmp_path, capsys
       return [{"Alive": True, "Resources": {"CPU": 2.0}},
               {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}}]
 
-  spec = {"name": "w", "command": "train", "config": "tiny", "backend": "ray",
-          "root": str(tmp_path), "runs": [{"name": "cpu"}, {"name": "gpu",
-                                                         "resources": {"GPU": 1}}]}
+  spec = {"name": "w", "command": "script", "script": "x.py", "backend": "ray",
+          "root": str(tmp_path), "runs": [{"name": "cpu"}, {"name": "gpu", "resources": {
+              "GPU": 1}}, {"name": "two", "hosts": 2}]}
   runs = runs_of(tmp_path, spec)
-  ray_backend._warn_unplaceable(Cluster, runs, Progress("w"))
+  ray_backend._warn_unplaceable(Cluster, runs, "STRICT_SPREAD", Progress("w"))
   assert capsys.readouterr().err.splitlines() == [
-      "[sweep w] gpu: waiting: no node of the cluster has {'CPU': 1, 'GPU': 1} now; the run "
-      "waits until one joins (ray status lists what each node has)"]
+      "[sweep w] gpu: waiting: 0 node(s) of the cluster have {'CPU': 1, 'GPU': 1} now, 1 "
+      "needed; the run waits until they join (ray status lists the nodes)",
+      "[sweep w] two: waiting: 1 node(s) of the cluster have {'CPU': 1} now, 2 needed; the "
+      "run waits until they join (ray status lists the nodes)"]
+  ray_backend._warn_unplaceable(Cluster, runs[2:], "SPREAD", Progress("w"))
+  assert capsys.readouterr().err == ""

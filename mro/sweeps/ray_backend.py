@@ -149,14 +149,16 @@ def _submit(ray, spec: SweepSpec, run: Run, events):
       spec.ray.heartbeat_s)
 
 
-def _warn_unplaceable(ray, runs: list[Run], progress: Progress) -> None:
-  """A line for each run that no node of the cluster can hold now (it waits for one)."""
+def _warn_unplaceable(ray, runs: list[Run], placement: str, progress: Progress) -> None:
+  """A line for each run that the cluster's live nodes cannot hold now (it waits)."""
   nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
   for run in runs:
     need = _bundle(run.resources)
-    if not any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
-      progress.waiting(run, f"no node of the cluster has {need} now; the run waits until "
-                       "one joins (ray status lists what each node has)")
+    fit = sum(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes)
+    wanted = run.hosts if run.hosts > 1 and placement == "STRICT_SPREAD" else 1
+    if fit < wanted:
+      progress.waiting(run, f"{fit} node(s) of the cluster have {need} now, {wanted} "
+                       "needed; the run waits until they join (ray status lists the nodes)")
 
 
 def _drain(events, progress: Progress, by_name: dict[str, Run]) -> None:
@@ -176,7 +178,8 @@ def run_ray(spec: SweepSpec, runs: list[Run], progress: Progress
   done = on_cluster(lambda rs: [is_done(r) for r in rs], runs)
   for run in (r for r, d in zip(runs, done) if d):
     progress.skipped(run)
-  _warn_unplaceable(ray, [r for r, d in zip(runs, done) if not d], progress)
+  _warn_unplaceable(ray, [r for r, d in zip(runs, done) if not d], spec.ray.placement,
+                    progress)
   events = Queue(actor_options={"num_cpus": 0})
   refs = {_submit(ray, spec, run, events): run for run, d in zip(runs, done) if not d}
   by_name, failed = {r.name: r for r in runs}, []
