@@ -18,6 +18,9 @@ import yaml
 from safetensors.numpy import load_file
 
 ray = pytest.importorskip("ray")
+# ray.init starts its processes with a preexec_fn, i.e. a plain fork of this (JAX) process
+# that execs at once: JAX's warning about forking does not apply.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 
 from mro import sweeps  # noqa: E402
 from mro.files import parse_jsonl_line  # noqa: E402
@@ -28,12 +31,18 @@ STEPS, EVERY = "train.steps=200", "train.checkpoint_every=20"
 
 # The two-process test's training step (tests/multihost_worker.py), as a sweep run's
 # program: the Ray backend has already joined the processes with jax.distributed.
-TWO_HOST_SCRIPT = f"""import json, sys
+# In the first attempt, process 1 kills itself once joined: the group must start again.
+TWO_HOST_SCRIPT = f"""import json, os, signal, sys
+from pathlib import Path
 import jax
 sys.path.insert(0, {str(TESTS)!r})
 import multihost_worker as mw
 from models.sharding import MeshConfig, host_array, make_mesh, shard_batch
 workdir = sys.argv[sys.argv.index("--workdir") + 1]
+marker = Path(workdir) / "process1_died"
+if jax.process_index() == 1 and not marker.exists():
+  marker.write_text("")
+  os.kill(os.getpid(), signal.SIGKILL)
 mesh = make_mesh(MeshConfig(*mw.MESH))
 _, state, step = mw.train_setup(mesh)
 state, metrics = step(state, shard_batch(mw.fixed_batch(), mesh))
@@ -181,7 +190,8 @@ def test_relaunching_a_finished_sweep_on_ray_starts_nothing(local_sweep, ray_swe
   assert [p.stat().st_mtime for p in metrics] == mtimes
 
 
-def test_a_two_host_run_on_ray_trains_like_the_two_process_test(cluster, tmp_path):
+def test_a_two_host_run_on_ray_trains_like_the_two_process_test_after_a_process_dies(
+    cluster, tmp_path):
   import multihost_worker as mw
   from models.sharding import MeshConfig, make_mesh, shard_batch
   script = tmp_path / "two_host_step.py"
@@ -202,5 +212,6 @@ def test_a_two_host_run_on_ray_trains_like_the_two_process_test(cluster, tmp_pat
   _, metrics = step(state, shard_batch(mw.fixed_batch(), mesh))
   np.testing.assert_allclose(result["loss"], float(metrics["loss"]), rtol=1e-6)
   assert (workdir / "done.json").exists() and (workdir / "sweep.host1.log").exists()
-  assert [e.kind for e in events] == ["started", "finished"]
-  assert "2 hosts, coordinator" in events[0].text
+  assert (workdir / "process1_died").exists()  # and the group started again
+  assert [e.kind for e in events] == ["started", "retried", "finished"]
+  assert all("2 hosts, coordinator" in e.text for e in events[:2])
