@@ -80,10 +80,15 @@ def cmd_rl(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-  from mro import sweep
-  rows = sweep.run_sweep(args.file, root=args.root, concurrency=args.concurrency,
-                         dry_run=args.dry_run)
-  print(sweep.format_summary(rows), end="")
+  from mro import sweeps
+  try:
+    rows = sweeps.run_sweep(args.file, root=args.root, concurrency=args.concurrency,
+                            backend=args.backend, address=args.address, dry_run=args.dry_run)
+  except sweeps.SweepFailed as e:
+    print(sweeps.format_summary(e.rows), end="")
+    print(f"mro sweep: error: {e}", file=sys.stderr)
+    return 1
+  print(sweeps.format_summary(rows), end="")
   return 0
 
 
@@ -208,8 +213,14 @@ def _add_train_parsers(verbs) -> None:
   p = verbs.add_parser("sweep", help="run a grid of runs (each in its own workdir; finished "
                        "runs are skipped on relaunch) and summarise them")
   p.add_argument("file", help="experiments/sweeps/NAME.yaml or .py")
-  p.add_argument("--root", default=None, help="where sweep workdirs go (default runs/sweeps)")
-  p.add_argument("--concurrency", type=int, default=None, help="runs at a time")
+  p.add_argument("--root", default=None, help="where sweep workdirs go (default: the file's "
+                 "root, else runs/sweeps; with --backend ray: shared storage, absolute)")
+  p.add_argument("--concurrency", type=int, default=None, help="runs at a time (local)")
+  p.add_argument("--backend", choices=("local", "ray"), default=None,
+                 help="where runs go (default: the file's backend, else local)")
+  p.add_argument("--address", default=None, help="--backend ray: the cluster, auto or "
+                 "ray://HOST:PORT (default: the file's ray.address, else RAY_ADDRESS or a "
+                 "local cluster)")
   p.add_argument("--dry-run", action="store_true", help="list runs and summarise only")
   p.set_defaults(func=cmd_sweep)
 
