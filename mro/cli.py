@@ -52,30 +52,22 @@ def task_formats() -> str:
 # --- verbs -------------------------------------------------------------------------------
 
 
-def cmd_train(args) -> int:
+# `mro train | reject-sample | rl`: the library function that runs each, and what it says
+TRAINING_VERBS = {"train": ("mro.training.loop", "trained"),
+                  "reject-sample": ("mro.method.reject", "reject sampling: trained"),
+                  "rl": ("mro.method.rl", "RL: trained")}
+
+
+def cmd_training(args) -> int:
+  import importlib
   from mro import config
-  from mro.training import loop
-  record = loop.run(config.load_config(args.config, args.set), args.workdir)
-  print(f"trained to step {record.get('step')} (loss {record.get('loss', float('nan')):.4f}); "
-        f"model in {args.workdir}/model")
-  return 0
-
-
-def cmd_reject(args) -> int:
-  from mro import config
-  from mro.method import reject
-  record = reject.run(config.load_config(args.config, args.set), args.workdir)
-  print(f"reject sampling: trained to step {record.get('step')}; best model in "
-        f"{args.workdir}/best, last in {args.workdir}/model")
-  return 0
-
-
-def cmd_rl(args) -> int:
-  from mro import config
-  from mro.method import rl
-  record = rl.run(config.load_config(args.config, args.set), args.workdir)
-  print(f"RL: trained to step {record.get('step')}; best model in {args.workdir}/best, "
-        f"last in {args.workdir}/model")
+  module, said = TRAINING_VERBS[args.verb]
+  record = importlib.import_module(module).run(config.load_config(args.config, args.set),
+                                               args.workdir)
+  where = (f"model in {args.workdir}/model" if args.verb == "train" else
+           f"best model in {args.workdir}/best, last in {args.workdir}/model")
+  loss = f" (loss {record['loss']:.4f})" if "loss" in record else ""
+  print(f"{said} to step {record.get('step')}{loss}; {where}")
   return 0
 
 
@@ -193,13 +185,12 @@ def _search_group(p: argparse.ArgumentParser, *, defaults: SearchConfig | None =
 
 
 def _add_train_parsers(verbs) -> None:
-  for verb, func, text in (
-      ("train", cmd_train, "train a model (resumes if the workdir has checkpoints)"),
-      ("reject-sample", cmd_reject, "MRO reject sampling: search, keep high-reward "
-       "trajectories, fine-tune on them (config sections start, search, rewards, reject, "
-       "validation)"),
-      ("rl", cmd_rl, "MRO-RL: REINFORCE over SGRO groups with importance sampling (config "
-       "sections start, rewards, rl, validation)")):
+  for verb, text in (
+      ("train", "train a model (resumes if the workdir has checkpoints)"),
+      ("reject-sample", "MRO reject sampling: search, keep high-reward trajectories, "
+       "fine-tune on them (config sections start, search, rewards, reject, validation)"),
+      ("rl", "RL: MRO-RL (REINFORCE over SGRO groups with importance sampling) and the "
+       "GRPO family (config sections start, rewards, rl, validation)")):
     p = verbs.add_parser(verb, help=text, description=text)
     p.add_argument("--config", required=True,
                    help="a shipped config name (experiments/configs/NAME.yaml) or a YAML path")
@@ -208,7 +199,7 @@ def _add_train_parsers(verbs) -> None:
     p.add_argument("--workdir", required=True,
                    help="the run's directory: config, checkpoints, metrics, exported model; "
                         "running again on it resumes")
-    p.set_defaults(func=func)
+    p.set_defaults(func=cmd_training)
 
   p = verbs.add_parser("sweep", help="run a grid of runs (each in its own workdir; finished "
                        "runs are skipped on relaunch) and summarise them")

@@ -25,6 +25,11 @@ Q_RULES = ("uniform", "advantage", "tokens")
 KEEP_RULES = ("top1", "threshold")
 
 
+def _one_of(section: str, obj, name: str, choices: tuple[str, ...]) -> None:
+  if getattr(obj, name) not in choices:
+    raise ValueError(f"{section}.{name} must be one of {choices}, got {getattr(obj, name)!r}")
+
+
 def _positive(section: str, obj, names) -> None:
   for name in names:
     value = getattr(obj, name)
@@ -57,8 +62,7 @@ class SearchConfig:
 
   def __post_init__(self):
     _positive("search", self, ("k", "n_live", "group_steps", "forward_chunks"))
-    if self.select not in SELECT:
-      raise ValueError(f"search.select must be one of {SELECT}, got {self.select!r}")
+    _one_of("search", self, "select", SELECT)
     if not self.temperature >= 0:  # also refuses NaN
       raise ValueError(f"search.temperature must be a number >= 0, got {self.temperature}")
     if not self.resample_temperature > 0:
@@ -129,8 +133,7 @@ class RejectConfig:
   n_opt: int = 2
 
   def __post_init__(self):
-    if self.keep not in KEEP_RULES:
-      raise ValueError(f"reject.keep must be one of {KEEP_RULES}, got {self.keep!r}")
+    _one_of("reject", self, "keep", KEEP_RULES)
     _positive("reject", self, ("n_opt",))
 
 
@@ -160,10 +163,8 @@ class RLConfig:
   shaping_lambda: float = 1.0
 
   def __post_init__(self):
-    if self.baseline not in BASELINES:
-      raise ValueError(f"rl.baseline must be one of {BASELINES}, got {self.baseline!r}")
-    if self.q_rule not in Q_RULES:
-      raise ValueError(f"rl.q_rule must be one of {Q_RULES}, got {self.q_rule!r}")
+    _one_of("rl", self, "baseline", BASELINES)
+    _one_of("rl", self, "q_rule", Q_RULES)
     _positive("rl", self, ("group_steps", "rollouts_per_prompt", "prompts_per_batch",
                            "inner_steps", "n_opt"))
     if self.clip_eps is not None and not self.clip_eps > 0:

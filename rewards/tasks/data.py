@@ -79,15 +79,10 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
 
 def first_bad_json_line(path: Path) -> str:
   """A description of the first line of `path` that is not a JSON object."""
-  for number, line in enumerate(read_text(path).splitlines(), start=1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      return f"line {number}: invalid JSON ({e.msg})"
-    if not isinstance(row, dict):
-      return f"line {number}: expected a JSON object, got {type(row).__name__}"
+  try:
+    read_jsonl_lines(path)
+  except ValueError as e:
+    return str(e).removeprefix(f"{path} ")
   return "no malformed line found"
 
 
@@ -127,6 +122,7 @@ def read_jsonl_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     except json.JSONDecodeError as e:
       raise ValueError(f"{path} line {number}: invalid JSON ({e.msg})") from e
     if not isinstance(row, dict):
-      raise ValueError(f"{path} line {number}: expected a JSON object")
+      raise ValueError(f"{path} line {number}: expected a JSON object, got "
+                       f"{type(row).__name__}")
     rows.append((number, row))
   return rows

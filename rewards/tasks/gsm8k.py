@@ -26,11 +26,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import ClassVar
 
 from . import data, formats
 from .base import (Example, check_limit, check_split, check_style, hashed_split,
                    register)
+from .labelled import LabelledTask
 from .numeric import canonical, numeric_answer, parse_number
 
 VALIDATION_FRACTION = 0.05
@@ -59,9 +59,8 @@ def split_of(question: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class GSM8KTask:
+class GSM8KTask(LabelledTask):
   name: str = "gsm8k"
-  has_verifier: ClassVar[bool] = False
 
   def examples(self, split: str, *, path: str | None = None, limit: int | None = None,
                seed: int = 0, style: str = "compact") -> list[Example]:
@@ -102,18 +101,8 @@ class GSM8KTask:
   def extract_answer(self, text: str) -> str | None:
     return numeric_answer(text)
 
-  def score(self, example: Example, text: str) -> dict[str, float]:
-    found = self.extract_answer(text)
-    return {"correct": float(found is not None and found == example.answer),
-            "answered": float(found is not None),
-            "format": float(self.format_ok(text, style=example.meta.get("style")))}
-
-  def verify(self, example: Example, text: str) -> bool:
-    raise NotImplementedError("gsm8k has no label-free verifier; use the label or a "
-                              "majority vote as the quality reward source")
-
-  def format_ok(self, text: str, *, style: str | None = None) -> bool:
-    return formats.style_format_ok(text, style, compact_reasoning=True, protocol_boxed=True)
+  def matches(self, example: Example, found: str) -> bool:
+    return found == example.answer
 
 
 register(GSM8KTask())

@@ -35,10 +35,10 @@ import functools
 import re
 import threading
 from pathlib import Path
-from typing import ClassVar
 
 from . import data, formats
 from .base import Example, check_limit, check_split, check_style, extract_answer_text, register
+from .labelled import LabelledTask
 
 TIMEOUT_SECONDS = 2  # math-verify's own parse / compare timeouts, inside the worker
 DEADLINE_SECONDS = 5.0  # a whole comparison, enforced by the calling process
@@ -131,9 +131,8 @@ def _equivalent_here(gold: str, predicted: str) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class Math500Task:
+class Math500Task(LabelledTask):
   name: str = "math500"
-  has_verifier: ClassVar[bool] = False
 
   def examples(self, split: str, *, path: str | None = None, limit: int | None = None,
                seed: int = 0, style: str = "compact") -> list[Example]:
@@ -165,18 +164,8 @@ class Math500Task:
       return None
     return normalize_answer(found) or None
 
-  def score(self, example: Example, text: str) -> dict[str, float]:
-    found = self.extract_answer(text)
-    correct = found is not None and equivalent(example.answer, found)
-    return {"correct": float(correct), "answered": float(found is not None),
-            "format": float(self.format_ok(text, style=example.meta.get("style")))}
-
-  def verify(self, example: Example, text: str) -> bool:
-    raise NotImplementedError("math500 has no label-free verifier; use the label or a "
-                              "majority vote as the quality reward source")
-
-  def format_ok(self, text: str, *, style: str | None = None) -> bool:
-    return formats.style_format_ok(text, style, compact_reasoning=True, protocol_boxed=True)
+  def matches(self, example: Example, found: str) -> bool:
+    return equivalent(example.answer, found)
 
 
 register(Math500Task())
