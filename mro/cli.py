@@ -123,6 +123,25 @@ def cmd_eval(args) -> int:
   return 0
 
 
+def cmd_diagnose(args) -> int:
+  from mro.evaluation import diagnostic
+  from mro.evaluation.settings import EvalConfig
+  n_verify = tuple(x if x == "all" else int(x) for x in args.n_verify.split(","))
+  cfg = diagnostic.DiagnosticConfig(EvalConfig.build(
+      args.task, args.protocol, search="best-of-n", steps=args.steps, data=args.data,
+      split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+      scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
+      n_verify=n_verify)
+  rows, head = diagnostic.run_diagnostic(args.model, cfg)
+  print(diagnostic.format_table(rows, head))
+  if args.out:
+    from mro.files import append_jsonl
+    append_jsonl(args.out, [{"model": args.model, "task": args.task, "steps": args.steps,
+                             **head, **r} for r in rows])
+    print(f"rows appended to {args.out}")
+  return 0
+
+
 def cmd_plot(args) -> int:
   from pathlib import Path
   from mro.evaluation import plot
@@ -290,6 +309,32 @@ def _add_eval_parser(verbs) -> None:
                 rewards_note=" (defaults of the compact protocol; --protocol mro: the "
                 "paper's tv,ppl,q by vote at temperature 0.25)")
   p.set_defaults(func=cmd_eval)
+
+  p = verbs.add_parser("diagnose", help="how well each reward ranks candidates by final "
+                       "correctness (AUROC, within-prompt pairwise accuracy, pick accuracy "
+                       "per group)")
+  p.add_argument("--model", default="default", help=MODEL_HELP + " (default: default)")
+  p.add_argument("--task", required=True, help="sudoku, countdown, arith, gsm8k, math500")
+  p.add_argument("--data", default=None, help="data file or directory (default: the task's)")
+  p.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                 help="which split (default: test)")
+  p.add_argument("--limit", type=int, default=128, help="prompts (default: 128)")
+  p.add_argument("--steps", required=True, help="one steps value, e.g. L/4 or 6")
+  p.add_argument("--protocol", default="compact", help="as in mro eval (default: compact)")
+  p.add_argument("--batch-size", type=int, default=16, help="prompts per batch (default: 16)")
+  p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+  p.add_argument("--n-verify", default="1,all",
+                 help="R_tv variants: positions re-predicted per group, or 'all' the "
+                      "group committed (default: 1,all)")
+  p.add_argument("--scorer", default=None, help="causal scorer for R_ppl (default: the "
+                 "shipped one for a shipped model; none: R_ppl is left out)")
+  p.add_argument("--out", default=None, help="append the table's rows here as JSON lines")
+  options.add_options(p, SamplerConfig, "sampler (default: the protocol's)",
+                      show_default=False)
+  options.add_options(p, SearchConfig, "candidates (k independent samples; select is not "
+                      "used)", skip=("select", "resample-temperature", "n-live"),
+                      defaults=compact.search)
+  p.set_defaults(func=cmd_diagnose)
 
   p = verbs.add_parser("plot", help="draw accuracy vs steps from `mro eval` results")
   p.add_argument("results", help="a results JSONL file written by `mro eval --out`")

@@ -109,3 +109,9 @@ def overrides(args: argparse.Namespace | Mapping[str, Any], cls) -> dict[str, An
     if value is not None:
       out[opt.field] = value
   return out
+
+
+def flags_of(args: argparse.Namespace, *classes) -> dict[str, Any]:
+  """{dest: value} of the given flags (set or not) of the settings types `classes`."""
+  return {o.flag.replace("-", "_"): getattr(args, o.flag.replace("-", "_"), None)
+          for cls in classes for o in TABLES[cls]}
