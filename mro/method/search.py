@@ -29,7 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.sharding import place_params, shard_batch
-from mro.sampling.sampler import NOT_COMMITTED, DecodeState, init_state, row_keys, run_steps
+from mro.sampling.cache import new_cache
+from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
+                                  map_rows, row_keys, run_steps)
 from mro.sampling.schedule import SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
@@ -66,8 +68,8 @@ class SearchConfig:
       raise ValueError("search temperature must be >= 0 and resample_temperature > 0")
 
   def check(self, sampler: SamplerConfig) -> None:
-    if sampler.threshold is not None:
-      raise ValueError("the search needs a fixed step schedule; unset threshold")
+    if sampler.adaptive:
+      raise ValueError("the search needs a fixed step schedule; unset threshold and factor")
     if sampler.steps % self.group_steps:
       raise ValueError(f"steps={sampler.steps} is not divisible by group_steps="
                        f"{self.group_steps}")
@@ -101,6 +103,17 @@ class ChunkedApply:
                       (split(tokens_BL), split(attention_mask_BL), split(positions_BK)))
     return out.swapaxes(0, 1).reshape(rows, *out.shape[2:])
 
+  # With a KV cache the network runs on all candidate rows at once (no slices): a cached
+  # step is small, and slicing would copy the cache's rows at every step.
+  def fill(self, *args):
+    return self.apply.fill(*args)
+
+  def window(self, *args):
+    return self.apply.window(*args)
+
+  def cache_shape(self, *args):
+    return self.apply.cache_shape(*args)
+
 
 class SearchOutput(NamedTuple):
   tokens: jax.Array  # int32[B, N, L]: final candidates, N = n_live * k
@@ -114,7 +127,7 @@ class Scoring(NamedTuple):
   """Everything the rewards need besides the candidates (static parts are hashable)."""
   rewards: RewardConfig
   mask_id: int
-  fill_id: int  # token used to pad compacted responses for the scorer
+  fill_id: int  # the EOS id: pads compacted responses for the scorer; SamplerConfig.stop_at_eos
   scorer: Any = None  # CausalLMScorer (in jit) or None
 
 
@@ -178,19 +191,20 @@ def _group_step(apply, params, scorer_params, carry: _Carry, g, prompt_keys, att
     keys = jax.vmap(lambda k: jax.random.fold_in(k, _SELECT_STREAM + g))(prompt_keys)
     idx = select(reward, keys, scfg)
     pick = lambda x: jnp.repeat(_gather_rows(x, idx, B, N), scfg.k, axis=0)
-    state = DecodeState(pick(state.tokens), pick(state.commit_step),
-                        candidate_keys(prompt_keys, g, N), state.step)
+    # The survivors' KV cache rows travel with their tokens (map_rows), so a group may
+    # end inside a block: the candidates go on from their parent's cache.
+    state = map_rows(state, pick)._replace(keys=candidate_keys(prompt_keys, g, N))
     tv, ppl = pick(tv), pick(ppl)
   start = state.step
   state = run_steps(apply, params, state, attn_mask, prompt_len, cfg, scoring.mask_id,
-                    stop=start + scfg.group_steps)
+                    stop=start + scfg.group_steps, eos_id=scoring.fill_id)
   r_tv, r_ppl = group_rewards(apply, params, scorer_params, state, attn_mask, prompt_len,
                               start, scoring)
   return _Carry(state, tv.at[:, g].set(r_tv), ppl.at[:, g].set(r_ppl))
 
 
-def _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerConfig, scfg: SearchConfig,
-          mask_id: int):
+def _init(apply, params, prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerConfig,
+          scfg: SearchConfig, mask_id: int):
   B, P = prompt_BP.shape
   N, G = scfg.pool, cfg.steps // scfg.group_steps
   tokens = jnp.repeat(prompt_BP, N, axis=0)
@@ -198,7 +212,8 @@ def _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerConfig, scfg: Sear
   if prompt_mask_BP is not None:
     attn = jnp.concatenate([jnp.repeat(prompt_mask_BP.astype(bool), N, axis=0),
                             jnp.ones((B * N, cfg.gen_length), bool)], axis=1)
-  state = init_state(tokens, cfg.gen_length, candidate_keys(prompt_keys, 0, N), mask_id)
+  cache = new_cache(apply, params, B * N, P + cfg.gen_length, cfg)
+  state = init_state(tokens, cfg.gen_length, candidate_keys(prompt_keys, 0, N), mask_id, cache)
   zeros = jnp.zeros((B * N, G), jnp.float32)
   return _Carry(state, zeros, zeros), attn
 
@@ -215,7 +230,8 @@ def _search_compiled(apply, params, scorer_params, prompt_BP, prompt_mask_BP, pr
                      cfg, scfg, scoring):
   B, P = prompt_BP.shape
   cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
-  carry, attn = _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg_tau, scfg, scoring.mask_id)
+  carry, attn = _init(apply, params, prompt_BP, prompt_mask_BP, prompt_keys, cfg_tau, scfg,
+                      scoring.mask_id)
   body = lambda g, c: _group_step(apply, params, scorer_params, c, g, prompt_keys, attn, P,
                                   cfg_tau, scfg, scoring)
   # The first group has nothing to select from: every pool row starts from the prompt.
@@ -246,6 +262,7 @@ def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
   `mro.sampling.sampler.generate` does (rows over data x fsdp, which must divide the batch).
   """
   scfg.check(cfg)
+  check_options(apply, cfg, scoring.fill_id)
   if scfg.chunks() > 1:
     apply = ChunkedApply(apply, scfg.chunks())
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
@@ -267,7 +284,8 @@ def _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, sc
   """Same groups as `_search_compiled`, with R_ppl from a text scorer between groups."""
   B, P = prompt_BP.shape
   cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
-  carry, attn = _init(prompt_BP, mask, prompt_keys, cfg_tau, scfg, scoring.mask_id)
+  carry, attn = _init(apply, params, prompt_BP, mask, prompt_keys, cfg_tau, scfg,
+                      scoring.mask_id)
   step = jax.jit(_group_step, static_argnames=("apply", "prompt_len", "cfg", "scfg", "scoring"))
   for g in range(cfg.steps // scfg.group_steps):
     group_cfg = dataclasses.replace(scfg, select="none") if g == 0 else scfg
