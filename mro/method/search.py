@@ -180,21 +180,28 @@ class _Carry(NamedTuple):
   ppl: jax.Array  # [B * N, G]
 
 
+def select_survivors(carry: _Carry, g, prompt_keys, scfg: SearchConfig,
+                     rewards: RewardConfig) -> _Carry:
+  """Keeps n_live candidates per prompt by their rewards so far and expands each into k
+  (new random streams). Everything a row carries is gathered with it, its KV cache rows
+  included (`map_rows`), so a group may end inside a block: the k candidates go on from
+  their parent's cache."""
+  B, N = prompt_keys.shape[0], scfg.pool
+  state, tv, ppl = carry
+  reward = (rewards.weight("tv") * tv.sum(1) + rewards.weight("ppl") * ppl.sum(1)).reshape(B, N)
+  keys = jax.vmap(lambda k: jax.random.fold_in(k, _SELECT_STREAM + g))(prompt_keys)
+  idx = select(reward, keys, scfg)
+  pick = lambda x: jnp.repeat(_gather_rows(x, idx, B, N), scfg.k, axis=0)
+  state = map_rows(state, pick)._replace(keys=candidate_keys(prompt_keys, g, N))
+  return _Carry(state, pick(tv), pick(ppl))
+
+
 def _group_step(apply, params, scorer_params, carry: _Carry, g, prompt_keys, attn_mask,
                 prompt_len, cfg: SamplerConfig, scfg: SearchConfig, scoring: Scoring):
   """Selection among the previous group's candidates, expansion, w steps, scoring."""
-  B, N = prompt_keys.shape[0], scfg.pool
-  state, tv, ppl = carry
   if scfg.select != "none":
-    reward = (scoring.rewards.weight("tv") * tv.sum(1) + scoring.rewards.weight("ppl")
-              * ppl.sum(1)).reshape(B, N)
-    keys = jax.vmap(lambda k: jax.random.fold_in(k, _SELECT_STREAM + g))(prompt_keys)
-    idx = select(reward, keys, scfg)
-    pick = lambda x: jnp.repeat(_gather_rows(x, idx, B, N), scfg.k, axis=0)
-    # The survivors' KV cache rows travel with their tokens (map_rows), so a group may
-    # end inside a block: the candidates go on from their parent's cache.
-    state = map_rows(state, pick)._replace(keys=candidate_keys(prompt_keys, g, N))
-    tv, ppl = pick(tv), pick(ppl)
+    carry = select_survivors(carry, g, prompt_keys, scfg, scoring.rewards)
+  state, tv, ppl = carry
   start = state.step
   state = run_steps(apply, params, state, attn_mask, prompt_len, cfg, scoring.mask_id,
                     stop=start + scfg.group_steps, eos_id=scoring.fill_id)
