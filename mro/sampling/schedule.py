@@ -138,3 +138,10 @@ def tokens_per_step(cfg: SamplerConfig) -> np.ndarray:
 def block_of_step(cfg: SamplerConfig) -> np.ndarray:
   """int32[steps]: the block each step of the fixed schedule works on."""
   return (np.arange(cfg.steps) // cfg.steps_per_block).astype(np.int32)
+
+
+def fast(base: SamplerConfig) -> SamplerConfig:
+  """The recommended fast setting (`--fast`), from experiments/bench/fast_decoding_*:
+  `base`'s lengths, blocks, temperature and guidance, with a dual KV cache and the
+  confidence-threshold rule at 0.9 (steps then only bound the loop)."""
+  return dataclasses.replace(base, cache="dual", threshold=0.9, factor=None)
