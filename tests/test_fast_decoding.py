@@ -6,6 +6,16 @@ step the sampler must reproduce the reference fixture. The approximate modes are
 against the NumPy oracle of tests/helpers.py, which re-derives every step's logits from
 the cache semantics (which state filled the cache, which positions a step recomputes)
 using the model's `fill` / `window` forward, itself checked against the full forward.
+
+Breaks each test was seen to catch (then reverted): a cache filled once and never
+refreshed (reference parity, step rule, refresh_every); stale cached keys left unmasked in
+the window (the window tests; the oracle shares the model's window, so it cannot); rows
+not in lockstep under a cache (batch invariance, adaptive step rule); noise seeded by the
+loop's step instead of the row's (batch invariance); `map_rows` not moving the cache (the
+gather tests here and in test_search.py); (n)(1 - c_n) instead of (n + 1)(1 - c_n) (factor
+tests); no EOS fill (EOS test); every row counted active (NFE checks); a prefix window one
+width too small (prefix step rule); K, V counted once in the memory formula (formula
+tests); conditional and unconditional caches swapped (guidance step rule).
 """
 
 import dataclasses
