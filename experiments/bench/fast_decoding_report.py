@@ -1,6 +1,6 @@
 """Tables and the accuracy / wall-time frontier from fast_decoding_accuracy results.
 
-    python -m experiments.bench.fast_decoding_report experiments/results/fast_decoding/accuracy.jsonl
+    python -m experiments.bench.fast_decoding_report RESULTS.jsonl
 
 The latest record of each (task, shots, setting) counts; the reference of a task is its
 "exact L" setting (exact decoding, one token per step, one block).
