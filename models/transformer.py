@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from models.config import ModelConfig
@@ -79,16 +80,39 @@ class Attention(nnx.Module):
     self.v_proj = Linear(d, cfg.n_kv_heads * hd, ("embed", "kv_heads"), cfg, rngs)
     self.attn_out = Linear(cfg.n_heads * hd, d, ("heads", "embed"), cfg, rngs)
 
-  def __call__(self, x_BLD, key_mask_BL):
-    B, L, _ = x_BLD.shape
+  def project(self, x_BWD, cos_WD, sin_WD):
+    """q [B, W, heads, hd], k and v [B, W, kv_heads, hd] of W positions (RoPE applied)."""
+    B, W, _ = x_BWD.shape
+    hd, kv = self.head_dim, self.n_kv_heads
+    q = self.q_proj(x_BWD).reshape(B, W, self.n_heads, hd)
+    k = self.k_proj(x_BWD).reshape(B, W, kv, hd)
+    v = self.v_proj(x_BWD).reshape(B, W, kv, hd)
+    return apply_rope(q, cos_WD, sin_WD), apply_rope(k, cos_WD, sin_WD), v
+
+  def attend(self, q_BWHD, parts):
+    """Attention of W queries over one or more key sets `parts` = ((k, v, bias), ...),
+    with k, v [B, S, kv_heads, hd] and an additive float32 bias broadcastable to
+    [B, 1, 1, W, S]; one softmax over all keys of all parts."""
+    B, W = q_BWHD.shape[:2]
     hd, kv, groups = self.head_dim, self.n_kv_heads, self.n_heads // self.n_kv_heads
-    q = self.q_proj(x_BLD).reshape(B, L, self.n_heads, hd)
-    k = self.k_proj(x_BLD).reshape(B, L, kv, hd)
-    v = self.v_proj(x_BLD).reshape(B, L, kv, hd)
-    cos, sin = rope_angles(L, hd, self.theta)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    q = q.reshape(B, L, kv, groups, hd)
-    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32) / jnp.sqrt(hd)
+    q = q_BWHD.reshape(B, W, kv, groups, hd)
+    scores = [jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32) / jnp.sqrt(hd) + bias
+              for k, _, bias in parts]
+    sizes = [k.shape[1] for k, _, _ in parts]
+    probs = jax.nn.softmax(scores[0] if len(parts) == 1 else jnp.concatenate(scores, -1),
+                           axis=-1)
+    out = None
+    for (_, v, _), lo, size in zip(parts, np.cumsum([0] + sizes), sizes):
+      p = probs if len(parts) == 1 else probs[..., lo:lo + size]
+      term = jnp.einsum("bkgqs,bskd->bqkgd", p.astype(v.dtype), v)
+      out = term if out is None else out + term
+    return self.attn_out(out.reshape(B, W, self.n_heads * hd))
+
+  def full(self, x_BLD, key_mask_BL):
+    """Self-attention over the whole sequence: (output, k, v), k/v as `project` gives them."""
+    B, L, _ = x_BLD.shape
+    cos, sin = rope_angles(L, self.head_dim, self.theta)
+    q, k, v = self.project(x_BLD, cos, sin)
     bias = jnp.zeros((B, 1, 1, L, L), jnp.float32)
     neg = jnp.finfo(jnp.float32).min
     if key_mask_BL is not None:
@@ -96,9 +120,10 @@ class Attention(nnx.Module):
     if self.causal:
       allowed = jnp.tril(jnp.ones((L, L), bool))
       bias = jnp.where(allowed[None, None, None], bias, neg)
-    probs = jax.nn.softmax(scores + bias, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(B, L, self.n_heads * hd)
-    return self.attn_out(out)
+    return self.attend(q, ((k, v, bias),)), k, v
+
+  def __call__(self, x_BLD, key_mask_BL):
+    return self.full(x_BLD, key_mask_BL)[0]
 
 
 class Block(nnx.Module):
@@ -112,10 +137,23 @@ class Block(nnx.Module):
     self.up_proj = Linear(d, cfg.mlp_hidden, ("embed", "mlp"), cfg, rngs)
     self.ff_out = Linear(cfg.mlp_hidden, d, ("mlp", "embed"), cfg, rngs)
 
+  def mlp(self, h_BLD):
+    n = self.ff_norm(h_BLD)
+    return h_BLD + self.ff_out(jax.nn.silu(self.ff_proj(n)) * self.up_proj(n))
+
+  def with_kv(self, x_BLD, key_mask_BL):
+    """The block over the whole sequence, and the K/V its attention computed."""
+    out, k, v = self.attn.full(self.attn_norm(x_BLD), key_mask_BL)
+    return self.mlp(x_BLD + out), k, v
+
+  def windowed(self, x_BWD, cos_WD, sin_WD, cached, fresh_bias):
+    """The block on W window positions: queries attend to the cached K/V (`cached` =
+    (k, v, bias) over the whole sequence) and to the window's own fresh K/V."""
+    q, k, v = self.attn.project(self.attn_norm(x_BWD), cos_WD, sin_WD)
+    return self.mlp(x_BWD + self.attn.attend(q, (cached, (k, v, fresh_bias))))
+
   def __call__(self, x_BLD, key_mask_BL):
-    h = x_BLD + self.attn(self.attn_norm(x_BLD), key_mask_BL)
-    n = self.ff_norm(h)
-    return h + self.ff_out(jax.nn.silu(self.ff_proj(n)) * self.up_proj(n))
+    return self.with_kv(x_BLD, key_mask_BL)[0]
 
 
 class Transformer(nnx.Module):
@@ -173,6 +211,71 @@ class Transformer(nnx.Module):
       h = jnp.take_along_axis(h, positions_BK[..., None], axis=1)
     return self.logits_from_hidden(h)
 
+  # --- the cache-aware forward (the sampler's block KV caches) ----------------------------
+
+  def fill(self, tokens_BL, attention_mask_BL, positions_BK):
+    """`__call__`'s logits at `positions_BK`, and every layer's K/V over the whole
+    sequence: (logits [B, K, V], (k, v)) with k, v [n_layers, B, L, kv_heads, head_dim]."""
+    self._check_cacheable(tokens_BL.shape[1])
+    key_mask = None if attention_mask_BL is None else attention_mask_BL.astype(bool)
+    x = self.wte[...][tokens_BL].astype(self.cfg.jnp_compute_dtype)
+    ks, vs = [], []
+    for block in self.blocks:
+      x, k, v = block.with_kv(x, key_mask)
+      ks.append(k)
+      vs.append(v)
+    h = self.ln_f(x)
+    if self.cfg.shift_logits:
+      h = jnp.concatenate([h[:, :1], h[:, :-1]], axis=1)
+    h = jnp.take_along_axis(h, positions_BK[..., None], axis=1)
+    return self.logits_from_hidden(h), (jnp.stack(ks), jnp.stack(vs))
+
+  def window(self, tokens_BL, attention_mask_BL, cache, start, width: int, write_from,
+             positions_BK):
+    """Logits at `positions_BK` from a forward pass over the window [start, start + width)
+    only. Each layer's queries attend to the window's fresh K/V at the positions
+    >= `write_from` and to the cached K/V (`cache` = (k, v) as `fill` returns them) at
+    every other position; window positions before `write_from` are computed but their
+    K/V are not used (the cache's are). `start` and `write_from` are scalars (traced is
+    fine), `width` is static. Dream-style models (shift_logits) read the hidden state one
+    position earlier, so their window starts one position before `start`.
+    """
+    L = tokens_BL.shape[1]
+    self._check_cacheable(L)
+    lead = int(self.cfg.shift_logits)
+    start, width = start - lead, width + lead
+    cache_k, cache_v = cache
+    B = tokens_BL.shape[0]
+    pos_W = start + jnp.arange(width)
+    pos_L = jnp.arange(L)
+    key_mask = (jnp.ones((B, L), bool) if attention_mask_BL is None
+                else attention_mask_BL.astype(bool))
+    fresh = pos_W >= write_from
+    stale = (pos_L >= write_from) & (pos_L < start + width)
+    neg = jnp.finfo(jnp.float32).min
+    bias = lambda ok: jnp.where(ok[:, None, None, None, :], 0.0, neg).astype(jnp.float32)
+    cached_bias = bias(key_mask & ~stale[None])
+    fresh_bias = bias(jax.lax.dynamic_slice_in_dim(key_mask, start, width, 1) & fresh[None])
+    cos, sin = rope_angles(L, self.cfg.resolved_head_dim, self.cfg.rope_theta)
+    cos = jax.lax.dynamic_slice_in_dim(cos, start, width, 0)
+    sin = jax.lax.dynamic_slice_in_dim(sin, start, width, 0)
+    tokens_BW = jax.lax.dynamic_slice_in_dim(tokens_BL, start, width, 1)
+    x = self.wte[...][tokens_BW].astype(self.cfg.jnp_compute_dtype)
+    for layer, block in enumerate(self.blocks):
+      x = block.windowed(x, cos, sin, (cache_k[layer], cache_v[layer], cached_bias),
+                         fresh_bias)
+    h = self.ln_f(x)
+    offsets = positions_BK - start - lead
+    h = jnp.take_along_axis(h, offsets[..., None], axis=1)
+    return self.logits_from_hidden(h)
+
+  def _check_cacheable(self, length: int):
+    if self.cfg.causal:
+      raise ValueError("KV caches are for the bidirectional mask predictor, not causal models")
+    if length > self.cfg.max_seq_len:
+      raise ValueError(f"sequence length {length} exceeds model.max_seq_len="
+                       f"{self.cfg.max_seq_len}")
+
 
 def init_model(cfg: ModelConfig, seed: int = 0) -> Transformer:
   return Transformer(cfg, nnx.Rngs(params=seed))
@@ -204,3 +307,19 @@ class ModelApply:
   def head(self, params, h_BKD):
     """The output layer: [B, K, D] states -> [B, K, V] float32 logits."""
     return nnx.merge(self.graphdef, params).logits_from_hidden(h_BKD)
+
+  def fill(self, params, tokens_BL, attention_mask_BL, positions_BK):
+    """(logits at positions_BK, (k, v) of every layer and position): `Transformer.fill`."""
+    return nnx.merge(self.graphdef, params).fill(tokens_BL, attention_mask_BL, positions_BK)
+
+  def window(self, params, tokens_BL, attention_mask_BL, cache, start, width: int,
+             write_from, positions_BK):
+    """Logits of a window forward over cached K/V: `Transformer.window`."""
+    return nnx.merge(self.graphdef, params).window(tokens_BL, attention_mask_BL, cache, start,
+                                                   width, write_from, positions_BK)
+
+  def cache_shape(self, params, rows: int, length: int):
+    """(shape, dtype) of one of the K/V arrays `fill` returns for `rows` sequences."""
+    cfg = nnx.merge(self.graphdef, params).cfg
+    return ((cfg.n_layers, rows, length, cfg.n_kv_heads, cfg.resolved_head_dim),
+            cfg.jnp_compute_dtype)

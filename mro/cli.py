@@ -33,6 +33,8 @@ How gen-length, block-length and steps relate:
   >= T (at least one), so the number of steps adapts (STEPS is then not used).
 """
 
+FAST_HELP = ("the recommended fast decoding: a dual KV cache and threshold-0.9 parallel "
+             "commits (README, Fast decoding); explicit sampler options override it")
 MODEL_HELP = ("a model directory (HF or Orbax), a training workdir, or a shipped name: "
               "default, default-mro (the shipped model of --task, in experiments/models/)")
 
@@ -91,7 +93,7 @@ def cmd_sample(args) -> int:
                            **({"steps": args.steps} if args.steps else {})},
                   search=args.search, search_fields=options.overrides(args, SearchConfig),
                   reward_fields=options.overrides(args, RewardConfig), scorer=args.scorer,
-                  seed=args.seed)
+                  seed=args.seed, fast=args.fast)
   for prompt, text in zip(args.prompt, result.texts):
     print(f"{prompt}{text}" if args.echo else text)
   if result.search is not None:
@@ -107,7 +109,7 @@ def cmd_eval(args) -> int:
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
   cfg = EvalConfig.build(
-      args.task, args.protocol, search=args.search, scorer=args.scorer,
+      args.task, args.protocol, search=args.search, fast=args.fast, scorer=args.scorer,
       steps=args.steps or (), data=args.data, split=args.split, limit=args.limit,
       batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed, out=args.out,
       force=args.force, **{f: getattr(args, f) for f in options.DESTS})
@@ -257,6 +259,7 @@ def _add_sample_parser(verbs, for_help: bool) -> None:
   p.add_argument("--echo", action="store_true", help="print the prompt before the output")
   p.add_argument("--steps", type=int, default=None,
                  help="denoising steps (default: the model's recorded setting)")
+  p.add_argument("--fast", action="store_true", help=FAST_HELP)
   options.add_options(p, SamplerConfig, "sampler (default: the model's recorded settings, "
                       "else these)")
   _search_group(p, rewards_note=" (default: tv, + ppl with a scorer, + q with --task)")
@@ -303,6 +306,7 @@ def _add_eval_parser(verbs) -> None:
   p.add_argument("--force", action="store_true",
                  help="re-run settings that --out already holds")
   p.add_argument("--plot", default=None, help="also draw accuracy vs steps into this PNG")
+  p.add_argument("--fast", action="store_true", help=FAST_HELP)
   options.add_options(p, SamplerConfig, "sampler (default: the protocol's)",
                       show_default=False)
   _search_group(p, defaults=compact.search, rewards=compact.rewards,

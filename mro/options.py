@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from mro.method.settings import SELECT, SearchConfig
-from mro.sampling.schedule import REMASKING, SamplerConfig
+from mro.sampling.schedule import CACHES, REMASKING, SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.quality import SOURCES
 
@@ -39,6 +39,15 @@ SAMPLER_OPTIONS = (
            "confidence-threshold parallel decoding: commit every masked token of the block "
            "whose confidence is >= T (0 < T <= 1), at least one per step"),
     Option("cfg-scale", "cfg_scale", float, "classifier-free guidance weight (0 = off)"),
+    Option("factor", "factor", float,
+           "Fast-dLLM's factor rule: commit the n most confident where (n+1)(1 - c_n) < f"),
+    Option("cache", "cache", str,
+           "block KV cache: prefix (cache the prompt and finished blocks) or dual (also the "
+           "masked later blocks); none = exact", CACHES),
+    Option("refresh-every", "refresh_every", int,
+           "with a cache, also refill it every N steps inside a block (1 = exact)"),
+    Option("stop-at-eos", "stop_at_eos", bool,
+           "once a row commits EOS, the rest of its response is EOS and it stops"),
 )
 
 SEARCH_OPTIONS = (
@@ -96,8 +105,13 @@ def add_options(parser: argparse.ArgumentParser, cls, title: str, *, skip=(),
       if isinstance(default, tuple):
         default = ",".join(default) or "none"
       text += f" (default: {default})"
-    group.add_argument(f"--{opt.flag}", dest=opt.flag.replace("-", "_"), type=opt.type,
-                       default=None, choices=opt.choices, help=text)
+    dest = opt.flag.replace("-", "_")
+    if opt.type is bool:  # a switch: given = True, absent = unset
+      group.add_argument(f"--{opt.flag}", dest=dest, action="store_const", const=True,
+                         default=None, help=text)
+    else:
+      group.add_argument(f"--{opt.flag}", dest=dest, type=opt.type, default=None,
+                         choices=opt.choices, help=text)
 
 
 def overrides(args: argparse.Namespace | Mapping[str, Any], cls) -> dict[str, Any]:

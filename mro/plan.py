@@ -43,6 +43,7 @@ from models.sharding import (MeshConfig, activation_mesh, batch_sharding, check_
                              make_mesh)
 from mro.config import TrainConfig
 from mro.training.losses import make_mdm_loss
+from mro.sampling.cache import kv_cache_bytes
 from mro.sampling.schedule import SamplerConfig
 
 GIB = 2**30
@@ -199,6 +200,19 @@ def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
   }
 
 
+def sample_cache_bytes(cfg: PlanConfig, guidance: bool = False) -> int:
+  """K/V bytes per device of the sampler's block KV cache (prefix and dual alike: every
+  layer's K and V over prompt + response, static shapes) at the planner's settings, from
+  the formula alone (nothing compiled): rows split over data x fsdp, KV heads over tensor,
+  in the model's compute dtype. Guidance (cfg_scale > 0) doubles it."""
+  model = cfg.model_config()
+  return kv_cache_bytes(model.n_layers, model.n_kv_heads, model.resolved_head_dim,
+                        jnp.dtype(model.jnp_compute_dtype).itemsize, cfg.resolved_sample_batch,
+                        cfg.sample_prompt + cfg.gen_length, guidance=guidance,
+                        batch_shards=cfg.mesh.data * cfg.mesh.fsdp,
+                        head_shards=cfg.mesh.tensor)
+
+
 def plan_sample(cfg: PlanConfig, mesh) -> dict[str, Any]:
   from mro.sampling.sampler import generate_compiled
   from mro.training.step import abstract_state, make_optimizer
@@ -220,6 +234,7 @@ def plan_sample(cfg: PlanConfig, mesh) -> dict[str, Any]:
       "parameters": per_device_bytes(state.params), **_memory(compiled),
       "flops_per_step_per_device": per_step, "flops_per_device": per_step * scfg.steps,
       "flops_total": per_step * scfg.steps * mesh.size, "compile_seconds": seconds,
+      "kv_cache": sample_cache_bytes(cfg),
   }
 
 
@@ -295,6 +310,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"    parameters          {_gib(s['parameters'])}",
         f"    temporaries         {_gib(s['temporaries'])}",
         f"    peak (XLA)          {_gib(s['peak'])}",
+        f"    KV cache            {_gib(s['kv_cache'])}  (cache=prefix or dual adds this;"
+        " x2 with guidance)",
         f"  FLOPs: {s['flops_per_step_per_device']:.3e} per step per device; "
         f"{s['flops_total']:.3e} per call in total",
     ]

@@ -17,6 +17,7 @@ from typing import Any
 from mro.loading import (load_inference_model, recorded_sampler_config, resolve_model,
                          resolve_scorer)
 from mro.method.settings import SearchConfig, search_config
+from mro.sampling import schedule
 from mro.sampling.schedule import SamplerConfig, with_overrides
 from mro.sampling.textgen import TextSampler
 from rewards.combine import RewardConfig
@@ -42,13 +43,15 @@ def sample(model: str, prompts: Sequence[str], *, task: str | None = None,
            sampler: Mapping[str, Any] | None = None, search: str = "none",
            search_fields: Mapping[str, Any] | None = None,
            reward_fields: Mapping[str, Any] | None = None, scorer: str | None = None,
-           seed: int = 0) -> SampleResult:
-  """Samples one response per prompt (see the module docstring)."""
+           seed: int = 0, fast: bool = False) -> SampleResult:
+  """Samples one response per prompt (see the module docstring). `fast`: the recommended
+  fast decoding on top of the model's own settings (explicit `sampler` fields win)."""
   if not prompts:
     raise ValueError("give at least one prompt")
   task_obj = get_task(task) if task else None
   path = resolve_model(model, task)
-  cfg = with_overrides(recorded_sampler_config(path) or SamplerConfig(), **(sampler or {}))
+  base = recorded_sampler_config(path) or SamplerConfig()
+  cfg = with_overrides(schedule.fast(base) if fast else base, **(sampler or {}))
   net, model_cfg, _, tokenizer = load_inference_model(path)
   text_sampler = TextSampler(net, model_cfg, tokenizer)
   if search == "none":

@@ -30,10 +30,12 @@ class Loaded(NamedTuple):
   apply: ModelApply
   params: Any
   forward: Any  # jitted (params, tokens, attention_mask | None) -> full logits
+  fill: Any  # jitted ModelApply.fill
+  window: Any  # jitted ModelApply.window (width static)
 
   def generate(self, prompts, scfg: SamplerConfig, **kw) -> GenerateOutput:
     return generate(self.apply, self.params, prompts, scfg, mask_id=self.ids.mask,
-                    max_seq_len=self.cfg.max_seq_len, **kw)
+                    max_seq_len=self.cfg.max_seq_len, **{"eos_id": self.ids.eos, **kw})
 
   def logits(self, tokens, attention_mask=None) -> np.ndarray:
     mask = None if attention_mask is None else np.asarray(attention_mask)
@@ -44,7 +46,9 @@ def load(model_dir: str | Path, **overrides) -> Loaded:
   model, cfg, ids = load_model(model_dir, **overrides)
   graphdef, params = nnx.split(model)
   forward = jax.jit(lambda p, t, m: nnx.merge(graphdef, p)(t, m))
-  return Loaded(model, cfg, ids, ModelApply(graphdef), params, forward)
+  apply = ModelApply(graphdef)
+  return Loaded(model, cfg, ids, apply, params, forward, jax.jit(apply.fill),
+                jax.jit(apply.window, static_argnums=5))
 
 
 def fixture_settings(generate_ref: dict) -> list[dict]:
@@ -66,18 +70,39 @@ def num_steps(out: GenerateOutput, scfg: SamplerConfig) -> int:
 def assert_committed_once(out: GenerateOutput, prompt_len: int, scfg: SamplerConfig,
                           mask_id: int) -> None:
   """Prompt marked PROMPT; every generated position committed at one step in [0, steps);
-  no MASK left; under the fixed schedule, each step commits tokens_per_step tokens."""
+  no MASK left; under the fixed schedule, each step commits tokens_per_step tokens.
+  NFE: a row's NFE counts exactly the steps that committed something for it (its commit
+  steps are 0 .. NFE-1, each used), and the batch NFE the loop's steps: the slowest row,
+  or with a cache under an adaptive rule (rows in lockstep) the slowest row of each block."""
   tokens, commit = np.asarray(out.tokens), np.asarray(out.commit_step)
   steps = num_steps(out, scfg)
   np.testing.assert_array_equal(commit[:, :prompt_len], PROMPT)
   gen = commit[:, prompt_len:]
   assert gen.min() >= 0 and gen.max() < steps, (gen.min(), gen.max(), steps)
   assert not (tokens[:, prompt_len:] == mask_id).any(), "a MASK token was left"
-  if scfg.threshold is None:
+  if not scfg.adaptive and not scfg.stop_at_eos:
     assert steps == scfg.steps
     want = tokens_per_step(scfg)
     for row in gen:
       np.testing.assert_array_equal(np.bincount(row, minlength=steps), want)
+  if out.nfe_per_row is None:
+    return
+  views = 2 if scfg.cfg_scale else 1
+  row_nfe = np.asarray(out.nfe_per_row)
+  for b, row in enumerate(gen):
+    assert row_nfe[b] == views * (row.max() + 1), (b, row_nfe[b], row.max())
+    assert set(row.tolist()) == set(range(row.max() + 1)), f"row {b}: a step committed nothing"
+  assert steps == _loop_steps(gen, scfg), (steps, _loop_steps(gen, scfg))
+
+
+def _loop_steps(gen_commit: np.ndarray, scfg: SamplerConfig) -> int:
+  if not (scfg.adaptive and scfg.cache != "none"):
+    return int(gen_commit.max()) + 1
+  per_block = np.zeros((gen_commit.shape[0], scfg.num_blocks), int)
+  for b, row in enumerate(gen_commit):
+    for t in range(row.max() + 1):  # a step works on the first block it commits in
+      per_block[b, np.flatnonzero(row == t)[0] // scfg.block_length] += 1
+  return int(per_block.max(0).sum())
 
 
 def _log_softmax(logits):
@@ -100,57 +125,167 @@ def remasking_score(logits_KV: np.ndarray, x0_K: np.ndarray, remasking: str) -> 
 
 
 def check_trajectory(loaded: Loaded, out: GenerateOutput, prompt_len: int,
-                     scfg: SamplerConfig, prompt_mask=None, tol: float = 1e-5) -> None:
-  """Re-derives every step of a temperature-0 run (see module docstring).
+                     scfg: SamplerConfig, prompt_mask=None, tol: float = 1e-5,
+                     eos_id: int | None = None) -> None:
+  """Re-derives every step of a temperature-0 run (see module docstring), row by row
+  in each row's own steps (t = 0 .. its NFE - 1).
 
+  Logits: without a cache, the network on the state before step t. With a cache, the
+  state at the row's last refill (its block's first step, and every refresh_every steps
+  after it) fills the K/V, and the step's logits come from a window forward over the
+  current block (dual) or the block and everything after it (prefix, exact width) on
+  the state before step t; at a refill step they are the full forward's.
   `random` remasking has no recomputable score: only tokens, counts and blocks are checked.
   """
   assert scfg.temperature == 0
-  mask_id = loaded.ids.mask
   tokens, commit = np.asarray(out.tokens), np.asarray(out.commit_step)
-  B, L = tokens.shape
+  B = tokens.shape[0]
   attn = None
   if prompt_mask is not None:
     attn = np.concatenate([np.asarray(prompt_mask), np.ones((B, scfg.gen_length), np.int32)], 1)
-  schedule_block, schedule_k = block_of_step(scfg), tokens_per_step(scfg)
-  for t in range(num_steps(out, scfg)):
-    x = np.where(commit < t, tokens, mask_id)
-    logits = loaded.logits(x, attn).astype(np.float64)
-    if scfg.cfg_scale:
-      uncond = x.copy()
-      uncond[:, :prompt_len] = mask_id
-      logits_u = loaded.logits(uncond, attn).astype(np.float64)
-      logits = logits_u + (scfg.cfg_scale + 1.0) * (logits - logits_u)
-    logits[..., mask_id] = -np.inf
-    for b in range(B):
-      open_gen = commit[b, prompt_len:] >= t  # still MASK before step t
-      if not open_gen.any():
-        assert not (commit[b] == t).any()
-        continue
-      if scfg.threshold is None:
-        blk = schedule_block[t]
-      else:  # the first block that still has a MASK
-        blk = int(np.argmax(open_gen.reshape(scfg.num_blocks, -1).any(-1)))
-      pos = prompt_len + blk * scfg.block_length + np.arange(scfg.block_length)
-      now = commit[b, pos] == t
-      assert (commit[b] == t).sum() == now.sum(), f"step {t} row {b}: commit outside block {blk}"
-      is_open = commit[b, pos] >= t
-      x0 = logits[b, pos].argmax(-1)
-      np.testing.assert_array_equal(tokens[b, pos][now], x0[now],
-                                    err_msg=f"step {t} row {b}: committed token is not argmax")
-      if scfg.threshold is None:
-        assert now.sum() == schedule_k[t], (t, b, now.sum(), schedule_k[t])
+  views = 2 if scfg.cfg_scale else 1
+  row_steps = (np.asarray(out.nfe_per_row) // views if out.nfe_per_row is not None
+               else np.full(B, num_steps(out, scfg)))
+  exact = {}  # t -> full logits of every row (no cache)
+  for b in range(B):
+    gen = commit[b, prompt_len:]
+    assert gen.max() < row_steps[b], f"row {b}: commit step beyond its NFE"
+    block_start: dict[int, int] = {}
+    for t in range(row_steps[b]):
+      blk = _step_block(gen, t, scfg)
+      block_start.setdefault(blk, t)
+      if scfg.cache == "none":
+        if t not in exact:
+          exact[t] = _guided(loaded, np.where(commit < t, tokens, loaded.ids.mask), attn,
+                             prompt_len, scfg)
+        logits = exact[t][b]
       else:
-        assert now.sum() >= 1, (t, b)
-      if scfg.remasking == "random":
-        continue
-      score = remasking_score(logits[b, pos], x0, scfg.remasking)
-      waiting = is_open & ~now
-      if waiting.any():
-        assert score[now].min() >= score[waiting].max() - tol, (
-            f"step {t} row {b}: an uncommitted position outranks a committed one")
-      if scfg.threshold is not None:
-        assert (score[waiting] < scfg.threshold + tol).all(), (t, b)
-        below = now & (score < scfg.threshold - tol)
-        assert below.sum() <= (1 if now.sum() == 1 else 0), (
-            f"step {t} row {b}: committed below the threshold beyond the one forced commit")
+        t0 = block_start[blk]
+        t_fill = t0 + (t - t0) // scfg.refresh_every * scfg.refresh_every \
+            if scfg.refresh_every else t0
+        logits = _cached_row_logits(loaded, tokens[b], commit[b], t, t_fill, blk,
+                                    None if attn is None else attn[b], prompt_len, scfg)
+      _check_step(tokens[b], commit[b], logits.astype(np.float64), t, blk, b, prompt_len,
+                  scfg, tol, eos_id, loaded.ids.mask)
+
+
+def _step_block(gen_commit: np.ndarray, t: int, scfg: SamplerConfig) -> int:
+  if not scfg.adaptive:
+    return int(block_of_step(scfg)[t])
+  open_gen = gen_commit >= t  # the first block that still has a MASK before step t
+  return int(np.argmax(open_gen.reshape(scfg.num_blocks, -1).any(-1)))
+
+
+def _views(loaded, x, attn, prompt_len, scfg):
+  if not scfg.cfg_scale:
+    return [(x, attn)]
+  uncond = x.copy()
+  uncond[..., :prompt_len] = loaded.ids.mask
+  return [(x, attn), (uncond, attn)]
+
+
+def _guide(parts, scfg):
+  if not scfg.cfg_scale:
+    return parts[0]
+  cond, unc = parts
+  return unc + (scfg.cfg_scale + 1.0) * (cond - unc)
+
+
+def _guided(loaded, x, attn, prompt_len, scfg):
+  parts = [loaded.logits(v, a).astype(np.float64) for v, a in _views(loaded, x, attn,
+                                                                      prompt_len, scfg)]
+  return _guide(parts, scfg)
+
+
+def _cached_row_logits(loaded, tokens_L, commit_L, t, t_fill, blk, attn_L, prompt_len, scfg):
+  """Full-length [L, V] array holding the row's step-t logits at the block positions."""
+  mask_id, L = loaded.ids.mask, tokens_L.shape[0]
+  bs = prompt_len + blk * scfg.block_length
+  pos = bs + np.arange(scfg.block_length)
+  width = scfg.block_length if scfg.cache == "dual" else L - bs
+  mask = None if attn_L is None else attn_L[None]
+  now = _views(loaded, np.where(commit_L < t, tokens_L, mask_id)[None], mask, prompt_len, scfg)
+  then = _views(loaded, np.where(commit_L < t_fill, tokens_L, mask_id)[None], mask,
+                prompt_len, scfg)
+  parts = []
+  for (x, m), (x_fill, m_fill) in zip(now, then):
+    if t == t_fill:
+      parts.append(loaded.logits(x, m)[0, pos].astype(np.float64))
+      continue
+    _, kv = loaded.fill(loaded.params, x_fill, m_fill, pos[None])
+    parts.append(np.asarray(loaded.window(loaded.params, x, m, kv, bs, width, bs, pos[None]),
+                            np.float64)[0])
+  full = np.zeros((L, parts[0].shape[-1]))
+  full[pos] = _guide(parts, scfg)
+  return full
+
+
+def _factor_count(score_open: np.ndarray, factor: float, tol: float) -> tuple[int, int]:
+  """The factor rule's n (at least one) with scores nudged by -tol and +tol."""
+  ranked = np.sort(score_open)[::-1]
+  n = np.arange(2, ranked.size + 2)
+  count = lambda c: max(1, int(((n * (1.0 - c)) < factor).sum()))
+  return count(ranked - tol), count(ranked + tol)
+
+
+def _check_step(tokens, commit, logits, t, blk, b, prompt_len, scfg, tol, eos_id, mask_id):
+  """One row's step t against the rule, given the logits the step should have seen.
+  With stop_at_eos a block position after the row's first EOS that became EOS at step t
+  may be a rule commit or an EOS fill: such positions count as either (`maybe_fill`)."""
+  logits = logits.copy()
+  logits[..., mask_id] = -np.inf
+  pos = prompt_len + blk * scfg.block_length + np.arange(scfg.block_length)
+  now = commit[pos] == t
+  maybe_fill = np.zeros_like(now)
+  if scfg.stop_at_eos:
+    first = _check_eos_fill(tokens, commit, t, pos, prompt_len, eos_id, b)
+    maybe_fill = now & (pos - prompt_len > first) & (tokens[pos] == eos_id)
+  else:
+    assert (commit == t).sum() == now.sum(), f"step {t} row {b}: commit outside block {blk}"
+  rule = now & ~maybe_fill  # surely committed by the rule
+  is_open = commit[pos] >= t
+  assert is_open.any(), f"step {t} row {b}: a step with nothing to do was counted"
+  x0 = logits[pos].argmax(-1)
+  np.testing.assert_array_equal(tokens[pos][rule], x0[rule],
+                                err_msg=f"step {t} row {b}: committed token is not argmax")
+  lo, hi = rule.sum(), now.sum()  # how many the rule committed: between these
+  if not scfg.adaptive:
+    want = min(tokens_per_step(scfg)[t], is_open.sum())
+    assert lo <= want <= hi, (t, b, lo, hi, want)
+  else:
+    assert hi >= 1, (t, b)
+  if scfg.remasking == "random":
+    return
+  score = remasking_score(logits[pos], x0, scfg.remasking)
+  waiting = is_open & ~now
+  if waiting.any() and rule.any():
+    assert score[rule].min() >= score[waiting].max() - tol, (
+        f"step {t} row {b}: an uncommitted position outranks a committed one")
+  if scfg.threshold is not None:
+    assert (score[waiting] < scfg.threshold + tol).all(), (t, b)
+    below = rule & (score < scfg.threshold - tol)
+    assert below.sum() <= (1 if hi == 1 else 0), (
+        f"step {t} row {b}: committed below the threshold beyond the one forced commit")
+  if scfg.factor is not None:
+    f_lo, f_hi = sorted(_factor_count(score[is_open], scfg.factor, tol))
+    assert f_lo <= hi and lo <= f_hi, (
+        f"step {t} row {b}: factor rule wants {f_lo}..{f_hi} commits, got {lo}..{hi}")
+
+
+def _check_eos_fill(tokens, commit, t, pos, prompt_len, eos_id, b) -> int:
+  """stop_at_eos: the commits of step t outside the block's own are EOS, after the row's
+  first EOS committed by then, and after that EOS nothing is left open. Returns that
+  EOS's response index (the response length if there is none yet)."""
+  gen_tok, gen_commit = tokens[prompt_len:], commit[prompt_len:]
+  eos_by_t = np.flatnonzero((gen_tok == eos_id) & (gen_commit <= t))
+  in_block = np.zeros(gen_tok.shape, bool)
+  in_block[pos - prompt_len] = True
+  filled = (gen_commit == t) & ~in_block
+  if eos_by_t.size == 0:
+    assert not filled.any(), f"step {t} row {b}: filled without an EOS"
+    return gen_tok.size
+  first = eos_by_t[0]
+  idx = np.arange(gen_tok.size)
+  assert (gen_tok[filled] == eos_id).all() and (idx[filled] > first).all(), (t, b)
+  assert (gen_commit[idx > first] <= t).all(), f"step {t} row {b}: open after the first EOS"
+  return first

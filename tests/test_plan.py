@@ -100,3 +100,17 @@ def test_llada_8b_plans_on_a_64_device_mesh():
   gib = 2**30
   assert 1.8 * gib < t["parameters"] < 1.9 * gib  # 16 GB of bfloat16 over fsdp x tensor = 8
   assert t["peak"] < 95 * gib  # fits a v5p chip / an 80 GB GPU? (see README)
+
+
+def test_plan_reports_the_kv_cache_per_device_from_the_formula(report_222):
+  # tiny: 4 layers, 4 KV heads of 32, float32; 16 rows / (2 x 2), 4 heads / 2, 32 + 64 tokens.
+  assert report_222["sample"]["kv_cache"] == 2 * 4 * (16 // 4) * 96 * (4 // 2) * 32 * 4
+  assert "KV cache" in format_report(report_222)
+
+
+def test_the_kv_cache_of_llada_8b_at_the_planner_defaults_is_2_gib_per_device_alone():
+  from mro.plan import sample_cache_bytes
+  cfg = PlanConfig(batch=8)  # llada_8b, prompt 256 + gen 256, bfloat16, one device
+  assert sample_cache_bytes(cfg) == 2 * 32 * 8 * 512 * 32 * 128 * 2 == 2 * 2**30
+  assert sample_cache_bytes(cfg, guidance=True) == 4 * 2**30
+  assert sample_cache_bytes(PlanConfig(batch=8, mesh=MeshConfig(2, 2, 2))) == 2**30 // 4

@@ -172,3 +172,55 @@ def test_search_settings_that_cannot_work_are_refused():
     SearchConfig(select="best")
   with pytest.raises(ValueError, match=">= 1"):
     SearchConfig(k=0)
+
+
+# --- the search on the cached sampler ------------------------------------------------------
+
+TWO_BLOCKS = SamplerConfig(gen_length=8, steps=4, block_length=4)  # 2 steps per block
+
+
+def test_a_search_with_a_cache_refreshed_every_step_equals_the_exact_search(models):
+  scfg = SearchConfig(k=3, n_live=2, group_steps=1, select="resample")
+  exact = _run(models, PROMPTS, scfg, cfg=TWO_BLOCKS)
+  cached = _run(models, PROMPTS, scfg,
+                cfg=dataclasses.replace(TWO_BLOCKS, cache="dual", refresh_every=1))
+  np.testing.assert_array_equal(cached.tokens, exact.tokens)
+  np.testing.assert_array_equal(cached.commit_step, exact.commit_step)
+  np.testing.assert_allclose(cached.intra, exact.intra, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_cached_search_with_groups_ending_inside_blocks_is_complete_and_batch_invariant(
+    models, cache):
+  scfg = SearchConfig(k=3, group_steps=1, select="argmax")
+  cfg = dataclasses.replace(TWO_BLOCKS, cache=cache)
+  out = _run(models, PROMPTS, scfg, cfg=cfg)
+  gen_steps = out.commit_step[:, :, 5:]
+  assert (out.tokens[:, :, 5:] != MASK).all()
+  for row in gen_steps.reshape(-1, 8):
+    assert np.bincount(row, minlength=4).tolist() == [2, 2, 2, 2]
+  alone = _run(models, PROMPTS[1:2], scfg, row_ids=[1], cfg=cfg)
+  np.testing.assert_array_equal(out.tokens[1], alone.tokens[0])
+  np.testing.assert_array_equal(out.commit_step[1], alone.commit_step[0])
+
+
+def test_selection_gathers_the_survivors_cache_rows_with_their_tokens():
+  from mro.method.search import _Carry, select_survivors
+  from mro.sampling.cache import KVCache
+  from mro.sampling.sampler import DecodeState
+  B, N = 2, 3
+  rows = jnp.arange(B * N)
+  cache_k = jnp.broadcast_to(rows[None, None, :, None], (1, 1, B * N, 4)).astype(jnp.float32)
+  state = DecodeState(jnp.tile(rows[:, None], (1, 4)), jnp.zeros((B * N, 4), jnp.int32),
+                      jax.random.split(jax.random.key(0), B * N), jnp.int32(2),
+                      jnp.full((B * N,), 2), KVCache(cache_k, -cache_k, jnp.int32(0),
+                                                     jnp.int32(1)))
+  tv = jnp.asarray([[0.0], [5.0], [1.0], [3.0], [0.0], [-1.0]])  # best: rows 1 and 3
+  carry = select_survivors(_Carry(state, tv, jnp.zeros_like(tv)), 1,
+                           jax.random.split(jax.random.key(1), B),
+                           SearchConfig(k=N, n_live=1, select="argmax"),
+                           RewardConfig(use=("tv",)))
+  want = np.repeat([1, 3], N)
+  np.testing.assert_array_equal(np.asarray(carry.state.tokens)[:, 0], want)
+  np.testing.assert_array_equal(np.asarray(carry.state.cache.k)[0, 0, :, 0], want)
+  np.testing.assert_array_equal(np.asarray(carry.state.cache.v)[0, 0, :, 0], -want)

@@ -50,6 +50,29 @@ def test_sampler_tokens_on_a_mesh_equal_the_single_device_tokens(llada_tiny,
   assert out.tokens.sharding.shard_shape(out.tokens.shape)[0] == 8 // (shape[0] * shape[1])
 
 
+@pytest.fixture(scope="module")
+def single_device_cached_generation(llada_tiny):
+  tokens, mask = _prompts()
+  scfg = SamplerConfig(gen_length=32, steps=16, block_length=8, cache="dual", threshold=0.3,
+                       stop_at_eos=True)
+  return scfg, llada_tiny.generate(tokens, scfg, prompt_mask_BP=mask)
+
+
+@pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2)])
+def test_cached_sampler_on_a_mesh_equals_the_single_device_run(llada_tiny,
+                                                               single_device_cached_generation,
+                                                               shape):
+  """Block KV caches, rows in lockstep under the threshold rule, the EOS stop: the same
+  tokens, commit steps and per-row NFE on every mesh."""
+  scfg, ref = single_device_cached_generation
+  tokens, mask = _prompts()
+  out = llada_tiny.generate(tokens, scfg, prompt_mask_BP=mask, mesh=make_mesh(MeshConfig(*shape)))
+  np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
+  np.testing.assert_array_equal(np.asarray(out.commit_step), np.asarray(ref.commit_step))
+  np.testing.assert_array_equal(np.asarray(out.nfe_per_row), np.asarray(ref.nfe_per_row))
+  assert len(out.tokens.sharding.device_set) == 8
+
+
 def test_search_on_a_mesh_equals_the_single_device_search():
   """At the search's temperature (0.25): Gumbel noise is per row, so mesh-invariant too."""
   small = dict(vocab_size=32, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64,
@@ -65,6 +88,12 @@ def test_search_on_a_mesh_equals_the_single_device_search():
   np.testing.assert_array_equal(out.tokens, ref.tokens)
   np.testing.assert_array_equal(out.commit_step, ref.commit_step)
   np.testing.assert_allclose(out.intra, ref.intra, rtol=1e-5, atol=1e-6)
+  # And on the cached sampler, with selections inside blocks (the cache rows are gathered).
+  cfg = SamplerConfig(gen_length=8, steps=4, block_length=4, cache="dual")
+  scfg = SearchConfig(k=2, n_live=2, group_steps=1)
+  ref, out = run(None), run(make_mesh(MeshConfig(2, 2, 2)))
+  np.testing.assert_array_equal(out.tokens, ref.tokens)
+  np.testing.assert_array_equal(out.commit_step, ref.commit_step)
 
 
 @pytest.fixture(scope="module")

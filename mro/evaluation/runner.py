@@ -101,19 +101,21 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
 
 def _run_batch(sampler, searcher, cfg: EvalConfig, scfg: SamplerConfig, task, examples,
                prompts, idx, width):
-  """(texts, search details or None, batch-sized forward passes) for one padded batch."""
+  """(texts, search details or None, batch-sized forward passes, forward passes per row
+  or None) for one padded batch."""
   batch = [prompts[i] for i in idx]
   if searcher is None:
     out, prompt_len = sampler.generate_tokens(batch, scfg, seed=cfg.seed, row_ids=idx,
                                               width=width)
-    return [g.text for g in sampler.decode(out, prompt_len)], None, int(out.nfe)
+    rows = None if out.nfe_per_row is None else [int(n) for n in out.nfe_per_row]
+    return [g.text for g in sampler.decode(out, prompt_len)], None, int(out.nfe), rows
   results, counts = searcher.search(batch, scfg, cfg.search, cfg.resolved_rewards(),
                                     task=task, examples=[examples[i] for i in idx],
                                     seed=cfg.seed, row_ids=idx, width=width)
   details = [{"total_reward": r.total, "candidate_totals": r.totals,
               "candidate_r_q": r.r_q, "candidate_r_tv": r.r_tv, "candidate_r_ppl": r.r_ppl}
              for r in results]
-  return [r.text for r in results], details, counts["nfe"]
+  return [r.text for r in results], details, counts["nfe"], None
 
 
 def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerConfig,
@@ -123,13 +125,14 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
   start = time.perf_counter()
   style = cfg.resolved_protocol().style
   gens: list[dict[str, Any]] = []
-  batch_seconds, nfe = [], 0
+  batch_seconds, nfe, row_nfe = [], 0, []
   for idx, real in batches(len(examples), cfg.batch_size):
     t0 = time.perf_counter()
-    texts, details, batch_nfe = _run_batch(sampler, searcher, cfg, scfg, task, examples,
-                                           prompts, idx, width)
+    texts, details, batch_nfe, rows = _run_batch(sampler, searcher, cfg, scfg, task, examples,
+                                                 prompts, idx, width)
     batch_seconds.append(time.perf_counter() - t0)
     nfe += batch_nfe
+    row_nfe += (rows or [])[:real]
     correct = 0.0
     for j, i in enumerate(idx[:real]):
       ex, text = examples[i], texts[j]
@@ -155,8 +158,10 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
       "tokens_per_second": _rate(len(examples) * scfg.gen_length, sample_seconds),
       "tokens_per_second_after_first_batch": _rate(
           (len(examples) - min(cfg.batch_size, len(examples))) * scfg.gen_length, later),
-      # forward passes per prompt (mask predictor rows), and batch-sized passes in total
-      "nfe_per_prompt": nfe / n_batches if counts is None else counts["nfe"],
+      # forward passes per prompt (mask predictor rows: each row's own count when the
+      # sampler reports it, as adaptive rules and caches do), and batch-sized passes
+      "nfe_per_prompt": (counts["nfe"] if counts is not None else
+                         float(np.mean(row_nfe)) if row_nfe else nfe / n_batches),
       "nfe": nfe, "batches": n_batches,
       # forward passes per prompt of the causal perplexity scorer (R_ppl), on top
       "scorer_nfe_per_prompt": 0 if counts is None else counts["scorer_nfe"],

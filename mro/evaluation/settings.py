@@ -22,7 +22,7 @@ from typing import Any
 from mro import options
 from mro.evaluation.protocols import Protocol, get_protocol
 from mro.method.settings import SEARCHES, SearchConfig, search_config
-from mro.sampling.schedule import SamplerConfig
+from mro.sampling.schedule import FAST, SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.tasks import SPLITS, get_task
 
@@ -114,16 +114,18 @@ class EvalConfig:
 
   @classmethod
   def build(cls, task: str, protocol: str = "compact", *, search: str = "none",
-            **options_and_fields) -> EvalConfig:
+            fast: bool = False, **options_and_fields) -> EvalConfig:
     """An EvalConfig from flat options, as the CLI gives them: `search` is none, mro or
     best-of-n; sampler, search and reward options use their flag names (mro/options.py:
     gen_length, threshold, k, search_temperature, rewards, ...); unset ones (absent or
-    None) keep the protocol's defaults. Other keywords are EvalConfig fields."""
+    None) keep the protocol's defaults. `fast`: the recommended fast decoding
+    (`mro.sampling.schedule.FAST`), under any sampler option given explicitly. Other
+    keywords are EvalConfig fields."""
     if search not in ("none", *SEARCHES):
       raise ValueError(f"search must be none, mro or best-of-n, got {search!r}")
     given = {k: v for k, v in options_and_fields.items() if v is not None}
     rest = {k: v for k, v in given.items() if k not in options.DESTS}
-    sampler = options.overrides(given, SamplerConfig)
+    sampler = {**(dict(FAST) if fast else {}), **options.overrides(given, SamplerConfig)}
     search_fields = options.overrides(given, SearchConfig)
     reward_fields = options.overrides(given, RewardConfig)
     p = get_protocol(protocol, task)

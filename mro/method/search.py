@@ -29,8 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.sharding import place_params, shard_batch
-from mro.sampling.sampler import NOT_COMMITTED, DecodeState, init_state, row_keys, run_steps
 from mro.method.settings import SearchConfig
+from mro.sampling.cache import new_cache
+from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
+                                  map_rows, row_keys, run_steps)
 from mro.sampling.schedule import SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
@@ -60,6 +62,17 @@ class ChunkedApply:
                       (split(tokens_BL), split(attention_mask_BL), split(positions_BK)))
     return out.swapaxes(0, 1).reshape(rows, *out.shape[2:])
 
+  # With a KV cache the network runs on all candidate rows at once (no slices): a cached
+  # step is small, and slicing would copy the cache's rows at every step.
+  def fill(self, *args):
+    return self.apply.fill(*args)
+
+  def window(self, *args):
+    return self.apply.window(*args)
+
+  def cache_shape(self, *args):
+    return self.apply.cache_shape(*args)
+
 
 class SearchOutput(NamedTuple):
   tokens: jax.Array  # int32[B, N, L]: final candidates, N = n_live * k
@@ -73,7 +86,7 @@ class Scoring(NamedTuple):
   """Everything the rewards need besides the candidates (static parts are hashable)."""
   rewards: RewardConfig
   mask_id: int
-  fill_id: int  # token used to pad compacted responses for the scorer
+  fill_id: int  # the EOS id: pads compacted responses for the scorer; SamplerConfig.stop_at_eos
   scorer: Any = None  # CausalLMScorer (in jit) or None
 
 
@@ -126,29 +139,38 @@ class _Carry(NamedTuple):
   ppl: jax.Array  # [B * N, G]
 
 
+def select_survivors(carry: _Carry, g, prompt_keys, scfg: SearchConfig,
+                     rewards: RewardConfig) -> _Carry:
+  """Keeps n_live candidates per prompt by their rewards so far and expands each into k
+  (new random streams). Everything a row carries is gathered with it, its KV cache rows
+  included (`map_rows`), so a group may end inside a block: the k candidates go on from
+  their parent's cache."""
+  B, N = prompt_keys.shape[0], scfg.pool
+  state, tv, ppl = carry
+  reward = rewards.total(tv=tv.sum(1), ppl=ppl.sum(1)).reshape(B, N)
+  keys = jax.vmap(lambda k: jax.random.fold_in(k, _SELECT_STREAM + g))(prompt_keys)
+  idx = select(reward, keys, scfg)
+  pick = lambda x: jnp.repeat(_gather_rows(x, idx, B, N), scfg.k, axis=0)
+  state = map_rows(state, pick)._replace(keys=candidate_keys(prompt_keys, g, N))
+  return _Carry(state, pick(tv), pick(ppl))
+
+
 def _group_step(apply, params, scorer_params, carry: _Carry, g, prompt_keys, attn_mask,
                 prompt_len, cfg: SamplerConfig, scfg: SearchConfig, scoring: Scoring):
   """Selection among the previous group's candidates, expansion, w steps, scoring."""
-  B, N = prompt_keys.shape[0], scfg.pool
-  state, tv, ppl = carry
   if scfg.select != "none":
-    reward = scoring.rewards.total(tv=tv.sum(1), ppl=ppl.sum(1)).reshape(B, N)
-    keys = jax.vmap(lambda k: jax.random.fold_in(k, _SELECT_STREAM + g))(prompt_keys)
-    idx = select(reward, keys, scfg)
-    pick = lambda x: jnp.repeat(_gather_rows(x, idx, B, N), scfg.k, axis=0)
-    state = DecodeState(pick(state.tokens), pick(state.commit_step),
-                        candidate_keys(prompt_keys, g, N), state.step)
-    tv, ppl = pick(tv), pick(ppl)
+    carry = select_survivors(carry, g, prompt_keys, scfg, scoring.rewards)
+  state, tv, ppl = carry
   start = state.step
   state = run_steps(apply, params, state, attn_mask, prompt_len, cfg, scoring.mask_id,
-                    stop=start + scfg.group_steps)
+                    stop=start + scfg.group_steps, eos_id=scoring.fill_id)
   r_tv, r_ppl = group_rewards(apply, params, scorer_params, state, attn_mask, prompt_len,
                               start, scoring)
   return _Carry(state, tv.at[:, g].set(r_tv), ppl.at[:, g].set(r_ppl))
 
 
-def _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerConfig, scfg: SearchConfig,
-          mask_id: int):
+def _init(apply, params, prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerConfig,
+          scfg: SearchConfig, mask_id: int):
   B, P = prompt_BP.shape
   N, G = scfg.pool, cfg.steps // scfg.group_steps
   tokens = jnp.repeat(prompt_BP, N, axis=0)
@@ -156,7 +178,8 @@ def _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerConfig, scfg: Sear
   if prompt_mask_BP is not None:
     attn = jnp.concatenate([jnp.repeat(prompt_mask_BP.astype(bool), N, axis=0),
                             jnp.ones((B * N, cfg.gen_length), bool)], axis=1)
-  state = init_state(tokens, cfg.gen_length, candidate_keys(prompt_keys, 0, N), mask_id)
+  cache = new_cache(apply, params, B * N, P + cfg.gen_length, cfg)
+  state = init_state(tokens, cfg.gen_length, candidate_keys(prompt_keys, 0, N), mask_id, cache)
   zeros = jnp.zeros((B * N, G), jnp.float32)
   return _Carry(state, zeros, zeros), attn
 
@@ -173,7 +196,8 @@ def _search_compiled(apply, params, scorer_params, prompt_BP, prompt_mask_BP, pr
                      cfg, scfg, scoring):
   B, P = prompt_BP.shape
   cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
-  carry, attn = _init(prompt_BP, prompt_mask_BP, prompt_keys, cfg_tau, scfg, scoring.mask_id)
+  carry, attn = _init(apply, params, prompt_BP, prompt_mask_BP, prompt_keys, cfg_tau, scfg,
+                      scoring.mask_id)
   body = lambda g, c: _group_step(apply, params, scorer_params, c, g, prompt_keys, attn, P,
                                   cfg_tau, scfg, scoring)
   # Group 0 runs the same body: its selection is a no-op (every pool row is still the
@@ -208,6 +232,7 @@ def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
   `mro.sampling.sampler.generate` does (rows over data x fsdp, which must divide the batch).
   """
   scfg = scfg.resolve(cfg)
+  check_options(apply, cfg, scoring.fill_id)
   if scfg.chunks() > 1:
     apply = ChunkedApply(apply, scfg.chunks())
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
@@ -229,7 +254,8 @@ def _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, sc
   """Same groups as `_search_compiled`, with R_ppl from a text scorer between groups."""
   B, P = prompt_BP.shape
   cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
-  carry, attn = _init(prompt_BP, mask, prompt_keys, cfg_tau, scfg, scoring.mask_id)
+  carry, attn = _init(apply, params, prompt_BP, mask, prompt_keys, cfg_tau, scfg,
+                      scoring.mask_id)
   for g in range(cfg.steps // scfg.group_steps):  # g is traced: one compile for all groups
     carry = _group_step_jit(apply, params, None, carry, jnp.int32(g), prompt_keys, attn,
                             prompt_len=P, cfg=cfg_tau, scfg=scfg, scoring=scoring)

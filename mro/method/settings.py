@@ -80,8 +80,8 @@ class SearchConfig:
   def resolve(self, sampler: SamplerConfig) -> SearchConfig:
     """This search with group_steps filled in for `sampler`, checked against it."""
     w = self.group_steps or max(1, sampler.steps // 4)
-    if sampler.threshold is not None:
-      raise ValueError("the search needs a fixed step schedule; unset threshold")
+    if sampler.adaptive:
+      raise ValueError("the search needs a fixed step schedule; unset threshold and factor")
     if sampler.steps % w:
       raise ValueError(f"steps={sampler.steps} is not divisible by group_steps={w}")
     return dataclasses.replace(self, group_steps=w)

@@ -1,20 +1,25 @@
 """The LLaDA sampler as one compiled program.
 
-A `DecodeState` (tokens, commit step per position, per-row keys, step) advanced by a
-pure `denoise_step` inside a `lax` loop: all blocks and steps run on device with static
-shapes. Each step runs the network on the whole sequence, computes the output layer only
-for the current block, draws x0 (argmax, or Gumbel-max at temperature > 0), scores the
-still-masked positions of the block (`remasking`) and commits the top-k per row through
-a rank mask. A trajectory is fully described by the final tokens and `commit_step`
-(method.md §1): the state before step t is `where(commit_step < t, tokens, MASK)`.
+A `DecodeState` (tokens, commit step per position, per-row keys, step, per-row step count,
+optional KV cache) advanced by a pure `denoise_step` inside a `lax` loop: all blocks and
+steps run on device with static shapes. Each step runs the network (on the whole
+sequence, or with a block KV cache on part of it: `mro/sampling/cache.py`), computes the
+output layer only for the current block, draws x0 (argmax, or Gumbel-max at temperature
+> 0), scores the still-masked positions of the block (`remasking`) and commits per row
+through a rank mask: the schedule's top-k, everything above a threshold, or Fast-dLLM's
+factor rule. A trajectory is fully described by the final tokens and `commit_step`
+(method.md §1): the state of a row before its step t is `where(commit_step < t, tokens,
+MASK)`.
 
 DECISIONS beyond the reference `generate()`:
 - The MASK id is never a prediction (its logit is -inf), so every masked position is
   committed exactly once and no MASK is left. The reference leaves MASK selectable; a
   trained model never picks it, and the parity fixture is built so that it cannot win.
 - Only generated positions are ever committed: MASK tokens inside a prompt stay as given.
-- Randomness is per row (`fold_in(row_key, step)`), so a row's result does not depend on
-  what else is in the batch.
+- Steps are counted per row (`row_step`: the steps that worked on the row, its NFE), and
+  randomness is per row (`fold_in(row_key, row_step)`), so a row's result does not depend
+  on what else is in the batch, even when rows wait for each other (caches) or stop early.
+  Without waiting and stopping, a row's step is the loop's step.
 """
 
 from __future__ import annotations
@@ -29,26 +34,31 @@ import numpy as np
 
 from models.sharding import place_params, shard_batch
 from models.transformer import ModelApply  # noqa: F401  (re-exported for callers)
+from mro.sampling.cache import KVCache, cache_rows, cached_logits, check_cacheable, new_cache
 from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
 
 NOT_COMMITTED = 2**30  # commit_step of a position that is still MASK
 PROMPT = -1  # commit_step of prompt positions (visible at every step)
 
-# apply(params, tokens_BL, attention_mask_BL | None, positions_BK) -> logits_BKV (float32)
+# apply(params, tokens_BL, attention_mask_BL | None, positions_BK) -> logits_BKV (float32);
+# with a cache it also needs fill / window / cache_shape (models.transformer.ModelApply).
 ApplyFn = Callable[[Any, jax.Array, jax.Array | None, jax.Array], jax.Array]
 
 
 class DecodeState(NamedTuple):
   tokens: jax.Array  # int32[B, L]: prompt + response (MASK where not yet committed)
-  commit_step: jax.Array  # int32[B, L]: PROMPT, a step index, or NOT_COMMITTED
+  commit_step: jax.Array  # int32[B, L]: PROMPT, the row's step index, or NOT_COMMITTED
   keys: jax.Array  # [B] per-row PRNG keys
-  step: jax.Array  # int32[]: index of the next step
+  step: jax.Array  # int32[]: index of the next step of the loop (batch forward passes)
+  row_step: jax.Array | None = None  # int32[B]: steps that worked on each row so far
+  cache: KVCache | None = None  # block KV cache (SamplerConfig.cache), None without one
 
 
 class GenerateOutput(NamedTuple):
   tokens: jax.Array  # int32[B, P + G]
   commit_step: jax.Array  # int32[B, P + G]
   nfe: jax.Array  # int32[]: network evaluations (forward passes over the batch)
+  nfe_per_row: jax.Array | None = None  # int32[B]: forward passes that decoded each row
 
 
 def state_at(tokens_BL, commit_step_BL, t, mask_id: int):
@@ -56,12 +66,22 @@ def state_at(tokens_BL, commit_step_BL, t, mask_id: int):
   return jnp.where(commit_step_BL < t, tokens_BL, mask_id)
 
 
-def init_state(prompt_BP, gen_length: int, keys, mask_id: int) -> DecodeState:
+def init_state(prompt_BP, gen_length: int, keys, mask_id: int,
+               cache: KVCache | None = None) -> DecodeState:
   B, P = prompt_BP.shape
   tokens = jnp.concatenate([prompt_BP, jnp.full((B, gen_length), mask_id, prompt_BP.dtype)], 1)
   commit = jnp.concatenate([jnp.full((B, P), PROMPT, jnp.int32),
                             jnp.full((B, gen_length), NOT_COMMITTED, jnp.int32)], 1)
-  return DecodeState(tokens.astype(jnp.int32), commit, keys, jnp.zeros((), jnp.int32))
+  return DecodeState(tokens.astype(jnp.int32), commit, keys, jnp.zeros((), jnp.int32),
+                     jnp.zeros((B,), jnp.int32), cache)
+
+
+def map_rows(state: DecodeState, fn) -> DecodeState:
+  """`state` with `fn` ([B, ...] -> [B', ...], e.g. a gather) applied to every per-row
+  array: tokens, commit steps, step counts and the cache rows. Keys are left to the
+  caller (who usually draws new ones)."""
+  return state._replace(tokens=fn(state.tokens), commit_step=fn(state.commit_step),
+                        row_step=fn(state.row_step), cache=cache_rows(state.cache, fn))
 
 
 def row_keys(key, batch: int, row_ids=None):
@@ -71,12 +91,17 @@ def row_keys(key, batch: int, row_ids=None):
   return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.asarray(row_ids, jnp.uint32))
 
 
+def _per_row(step, keys_B):
+  return jnp.broadcast_to(jnp.asarray(step), keys_B.shape)
+
+
 def confidence(logits_BKV, x0_BK, remasking: str, keys_B, step):
-  """Higher = commit earlier. Probabilities for `low_confidence` (usable with a threshold)."""
+  """Higher = commit earlier. Probabilities for `low_confidence` (usable with a threshold).
+  `step`: the rows' step (a scalar or one per row), which seeds `random`."""
   if remasking == "random":
-    draw = lambda k: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(k, step), 1),
-                                        x0_BK.shape[1:])
-    return jax.vmap(draw)(keys_B)
+    draw = lambda k, t: jax.random.uniform(jax.random.fold_in(jax.random.fold_in(k, t), 1),
+                                           x0_BK.shape[1:])
+    return jax.vmap(draw)(keys_B, _per_row(step, keys_B))
   probs = jax.nn.softmax(logits_BKV, axis=-1)
   if remasking == "low_confidence":
     return jnp.take_along_axis(probs, x0_BK[..., None], axis=-1)[..., 0]
@@ -90,12 +115,14 @@ def confidence(logits_BKV, x0_BK, remasking: str, keys_B, step):
 
 
 def sample_x0(logits_BKV, temperature: float, keys_B, step):
-  """argmax at temperature 0, else Gumbel-max on logits / temperature (per-row noise)."""
+  """argmax at temperature 0, else Gumbel-max on logits / temperature (per-row noise,
+  seeded by each row's step: a scalar or one per row)."""
   if temperature == 0:
     return jnp.argmax(logits_BKV, axis=-1).astype(jnp.int32)
   noise_dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-  gumbel = jax.vmap(lambda k: jax.random.gumbel(jax.random.fold_in(k, step),
-                                                logits_BKV.shape[1:], noise_dtype))(keys_B)
+  gumbel = jax.vmap(lambda k, t: jax.random.gumbel(jax.random.fold_in(k, t),
+                                                   logits_BKV.shape[1:], noise_dtype))(
+                                                       keys_B, _per_row(step, keys_B))
   scores = logits_BKV.astype(noise_dtype) / temperature + gumbel
   return jnp.argmax(scores, axis=-1).astype(jnp.int32)
 
@@ -107,65 +134,120 @@ def rank_mask(scores_BK, k_B):
   return ranks < k_B[:, None]
 
 
-def _guided_logits(apply, params, tokens, attn_mask, positions, prompt_len, cfg, mask_id):
-  if cfg.cfg_scale == 0:
-    return apply(params, tokens, attn_mask, positions)
-  uncond = tokens.at[:, :prompt_len].set(mask_id)
-  both = apply(params, jnp.concatenate([tokens, uncond]),
-               None if attn_mask is None else jnp.concatenate([attn_mask, attn_mask]),
-               jnp.concatenate([positions, positions]))
-  cond, unc = jnp.split(both, 2)
-  return unc + (cfg.cfg_scale + 1.0) * (cond - unc)
+def commit_mask(conf_BK, is_open_BK, step, cfg: SamplerConfig):
+  """Which open positions of the block each row commits now (at least one if any)."""
+  B, K = conf_BK.shape
+  one = jnp.ones((B,), jnp.int32)
+  if cfg.threshold is not None:
+    return ((conf_BK >= cfg.threshold) | rank_mask(conf_BK, one)) & is_open_BK
+  if cfg.factor is not None:  # n most confident with (n + 1)(1 - c_n) < f (monotone in n)
+    ranked = -jnp.sort(-conf_BK, axis=-1)
+    ok = (jnp.arange(2, K + 2) * (1.0 - ranked)) < cfg.factor
+    return rank_mask(conf_BK, jnp.maximum(ok.sum(-1), 1)) & is_open_BK
+  k = jnp.broadcast_to(jnp.asarray(tokens_per_step(cfg))[step], (B,))
+  return rank_mask(conf_BK, k) & is_open_BK
+
+
+def _first_open_block(state: DecodeState, prompt_len: int, cfg: SamplerConfig):
+  """int32[B]: each row's first block with a MASK left (num_blocks when none)."""
+  open_BN = (state.commit_step[:, prompt_len:] == NOT_COMMITTED).reshape(
+      -1, cfg.num_blocks, cfg.block_length).any(-1)
+  return jnp.where(open_BN.any(-1), jnp.argmax(open_BN, axis=-1), cfg.num_blocks)
 
 
 def current_block(state: DecodeState, prompt_len: int, cfg: SamplerConfig):
-  """int32[B]: block each row works on at this step."""
-  if cfg.threshold is None:
+  """int32[B]: block each row works on at this step. Fixed schedule: the step's block.
+  Adaptive rules: each row's first block with a MASK left; with a cache (lockstep) the
+  first block any row still has open, for every row (rows that finished it wait)."""
+  if not cfg.adaptive:
     b = jnp.asarray(block_of_step(cfg))[jnp.minimum(state.step, cfg.steps - 1)]
     return jnp.broadcast_to(b, state.tokens.shape[:1])
-  open_BNK = (state.commit_step[:, prompt_len:] == NOT_COMMITTED).reshape(
-      -1, cfg.num_blocks, cfg.block_length)
-  return jnp.argmax(open_BNK.any(-1), axis=-1).astype(jnp.int32)
+  first = jnp.minimum(_first_open_block(state, prompt_len, cfg), cfg.num_blocks - 1)
+  if cfg.lockstep:
+    return jnp.broadcast_to(first.min(), first.shape)
+  return first.astype(jnp.int32)
+
+
+def _views(tokens, attn_mask, positions, prompt_len: int, cfg: SamplerConfig, mask_id: int):
+  """The rows the network sees: the sequences, and under guidance their unconditional
+  copies (prompt replaced by MASK) after them."""
+  if cfg.cfg_scale == 0:
+    return tokens, attn_mask, positions
+  uncond = tokens.at[:, :prompt_len].set(mask_id)
+  return (jnp.concatenate([tokens, uncond]),
+          None if attn_mask is None else jnp.concatenate([attn_mask, attn_mask]),
+          jnp.concatenate([positions, positions]))
+
+
+def block_logits(apply, params, state: DecodeState, attn_mask, positions, block,
+                 prompt_len: int, cfg: SamplerConfig, mask_id: int):
+  """(guided logits [B, block_length, V] at `positions`, the cache after this step)."""
+  tokens, mask, pos = _views(state.tokens, attn_mask, positions, prompt_len, cfg, mask_id)
+  if cfg.cache == "none":
+    logits, cache = apply(params, tokens, mask, pos), None
+  else:
+    logits, cache = cached_logits(apply, params, tokens, mask, pos, state.cache, block,
+                                  prompt_len, cfg)
+  if cfg.cfg_scale == 0:
+    return logits, cache
+  cond, unc = jnp.split(logits, 2)
+  return unc + (cfg.cfg_scale + 1.0) * (cond - unc), cache
+
+
+def eos_fill(tokens_BL, commit_step_BL, row_step_B, prompt_len: int, eos_id: int):
+  """Commits EOS (at the row's current step) at every still-masked response position after
+  the first committed EOS of the row."""
+  resp, resp_step = tokens_BL[:, prompt_len:], commit_step_BL[:, prompt_len:]
+  G = resp.shape[1]
+  done_eos = (resp == eos_id) & (resp_step != NOT_COMMITTED)
+  first = jnp.min(jnp.where(done_eos, jnp.arange(G), G), axis=1)
+  after = (jnp.arange(G)[None] > first[:, None]) & (resp_step == NOT_COMMITTED)
+  tokens = tokens_BL.at[:, prompt_len:].set(jnp.where(after, eos_id, resp))
+  commit = commit_step_BL.at[:, prompt_len:].set(jnp.where(after, row_step_B[:, None],
+                                                           resp_step))
+  return tokens, commit
 
 
 def denoise_step(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_len: int,
-                 cfg: SamplerConfig, mask_id: int) -> DecodeState:
+                 cfg: SamplerConfig, mask_id: int, eos_id: int | None = None) -> DecodeState:
   """One denoising step for every row (pure; the loop lives in `run_steps`)."""
-  B = state.tokens.shape[0]
   block = current_block(state, prompt_len, cfg)
   positions = prompt_len + block[:, None] * cfg.block_length + jnp.arange(cfg.block_length)
-  logits = _guided_logits(apply, params, state.tokens, attn_mask, positions, prompt_len, cfg,
-                          mask_id)
+  logits, cache = block_logits(apply, params, state, attn_mask, positions, block[0],
+                               prompt_len, cfg, mask_id)
   logits = logits.at[..., mask_id].set(-jnp.inf)
-  x0 = sample_x0(logits, cfg.temperature, state.keys, state.step)
-  conf = confidence(logits, x0, cfg.remasking, state.keys, state.step)
+  row_step = state.row_step
+  x0 = sample_x0(logits, cfg.temperature, state.keys, row_step)
+  conf = confidence(logits, x0, cfg.remasking, state.keys, row_step)
   is_open = jnp.take_along_axis(state.commit_step, positions, axis=1) == NOT_COMMITTED
   conf = jnp.where(is_open, conf, -jnp.inf)
-  if cfg.threshold is None:
-    k = jnp.broadcast_to(jnp.asarray(tokens_per_step(cfg))[state.step], (B,))
-    commit = rank_mask(conf, k) & is_open
-  else:
-    commit = ((conf >= cfg.threshold) | rank_mask(conf, jnp.ones((B,), jnp.int32))) & is_open
-  rows = jnp.arange(B)[:, None]
+  commit = commit_mask(conf, is_open, state.step, cfg)
+  rows = jnp.arange(state.tokens.shape[0])[:, None]
   old_tok = jnp.take_along_axis(state.tokens, positions, axis=1)
   old_step = jnp.take_along_axis(state.commit_step, positions, axis=1)
   tokens = state.tokens.at[rows, positions].set(jnp.where(commit, x0, old_tok))
   commit_step = state.commit_step.at[rows, positions].set(
-      jnp.where(commit, state.step, old_step))
-  return DecodeState(tokens, commit_step, state.keys, state.step + 1)
+      jnp.where(commit, row_step[:, None], old_step))
+  if cfg.stop_at_eos:
+    if eos_id is None:
+      raise ValueError("stop_at_eos needs the EOS token id (eos_id)")
+    tokens, commit_step = eos_fill(tokens, commit_step, row_step, prompt_len, eos_id)
+  active = is_open.any(-1).astype(jnp.int32)
+  return DecodeState(tokens, commit_step, state.keys, state.step + 1, row_step + active, cache)
 
 
 def run_steps(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_len: int,
-              cfg: SamplerConfig, mask_id: int, stop=None) -> DecodeState:
+              cfg: SamplerConfig, mask_id: int, stop=None,
+              eos_id: int | None = None) -> DecodeState:
   """Advances `state` to step `stop` (default: the end) inside one lax loop.
 
-  Fixed schedule: runs steps state.step .. stop-1. Threshold mode: runs until no row has
-  a MASK left in its response (or `stop` steps), however many steps that takes.
+  Fixed schedule: runs steps state.step .. stop-1. Adaptive rules (threshold, factor) and
+  `stop_at_eos`: run until no row has a MASK left in its response (or `stop` steps).
   """
   step_fn = functools.partial(denoise_step, apply, params, attn_mask=attn_mask,
-                              prompt_len=prompt_len, cfg=cfg, mask_id=mask_id)
+                              prompt_len=prompt_len, cfg=cfg, mask_id=mask_id, eos_id=eos_id)
   stop = cfg.max_steps if stop is None else stop
-  if cfg.threshold is None:
+  if not cfg.adaptive and not cfg.stop_at_eos:
     return jax.lax.fori_loop(state.step, stop, lambda _, s: step_fn(s), state)
 
   def unfinished(s: DecodeState):
@@ -174,8 +256,9 @@ def run_steps(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_len:
   return jax.lax.while_loop(unfinished, step_fn, state)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "cfg", "mask_id"))
-def generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id):
+@functools.partial(jax.jit, static_argnames=("apply", "cfg", "mask_id", "eos_id"))
+def generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id,
+                      eos_id=None):
   """The jitted core of `generate` (no input checks, no placement): what `mro plan`
   lowers on abstract shapes. Prefer `generate`."""
   B, P = prompt_BP.shape
@@ -183,10 +266,12 @@ def generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_
   if prompt_mask_BP is not None:
     attn_mask = jnp.concatenate([prompt_mask_BP.astype(bool),
                                  jnp.ones((B, cfg.gen_length), bool)], axis=1)
-  state = run_steps(apply, params, init_state(prompt_BP, cfg.gen_length, keys, mask_id),
-                    attn_mask, P, cfg, mask_id)
-  nfe = state.step * (2 if cfg.cfg_scale else 1)
-  return GenerateOutput(state.tokens, state.commit_step, nfe)
+  cache = new_cache(apply, params, B, P + cfg.gen_length, cfg)
+  state = init_state(prompt_BP, cfg.gen_length, keys, mask_id, cache)
+  state = run_steps(apply, params, state, attn_mask, P, cfg, mask_id, eos_id=eos_id)
+  views = 2 if cfg.cfg_scale else 1
+  return GenerateOutput(state.tokens, state.commit_step, state.step * views,
+                        state.row_step * views)
 
 
 def check_lengths(prompt_len: int, cfg: SamplerConfig, max_seq_len: int) -> None:
@@ -196,13 +281,23 @@ def check_lengths(prompt_len: int, cfg: SamplerConfig, max_seq_len: int) -> None
         f"{prompt_len + cfg.gen_length} exceeds the model's max_seq_len={max_seq_len}")
 
 
+def check_options(apply, cfg: SamplerConfig, eos_id: int | None) -> None:
+  """ValueError for options the call cannot serve: a cache without a cache-aware network,
+  stop_at_eos without the EOS id."""
+  if cfg.cache != "none":
+    check_cacheable(apply)
+  if cfg.stop_at_eos and eos_id is None:
+    raise ValueError("stop_at_eos needs the EOS token id: pass eos_id")
+
+
 def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: int,
              max_seq_len: int, key=None, row_ids=None, prompt_mask_BP=None,
-             mesh=None) -> GenerateOutput:
+             mesh=None, eos_id: int | None = None) -> GenerateOutput:
   """Samples gen_length tokens after each (left-padded) prompt; one compiled call.
 
   prompt_mask_BP: 1 = real token, 0 = left padding (None = no padding).
   row_ids: stable ids for the per-row random streams (default 0..B-1).
+  eos_id: the EOS token id (needed by `cfg.stop_at_eos`).
   mesh: run sharded: weights by their logical axes, rows over (data, fsdp); the batch
     must divide data x fsdp. The same program (jit propagates the shardings; activations
     are left to XLA, which keeps weights in place rather than gathering them each step);
@@ -215,6 +310,7 @@ def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: 
   if prompt_BP.shape[0] == 0:
     raise ValueError("the batch has no prompts")
   check_lengths(prompt_BP.shape[1], cfg, max_seq_len)
+  check_options(apply, cfg, eos_id)
   if prompt_mask_BP is not None:
     prompt_mask_BP = jnp.asarray(prompt_mask_BP)
     if prompt_mask_BP.shape != prompt_BP.shape:
@@ -228,7 +324,8 @@ def generate(apply: ApplyFn, params, prompt_BP, cfg: SamplerConfig, *, mask_id: 
   if mesh is not None:
     params = place_params(params, mesh)
     prompt_BP, prompt_mask_BP, keys = shard_batch((prompt_BP, prompt_mask_BP, keys), mesh)
-  return generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id)
+  return generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id,
+                           eos_id)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

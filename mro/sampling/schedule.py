@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 REMASKING = ("low_confidence", "random", "margin", "entropy")
+CACHES = ("none", "prefix", "dual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +27,24 @@ class SamplerConfig:
     commits all masked tokens of the current block whose confidence (a probability, or
     the remasking score) is >= τ, and at least one; `steps` is then only an upper bound
     that is not used (a block ends when it has no MASK left).
+  factor: if set (f > 0), Fast-dLLM's factor rule instead of a threshold: with the masked
+    tokens of the block sorted by confidence c_1 >= c_2 >= ..., commit the n most
+    confident where (n + 1)(1 - c_n) < f (at least one). Adaptive like `threshold`.
   cfg_scale: classifier-free guidance weight (0 = off); the unconditional input is the
     sequence with the prompt replaced by MASK, as in LLaDA.
+  cache: block KV caches (Fast-dLLM). "none": every step runs the network on the whole
+    sequence (exact; parity with the reference). "prefix": at each block start one full
+    pass fills every layer's K/V; the block's other steps run only the current block and
+    everything after it, attending to the cached K/V of the prompt and finished blocks.
+    "dual": the still-masked later blocks are read from the cache too, so a step runs
+    only the block_length current positions. With a cache the rows of a batch work on
+    the same block (a row that finishes its block first waits, doing nothing), so every
+    row's result stays independent of the batch.
+  refresh_every: with a cache, also refill it every N steps inside a block (None: only at
+    block starts; 1: every step, which is exact mode through the cached code path).
+  stop_at_eos: once a row commits an EOS, every still-masked position after it is
+    committed as EOS in the same step, and a row with nothing left stops (no more network
+    passes for it; the loop ends when every row has stopped). Needs the EOS id.
   """
 
   gen_length: int = 64
@@ -37,6 +54,10 @@ class SamplerConfig:
   remasking: str = "low_confidence"
   threshold: float | None = None
   cfg_scale: float = 0.0
+  factor: float | None = None
+  cache: str = "none"
+  refresh_every: int | None = None
+  stop_at_eos: bool = False
 
   def __post_init__(self):
     if self.gen_length <= 0:
@@ -64,6 +85,34 @@ class SamplerConfig:
       raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
     if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
       raise ValueError(f"cfg_scale must be a finite number >= 0, got {self.cfg_scale}")
+    self._check_fast_options()
+
+  def _check_fast_options(self):
+    if self.factor is not None and not self.factor > 0:
+      raise ValueError(f"factor must be > 0, got {self.factor}")
+    if self.factor is not None and self.threshold is not None:
+      raise ValueError("factor and threshold are two parallel-commit rules; set one")
+    if self.cache not in CACHES:
+      raise ValueError(f"unknown cache {self.cache!r}; choose one of {CACHES}")
+    if self.refresh_every is not None:
+      if isinstance(self.refresh_every, bool) or self.refresh_every < 1:
+        raise ValueError(f"refresh_every must be a positive number of steps or None, got "
+                         f"{self.refresh_every}")
+      if self.cache == "none":
+        raise ValueError("refresh_every refreshes a KV cache; set cache to prefix or dual")
+    if not isinstance(self.stop_at_eos, bool):
+      raise ValueError(f"stop_at_eos must be true or false, got {self.stop_at_eos!r}")
+
+  @property
+  def adaptive(self) -> bool:
+    """True when the number of tokens per step adapts (threshold or factor rule)."""
+    return self.threshold is not None or self.factor is not None
+
+  @property
+  def lockstep(self) -> bool:
+    """True when all rows work on the same block at each step (always with a fixed
+    schedule; with an adaptive rule only when a cache is on)."""
+    return not self.adaptive or self.cache != "none"
 
   @property
   def num_blocks(self) -> int:
@@ -75,8 +124,8 @@ class SamplerConfig:
 
   @property
   def max_steps(self) -> int:
-    """Upper bound of denoising steps (threshold mode may stop earlier per row)."""
-    return self.gen_length if self.threshold is not None else self.steps
+    """Upper bound of denoising steps (adaptive rules may stop earlier per row)."""
+    return self.gen_length if self.adaptive else self.steps
 
 
 def tokens_per_step(cfg: SamplerConfig) -> np.ndarray:
@@ -102,3 +151,13 @@ def with_overrides(base: SamplerConfig, **fields) -> SamplerConfig:
       fields["block_length"] = fields["gen_length"]
     fields.setdefault("steps", fields["gen_length"])
   return dataclasses.replace(base, **fields)
+
+
+# The recommended fast decoding (`--fast`), from experiments/bench/fast_decoding_*: a dual
+# KV cache and the confidence-threshold rule at 0.9 (steps then only bound the loop).
+FAST = {"cache": "dual", "threshold": 0.9, "factor": None}
+
+
+def fast(base: SamplerConfig) -> SamplerConfig:
+  """`base`'s lengths, blocks, temperature and guidance with the FAST options."""
+  return dataclasses.replace(base, **FAST)

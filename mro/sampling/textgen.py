@@ -58,7 +58,8 @@ class TextSampler:
     params = self.params if params is None else params
     out = generate(self.apply, params, tokens, cfg, mask_id=self.tokenizer.special.mask,
                    max_seq_len=self.model_cfg.max_seq_len, key=jax.random.key(seed),
-                   row_ids=row_ids, prompt_mask_BP=mask, mesh=self.mesh)
+                   row_ids=row_ids, prompt_mask_BP=mask, mesh=self.mesh,
+                   eos_id=self.tokenizer.special.eos)
     return jax.tree.map(host_array, out), tokens.shape[1]
 
   def generate(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
