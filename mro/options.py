@@ -100,8 +100,8 @@ def add_options(parser: argparse.ArgumentParser, cls, title: str, *, skip=(),
     if opt.flag in skip:
       continue
     text = opt.help
-    if show_default:
-      default = _default(cls, opt.field, defaults)
+    default = _default(cls, opt.field, defaults)
+    if show_default and default is not None and "(default:" not in text:
       if isinstance(default, tuple):
         default = ",".join(default) or "none"
       text += f" (default: {default})"
