@@ -44,6 +44,7 @@ def test_grpo_methods_train_with_ratio_one_on_each_fresh_rollout_batch(
   assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r["loss"])
                                                             for r in rows)
   assert all(r["zero_std"] == 0 for r in rows if "reward" in r)  # R_tv tells them apart
+  assert all(("seq_logp" if method == "wd1" else "clip_frac") in r for r in rows)
   assert (tmp_path / "best" / "config.json").exists() and (tmp_path / "model").exists()
   if method != "wd1":
     for r in rows:  # first inner step after a rollout: π_θ == π_old under the same masks
@@ -63,6 +64,7 @@ def test_mro_rl_selects_a_grpo_method_and_passes_the_sampler_mode_through_from_t
   assert "trained to step 4" in capsys.readouterr().out
   cfg = exp_config.load_resolved(tmp_path / "config.json")
   assert cfg.rl.method == "wd1" and cfg.sampler.threshold == 0.9
+  assert all("seq_logp" in r for r in rows_of(tmp_path))  # the wd1 loss's own metric
 
 
 @pytest.mark.parametrize("sets, match", [
