@@ -52,9 +52,12 @@ def group_advantages(rewards_PK, kind: str) -> np.ndarray:
 def wd1_weights(advantages_PK, psi: float, negative_weight: float) -> np.ndarray:
   """w+ - negative_weight · w-, float64[P, K]: w± = softmax over the group of ±psi · A."""
   a = psi * np.asarray(advantages_PK, np.float64)
-  soft = lambda x: np.exp(x - x.max(1, keepdims=True)) / \
-      np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)
-  return soft(a) - negative_weight * soft(-a)
+  return _softmax(a) - negative_weight * _softmax(-a)
+
+
+def _softmax(x_PK) -> np.ndarray:
+  e = np.exp(x_PK - x_PK.max(axis=1, keepdims=True))
+  return e / e.sum(axis=1, keepdims=True)
 
 
 def completion_mask(response_BR, eos_id: int) -> np.ndarray:
