@@ -9,7 +9,9 @@ step count (eval.jsonl), optimizer steps, completions sampled (the rollout budge
 the wall time per optimizer step (mean of metrics.jsonl's `seconds`: rollouts, rewards
 and the train step; validation and compilation excluded). Writes OUT/NAME.md (the
 table), OUT/NAME.jsonl (its rows) and OUT/NAME.png (validation accuracy vs optimizer
-step, one line per run).
+step, one line per run, starting at step 0 from the starting model's validation accuracy,
+measured here once with the runs' own validation settings and cached in
+SWEEP/base_validation.json).
 """
 
 from __future__ import annotations
@@ -53,6 +55,26 @@ def run_row(workdir: Path) -> dict[str, Any] | None:
   return row
 
 
+def base_validation(sweep_dir: Path, rows: list[dict[str, Any]]) -> float | None:
+  """The starting model's validation accuracy under a training run's validation settings
+  (what step 0 of every learning curve would have measured); cached in the sweep dir."""
+  cache = sweep_dir / "base_validation.json"
+  if cache.exists():
+    return json.loads(cache.read_text())["score"]
+  trained = [r for r in rows if r.get("curve")]
+  if not trained:
+    return None
+  import dataclasses
+  from mro import config as exp_config
+  from mro.method.start import load_start, validation
+  cfg = exp_config.load_resolved(sweep_dir / trained[0]["run"] / "config.json")
+  cfg = dataclasses.replace(cfg, rewards=dataclasses.replace(cfg.rewards, use=("q",)))
+  cfg, start = load_start(cfg)
+  score = validation(cfg, start.sampler)(0, start.params)["score"]
+  write_atomic(cache, json.dumps({"score": score, "model": str(start.model_dir)}) + "\n")
+  return score
+
+
 def table(rows: list[dict[str, Any]]) -> str:
   steps = sorted({s for r in rows for s in r["test"]}, reverse=True)
   head = ["run", "method", "rewards", "best val (step)", *[f"test @ {s}" for s in steps],
@@ -68,7 +90,7 @@ def table(rows: list[dict[str, Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
+def plot(rows: list[dict[str, Any]], out: Path, title: str, base: float | None) -> Path:
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   fig = Figure(figsize=(6.4, 4.4), dpi=120)
@@ -76,7 +98,7 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
   ax = fig.add_subplot()
   for r in rows:
     if r.get("curve"):
-      xs, ys = zip(*r["curve"])
+      xs, ys = zip(*([(0, base)] if base is not None else []), *r["curve"])
       ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, label=r["run"])
   ax.set_xlabel("optimizer step")
   ax.set_ylabel("validation accuracy (%)")
@@ -104,8 +126,11 @@ def main(argv=None) -> None:
   text = table(rows)
   write_atomic(args.out / f"{name}.md", text)
   write_atomic(args.out / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-  plot(rows, args.out / f"{name}.png", f"{name}: validation accuracy")
+  base = base_validation(args.sweep_dir, rows)
+  plot(rows, args.out / f"{name}.png", f"{name}: validation accuracy", base)
   print(text, end="")
+  if base is not None:
+    print(f"\nstarting model's validation accuracy (step 0): {100 * base:.1f}")
 
 
 if __name__ == "__main__":
