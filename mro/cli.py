@@ -210,8 +210,9 @@ def _add_train_parsers(verbs) -> None:
       ("train", "train a model (resumes if the workdir has checkpoints)"),
       ("reject-sample", "MRO reject sampling: search, keep high-reward trajectories, "
        "fine-tune on them (config sections start, search, rewards, reject, validation)"),
-      ("rl", "RL: MRO-RL (REINFORCE over SGRO groups with importance sampling) and the "
-       "GRPO family (config sections start, rewards, rl, validation)")):
+      ("rl", "RL: MRO-RL (REINFORCE over SGRO groups with importance sampling) or, with "
+       "rl.method, diffu-GRPO / coupled-GRPO / wd1 (config sections start, rewards, rl, "
+       "diffu_grpo, coupled_grpo, wd1, validation; docs/rl.md)")):
     p = verbs.add_parser(verb, help=text, description=text)
     p.add_argument("--config", required=True,
                    help="a shipped config name (experiments/configs/NAME.yaml) or a YAML path")

@@ -13,7 +13,10 @@ A config file (experiments/configs/NAME.yaml, or any path) has one mapping per s
     search: {k: 4, group_steps: 3, temperature: 1.0}
     rewards: {use: "tv,ppl,q", quality_source: label}
     reject: {keep: top1, n_opt: 2}
-    rl: {group_steps: 3, rollouts_per_prompt: 4, baseline: none}
+    rl: {method: mro, group_steps: 3, rollouts_per_prompt: 4, baseline: none}
+    diffu_grpo: {p_mask_prompt: 0.15}    # rl.method diffu_grpo / coupled_grpo / wd1 only
+    coupled_grpo: {estimator: pair}
+    wd1: {psi: 1.0}
     validation: {every: 25, limit: 256}
 
 Every key is checked against the dataclass fields (unknown keys are errors naming the
@@ -37,8 +40,8 @@ import yaml
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
-from mro.method.settings import (RejectConfig, RLConfig, SearchConfig, StartConfig,
-                                 ValidationConfig)
+from mro.method.settings import (CoupledGRPOConfig, DiffuGRPOConfig, RejectConfig, RLConfig,
+                                 SearchConfig, StartConfig, ValidationConfig, WD1Config)
 from mro.sampling.schedule import SamplerConfig
 from rewards.combine import RewardConfig
 
@@ -157,6 +160,9 @@ class ExperimentConfig:
   rewards: RewardConfig = RewardConfig(quality_source="label")
   reject: RejectConfig = RejectConfig()
   rl: RLConfig = RLConfig()
+  diffu_grpo: DiffuGRPOConfig = DiffuGRPOConfig()  # the GRPO family (rl.method)
+  coupled_grpo: CoupledGRPOConfig = CoupledGRPOConfig()
+  wd1: WD1Config = WD1Config()
   validation: ValidationConfig = ValidationConfig()
 
   def __post_init__(self):

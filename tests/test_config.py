@@ -142,4 +142,5 @@ def test_the_resolved_config_saves_and_loads_back_equal(tmp_path):
   saved = json.loads(path.read_text())
   assert "preset" not in saved["model"]  # every field resolved, no preset
   assert set(saved) == {"model", "tokenizer", "data", "train", "sampler", "mesh", "start",
-                        "search", "rewards", "reject", "rl", "validation"}
+                        "search", "rewards", "reject", "rl", "diffu_grpo", "coupled_grpo",
+                        "wd1", "validation"}

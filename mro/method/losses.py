@@ -1,4 +1,5 @@
-"""Trajectory objectives of MRO (method.md §3-§5), plugged into the one train step.
+"""Trajectory objectives of MRO (method.md §3-§5) and the GRPO family (docs/rl.md),
+plugged into the one train step.
 
 Each is `loss_fn(apply, params, batch, key) -> (loss, metrics)` like the masked-diffusion
 losses of `mro.training.losses`; the batches are stored trajectories (final tokens +
@@ -10,8 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mro.method import grpo
 from mro.method.trajectory import step_logprobs
-
 
 
 def make_stepwise_loss(mask_id: int, resp_start: int, n_opt: int):
@@ -67,5 +68,82 @@ def make_sgro_loss(mask_id: int, resp_start: int, clip_eps: float | None = None,
       loss = loss + kl_coef * kl
     return loss, {"tokens": batch["attn_mask"].sum(), "kl": kl,
                   "ratio": (ratio * live).sum() / jnp.maximum(live.sum(), 1)}
+
+  return loss_fn
+
+
+# --- the GRPO family (docs/rl.md) -----------------------------------------------------
+#
+# Their batches (mro/method/grpo_rl.py) hold, per completion row:
+#   tokens, attn_mask  [B, L]       prompt + completion, as sampled
+#   loss_mask          f32[B, R]    the completion's tokens up to its first EOS
+#   noise, pick        [B, S, L], [B, S, R]: the estimator's masked copies (mro/method/grpo.py)
+#   advantage          f32[B]       group-relative (diffu-GRPO, coupled-GRPO)
+#   old_logp, ref_logp f32[B, R]    π_old / π_ref estimates under the same masks
+#   weight             f32[B]       wd1: G (w+ - λ w-) of the row
+
+
+def _estimate(apply, params, batch, resp_start: int, mask_id: int):
+  return grpo.token_logprobs(apply, params, batch["tokens"], batch["attn_mask"],
+                             batch["noise"], batch["pick"], resp_start, mask_id)
+
+
+def make_clipped_grpo_loss(mask_id: int, resp_start: int, clip_eps: float | None,
+                           kl_coef: float, loss_norm: str = "sequence"):
+  """The clipped GRPO objective on per-token estimates φ (diffu-GRPO, coupled-GRPO):
+
+    per token  ℓ_ik = min(ρ_ik A_i, clip(ρ_ik, 1 ± ε) A_i) - β KL_ik,  ρ = exp(φ_θ - φ_old)
+    KL_ik = exp(φ_ref - φ_θ) - (φ_ref - φ_θ) - 1   (k3, as d1)
+    loss = -(1/B) Σ_i (1/|o_i|) Σ_k c_ik ℓ_ik  (sequence)  or  -Σ c ℓ / Σ c  (tokens)
+
+  ρ = 1 on the first inner step (φ_old was measured with the same masks and weights).
+  """
+  def loss_fn(apply, params, batch, key):
+    phi = _estimate(apply, params, batch, resp_start, mask_id)
+    c = batch["loss_mask"].astype(jnp.float32)
+    adv = batch["advantage"][:, None]
+    ratio = jnp.exp(phi - jax.lax.stop_gradient(batch["old_logp"]))
+    surrogate = ratio * adv
+    clipped = jnp.zeros_like(ratio)
+    if clip_eps is not None:
+      bounded = jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps) * adv
+      clipped = (bounded < surrogate).astype(jnp.float32)
+      surrogate = jnp.minimum(surrogate, bounded)
+    log_ref = batch["ref_logp"] - phi
+    kl = jnp.exp(log_ref) - log_ref - 1.0
+    per_token = surrogate - kl_coef * kl if kl_coef else surrogate
+    tokens = jnp.maximum(c.sum(), 1.0)
+    if loss_norm == "tokens":
+      loss = -(per_token * c).sum() / tokens
+    else:
+      loss = -((per_token * c).sum(1) / jnp.maximum(c.sum(1), 1.0)).mean()
+    mean = lambda x: (x * c).sum() / tokens
+    return loss, {"tokens": batch["attn_mask"].sum(), "kl": mean(kl), "ratio": mean(ratio),
+                  "clip_frac": mean(clipped)}
+
+  return loss_fn
+
+
+def make_diffu_grpo_loss(mask_id: int, resp_start: int, cfg):
+  """diffu-GRPO (d1): the clipped objective on the one-step prompt-masked estimate."""
+  return make_clipped_grpo_loss(mask_id, resp_start, cfg.clip_eps, cfg.kl_coef,
+                                cfg.loss_norm)
+
+
+def make_coupled_grpo_loss(mask_id: int, resp_start: int, cfg):
+  """coupled-GRPO (DiffuCoder): the clipped objective on the complementary-mask estimate
+  (the batch's noise/pick carry the pair; the objective is diffu-GRPO's)."""
+  return make_clipped_grpo_loss(mask_id, resp_start, cfg.clip_eps, cfg.kl_coef,
+                                cfg.loss_norm)
+
+
+def make_wd1_loss(mask_id: int, resp_start: int):
+  """wd1: loss = -(1/B) Σ_i weight_i Σ_k c_ik φ_ik with weight_i = G (w+_i - λ w-_i),
+  i.e. -(1/P) Σ_prompts Σ_i (w+_i - λ w-_i) log π_θ(o_i | q). No ratio, no π_old."""
+  def loss_fn(apply, params, batch, key):
+    phi = _estimate(apply, params, batch, resp_start, mask_id)
+    seq = (phi * batch["loss_mask"].astype(jnp.float32)).sum(1)
+    loss = -(batch["weight"] * seq).mean()
+    return loss, {"tokens": batch["attn_mask"].sum(), "seq_logp": seq.mean()}
 
   return loss_fn

@@ -1,4 +1,6 @@
-"""`mro rl`: MRO-RL, REINFORCE over SGRO groups with importance sampling (method.md §3-§5).
+"""`mro rl`: MRO-RL, REINFORCE over SGRO groups with importance sampling (method.md §3-§5),
+or with `rl.method: diffu_grpo | coupled_grpo | wd1` a GRPO-family objective on the same
+rollouts, rewards, train step and loop (mro/method/grpo_rl.py, docs/rl.md).
 
 Every rollout batch: rl.prompts_per_batch training prompts, rl.rollouts_per_prompt
 trajectories each from the current policy (compiled sampler at rl.temperature).
@@ -36,6 +38,7 @@ from rewards.tasks import get_task
 
 
 def check(cfg: exp_config.ExperimentConfig) -> None:
+  """Refuses settings that break rollout boundaries (ValueError naming the field)."""
   m, t = cfg.rl, cfg.train
   if t.batch_size != m.prompts_per_batch * m.rollouts_per_prompt:
     raise ValueError(f"train.batch_size={t.batch_size} must equal rl.prompts_per_batch x "
@@ -44,7 +47,10 @@ def check(cfg: exp_config.ExperimentConfig) -> None:
     if getattr(t, name) % m.inner_steps:
       raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
                        f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
-  if cfg.sampler.steps % m.group_steps or cfg.sampler.threshold is not None:
+  if m.method != "mro":
+    from mro.method import grpo_rl
+    grpo_rl.check(cfg)
+  elif cfg.sampler.steps % m.group_steps or cfg.sampler.threshold is not None:
     raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
                      f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
 
@@ -131,9 +137,14 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
   cfg, start = load_start(cfg)
   examples = training_examples(cfg)
   wd, cfg, tokenizer = setup(cfg, workdir, examples)
-  batches = RolloutBatches(cfg, start, examples, tokenizer)
-  loss_fn = make_sgro_loss(tokenizer.special.mask, batches.width, cfg.rl.clip_eps,
-                           cfg.rl.kl_coef)
+  if cfg.rl.method == "mro":
+    batches = RolloutBatches(cfg, start, examples, tokenizer)
+    loss_fn = make_sgro_loss(tokenizer.special.mask, batches.width, cfg.rl.clip_eps,
+                             cfg.rl.kl_coef)
+  else:
+    from mro.method import grpo_rl
+    batches = grpo_rl.GRPOBatches(cfg, start, examples, tokenizer)
+    loss_fn = grpo_rl.make_loss(cfg, tokenizer.special.mask, batches.width)
   objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.validation.every)
   return train_loop(cfg, wd, tokenizer, objective, init_params=start.params,
                     stop_after=stop_after)
