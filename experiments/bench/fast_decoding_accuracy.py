@@ -51,13 +51,16 @@ SETTINGS: dict[str, tuple[float, dict]] = {
     "exact L/4": (1 / 4, {}),
     "cache L": (1, dict(cache="dual")),
     "cache L/2": (1 / 2, dict(cache="dual")),
+    "thr 0.999": (1, dict(threshold=0.999)),
     "thr 0.99": (1, dict(threshold=0.99)),
     "thr 0.9": (1, dict(threshold=0.9)),
     "thr 0.7": (1, dict(threshold=0.7)),
     "thr 0.5": (1, dict(threshold=0.5)),
     "factor 0.5": (1, dict(factor=0.5)),
     "factor 1": (1, dict(factor=1.0)),
+    "cache thr 0.999": (1, dict(cache="dual", threshold=0.999)),
     "cache thr 0.99": (1, dict(cache="dual", threshold=0.99)),
+    "cache r4 thr 0.99": (1, dict(cache="dual", threshold=0.99, refresh_every=4)),
     "cache thr 0.9": (1, dict(cache="dual", threshold=0.9)),
     "cache thr 0.7": (1, dict(cache="dual", threshold=0.7)),
     "cache thr 0.5": (1, dict(cache="dual", threshold=0.5)),
@@ -72,6 +75,8 @@ SETTINGS: dict[str, tuple[float, dict]] = {
     "b8 dual thr 0.9": (1, dict(block_length=8, cache="dual", threshold=0.9)),
     "b8 dual thr 0.9 eos": (1, dict(block_length=8, cache="dual", threshold=0.9,
                                     stop_at_eos=True)),
+    "b8 dual thr 0.99 eos": (1, dict(block_length=8, cache="dual", threshold=0.99,
+                                     stop_at_eos=True)),
     "fast": (1, {}),  # mro.sampling.schedule.fast applied to the task's exact-L config
 }
 
