@@ -58,7 +58,7 @@ def single_device_cached_generation(llada_tiny):
   return scfg, llada_tiny.generate(tokens, scfg, prompt_mask_BP=mask)
 
 
-@pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2)])
+@pytest.mark.parametrize("shape", [(2, 2, 2)])
 def test_cached_sampler_on_a_mesh_equals_the_single_device_run(llada_tiny,
                                                                single_device_cached_generation,
                                                                shape):
@@ -88,12 +88,6 @@ def test_search_on_a_mesh_equals_the_single_device_search():
   np.testing.assert_array_equal(out.tokens, ref.tokens)
   np.testing.assert_array_equal(out.commit_step, ref.commit_step)
   np.testing.assert_allclose(out.intra, ref.intra, rtol=1e-5, atol=1e-6)
-  # And on the cached sampler, with selections inside blocks (the cache rows are gathered).
-  cfg = SamplerConfig(gen_length=8, steps=4, block_length=4, cache="dual")
-  scfg = SearchConfig(k=2, n_live=2, group_steps=1)
-  ref, out = run(None), run(make_mesh(MeshConfig(2, 2, 2)))
-  np.testing.assert_array_equal(out.tokens, ref.tokens)
-  np.testing.assert_array_equal(out.commit_step, ref.commit_step)
 
 
 @pytest.fixture(scope="module")
