@@ -33,8 +33,9 @@ How gen-length, block-length and steps relate:
   >= T (at least one), so the number of steps adapts (STEPS is then not used).
 """
 
-FAST_HELP = ("the recommended fast decoding: a dual KV cache and threshold-0.9 parallel "
-             "commits (README, Fast decoding); explicit sampler options override it")
+FAST_HELP = ("the recommended fast decoding, measured on the shipped tasks: threshold-0.99 "
+             "parallel commits (README, Fast decoding); explicit sampler options override "
+             "it, e.g. --fast --cache dual for long outputs")
 MODEL_HELP = ("a model directory (HF or Orbax), a training workdir, or a shipped name: "
               "default, default-mro (the shipped model of --task, in experiments/models/)")
 

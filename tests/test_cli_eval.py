@@ -138,3 +138,30 @@ def test_eval_help_explains_step_fractions_and_lists_the_protocols(capsys):
   assert "L/2" in out and "GEN_LENGTH / BLOCK_LENGTH blocks" in out
   for name in ("compact", "llada", "d1", "mro"):
     assert f"\n  {name} " in out
+
+
+def test_fast_resolves_the_measured_setting_under_explicit_options():
+  from mro.evaluation.settings import EvalConfig
+  from mro.sampling.schedule import FAST
+
+  fast = EvalConfig.build("sudoku", fast=True).sampler_configs()[0]
+  assert (fast.threshold, fast.cache, fast.factor) == (
+      FAST["threshold"], FAST["cache"], FAST["factor"]) == (0.99, "none", None)
+  assert fast.gen_length == EvalConfig.build("sudoku").sampler_configs()[0].gen_length
+  mixed = EvalConfig.build("sudoku", fast=True, cache="dual", threshold=0.9)
+  assert (mixed.sampler_configs()[0].cache, mixed.sampler_configs()[0].threshold) == (
+      "dual", 0.9)
+  plain = EvalConfig.build("sudoku").sampler_configs()[0]
+  assert plain.threshold is None and plain.cache == "none"
+
+
+def test_fast_eval_records_the_resolved_options_and_fewer_forward_passes(
+    workdir, tmp_path, capsys):
+  out = tmp_path / "fast.jsonl"
+  code, _, err = run(capsys, "eval", "--model", str(workdir), "--task", "arith", "--limit",
+                     "4", "--gen-length", "16", "--steps", "L", "--batch-size", "4",
+                     "--fast", "--cache", "dual", "--out", str(out))
+  assert code == 0, err
+  record = json.loads(out.read_text().splitlines()[0])
+  assert record["sampler"]["threshold"] == 0.99 and record["sampler"]["cache"] == "dual"
+  assert 1 <= record["nfe_per_prompt"] <= 16

@@ -211,7 +211,7 @@ def main() -> None:
   ap.add_argument("--repeats", type=int, default=2,
                   help="timed passes per setting (the fastest counts)")
   ap.add_argument("--out", default="experiments/results/fast_decoding/accuracy.jsonl")
-  ap.add_argument("--plot", default="experiments/results/fast_decoding_frontier.png")
+  ap.add_argument("--plot", default="experiments/results/fast_decoding/frontier.png")
   ap.add_argument("--table", default=None, help="only print tables (and plot) from this file")
   a = ap.parse_args()
   out = Path(a.table or a.out)

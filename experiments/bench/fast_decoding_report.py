@@ -1,6 +1,9 @@
 """Tables and the accuracy / wall-time frontier from fast_decoding_accuracy results.
 
-    python -m experiments.bench.fast_decoding_report RESULTS.jsonl
+    python -m experiments.bench.fast_decoding_report RESULTS.jsonl [PNG]
+
+prints the tables and draws the accuracy / wall-time frontier (default: frontier.png
+next to the results).
 
 The latest record of each (task, shots, setting) counts; the reference of a task is its
 "exact L" setting (exact decoding, one token per step, one block).
@@ -131,4 +134,7 @@ def plot_frontier(path: str | Path, png: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-  print(tables(sys.argv[1]))
+  results = sys.argv[1]
+  print(tables(results))
+  png = sys.argv[2] if len(sys.argv) > 2 else Path(results).with_name("frontier.png")
+  print(f"\nfrontier plot: {plot_frontier(results, png)}")

@@ -14,7 +14,7 @@ A sweep file (YAML, or Python defining `SWEEP = {...}`) holds (spec.py declares 
     eval: {task: sudoku, steps: "L,L/2,L/4", model: best, limit: 256}
     env: {WANDB_MODE: offline}        # added to every run's environment
     concurrency: 1                    # local backend: runs at a time
-    backend: local                    # or ray (README_cluster.md): then root must be an
+    backend: local                    # or ray (docs/sweeps.md): then root must be an
     ray: {address: auto, resources: {CPU: 8, GPU: 1}, max_retries: 3}  # absolute path
                                       # on storage every node sees
 
