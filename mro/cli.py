@@ -149,7 +149,7 @@ def cmd_plot(args) -> int:
   from pathlib import Path
   from mro.evaluation import plot
   out = args.out or str(Path(args.results).with_suffix(".png"))
-  print(f"plot written to {plot.plot_results(args.results, out)}")
+  print(f"plot written to {plot.plot_results(args.results, out, x=args.x)}")
   return 0
 
 
@@ -345,6 +345,9 @@ def _add_eval_parser(verbs) -> None:
   p = verbs.add_parser("plot", help="draw accuracy vs steps from `mro eval` results")
   p.add_argument("results", help="a results JSONL file written by `mro eval --out`")
   p.add_argument("--out", default=None, help="PNG path (default: the results path, .png)")
+  p.add_argument("--x", default="steps", choices=("steps", "nfe", "seconds"),
+                 help="the x axis: denoising steps, forward passes per prompt (compare "
+                 "searches, thresholds and plain sampling at equal cost) or wall time")
   p.set_defaults(func=cmd_plot)
 
 

@@ -65,6 +65,21 @@ def test_plot_curves_keep_search_data_and_sampler_settings_apart():
   assert "block_length=8" in labels
 
 
+def test_plot_x_axes_put_thresholds_and_steps_at_their_cost(tmp_path):
+  thr = {**record()["sampler"], "threshold": 0.9}
+  rows = [record(nfe_per_prompt=24, seconds=20.0),
+          record(steps=12, nfe_per_prompt=12, seconds=10.0, accuracy=0.4),
+          record(sampler=thr, nfe_per_prompt=3.5, seconds=4.0, accuracy=0.3),
+          record(sampler={**thr, "threshold": 0.7}, nfe_per_prompt=2.0, seconds=3.0,
+                 accuracy=0.2)]
+  by_nfe = plot.curves(rows, x="nfe")
+  assert sorted(by_nfe.values()) == [[(2.0, 0.2), (3.5, 0.3)], [(12.0, 0.4), (24.0, 0.5)]]
+  assert sorted(plot.curves(rows, x="seconds").values())[0] == [(3.0, 0.2), (4.0, 0.3)]
+  assert plot.plot_results(rows, tmp_path / "nfe.png", x="nfe").stat().st_size > 0
+  with pytest.raises(ValueError, match="x must be one of"):
+    plot.curves(rows, x="flops")
+
+
 def test_progress_prints_plain_lines_when_not_on_a_terminal():
   stream = io.StringIO()
   bar = Progress("arith steps=8", 10, stream=stream, every=0.0)

@@ -27,7 +27,18 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
   return records
 
 
-def _x(record: dict[str, Any]) -> float:
+X_AXES = {  # --x: what a point's x is, and the axis title
+    "steps": "denoising steps (log2)",
+    "nfe": "mask-predictor forward passes per prompt (log2)",
+    "seconds": "wall time of the setting, s (log)",
+}
+
+
+def _x(record: dict[str, Any], x: str = "steps") -> float:
+  if x == "nfe":
+    return float(record["nfe_per_prompt"])
+  if x == "seconds":
+    return float(record["seconds"])
   return float(record.get("denoising_steps") or record["steps"])
 
 
@@ -35,10 +46,15 @@ def _x(record: dict[str, Any]) -> float:
 _ALONG_CURVE = ("steps", "threshold")
 
 
-def curve_label(record: dict[str, Any]) -> str:
+def curve_label(record: dict[str, Any], x: str = "steps") -> str:
   """Everything that makes a setting different except its steps: model, task, protocol,
   data file, the search and its rewards (report.setting_label), and every sampler
-  option that differs from the protocol's (block, temperature, remasking, ...)."""
+  option that differs from the protocol's (block, temperature, remasking, ...). Against
+  cost (x = nfe or seconds) the thresholds of one setting lie along one curve too."""
+  sampler = record.get("sampler") or {}
+  if x != "steps" and sampler.get("threshold") is not None:
+    plain = {**record, "sampler": {**sampler, "threshold": None}}
+    return curve_label(plain, x) + ", threshold rule"
   from mro.evaluation.protocols import get_protocol
   from mro.evaluation.report import setting_label
   parts = [str(record.get("model", "?")), record["task"], record["protocol"]]
@@ -57,17 +73,23 @@ def curve_label(record: dict[str, Any]) -> str:
   return " · ".join(parts)
 
 
-def curves(records: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-  """label -> [(steps, accuracy)] sorted by steps; one curve per distinct setting
-  (`curve_label`), so a search and a plain run, or two data files, never merge."""
+def curves(records: Sequence[dict[str, Any]],
+           x: str = "steps") -> dict[str, list[tuple[float, float]]]:
+  """label -> [(x, accuracy)] sorted by x (steps, nfe or seconds: X_AXES); one curve per
+  distinct setting (`curve_label`), so a search and a plain run, or two data files, never
+  merge."""
+  if x not in X_AXES:
+    raise ValueError(f"x must be one of {tuple(X_AXES)}, got {x!r}")
   points: dict[str, dict[float, float]] = {}
   for r in records:
-    points.setdefault(curve_label(r), {})[_x(r)] = float(r["accuracy"])
+    points.setdefault(curve_label(r, x), {})[_x(r, x)] = float(r["accuracy"])
   return {label: sorted(p.items()) for label, p in points.items()}
 
 
-def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path) -> Path:
-  """Draws accuracy vs steps for a results file (or its records) into the PNG `out`."""
+def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path,
+                 x: str = "steps") -> Path:
+  """Draws accuracy vs `x` (steps, nfe: forward passes per prompt, or seconds: X_AXES)
+  for a results file (or its records) into the PNG `out`."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   from matplotlib.ticker import FixedLocator, ScalarFormatter
@@ -78,22 +100,23 @@ def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path
   out = Path(out)
   if out.suffix.lower() != ".png":
     raise ValueError(f"the plot is a PNG: give a .png path, got {out}")
-  lines = curves(records)
+  lines = curves(records, x)
   fig = Figure(figsize=(6.4, 4.4), dpi=120)
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
   for label, pts in lines.items():
     xs, ys = zip(*pts)
     ax.plot(xs, ys, marker="o", label=label)
-  ax.set_xscale("log", base=2)
-  ticks = sorted({x for pts in lines.values() for x, _ in pts})
-  ax.xaxis.set_major_locator(FixedLocator(ticks))
+  ax.set_xscale("log", base=10 if x == "seconds" else 2)
+  if x == "steps":
+    ticks = sorted({px for pts in lines.values() for px, _ in pts})
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(FixedLocator([]))
   ax.xaxis.set_major_formatter(ScalarFormatter())
-  ax.xaxis.set_minor_locator(FixedLocator([]))
   ax.set_ylim(-0.02, 1.02)
-  ax.set_xlabel("denoising steps (log2)")
+  ax.set_xlabel(X_AXES[x])
   ax.set_ylabel("accuracy")
-  ax.set_title("accuracy vs denoising steps")
+  ax.set_title(f"accuracy vs {X_AXES[x].split(' (')[0]}")
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
