@@ -91,24 +91,14 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], out: Path, title: str, base: float | None) -> Path:
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-  fig = Figure(figsize=(6.4, 4.4), dpi=120)
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot()
+  from mro.evaluation.plot import new_axes, save_axes
+  fig, ax = new_axes()
   for r in rows:
     if r.get("curve"):
       xs, ys = zip(*([(0, base)] if base is not None else []), *r["curve"])
       ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, label=r["run"])
-  ax.set_xlabel("optimizer step")
-  ax.set_ylabel("validation accuracy (%)")
-  ax.set_title(title)
-  ax.grid(True, alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, format="png")
-  return out
+  return save_axes(fig, ax, out, xlabel="optimizer step", ylabel="validation accuracy (%)",
+                   title=title)
 
 
 def main(argv=None) -> None:

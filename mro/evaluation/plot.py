@@ -90,8 +90,6 @@ def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path
                  x: str = "steps") -> Path:
   """Draws accuracy vs `x` (steps, nfe: forward passes per prompt, or seconds: X_AXES)
   for a results file (or its records) into the PNG `out`."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
   from matplotlib.ticker import FixedLocator, ScalarFormatter
 
   records = read_results(results) if isinstance(results, (str, Path)) else list(results)
@@ -101,9 +99,7 @@ def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path
   if out.suffix.lower() != ".png":
     raise ValueError(f"the plot is a PNG: give a .png path, got {out}")
   lines = curves(records, x)
-  fig = Figure(figsize=(6.4, 4.4), dpi=120)
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot()
+  fig, ax = new_axes()
   for label, pts in lines.items():
     xs, ys = zip(*pts)
     ax.plot(xs, ys, marker="o", label=label)
@@ -114,12 +110,28 @@ def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path
     ax.xaxis.set_minor_locator(FixedLocator([]))
   ax.xaxis.set_major_formatter(ScalarFormatter())
   ax.set_ylim(-0.02, 1.02)
-  ax.set_xlabel(X_AXES[x])
-  ax.set_ylabel("accuracy")
-  ax.set_title(f"accuracy vs {X_AXES[x].split(' (')[0]}")
+  return save_axes(fig, ax, out, xlabel=X_AXES[x], ylabel="accuracy",
+                   title=f"accuracy vs {X_AXES[x].split(' (')[0]}")
+
+
+def new_axes(figsize=(6.4, 4.4)):
+  """(figure, axes) of a PNG plot, drawn off-screen (no display needed)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=figsize, dpi=120)
+  FigureCanvasAgg(fig)
+  return fig, fig.add_subplot()
+
+
+def save_axes(fig, ax, out: str | Path, *, xlabel: str, ylabel: str, title: str) -> Path:
+  """Labels, grid and legend of `ax`, and the figure written to the PNG `out`."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
+  out = Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out, format="png")
   return out

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Few steps at full-step accuracy? (README, "MRO at few steps"): accuracy against cost on
+# a task's test split for the plain sampler (steps L..L/8), confidence-threshold decoding,
+# best-of-N at equal NFE, the MRO search (defaults, more candidates, fewer groups, token
+# correction inside the sampler) and, reported apart, the search with the task's own
+# label-free check as R_q. One results file per task; the table is `mro eval`'s rows and
+# the curves come from `mro plot --x nfe|seconds`.
+# Usage (repository root): experiments/bench/mro_frontier.sh [sudoku|arith ...]
+#   OUT=runs/frontier (default) · LIMIT=256 (default; arith runs the first LIMIT)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-runs/frontier}
+mro=${MRO:-.venv/bin/mro}
+mkdir -p "$out"
+for task in ${*:-sudoku arith}; do
+  case $task in
+    sudoku) data=(--data experiments/data/sudoku_test_12blanks.csv); few="L/2,L/4";;
+    arith) data=(--limit "${LIMIT:-256}"); few="L/2,L/4";;
+    *) echo "unknown task $task (sudoku, arith)" >&2; exit 2;;
+  esac
+  res="$out/$task.jsonl"
+  common=(--model default --task "$task" "${data[@]}" --batch-size 64 --out "$res")
+  "$mro" eval "${common[@]}" --steps L,L/2,L/4,L/8
+  for t in 0.99 0.95 0.9 0.8 0.7; do
+    "$mro" eval "${common[@]}" --steps L --threshold $t
+  done
+  "$mro" eval "${common[@]}" --steps $few --search best-of-n            # k = 4, tv+ppl
+  "$mro" eval "${common[@]}" --steps $few,L/8 --search mro              # the defaults
+  "$mro" eval "${common[@]}" --steps $few --search mro --k 8
+  "$mro" eval "${common[@]}" --steps $few --search mro --n-verify 4
+  "$mro" eval "${common[@]}" --steps $few --search mro --rewards ppl
+  # the task's label-free check as R_q (Sudoku: the grid obeys the rules), reported apart;
+  # arithmetic's check recomputes the answer, which is the label: not run
+  [ "$task" = sudoku ] && "$mro" eval "${common[@]}" --steps $few --search mro --rewards tv,ppl,q \
+    --quality-source verifier
+  "$mro" plot "$res" --x nfe --out "$out/$task.nfe.png"
+  "$mro" plot "$res" --x seconds --out "$out/$task.seconds.png"
+done
