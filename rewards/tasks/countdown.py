@@ -50,13 +50,7 @@ SYSTEM_PROMPT = (
     "needed, but each number must be used exactly once. Think step-by-step. After "
     "reasoning, provide only your final expression inside \\boxed{} tags without "
     "including an equals sign or the target number. For example: \\boxed{a + b * c}"
-    "Respond in the following format:\n"
-    "<reasoning>\n"
-    "Your reasoning here\n"
-    "</reasoning>\n"
-    "<answer>\n"
-    "\\boxed{...}\n"
-    "</answer>")
+    + formats.D1_BOXED_FORMAT)
 
 # Values are exact fractions kept as (numerator, denominator) int pairs in lowest terms,
 # denominator > 0; a table maps a value to (rank, node), rank 0 when every intermediate

@@ -23,16 +23,12 @@ import re
 
 from .base import check_style, last_boxed
 
+# d1's answer-format instruction, shared by its math and Countdown system prompts
+D1_BOXED_FORMAT = ("Respond in the following format:\n<reasoning>\nYour reasoning here\n"
+                   "</reasoning>\n<answer>\n\\boxed{...}\n</answer>")
 D1_MATH_SYSTEM_PROMPT = (
     "You are a math expert. You will be given a question to solve. Solve it step by "
-    "step. Wrap the final answer in a \\boxed{}. \n"
-    "Respond in the following format:\n"
-    "<reasoning>\n"
-    "Your reasoning here\n"
-    "</reasoning>\n"
-    "<answer>\n"
-    "\\boxed{...}\n"
-    "</answer>")
+    "step. Wrap the final answer in a \\boxed{}. \n" + D1_BOXED_FORMAT)
 
 _TAG_RE = re.compile(r"</?(?:think|reasoning|answer)>")
 
