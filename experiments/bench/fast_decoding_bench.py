@@ -15,7 +15,6 @@ divided by the float32 matmul peak measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -27,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from experiments.bench.sampler_bench import matmul_peak
+from experiments.bench import sampler_shape_parser
 from models.config import preset
 from models.transformer import ModelApply, init_model
 from mro.sampling import sampler as S
@@ -105,15 +105,9 @@ def table(rows: list[dict], setting: str) -> str:
 
 
 def main() -> None:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--preset", default="small")
-  ap.add_argument("--batch", type=int, default=8)
-  ap.add_argument("--prompt-len", type=int, default=256)
-  ap.add_argument("--gen", type=int, default=256)
-  ap.add_argument("--block", type=int, default=32)
-  ap.add_argument("--steps", type=int, default=256)
+  ap = sampler_shape_parser(__doc__.splitlines()[0], prompt_len=256, gen=256, steps=256,
+                            repeats=1)
   ap.add_argument("--modes", default="none,prefix,dual")
-  ap.add_argument("--repeats", type=int, default=1)
   ap.add_argument("--out", default="experiments/results/fast_decoding/speed.json")
   a = ap.parse_args()
   setting = (f"preset {a.preset} (random weights), batch {a.batch}, prompt {a.prompt_len} + "

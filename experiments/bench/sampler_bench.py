@@ -15,7 +15,6 @@ FLOPs are counted analytically from the model shapes (the forward passes actuall
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments.bench import sampler_shape_parser
 from models.config import preset
 from models.transformer import ModelApply, init_model
 from mro.sampling import sampler as S
@@ -131,15 +131,8 @@ def run(preset_name: str, batch: int, prompt_len: int, gen: int, block: int,
 
 
 def main() -> None:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--preset", default="small")
-  ap.add_argument("--batch", type=int, default=8)
-  ap.add_argument("--prompt-len", type=int, default=32)
-  ap.add_argument("--gen", type=int, default=64)
-  ap.add_argument("--block", type=int, default=32)
-  ap.add_argument("--steps", default="64,16")
-  ap.add_argument("--repeats", type=int, default=3)
-  a = ap.parse_args()
+  a = sampler_shape_parser(__doc__.splitlines()[0], prompt_len=32, gen=64, steps="64,16",
+                           repeats=3).parse_args()
   run(a.preset, a.batch, a.prompt_len, a.gen, a.block, [int(s) for s in a.steps.split(",")],
       a.repeats)
 
