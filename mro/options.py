@@ -66,6 +66,16 @@ SEARCH_OPTIONS = (
            "CPU, where narrower batches are faster per row; 1 on accelerators)"),
 )
 
+def count_or_all(text: str) -> int | str:
+  """A positive count or 'all' (n_verify)."""
+  if text == "all":
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+
+
 REWARD_OPTIONS = (
     Option("rewards", "use", str,
            "any of tv, ppl, q joined by , or +, each optionally weighted as name=weight "
@@ -73,7 +83,8 @@ REWARD_OPTIONS = (
     Option("quality-source", "quality_source", str,
            "what makes an answer correct for R_q: vote (majority of the candidates), "
            "verifier (the task's label-free check) or label", SOURCES),
-    Option("n-verify", "n_verify", int, "positions re-predicted per group for R_tv"),
+    Option("n-verify", "n_verify", count_or_all,
+           "positions re-predicted per group for R_tv, or 'all' the group committed"),
 )
 
 TABLES = {SamplerConfig: SAMPLER_OPTIONS, SearchConfig: SEARCH_OPTIONS,

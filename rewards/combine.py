@@ -30,7 +30,7 @@ class RewardConfig:
   w_tv: float = 1.0
   w_ppl: float = 1.0
   w_q: float = 1.0
-  n_verify: int = 1  # positions re-predicted per group for R_tv
+  n_verify: int | str = 1  # positions re-predicted per group for R_tv, or "all" of them
   ppl_cap: float = 100.0  # C
   ppl_scale: float = 100.0  # F
   quality_source: str = "vote"
@@ -49,8 +49,10 @@ class RewardConfig:
       raise ValueError(f"unknown reward(s) {unknown}; choose from {REWARDS}")
     if len(set(self.use)) != len(self.use):
       raise ValueError(f"rewards listed twice in {self.use}")
-    if self.n_verify < 1:
-      raise ValueError(f"n_verify must be >= 1, got {self.n_verify}")
+    if self.n_verify != "all" and (isinstance(self.n_verify, bool)
+                                   or not isinstance(self.n_verify, int)
+                                   or self.n_verify < 1):
+      raise ValueError(f"n_verify must be a positive integer or 'all', got {self.n_verify!r}")
     if not (self.ppl_cap > 0 and self.ppl_scale > 0):
       raise ValueError("ppl_cap (C) and ppl_scale (F) must be positive")
     for name in ("w_tv", "w_ppl", "w_q", "correct_value", "format_value"):
@@ -73,6 +75,13 @@ class RewardConfig:
 
   def weight(self, name: str) -> float:
     return getattr(self, f"w_{name}") if self.on(name) else 0.0
+
+  def verifying(self, group_positions: int) -> RewardConfig:
+    """This config with n_verify as a count: "all" becomes `group_positions`, the most
+    positions one group of denoising steps commits (every one of them is re-predicted)."""
+    if self.n_verify == "all":
+      return dataclasses.replace(self, n_verify=group_positions)
+    return self
 
   def total(self, **values):
     """Weighted sum of the given reward values (off rewards contribute nothing)."""

@@ -224,3 +224,22 @@ def test_selection_gathers_the_survivors_cache_rows_with_their_tokens():
   np.testing.assert_array_equal(np.asarray(carry.state.tokens)[:, 0], want)
   np.testing.assert_array_equal(np.asarray(carry.state.cache.k)[0, 0, :, 0], want)
   np.testing.assert_array_equal(np.asarray(carry.state.cache.v)[0, 0, :, 0], -want)
+
+
+def test_n_verify_all_re_predicts_every_position_the_group_committed(models):
+  """"all" = the group's positions (2 steps x 2 tokens = 4): the same R_tv as 4, and as 8
+  (which can only find the same 4 valid positions); 1 position gives another R_tv."""
+  scfg = SearchConfig(k=2, group_steps=2, select="none")
+  runs = {n: _run(models, PROMPTS, scfg, rewards=RewardConfig(use=("tv",), n_verify=n))
+          for n in ("all", 4, 8, 1)}
+  np.testing.assert_allclose(runs["all"].r_tv, runs[4].r_tv, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(runs["all"].r_tv, runs[8].r_tv, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(runs["all"].r_tv, runs[1].r_tv)
+  nfe = lambda n: search_nfe(CFG, scfg, RewardConfig(use=("tv",), n_verify=n))["nfe"]
+  assert nfe("all") == nfe(4) == 2 * 4 + 2 * 2 * 4
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "some", 1.5])
+def test_n_verify_must_be_a_positive_count_or_all(bad):
+  with pytest.raises(ValueError, match="n_verify"):
+    RewardConfig(n_verify=bad)

@@ -27,7 +27,7 @@ for task in ${*:-sudoku arith}; do
   "$mro" eval "${common[@]}" --steps $few --search best-of-n            # k = 4, tv+ppl
   "$mro" eval "${common[@]}" --steps $few,L/8 --search mro              # the defaults
   "$mro" eval "${common[@]}" --steps $few --search mro --k 8
-  "$mro" eval "${common[@]}" --steps $few --search mro --n-verify 4
+  "$mro" eval "${common[@]}" --steps $few --search mro --n-verify all
   "$mro" eval "${common[@]}" --steps $few --search mro --rewards ppl
   # the task's label-free check as R_q (Sudoku: the grid obeys the rules), reported apart;
   # arithmetic's check recomputes the answer, which is the label: not run

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from mro.evaluation.settings import EvalConfig
-from mro.method.settings import SearchConfig
 from mro.sampling.textgen import batches
 from rewards.combine import RewardConfig
 from rewards.quality import correctness
@@ -81,11 +80,6 @@ class DiagnosticConfig:
         raise ValueError(f"n_verify values are positive integers or 'all', got {n!r}")
 
 
-def _positions_per_group(scfg, search: SearchConfig) -> int:
-  from mro.sampling.schedule import tokens_per_step
-  return int(tokens_per_step(scfg).max()) * search.group_steps
-
-
 def collect(runner, task, examples, prompts, cfg: DiagnosticConfig) -> dict[str, np.ndarray]:
   """Candidates' rewards: arrays [B, N, G] (intra rewards per group) and [B, N] (final)."""
   (scfg,) = cfg.eval.sampler_configs()
@@ -94,8 +88,7 @@ def collect(runner, task, examples, prompts, cfg: DiagnosticConfig) -> dict[str,
   use_ppl = runner.scorer is not None or runner.text_scorer is not None
   out: dict[str, list] = {}
   for n in cfg.n_verify:
-    n_verify = _positions_per_group(scfg, search) if n == "all" else n
-    rewards = RewardConfig(use=("tv", "ppl") if use_ppl else ("tv",), n_verify=n_verify)
+    rewards = RewardConfig(use=("tv", "ppl") if use_ppl else ("tv",), n_verify=n)
     for idx, real in batches(len(prompts), min(cfg.eval.batch_size, len(prompts))):
       results, _ = runner.search([prompts[i] for i in idx], scfg, search, rewards,
                                  seed=cfg.eval.seed, row_ids=idx, width=width)

@@ -31,7 +31,7 @@ from mro.method.start import Start, load_start, validation
 from mro.training.loop import Objective, setup, train_loop, training_examples
 from mro.method.losses import make_sgro_loss
 from mro.method.rollouts import intra_rewards, quality_per_group, sample_rollouts
-from mro.method.search import Scoring
+from mro.method.search import Scoring, resolve_scoring
 from mro.method.textsearch import SearchRunner
 from mro.method.trajectory import step_logprobs
 from rewards.tasks import get_task
@@ -73,10 +73,11 @@ class RolloutBatches:
     if self.rewards.on("ppl") and self.runner.scorer is None:
       raise ValueError("RL computes R_ppl inside jit: start.scorer must share the model's "
                        "tokenizer (the shipped default scorers do)")
-    self.scoring = Scoring(self.rewards, tokenizer.special.mask, tokenizer.special.eos,
-                           self.runner.scorer)
     self.rollout_cfg = dataclasses.replace(cfg.sampler,
                                            temperature=cfg.rl.temperature)
+    self.scoring = resolve_scoring(
+        Scoring(self.rewards, tokenizer.special.mask, tokenizer.special.eos,
+                self.runner.scorer), self.rollout_cfg, cfg.rl.group_steps)
     self.width = start.sampler.encode_prompts([e.prompt for e in examples])[0].shape[1]
     self.cached: dict | None = None
 

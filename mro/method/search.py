@@ -33,7 +33,7 @@ from mro.method.settings import SearchConfig
 from mro.sampling.cache import new_cache
 from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
                                   map_rows, row_keys, run_steps)
-from mro.sampling.schedule import SamplerConfig
+from mro.sampling.schedule import SamplerConfig, tokens_per_step
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
 from rewards.verification import token_verification
@@ -211,9 +211,24 @@ _group_step_jit = jax.jit(_group_step, static_argnames=("apply", "prompt_len", "
                                                       "scoring"))
 
 
+def group_positions(cfg: SamplerConfig, group_steps: int) -> int:
+  """The most response positions one group of `group_steps` steps commits (fixed schedule):
+  what R_tv re-predicts with n_verify = "all"."""
+  return int(tokens_per_step(cfg).max()) * group_steps
+
+
+def resolve_scoring(scoring: Scoring, cfg: SamplerConfig, group_steps: int) -> Scoring:
+  """`scoring` with n_verify as a count for groups of `group_steps` steps of `cfg`."""
+  if scoring.rewards.n_verify != "all":
+    return scoring
+  return scoring._replace(rewards=scoring.rewards.verifying(group_positions(cfg, group_steps)))
+
+
 def search_nfe(cfg: SamplerConfig, scfg: SearchConfig, rewards: RewardConfig) -> dict:
   """Forward passes per prompt: mask-predictor rows and scorer rows."""
   scfg = scfg.resolve(cfg)
+  if rewards.n_verify == "all":
+    rewards = rewards.verifying(group_positions(cfg, scfg.group_steps))
   groups = cfg.steps // scfg.group_steps
   verify = scfg.pool * groups * rewards.n_verify if rewards.on("tv") else 0
   scorer = scfg.pool * groups if rewards.on("ppl") else 0
@@ -232,6 +247,7 @@ def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
   `mro.sampling.sampler.generate` does (rows over data x fsdp, which must divide the batch).
   """
   scfg = scfg.resolve(cfg)
+  scoring = resolve_scoring(scoring, cfg, scfg.group_steps)
   check_options(apply, cfg, scoring.fill_id)
   if scfg.chunks() > 1:
     apply = ChunkedApply(apply, scfg.chunks())
