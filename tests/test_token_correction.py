@@ -125,6 +125,7 @@ def test_every_position_ends_committed_and_is_remasked_at_most_once(llada_tiny, 
   np.testing.assert_array_equal(final.tokens[:, :P], prompts)
   np.testing.assert_array_equal(final.commit_step[:, :P], PROMPT)
   ever = np.zeros(final.tokens.shape, bool)  # positions re-masked so far
+  loo = np.zeros(len(prompts), int)
   for before, after in zip(states, states[1:]):
     t = int(before.step)
     commit = _step_commits(llada_tiny, before, P, cfg)
@@ -136,6 +137,10 @@ def test_every_position_ends_committed_and_is_remasked_at_most_once(llada_tiny, 
     assert (undone.sum(-1) <= cfg.correct_max).all()
     if not cfg.adaptive and t % cfg.steps_per_block == cfg.steps_per_block - 1:
       assert not undone.any(), f"step {t} re-masked at a block's last step"
+    # a row's leave-one-out rows: R when it had a candidate (a new commit never re-masked)
+    last = not cfg.adaptive and t % cfg.steps_per_block == cfg.steps_per_block - 1
+    loo += cfg.verify_rows * ((commit & ~ever).any(-1) & (not last))
+    np.testing.assert_array_equal(after.correction.rows, loo, err_msg=f"step {t}")
     ever |= undone
     np.testing.assert_array_equal(after.correction.remasked, ever, err_msg=f"step {t}")
   assert ever.sum() > 0, "nothing was re-masked at correct_below=0.999"  # (d)
@@ -204,3 +209,39 @@ def test_eval_and_sample_accept_the_flags():
                                      "--correct-max", "2"])
     assert options.overrides(args, SamplerConfig) == {"correct_below": 0.2,
                                                       "correct_rows": 3, "correct_max": 2}
+
+
+def test_eval_records_the_leave_one_out_passes_and_the_remasked_tokens(tmp_path):
+  from test_evaluate import save_random_model
+
+  from mro.evaluation.runner import EvalConfig, run_eval
+  model = save_random_model(tmp_path / "model")
+  cfg = EvalConfig.build(task="arith", steps="L/4", limit=4, gen_length=16, batch_size=2,
+                         correct_below=0.999)
+  (record,) = run_eval(model, cfg)
+  assert record["sampler"]["correct_below"] == 0.999 and record["batches"] == 2
+  # 4 steps in one block of 16 (4 tokens a step): 4 leave-one-out rows at 3 of the steps
+  assert record["correction_nfe"] == 2 * 3 * 4
+  assert record["nfe"] == 2 * 4 + record["correction_nfe"]
+  assert record["denoising_steps"] == 4 and record["nfe_per_prompt"] == 4 + 12
+  assert 0 < record["remasked_per_prompt"] <= 3  # a random model is never that sure
+
+
+def test_with_stop_at_eos_nothing_below_the_threshold_is_still_the_plain_sampler(llada_tiny,
+                                                                                  prompts):
+  """EOS fills open positions early, so the per-step count must stay the schedule's."""
+  params = jax.tree.map(lambda x: x, llada_tiny.params)  # the EOS logit raised, as in
+  kernel = params["ff_out"]["kernel"]  # test_fast_decoding's eos_model
+  kernel[...] = kernel[...].at[:, llada_tiny.ids.eos].multiply(4.0)
+  eos_model = llada_tiny._replace(params=params)
+  plain = jax.device_get(eos_model.generate(prompts, dataclasses.replace(PLAIN,
+                                                                         stop_at_eos=True)))
+  never = jax.device_get(eos_model.generate(prompts, dataclasses.replace(NEVER,
+                                                                         stop_at_eos=True)))
+  steps = np.asarray(plain.nfe_per_row)
+  assert steps.min() < PLAIN.steps, "no row stopped early: the test model needs more EOS"
+  np.testing.assert_array_equal(never.tokens, plain.tokens)
+  np.testing.assert_array_equal(never.commit_step, plain.commit_step)
+  # a row's own leave-one-out rows: 2 at each of its steps but a block's last
+  own = [2 * sum(t % 4 != 3 for t in range(n)) for n in steps]
+  np.testing.assert_array_equal(never.nfe_per_row, steps + np.asarray(own))
