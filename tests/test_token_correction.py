@@ -11,11 +11,11 @@ model is never that sure), one that never does (1e-9), and one step-by-step loop
 import dataclasses
 import functools
 
+import helpers
 import jax
 import numpy as np
 import pytest
 
-import helpers
 import mro.sampling.sampler as sampler
 from mro.sampling.sampler import NOT_COMMITTED, PROMPT
 from mro.sampling.schedule import SamplerConfig, tokens_per_step
