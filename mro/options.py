@@ -48,6 +48,15 @@ SAMPLER_OPTIONS = (
            "with a cache, also refill it every N steps inside a block (1 = exact)"),
     Option("stop-at-eos", "stop_at_eos", bool,
            "once a row commits EOS, the rest of its response is EOS and it stops"),
+    Option("correct-below", "correct_below", float,
+           "token correction: after each step, re-predict its least confident new tokens "
+           "with only their own position masked and re-mask those with probability < P "
+           "(0 < P < 1; each position once; extra leave-one-out rows count in the NFE)"),
+    Option("correct-rows", "correct_rows", int,
+           "token correction: leave-one-out rows per row and step (default: the tokens "
+           "one step commits; the block length with threshold/factor)"),
+    Option("correct-max", "correct_max", int,
+           "token correction: most tokens re-masked per row and step"),
 )
 
 SEARCH_OPTIONS = (

@@ -102,20 +102,23 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
 def _run_batch(sampler, searcher, cfg: EvalConfig, scfg: SamplerConfig, task, examples,
                prompts, idx, width):
   """(texts, search details or None, batch-sized forward passes, forward passes per row
+  or None, token correction's (batch-sized leave-one-out passes, re-masked tokens per row)
   or None) for one padded batch."""
   batch = [prompts[i] for i in idx]
   if searcher is None:
     out, prompt_len = sampler.generate_tokens(batch, scfg, seed=cfg.seed, row_ids=idx,
                                               width=width)
     rows = None if out.nfe_per_row is None else [int(n) for n in out.nfe_per_row]
-    return [g.text for g in sampler.decode(out, prompt_len)], None, int(out.nfe), rows
+    corr = None if out.remasked is None else (int(out.correction_nfe),
+                                              [int(n) for n in out.remasked])
+    return [g.text for g in sampler.decode(out, prompt_len)], None, int(out.nfe), rows, corr
   results, counts = searcher.search(batch, scfg, cfg.search, cfg.resolved_rewards(),
                                     task=task, examples=[examples[i] for i in idx],
                                     seed=cfg.seed, row_ids=idx, width=width)
   details = [{"total_reward": r.total, "candidate_totals": r.totals,
               "candidate_r_q": r.r_q, "candidate_r_tv": r.r_tv, "candidate_r_ppl": r.r_ppl}
              for r in results]
-  return [r.text for r in results], details, counts["nfe"], None
+  return [r.text for r in results], details, counts["nfe"], None, None
 
 
 def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerConfig,
@@ -126,13 +129,17 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
   style = cfg.resolved_protocol().style
   gens: list[dict[str, Any]] = []
   batch_seconds, nfe, row_nfe = [], 0, []
+  correction_nfe, remasked = 0, []  # token correction's leave-one-out passes, re-masks
   for idx, real in batches(len(examples), cfg.batch_size):
     t0 = time.perf_counter()
-    texts, details, batch_nfe, rows = _run_batch(sampler, searcher, cfg, scfg, task, examples,
-                                                 prompts, idx, width)
+    texts, details, batch_nfe, rows, corr = _run_batch(sampler, searcher, cfg, scfg, task,
+                                                       examples, prompts, idx, width)
     batch_seconds.append(time.perf_counter() - t0)
     nfe += batch_nfe
     row_nfe += (rows or [])[:real]
+    if corr is not None:
+      correction_nfe += corr[0]
+      remasked += corr[1][:real]
     correct = 0.0
     for j, i in enumerate(idx[:real]):
       ex, text = examples[i], texts[j]
@@ -166,9 +173,12 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
       # forward passes per prompt of the causal perplexity scorer (R_ppl), on top
       "scorer_nfe_per_prompt": 0 if counts is None else counts["scorer_nfe"],
       # mean steps per batch: the steps, or in threshold mode the steps actually taken
-      "denoising_steps": (nfe / n_batches / (2 if scfg.cfg_scale else 1) if counts is None
-                          else scfg.steps),
+      "denoising_steps": ((nfe - correction_nfe) / n_batches / (2 if scfg.cfg_scale else 1)
+                          if counts is None else scfg.steps),
   }
+  if remasked:  # token correction: its share of the passes, and how much it re-masked
+    metrics.update(correction_nfe=correction_nfe,
+                   remasked_per_prompt=float(np.mean(remasked)))
   return metrics, gens
 
 

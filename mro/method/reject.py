@@ -36,6 +36,11 @@ from rewards.tasks import get_task
 GEN_BATCH = 64
 
 
+def check(cfg: exp_config.ExperimentConfig) -> None:
+  """Refuses settings reject sampling cannot use (ValueError naming the field)."""
+  cfg.sampler.refuse_correction("reject sampling (sampler section)")
+
+
 def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) -> dict:
   """Searches every training prompt and keeps trajectories by the configured rule."""
   task = get_task(cfg.data.task)
@@ -76,6 +81,7 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
 
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
+  check(cfg)
   cfg, start = load_start(cfg)
   examples = training_examples(cfg)
   wd, cfg, tokenizer = setup(cfg, workdir, examples)

@@ -40,6 +40,7 @@ from rewards.tasks import get_task
 def check(cfg: exp_config.ExperimentConfig) -> None:
   """Refuses settings that break rollout boundaries (ValueError naming the field)."""
   m, t = cfg.rl, cfg.train
+  cfg.sampler.refuse_correction("RL (sampler section)")
   if t.batch_size != m.prompts_per_batch * m.rollouts_per_prompt:
     raise ValueError(f"train.batch_size={t.batch_size} must equal rl.prompts_per_batch x "
                      f"rl.rollouts_per_prompt = {m.prompts_per_batch * m.rollouts_per_prompt}")

@@ -44,6 +44,7 @@ def sample_rollouts(sampler, prompts: Sequence[str], cfg: SamplerConfig, per_pro
   does not depend on the batch it was drawn in. `params`: the policy's current weights
   (default: the sampler's own).
   """
+  cfg.refuse_correction("RL rollouts")
   rep = [p for p in prompts for _ in range(per_prompt)]
   rows = np.arange(first_row, first_row + len(rep))
   out, prompt_len = sampler.generate_tokens(rep, cfg, seed=seed, row_ids=rows, width=width,

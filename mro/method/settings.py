@@ -86,6 +86,7 @@ class SearchConfig:
 
   def resolve(self, sampler: SamplerConfig) -> SearchConfig:
     """This search with group_steps filled in for `sampler`, checked against it."""
+    sampler.refuse_correction("the search")
     w = self.group_steps or max(1, sampler.steps // 4)
     if sampler.adaptive:
       raise ValueError("the search needs a fixed step schedule; unset threshold and factor")

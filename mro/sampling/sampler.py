@@ -16,6 +16,9 @@ DECISIONS beyond the reference `generate()`:
   committed exactly once and no MASK is left. The reference leaves MASK selectable; a
   trained model never picks it, and the parity fixture is built so that it cannot win.
 - Only generated positions are ever committed: MASK tokens inside a prompt stay as given.
+- Token correction (`SamplerConfig.correct_below`, off by default) is the one exception to
+  "a committed token is never re-masked": tokens whose leave-one-out probability is low
+  are re-masked after their step (`correct_tokens`), each position at most once.
 - Steps are counted per row (`row_step`: the steps that worked on the row, its NFE), and
   randomness is per row (`fold_in(row_key, row_step)`), so a row's result does not depend
   on what else is in the batch, even when rows wait for each other (caches) or stop early.
@@ -36,6 +39,7 @@ from models.sharding import place_params, shard_batch
 from models.transformer import ModelApply  # noqa: F401  (re-exported for callers)
 from mro.sampling.cache import KVCache, cache_rows, cached_logits, check_cacheable, new_cache
 from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
+from rewards.verification import loo_logprobs
 
 NOT_COMMITTED = 2**30  # commit_step of a position that is still MASK
 PROMPT = -1  # commit_step of prompt positions (visible at every step)
@@ -45,6 +49,20 @@ PROMPT = -1  # commit_step of prompt positions (visible at every step)
 ApplyFn = Callable[[Any, jax.Array, jax.Array | None, jax.Array], jax.Array]
 
 
+class Correction(NamedTuple):
+  """Token correction's bookkeeping (SamplerConfig.correct_below)."""
+  remasked: jax.Array  # bool[B, L]: positions re-masked once (never verified again)
+  rows: jax.Array  # int32[B]: leave-one-out rows run for each row (its extra NFE)
+  passes: jax.Array  # int32[]: steps at which the leave-one-out rows ran
+
+
+def new_correction(rows: int, length: int, cfg: SamplerConfig) -> Correction | None:
+  if not cfg.correcting:
+    return None
+  return Correction(jnp.zeros((rows, length), bool), jnp.zeros((rows,), jnp.int32),
+                    jnp.zeros((), jnp.int32))
+
+
 class DecodeState(NamedTuple):
   tokens: jax.Array  # int32[B, L]: prompt + response (MASK where not yet committed)
   commit_step: jax.Array  # int32[B, L]: PROMPT, the row's step index, or NOT_COMMITTED
@@ -52,6 +70,7 @@ class DecodeState(NamedTuple):
   step: jax.Array  # int32[]: index of the next step of the loop (batch forward passes)
   row_step: jax.Array | None = None  # int32[B]: steps that worked on each row so far
   cache: KVCache | None = None  # block KV cache (SamplerConfig.cache), None without one
+  correction: Correction | None = None  # token correction's record, None without it
 
 
 class GenerateOutput(NamedTuple):
@@ -59,6 +78,10 @@ class GenerateOutput(NamedTuple):
   commit_step: jax.Array  # int32[B, P + G]
   nfe: jax.Array  # int32[]: network evaluations (forward passes over the batch)
   nfe_per_row: jax.Array | None = None  # int32[B]: forward passes that decoded each row
+  # token correction (None when off): batch-sized passes of its leave-one-out rows
+  # (included in nfe), and the tokens re-masked in each row
+  correction_nfe: jax.Array | None = None  # int32[]
+  remasked: jax.Array | None = None  # int32[B]
 
 
 def state_at(tokens_BL, commit_step_BL, t, mask_id: int):
@@ -67,21 +90,26 @@ def state_at(tokens_BL, commit_step_BL, t, mask_id: int):
 
 
 def init_state(prompt_BP, gen_length: int, keys, mask_id: int,
-               cache: KVCache | None = None) -> DecodeState:
+               cache: KVCache | None = None,
+               correction: Correction | None = None) -> DecodeState:
   B, P = prompt_BP.shape
   tokens = jnp.concatenate([prompt_BP, jnp.full((B, gen_length), mask_id, prompt_BP.dtype)], 1)
   commit = jnp.concatenate([jnp.full((B, P), PROMPT, jnp.int32),
                             jnp.full((B, gen_length), NOT_COMMITTED, jnp.int32)], 1)
   return DecodeState(tokens.astype(jnp.int32), commit, keys, jnp.zeros((), jnp.int32),
-                     jnp.zeros((B,), jnp.int32), cache)
+                     jnp.zeros((B,), jnp.int32), cache, correction)
 
 
 def map_rows(state: DecodeState, fn) -> DecodeState:
   """`state` with `fn` ([B, ...] -> [B', ...], e.g. a gather) applied to every per-row
-  array: tokens, commit steps, step counts and the cache rows. Keys are left to the
-  caller (who usually draws new ones)."""
+  array: tokens, commit steps, step counts, the cache rows and token correction's record.
+  Keys are left to the caller (who usually draws new ones)."""
+  corr = state.correction
+  if corr is not None:
+    corr = corr._replace(remasked=fn(corr.remasked), rows=fn(corr.rows))
   return state._replace(tokens=fn(state.tokens), commit_step=fn(state.commit_step),
-                        row_step=fn(state.row_step), cache=cache_rows(state.cache, fn))
+                        row_step=fn(state.row_step), cache=cache_rows(state.cache, fn),
+                        correction=corr)
 
 
 def row_keys(key, batch: int, row_ids=None):
@@ -145,6 +173,10 @@ def commit_mask(conf_BK, is_open_BK, step, cfg: SamplerConfig):
     ok = (jnp.arange(2, K + 2) * (1.0 - ranked)) < cfg.factor
     return rank_mask(conf_BK, jnp.maximum(ok.sum(-1), 1)) & is_open_BK
   k = jnp.broadcast_to(jnp.asarray(tokens_per_step(cfg))[step], (B,))
+  if cfg.correcting:  # re-masked tokens join the rest: at least ceil(masked / steps left),
+    # so the block still ends complete; without re-masks the schedule's k is never less
+    left = cfg.steps_per_block - step % cfg.steps_per_block
+    k = jnp.maximum(k, -(-is_open_BK.sum(-1) // left))
   return rank_mask(conf_BK, k) & is_open_BK
 
 
@@ -208,6 +240,43 @@ def eos_fill(tokens_BL, commit_step_BL, row_step_B, prompt_len: int, eos_id: int
   return tokens, commit
 
 
+def correct_tokens(apply, params, tokens_BL, commit_step_BL, corr: Correction, attn_mask,
+                   positions_BK, committed_BK, conf_BK, active_B, step, cfg: SamplerConfig,
+                   mask_id: int):
+  """Token correction after a step: the `verify_rows` least confident tokens the step
+  committed (never a re-masked position again) are re-predicted with only their own
+  position masked; those below `correct_below` (at most `correct_max` per row, the least
+  likely first) go back to MASK / NOT_COMMITTED. Only positions of the current block are
+  candidates, so the prompt is never touched. Returns (tokens, commit_step, correction)."""
+  B = tokens_BL.shape[0]
+  R = cfg.verify_rows
+  done = jnp.take_along_axis(corr.remasked, positions_BK, axis=1)
+  top, idx = jax.lax.top_k(jnp.where(committed_BK & ~done, -conf_BK, -jnp.inf), R)
+  valid = top > -jnp.inf
+  pos = jnp.take_along_axis(positions_BK, idx, axis=1)  # [B, R], distinct per row
+  allowed = jnp.any(valid)
+  if not cfg.adaptive:  # a block's last step must leave it complete
+    allowed = allowed & (step % cfg.steps_per_block != cfg.steps_per_block - 1)
+
+  def run(_):
+    logp = loo_logprobs(apply, params, tokens_BL, attn_mask, pos, mask_id)
+    bad = valid & (logp < jnp.log(cfg.correct_below))
+    return rank_mask(jnp.where(bad, -logp, -jnp.inf),
+                     jnp.full((B,), cfg.correct_max, jnp.int32)) & bad
+
+  remask = jax.lax.cond(allowed, run, lambda _: jnp.zeros(pos.shape, bool), None)
+  rows = jnp.arange(B)[:, None]
+  tokens = tokens_BL.at[rows, pos].set(jnp.where(remask, mask_id, tokens_BL[rows, pos]))
+  commit_step = commit_step_BL.at[rows, pos].set(
+      jnp.where(remask, NOT_COMMITTED, commit_step_BL[rows, pos]))
+  # A row's own count: the R rows it would need alone (any candidate of its own, and not a
+  # block's last step), whatever the other rows of the batch did.
+  own = valid.any(-1) & allowed & (active_B > 0)
+  corr = Correction(corr.remasked.at[rows, pos].set(corr.remasked[rows, pos] | remask),
+                    corr.rows + R * own.astype(jnp.int32), corr.passes + allowed.astype(jnp.int32))
+  return tokens, commit_step, corr
+
+
 def denoise_step(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_len: int,
                  cfg: SamplerConfig, mask_id: int, eos_id: int | None = None) -> DecodeState:
   """One denoising step for every row (pure; the loop lives in `run_steps`)."""
@@ -228,12 +297,18 @@ def denoise_step(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_l
   tokens = state.tokens.at[rows, positions].set(jnp.where(commit, x0, old_tok))
   commit_step = state.commit_step.at[rows, positions].set(
       jnp.where(commit, row_step[:, None], old_step))
+  active = is_open.any(-1).astype(jnp.int32)
+  correction = state.correction
+  if cfg.correcting:
+    tokens, commit_step, correction = correct_tokens(
+        apply, params, tokens, commit_step, correction, attn_mask, positions, commit, conf,
+        active, state.step, cfg, mask_id)
   if cfg.stop_at_eos:
     if eos_id is None:
       raise ValueError("stop_at_eos needs the EOS token id (eos_id)")
     tokens, commit_step = eos_fill(tokens, commit_step, row_step, prompt_len, eos_id)
-  active = is_open.any(-1).astype(jnp.int32)
-  return DecodeState(tokens, commit_step, state.keys, state.step + 1, row_step + active, cache)
+  return DecodeState(tokens, commit_step, state.keys, state.step + 1, row_step + active, cache,
+                     correction)
 
 
 def run_steps(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_len: int,
@@ -267,11 +342,23 @@ def generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_
     attn_mask = jnp.concatenate([prompt_mask_BP.astype(bool),
                                  jnp.ones((B, cfg.gen_length), bool)], axis=1)
   cache = new_cache(apply, params, B, P + cfg.gen_length, cfg)
-  state = init_state(prompt_BP, cfg.gen_length, keys, mask_id, cache)
+  state = init_state(prompt_BP, cfg.gen_length, keys, mask_id, cache,
+                     new_correction(B, P + cfg.gen_length, cfg))
   state = run_steps(apply, params, state, attn_mask, P, cfg, mask_id, eos_id=eos_id)
+  corr = state.correction
+  extra = () if corr is None else (corr.passes * cfg.verify_rows, corr.remasked.sum(-1))
+  return GenerateOutput(state.tokens, state.commit_step, *network_passes(state, cfg), *extra)
+
+
+def network_passes(state: DecodeState, cfg: SamplerConfig):
+  """(forward passes over the batch, forward passes per row): denoising steps (twice with
+  guidance) plus token correction's leave-one-out rows."""
   views = 2 if cfg.cfg_scale else 1
-  return GenerateOutput(state.tokens, state.commit_step, state.step * views,
-                        state.row_step * views)
+  nfe, per_row = state.step * views, state.row_step * views
+  if state.correction is not None:
+    nfe = nfe + state.correction.passes * cfg.verify_rows
+    per_row = per_row + state.correction.rows
+  return nfe, per_row
 
 
 def check_lengths(prompt_len: int, cfg: SamplerConfig, max_seq_len: int) -> None:

@@ -45,6 +45,20 @@ class SamplerConfig:
   stop_at_eos: once a row commits an EOS, every still-masked position after it is
     committed as EOS in the same step, and a row with nothing left stops (no more network
     passes for it; the loop ends when every row has stopped). Needs the EOS id.
+  correct_below: token correction (a remasking sampler driven by token verification,
+    R_tv's leave-one-out rows): after each step commits, up to `correct_rows` of the
+    tokens it committed (the least confident first) are re-predicted, each with only its
+    own position re-masked; a token whose leave-one-out probability is below
+    `correct_below` is re-masked (at most `correct_max` per row and step, the least
+    likely first; each position at most once) and decoded again at a later step. None =
+    off. Never at a block's last step of the fixed schedule, where the schedule then
+    commits at least ceil(masked / steps left) per step so every block still ends
+    complete. The leave-one-out rows count in the NFE (unguided, without a cache: a cache
+    is refused). Trajectories with corrections are no longer described by commit steps
+    alone, so reject sampling, RL and the MRO search refuse it.
+  correct_rows: leave-one-out rows per row and step (None: the schedule's largest step,
+    or the block length with an adaptive rule).
+  correct_max: most tokens re-masked per row and step.
   """
 
   gen_length: int = 64
@@ -58,6 +72,9 @@ class SamplerConfig:
   cache: str = "none"
   refresh_every: int | None = None
   stop_at_eos: bool = False
+  correct_below: float | None = None
+  correct_rows: int | None = None
+  correct_max: int = 1
 
   def __post_init__(self):
     if self.gen_length <= 0:
@@ -102,6 +119,41 @@ class SamplerConfig:
         raise ValueError("refresh_every refreshes a KV cache; set cache to prefix or dual")
     if not isinstance(self.stop_at_eos, bool):
       raise ValueError(f"stop_at_eos must be true or false, got {self.stop_at_eos!r}")
+    self._check_correction()
+
+  def _check_correction(self):
+    if self.correct_below is not None and not 0.0 < self.correct_below < 1.0:  # NaN too
+      raise ValueError(f"correct_below must be a probability in (0, 1), got "
+                       f"{self.correct_below}")
+    for name in ("correct_rows", "correct_max"):
+      value = getattr(self, name)
+      if value is not None and (isinstance(value, bool) or value < 1):
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    if self.correcting and self.cache != "none":
+      raise ValueError(f"correct_below (token correction) needs cache=none, got cache="
+                       f"{self.cache!r}: its leave-one-out rows run without the block cache")
+
+  def refuse_correction(self, what: str) -> None:
+    """ValueError when token correction is on: `what` (reject sampling, RL, the search)
+    describes trajectories by commit steps alone, which re-masking breaks."""
+    if self.correcting:
+      raise ValueError(f"{what} needs a sampler without token correction (correct_below="
+                       f"{self.correct_below}): a re-masked token makes a trajectory no "
+                       "longer described by its commit steps; unset correct_below")
+
+  @property
+  def correcting(self) -> bool:
+    """True when token correction may re-mask committed tokens."""
+    return self.correct_below is not None
+
+  @property
+  def verify_rows(self) -> int:
+    """Leave-one-out rows per row and step of token correction (0 when off)."""
+    if not self.correcting:
+      return 0
+    if self.correct_rows is not None:
+      return min(self.correct_rows, self.block_length)
+    return self.block_length if self.adaptive else int(tokens_per_step(self).max())
 
   @property
   def adaptive(self) -> bool:
@@ -124,8 +176,11 @@ class SamplerConfig:
 
   @property
   def max_steps(self) -> int:
-    """Upper bound of denoising steps (adaptive rules may stop earlier per row)."""
-    return self.gen_length if self.adaptive else self.steps
+    """Upper bound of denoising steps (adaptive rules may stop earlier per row; with
+    token correction each position may be committed twice)."""
+    if not self.adaptive:
+      return self.steps
+    return self.gen_length * (2 if self.correcting else 1)
 
 
 def tokens_per_step(cfg: SamplerConfig) -> np.ndarray:
