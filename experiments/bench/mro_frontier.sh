@@ -28,7 +28,14 @@ for task in ${*:-sudoku arith}; do
   "$mro" eval "${common[@]}" --steps $few,L/8 --search mro              # the defaults
   "$mro" eval "${common[@]}" --steps $few --search mro --k 8
   "$mro" eval "${common[@]}" --steps $few --search mro --n-verify all
-  "$mro" eval "${common[@]}" --steps $few --search mro --rewards ppl
+  # R_tv over every committed position ranks almost perfectly at the end and barely
+  # better than chance before (mro diagnose): a final pick among independent candidates
+  "$mro" eval "${common[@]}" --steps $few --search best-of-n --rewards tv --n-verify all
+  "$mro" eval "${common[@]}" --steps $few --search best-of-n --rewards tv --n-verify all --k 8
+  # token correction inside the sampler: committed tokens the model itself doubts (leave-
+  # one-out probability below 0.5) are re-masked once and decoded again
+  "$mro" eval "${common[@]}" --steps $few --correct-below 0.5
+  "$mro" eval "${common[@]}" --steps $few --correct-below 0.5 --correct-rows 1
   # the task's label-free check as R_q (Sudoku: the grid obeys the rules), reported apart;
   # arithmetic's check recomputes the answer, which is the label: not run
   [ "$task" = sudoku ] && "$mro" eval "${common[@]}" --steps $few --search mro --rewards tv,ppl,q \
