@@ -108,3 +108,18 @@ def test_every_flag_of_every_verb_has_a_help_line_and_search_defaults_are_shown(
   out = " ".join(capsys.readouterr().out.split())
   for shown in ("(default: 4)", "(default: 16)", "(default: 1.0)", "(default: tv,ppl)"):
     assert shown in out, shown
+
+
+def test_curve_labels_name_verification_and_correction_and_share_their_common_prefix():
+  search = {"method": "mro", "k": 4, "n_live": 1, "group_steps": 3, "temperature": 1.0,
+            "select": "argmax"}
+  tv_all = {"spec": "tv,ppl", "use": ["tv", "ppl"], "quality_source": "vote",
+            "n_verify": "all"}
+  corrected = {**record()["sampler"], "correct_below": 0.5, "correct_rows": None}
+  rows = [record(search=search, rewards={**tv_all, "n_verify": 1}),
+          record(search=search, rewards=tv_all), record(sampler=corrected)]
+  labels = list(plot.curves(rows))
+  assert len(labels) == 3 and "tv over all positions" in labels[1]
+  assert labels[2].endswith("plain sampler, token correction < 0.5")
+  shared, short = plot.split_labels(labels)
+  assert shared == "m · sudoku · compact" and short[2] == "plain sampler, token correction < 0.5"

@@ -99,8 +99,9 @@ def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path
   if out.suffix.lower() != ".png":
     raise ValueError(f"the plot is a PNG: give a .png path, got {out}")
   lines = curves(records, x)
-  fig, ax = new_axes()
-  for label, pts in lines.items():
+  shared, short = split_labels(list(lines))
+  fig, ax = new_axes((7.2, 4.4 + 0.22 * len(lines)))
+  for label, pts in zip(short, lines.values()):
     xs, ys = zip(*pts)
     ax.plot(xs, ys, marker="o", label=label)
   ax.set_xscale("log", base=10 if x == "seconds" else 2)
@@ -110,8 +111,18 @@ def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path
     ax.xaxis.set_minor_locator(FixedLocator([]))
   ax.xaxis.set_major_formatter(ScalarFormatter())
   ax.set_ylim(-0.02, 1.02)
+  title = f"accuracy vs {X_AXES[x].split(' (')[0]}"
   return save_axes(fig, ax, out, xlabel=X_AXES[x], ylabel="accuracy",
-                   title=f"accuracy vs {X_AXES[x].split(' (')[0]}")
+                   title=title + (f"\n{shared}" if shared else ""), legend_below=True)
+
+
+def split_labels(labels: list[str]) -> tuple[str, list[str]]:
+  """(the leading " · " parts every label shares, each label without them)."""
+  parts = [label.split(" · ") for label in labels]
+  n = 0
+  while all(len(p) > n + 1 and p[n] == parts[0][n] for p in parts):
+    n += 1
+  return " · ".join(parts[0][:n]), [" · ".join(p[n:]) for p in parts]
 
 
 def new_axes(figsize=(6.4, 4.4)):
@@ -123,15 +134,20 @@ def new_axes(figsize=(6.4, 4.4)):
   return fig, fig.add_subplot()
 
 
-def save_axes(fig, ax, out: str | Path, *, xlabel: str, ylabel: str, title: str) -> Path:
-  """Labels, grid and legend of `ax`, and the figure written to the PNG `out`."""
+def save_axes(fig, ax, out: str | Path, *, xlabel: str, ylabel: str, title: str,
+              legend_below: bool = False) -> Path:
+  """Labels, grid and legend of `ax` (inside, or under the axes), and the figure written
+  to the PNG `out`."""
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title)
+  ax.set_title(title, fontsize=10)
   ax.grid(True, alpha=0.3)
-  ax.legend(fontsize=8)
+  if legend_below:
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+  else:
+    ax.legend(fontsize=8)
   fig.tight_layout()
   out = Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, format="png")
+  fig.savefig(out, format="png", bbox_inches="tight")
   return out

@@ -61,11 +61,19 @@ def setting_label(record: dict[str, Any]) -> str:
   """A readable name for what makes a setting: `plain sampler`, `best-of-4 (tv+ppl)`,
   `MRO search k=4 w=3 argmax (tv+ppl+q, q by vote, τ=0.25)`; a threshold is appended."""
   s, r = record.get("search"), record.get("rewards") or {}
-  threshold = (record.get("sampler") or {}).get("threshold")
+  sampler = record.get("sampler") or {}
+  threshold = sampler.get("threshold")
   extra = f", threshold {threshold:g}" if threshold is not None else ""
+  if sampler.get("correct_below") is not None:
+    rows = sampler.get("correct_rows")
+    extra += (f", token correction < {sampler['correct_below']:g}"
+              + (f" ({rows} row{'s' * (rows > 1)})" if rows else ""))
   if not s:
     return "plain sampler" + extra
   q = f", q by {r['quality_source']}" if "q" in r.get("use", ()) else ""
+  n_verify = r.get("n_verify", 1)
+  if "tv" in r.get("use", ()) and n_verify != 1:
+    q = f", tv over {'all' if n_verify == 'all' else n_verify} positions" + q
   temp = "" if s["temperature"] == 1.0 else f", τ={s['temperature']:g}"
   inside = f"{_rewards_text(record)}{q}{temp}{extra}"
   if s["method"] == "best-of-n":
