@@ -43,7 +43,7 @@ def _x(record: dict[str, Any], x: str = "steps") -> float:
 
 
 # Sampler fields that vary along a curve (x) or are shown by the setting label.
-_ALONG_CURVE = ("steps", "threshold")
+_ALONG_CURVE = ("steps", "threshold", "correct_below", "correct_rows")
 
 
 def curve_label(record: dict[str, Any], x: str = "steps") -> str:
