@@ -62,7 +62,11 @@ SAMPLER_OPTIONS = (
 SEARCH_OPTIONS = (
     Option("k", "k", int, "candidates per live sequence at each search point"),
     Option("group-steps", "group_steps", int,
-           "w, denoising steps between search points (default: steps/4)"),
+           "w, denoising steps between search points (default: steps/2; the mro "
+           "protocol: steps/4)"),
+    Option("search-points", "search_points", int,
+           "selections along a trajectory when --group-steps is not given (w = steps / "
+           "search points)"),
     Option("search-temperature", "temperature", float,
            "sampling temperature of the candidates (the paper: 0.25)"),
     Option("select", "select", str,

@@ -165,3 +165,20 @@ def test_fast_eval_records_the_resolved_options_and_fewer_forward_passes(
   record = json.loads(out.read_text().splitlines()[0])
   assert record["sampler"]["threshold"] == 0.99 and record["sampler"]["cache"] == "dual"
   assert 1 <= record["nfe_per_prompt"] <= 16
+
+
+def test_search_defaults_are_the_measured_two_points_and_the_paper_protocol_keeps_four():
+  from mro.evaluation.settings import EvalConfig
+  from mro.method.settings import SearchConfig
+
+  scfg = EvalConfig.build("sudoku", steps="L/4").sampler_configs()[0]
+  compact = EvalConfig.build("sudoku", search="mro", steps="L/4")
+  assert compact.search.resolve(scfg).group_steps == 3  # 6 steps, 2 search points
+  assert (compact.search.k, compact.search.temperature) == (4, 1.0)
+  assert compact.resolved_rewards().use == ("tv", "ppl")
+  paper = EvalConfig.build("sudoku", "mro", search="mro", steps="12")
+  assert paper.search.resolve(paper.sampler_configs()[0]).group_steps == 3  # 12 / 4
+  assert paper.search.temperature == 0.25
+  assert SearchConfig(group_steps=2).resolve(scfg).group_steps == 2  # explicit w wins
+  with pytest.raises(ValueError, match="search_points"):
+    SearchConfig(search_points=0)

@@ -140,7 +140,7 @@ register(Protocol("d1", style="protocol", gen_length=256, block_length=32, steps
 # search as the paper runs it: k = 4 candidates at 0.25, 4 search points, argmax, and the
 # sum of R_tv, R_ppl and R_q by majority vote.
 register(Protocol("mro", style="protocol", gen_length=256, block_length=64, steps_fraction=0.5,
-                  temperature=0.25, search=SearchConfig(temperature=0.25),
+                  temperature=0.25, search=SearchConfig(temperature=0.25, search_points=4),
                   rewards=RewardConfig(use=("tv", "ppl", "q"), quality_source="vote")),
          {"gsm8k": {"block_length": 8}, "arith": {"block_length": 8},
           "math500": {"gen_length": 512}})

@@ -53,7 +53,9 @@ class SearchConfig:
   steps as one batch, are scored, and `select` keeps n_live of them: `argmax` (the paper)
   or `resample` (draws ∝ exp(R / resample_temperature), importance resampling). `none`
   never selects: k independent samples picked at the end (best-of-N at equal NFE).
-  `group_steps=None` = a quarter of the sampler's steps (4 search points).
+  `group_steps=None` = the sampler's steps / `search_points` (default 2: measured best on
+  the shipped Sudoku model, 91.4% at L/4 against 88.7% with the paper's 4 points; the `mro`
+  protocol keeps 4).
   `forward_chunks`: the candidates' forward passes in this many sequential slices
   (None = the pool on a CPU backend, where narrower batches are faster per row; 1 on
   accelerators); results are the same up to float rounding.
@@ -66,9 +68,11 @@ class SearchConfig:
   resample_temperature: float = 1.0
   n_live: int = 1
   forward_chunks: int | None = None
+  search_points: int = 2
 
   def __post_init__(self):
-    _positive("search", self, ("k", "n_live", "group_steps", "forward_chunks"))
+    _positive("search", self, ("k", "n_live", "group_steps", "forward_chunks",
+                               "search_points"))
     _one_of("search", self, "select", SELECT)
     if not self.temperature >= 0:  # also refuses NaN
       raise ValueError(f"search.temperature must be a number >= 0, got {self.temperature}")
@@ -87,7 +91,7 @@ class SearchConfig:
   def resolve(self, sampler: SamplerConfig) -> SearchConfig:
     """This search with group_steps filled in for `sampler`, checked against it."""
     sampler.refuse_correction("the search")
-    w = self.group_steps or max(1, sampler.steps // 4)
+    w = self.group_steps or max(1, sampler.steps // self.search_points)
     if sampler.adaptive:
       raise ValueError("the search needs a fixed step schedule; unset threshold and factor")
     if sampler.steps % w:
