@@ -55,6 +55,12 @@ def curve_label(record: dict[str, Any], x: str = "steps") -> str:
   if x != "steps" and sampler.get("threshold") is not None:
     plain = {**record, "sampler": {**sampler, "threshold": None}}
     return curve_label(plain, x) + ", threshold rule"
+  search = record.get("search") or {}
+  points = search.get("search_points")
+  if x != "steps" and points and search["group_steps"] * points == record["steps"]:
+    # the default w follows the steps: one curve for every step count
+    record = {**record, "search": {**search, "group_steps": f"steps/{points}",
+                                   "search_points": None}}
   from mro.evaluation.protocols import get_protocol
   from mro.evaluation.report import setting_label
   parts = [str(record.get("model", "?")), record["task"], record["protocol"]]
