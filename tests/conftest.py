@@ -58,6 +58,12 @@ def generate_ref(fixture_dir) -> dict:
     return dict(z)
 
 
+@pytest.fixture(scope="session")
+def prompts(generate_ref):
+  """The reference fixture's prompts: int [3, 12], ordinary tokens only."""
+  return generate_ref["prompts"]
+
+
 # --- one tiny training run, shared by test_train.py and test_cli.py ------------------
 
 # `mro train --config tiny` shrunk to seconds: a 32-wide 2-layer model, 200 arith

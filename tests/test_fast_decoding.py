@@ -39,11 +39,6 @@ BASE = SamplerConfig(gen_length=32, steps=16, block_length=8)  # 4 blocks, 4 ste
 
 
 @pytest.fixture(scope="module")
-def prompts(generate_ref) -> np.ndarray:
-  return generate_ref["prompts"]  # [3, 12]
-
-
-@pytest.fixture(scope="module")
 def padded(generate_ref):
   return generate_ref["padded_prompts"], generate_ref["padded_attention_mask"]
 

@@ -35,11 +35,6 @@ def reference_runs(llada_tiny, generate_ref):
 
 
 @pytest.fixture(scope="module")
-def prompts(generate_ref) -> np.ndarray:
-  return generate_ref["prompts"]  # [3, 12], ordinary tokens only
-
-
-@pytest.fixture(scope="module")
 def small_run(llada_tiny, prompts):
   return jax.device_get(llada_tiny.generate(prompts, SMALL))
 

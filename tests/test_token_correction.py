@@ -28,11 +28,6 @@ THRESHOLD = SamplerConfig(gen_length=16, steps=16, block_length=8, threshold=0.5
 
 
 @pytest.fixture(scope="module")
-def prompts(generate_ref) -> np.ndarray:
-  return generate_ref["prompts"]  # [3, 12], ordinary tokens only
-
-
-@pytest.fixture(scope="module")
 def corrected(llada_tiny, prompts):
   return jax.device_get(llada_tiny.generate(prompts, CORRECT))
 

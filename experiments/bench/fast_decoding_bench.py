@@ -23,12 +23,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from experiments.bench.sampler_bench import matmul_peak
-from experiments.bench import sampler_shape_parser
-from models.config import preset
-from models.transformer import ModelApply, init_model
+from experiments.bench import random_model, sampler_shape_parser
 from mro.sampling import sampler as S
 from mro.sampling.cache import prefix_windows
 from mro.sampling.schedule import SamplerConfig
@@ -56,12 +53,8 @@ def mode_flops(model_cfg, batch: int, prompt_len: int, cfg: SamplerConfig) -> fl
 
 def run(preset_name: str, batch: int, prompt_len: int, gen: int, block: int, steps: int,
         modes: list[str], repeats: int) -> list[dict]:
-  model_cfg = preset(preset_name)
-  graphdef, params = nnx.split(init_model(model_cfg, seed=0))
-  apply = ModelApply(graphdef)
-  mask_id = model_cfg.vocab_size - 1
-  prompt = jnp.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 0, mask_id),
-                       jnp.int32)
+  model_cfg, apply, params, mask_id, prompt = random_model(preset_name, batch, prompt_len)
+  prompt = jnp.asarray(prompt)
   keys = S.row_keys(jax.random.key(0), batch)
   peak = matmul_peak()
   base = SamplerConfig(gen_length=gen, steps=steps, block_length=block)

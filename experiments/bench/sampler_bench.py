@@ -20,11 +20,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from experiments.bench import sampler_shape_parser
-from models.config import preset
-from models.transformer import ModelApply, init_model
+from experiments.bench import random_model, sampler_shape_parser
 from mro.sampling import sampler as S
 from mro.sampling.schedule import SamplerConfig, tokens_per_step
 
@@ -93,12 +90,7 @@ def naive_same_step(apply, params, prompt, cfg: SamplerConfig, mask_id: int, ste
 
 def run(preset_name: str, batch: int, prompt_len: int, gen: int, block: int,
         steps_list: list[int], repeats: int) -> list[dict]:
-  model_cfg = preset(preset_name)
-  graphdef, params = nnx.split(init_model(model_cfg, seed=0))
-  apply = ModelApply(graphdef)
-  mask_id = model_cfg.vocab_size - 1
-  prompt = np.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 0, mask_id),
-                      np.int32)
+  model_cfg, apply, params, mask_id, prompt = random_model(preset_name, batch, prompt_len)
   peak = matmul_peak()
   print(f"preset={preset_name} params={model_cfg.num_params() / 1e6:.1f}M batch={batch} "
         f"prompt={prompt_len} gen={gen} block={block}; matmul peak {peak / 1e9:.0f} GFLOP/s")

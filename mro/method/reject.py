@@ -26,8 +26,8 @@ from mro.files import save_npz_atomic
 from mro.progress import Progress
 from mro.sampling.textgen import batches
 from mro.training.data import BatchStream
-from mro.method.start import load_start, validation
-from mro.training.loop import Objective, setup, train_loop, training_examples
+from mro.method.start import begin, validation
+from mro.training.loop import Objective, train_loop
 from mro.method.losses import make_stepwise_loss
 from mro.training.losses import make_mdm_loss
 from mro.method.textsearch import SearchRunner
@@ -82,9 +82,7 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   check(cfg)
-  cfg, start = load_start(cfg)
-  examples = training_examples(cfg)
-  wd, cfg, tokenizer = setup(cfg, workdir, examples)
+  cfg, start, examples, wd, tokenizer = begin(cfg, workdir)
   path = wd.root / "trajectories.npz"
   if not path.exists():
     runner = SearchRunner(start.sampler, start.scorer, start.scorer_tokenizer)

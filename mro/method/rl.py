@@ -27,8 +27,8 @@ import numpy as np
 
 from mro import config as exp_config
 from mro.method import sgro
-from mro.method.start import Start, load_start, validation
-from mro.training.loop import Objective, setup, train_loop, training_examples
+from mro.method.start import Start, begin, validation
+from mro.training.loop import Objective, train_loop
 from mro.method.losses import make_sgro_loss
 from mro.method.rollouts import intra_rewards, quality_per_group, sample_rollouts
 from mro.method.search import Scoring, resolve_scoring
@@ -136,9 +136,7 @@ class RolloutBatches:
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   check(cfg)
-  cfg, start = load_start(cfg)
-  examples = training_examples(cfg)
-  wd, cfg, tokenizer = setup(cfg, workdir, examples)
+  cfg, start, examples, wd, tokenizer = begin(cfg, workdir)
   if cfg.rl.method == "mro":
     batches = RolloutBatches(cfg, start, examples, tokenizer)
     loss_fn = make_sgro_loss(tokenizer.special.mask, batches.width, cfg.rl.clip_eps,

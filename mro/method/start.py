@@ -86,3 +86,14 @@ def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
     return {"score": float(np.mean(scores))}
 
   return validate
+
+
+def begin(cfg: exp_config.ExperimentConfig, workdir: str | Path):
+  """What reject sampling and RL do first: load the starting model (the config takes its
+  shapes and tokenizer), read the training examples and set up the workdir. Returns
+  (cfg, start, examples, workdir, tokenizer)."""
+  from mro.training.loop import setup, training_examples
+  cfg, start = load_start(cfg)
+  examples = training_examples(cfg)
+  wd, cfg, tokenizer = setup(cfg, workdir, examples)
+  return cfg, start, examples, wd, tokenizer
