@@ -55,3 +55,9 @@ def test_a_setting_run_twice_shows_its_latest_result_once():
   assert rows[0].startswith("| plain sampler | 6 | 75.0 |")
   other_steps = report.markdown_table([record(), record(steps=12)])
   assert len(other_steps.splitlines()) == 4
+
+
+def test_a_mean_forward_pass_count_keeps_its_decimal():
+  from mro.evaluation.report import nfe_text
+  assert (nfe_text(24), nfe_text(24.0), nfe_text(3.5), nfe_text(1.4375)) == (
+      "24", "24", "3.5", "1.4")

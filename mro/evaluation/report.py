@@ -33,7 +33,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
     rows.append([r["task"], r["protocol"], search_label(r), str(r["steps"]), str(r["n"]),
                  f"{r['accuracy']:.4f}",
                  *(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "-" for k in extras),
-                 f"{r['format_rate']:.4f}", f"{r.get('nfe_per_prompt', 0):.0f}",
+                 f"{r['format_rate']:.4f}", nfe_text(r.get('nfe_per_prompt', 0)),
                  f"{r.get('scorer_nfe_per_prompt', 0):.0f}",
                  "-" if tps is None else f"{tps:.1f}", f"{r['seconds']:.1f}"])
   widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -55,6 +55,12 @@ def search_label(record: dict[str, Any]) -> str:
   if s["method"] == "best-of-n":
     return f"best-of-{s['k'] * s['n_live']}:{_rewards_text(record)}"
   return f"mro:k{s['k']}:w{s['group_steps']}:{s['select']}:{_rewards_text(record)}"
+
+
+def nfe_text(nfe: float) -> str:
+  """Forward passes per prompt: a whole number as is, a mean (adaptive decoding) with one
+  decimal, so 3.5 passes never reads as 3 or 4."""
+  return f"{nfe:.0f}" if float(nfe).is_integer() else f"{nfe:.1f}"
 
 
 def setting_label(record: dict[str, Any]) -> str:
@@ -100,7 +106,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     row = [setting_label(r), str(r["steps"]), f"{100 * r['accuracy']:.1f}"]
     if extra:
       row.append(f"{100 * r['metrics'][extra]:.1f}")
-    row += [f"{r['nfe_per_prompt']:.0f}", str(r.get("scorer_nfe_per_prompt", 0)),
+    row += [nfe_text(r['nfe_per_prompt']), str(r.get("scorer_nfe_per_prompt", 0)),
             f"{r['seconds']:.0f}"]
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
