@@ -76,13 +76,6 @@ class RewardConfig:
   def weight(self, name: str) -> float:
     return getattr(self, f"w_{name}") if self.on(name) else 0.0
 
-  def verifying(self, group_positions: int) -> RewardConfig:
-    """This config with n_verify as a count: "all" becomes `group_positions`, the most
-    positions one group of denoising steps commits (every one of them is re-predicted)."""
-    if self.n_verify == "all":
-      return dataclasses.replace(self, n_verify=group_positions)
-    return self
-
   def total(self, **values):
     """Weighted sum of the given reward values (off rewards contribute nothing)."""
     return total(self, **values)

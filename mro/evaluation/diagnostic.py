@@ -76,8 +76,7 @@ class DiagnosticConfig:
     if len(self.eval.sampler_configs()) != 1:
       raise ValueError("give one steps value for the diagnostic")
     for n in self.n_verify:
-      if n != "all" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n_verify values are positive integers or 'all', got {n!r}")
+      RewardConfig(use=("tv",), n_verify=n)  # the reward's own check, before any work
 
 
 def collect(runner, task, examples, prompts, cfg: DiagnosticConfig) -> dict[str, np.ndarray]:

@@ -66,7 +66,6 @@ def curve_label(record: dict[str, Any], x: str = "steps") -> str:
   parts = [str(record.get("model", "?")), record["task"], record["protocol"]]
   if record.get("data"):
     parts.append(Path(record["data"]).name)
-  sampler = record.get("sampler") or {}
   try:
     base = dataclasses.asdict(get_protocol(record["protocol"], record["task"]).sampler_config())
   except ValueError:

@@ -217,18 +217,23 @@ def group_positions(cfg: SamplerConfig, group_steps: int) -> int:
   return int(tokens_per_step(cfg).max()) * group_steps
 
 
+def verify_count(rewards: RewardConfig, cfg: SamplerConfig, group_steps: int) -> RewardConfig:
+  """`rewards` with n_verify as a count: "all" becomes every position a group of
+  `group_steps` steps of `cfg` commits (the schedule is only read then)."""
+  if rewards.n_verify != "all":
+    return rewards
+  return dataclasses.replace(rewards, n_verify=group_positions(cfg, group_steps))
+
+
 def resolve_scoring(scoring: Scoring, cfg: SamplerConfig, group_steps: int) -> Scoring:
   """`scoring` with n_verify as a count for groups of `group_steps` steps of `cfg`."""
-  if scoring.rewards.n_verify != "all":
-    return scoring
-  return scoring._replace(rewards=scoring.rewards.verifying(group_positions(cfg, group_steps)))
+  return scoring._replace(rewards=verify_count(scoring.rewards, cfg, group_steps))
 
 
 def search_nfe(cfg: SamplerConfig, scfg: SearchConfig, rewards: RewardConfig) -> dict:
   """Forward passes per prompt: mask-predictor rows and scorer rows."""
   scfg = scfg.resolve(cfg)
-  if rewards.n_verify == "all":
-    rewards = rewards.verifying(group_positions(cfg, scfg.group_steps))
+  rewards = verify_count(rewards, cfg, scfg.group_steps)
   groups = cfg.steps // scfg.group_steps
   verify = scfg.pool * groups * rewards.n_verify if rewards.on("tv") else 0
   scorer = scfg.pool * groups if rewards.on("ppl") else 0

@@ -18,10 +18,11 @@ from flax import nnx
 from models.config import DTYPES
 from mro import config as exp_config
 from mro.sampling.textgen import TextSampler, batches
+from mro.loading import load_inference_model, resolve_model, resolve_scorer
+from mro.training.loop import setup, training_examples
+from rewards.tasks import get_task
 
 VALIDATION_BATCH = 64
-from mro.loading import load_inference_model, resolve_model, resolve_scorer
-from rewards.tasks import get_task
 
 
 @dataclasses.dataclass
@@ -92,7 +93,6 @@ def begin(cfg: exp_config.ExperimentConfig, workdir: str | Path):
   """What reject sampling and RL do first: load the starting model (the config takes its
   shapes and tokenizer), read the training examples and set up the workdir. Returns
   (cfg, start, examples, workdir, tokenizer)."""
-  from mro.training.loop import setup, training_examples
   cfg, start = load_start(cfg)
   examples = training_examples(cfg)
   wd, cfg, tokenizer = setup(cfg, workdir, examples)
