@@ -13,7 +13,7 @@ import sys
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from mro import options  # noqa: E402
-from mro.method.settings import SearchConfig  # noqa: E402
+from mro.method.settings import CascadeConfig, SearchConfig  # noqa: E402
 from mro.sampling.schedule import SamplerConfig  # noqa: E402
 from rewards.combine import RewardConfig  # noqa: E402
 
@@ -192,18 +192,25 @@ def cmd_plan(args) -> int:
 
 
 def _search_group(p: argparse.ArgumentParser, *, defaults: SearchConfig | None = None,
-                  rewards: RewardConfig | None = None, rewards_note: str = "") -> None:
+                  rewards: RewardConfig | None = None, rewards_note: str = "",
+                  cascade: bool = False) -> None:
   g = p.add_argument_group("MRO test-time search (docs/method.md §5)")
-  g.add_argument("--search", choices=("none", "mro", "best-of-n"), default="none",
+  g.add_argument("--search", choices=("none", "mro", "best-of-n") + ("cascade",) * cascade,
+                 default="none",
                  help="mro: expand k candidates every --group-steps steps, score, select; "
-                      "best-of-n: k independent samples picked with the same rewards "
-                      "(default: none, the plain sampler)")
+                      "best-of-n: k independent samples picked with the same rewards"
+                      + ("; cascade: decode cheaply, verify each answer with R_tv, decode "
+                         "again more carefully only the answers that fail (--stages)"
+                         if cascade else "") + " (default: none, the plain sampler)")
   g.add_argument("--scorer", default=None,
                  help="causal scorer of the ppl reward: a model dir, or 'default' (the "
                       "shipped one of --task; also the default for a shipped --model)")
   options.add_options(p, SearchConfig, "search options (with --search)", defaults=defaults)
   options.add_options(p, RewardConfig, "rewards of the search" + rewards_note,
                       defaults=rewards)
+  if cascade:
+    options.add_options(p, CascadeConfig, "verified cascade (with --search cascade; beyond "
+                        "the paper, docs/method.md)")
 
 
 def _add_train_parsers(verbs) -> None:
@@ -313,7 +320,7 @@ def _add_eval_parser(verbs) -> None:
                       show_default=False)
   _search_group(p, defaults=compact.search, rewards=compact.rewards,
                 rewards_note=" (defaults of the compact protocol; --protocol mro: the "
-                "paper's tv,ppl,q by vote at temperature 0.25)")
+                "paper's tv,ppl,q by vote at temperature 0.25)", cascade=True)
   p.set_defaults(func=cmd_eval)
 
   p = verbs.add_parser("diagnose", help="how well each reward ranks candidates by final "

@@ -1,7 +1,7 @@
 """The one table that maps command-line options onto settings fields.
 
-Every sampler, search and reward flag of `mro sample` and `mro eval` is a field of
-`SamplerConfig`, `SearchConfig` or `RewardConfig`; this table names the flag, the field
+Every sampler, search, reward and cascade flag of `mro sample` and `mro eval` is a field
+of `SamplerConfig`, `SearchConfig`, `RewardConfig` or `CascadeConfig`; this table names the flag, the field
 and its help line once. The CLI builds its flags from it (defaults shown from the
 dataclasses), and `overrides` turns parsed arguments back into per-type field
 dictionaries. A flag left unset (None) keeps whatever the base settings say (a model's
@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from mro.method.settings import SELECT, SearchConfig
+from mro.method.settings import SELECT, CascadeConfig, SearchConfig
 from mro.sampling.schedule import CACHES, REMASKING, SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.quality import SOURCES
@@ -100,8 +100,20 @@ REWARD_OPTIONS = (
            "positions re-predicted per group for R_tv, or 'all' the group committed"),
 )
 
+CASCADE_OPTIONS = (
+    Option("stages", "stages", str,
+           "the cascade's decoders, cheapest first, separated by ';', each sampler fields "
+           "as field=value[,field=value] (steps may be L/k), e.g. "
+           "'threshold=0.99;steps=L,threshold=none'"),
+    Option("accept", "accept", float,
+           "an answer whose R_tv (mean log-probability of its tokens, re-predicted a share "
+           "at a time) is >= this is final; the others go to the next stage"),
+    Option("verify-chunks", "verify_chunks", int,
+           "verification rows per answer: each re-masks every n-th answer position"),
+)
+
 TABLES = {SamplerConfig: SAMPLER_OPTIONS, SearchConfig: SEARCH_OPTIONS,
-          RewardConfig: REWARD_OPTIONS}
+          RewardConfig: REWARD_OPTIONS, CascadeConfig: CASCADE_OPTIONS}
 # the argparse destinations of every option above (gen_length, k, search_temperature, ...)
 DESTS = frozenset(o.flag.replace("-", "_") for table in TABLES.values() for o in table)
 
@@ -127,7 +139,7 @@ def add_options(parser: argparse.ArgumentParser, cls, title: str, *, skip=(),
     default = _default(cls, opt.field, defaults)
     if show_default and default is not None and "(default:" not in text:
       if isinstance(default, tuple):
-        default = ",".join(default) or "none"
+        default = (";" if opt.field == "stages" else ",").join(default) or "none"
       text += f" (default: {default})"
     dest = opt.flag.replace("-", "_")
     if opt.type is bool:  # a switch: given = True, absent = unset

@@ -52,3 +52,46 @@ def token_verification(apply, params, tokens_BL, attn_mask_BL, new_BL, keys_B, n
   logp = jnp.where(valid, logp, 0.0)
   count = valid.sum(axis=1)
   return jnp.where(count > 0, logp.sum(axis=1) / jnp.maximum(count, 1), 0.0)
+
+
+def content_mask(response_BL, eos_id: int | None):
+  """bool[B, L]: the response positions up to and including the first EOS (all of them
+  without an EOS id): what a final-answer check scores; EOS padding after the answer is
+  context, not content."""
+  if eos_id is None:
+    return jnp.ones(response_BL.shape, bool)
+  is_eos = response_BL == eos_id
+  before = jnp.cumsum(is_eos, axis=1) - is_eos  # EOS tokens strictly before each position
+  return before == 0
+
+
+def chunk_verification(apply, params, tokens_BL, attn_mask_BL, prompt_len: int, chunks: int,
+                       mask_id: int, eos_id: int | None = None):
+  """(R_tv of finished responses [B], per-position log-probabilities [B, G]).
+
+  A cheaper token verification for a complete answer: its content positions (up to the
+  first EOS) are split into `chunks` interleaved sets (response index i is in set
+  i mod chunks); each set is re-masked at once in its own row, and the mask predictor
+  re-predicts the committed tokens from the rest. `chunks` rows per sequence instead of
+  one per position; with chunks = G every set is one position and this is the
+  leave-one-out score over the whole answer. The score is the mean log-probability over
+  the content positions.
+  """
+  B, T = tokens_BL.shape
+  G = T - prompt_len
+  response = tokens_BL[:, prompt_len:]
+  content = content_mask(response, eos_id)
+  in_set = (jnp.arange(G)[None, :] % chunks) == jnp.arange(chunks)[:, None]  # [C, G]
+  hide = in_set[None] & content[:, None]  # [B, C, G]
+  rows = jnp.where(hide, mask_id, response[:, None]).reshape(B * chunks, G)
+  rows = jnp.concatenate([jnp.repeat(tokens_BL[:, :prompt_len], chunks, axis=0), rows], 1)
+  mask = None if attn_mask_BL is None else jnp.repeat(attn_mask_BL, chunks, axis=0)
+  positions = jnp.broadcast_to(prompt_len + jnp.arange(G), (B * chunks, G))
+  logits = apply(params, rows, mask, positions).reshape(B, chunks, G, -1)
+  logits = logits.at[..., mask_id].set(-jnp.inf)  # as in the sampler
+  logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1),
+                             jnp.broadcast_to(response[:, None, :, None], (B, chunks, G, 1)),
+                             axis=-1)[..., 0]
+  logp_BG = jnp.where(hide, logp, 0.0).sum(axis=1)  # each content position is in one set
+  score = logp_BG.sum(axis=1) / jnp.maximum(content.sum(axis=1), 1)
+  return score, logp_BG

@@ -52,6 +52,8 @@ def search_label(record: dict[str, Any]) -> str:
   s = record.get("search")
   if not s:
     return "-"
+  if s["method"] == "cascade":
+    return f"cascade:{len(s['stages'])}"
   if s["method"] == "best-of-n":
     return f"best-of-{s['k'] * s['n_live']}:{_rewards_text(record)}"
   return f"mro:k{s['k']}:w{s['group_steps']}:{s['select']}:{_rewards_text(record)}"
@@ -76,6 +78,9 @@ def setting_label(record: dict[str, Any]) -> str:
               + (f" ({rows} row{'s' * (rows > 1)})" if rows else ""))
   if not s:
     return "plain sampler" + extra
+  if s["method"] == "cascade":
+    return f"verified cascade ({' → '.join(s['stages'])}; R_tv in {s['verify_chunks']} " \
+           f"rows ≥ {s['accept']:g})"
   q = f", q by {r['quality_source']}" if "q" in r.get("use", ()) else ""
   n_verify = r.get("n_verify", 1)
   if "tv" in r.get("use", ()) and n_verify != 1:

@@ -44,6 +44,7 @@ from mro.evaluation.settings import EvalConfig
 from mro.files import append_jsonl, read_jsonl
 from mro.progress import Progress
 from mro.loading import load_inference_model, resolve_model, resolve_scorer
+from mro.method.cascade import run_cascade
 from mro.method.search import search_nfe
 from mro.sampling.sampler import check_lengths
 from mro.sampling.schedule import SamplerConfig
@@ -105,6 +106,13 @@ def _run_batch(sampler, searcher, cfg: EvalConfig, scfg: SamplerConfig, task, ex
   or None, token correction's (batch-sized leave-one-out passes, re-masked tokens per row)
   or None) for one padded batch."""
   batch = [prompts[i] for i in idx]
+  if cfg.cascade is not None:
+    results = run_cascade(sampler, batch, scfg, cfg.cascade, seed=cfg.seed, row_ids=idx,
+                          width=width)
+    details = [{"stage": r.stage, "stages_run": r.stages_run, "scores": list(r.scores),
+                "nfe": r.nfe} for r in results]
+    rows = [r.nfe for r in results]
+    return [r.text for r in results], details, max(rows), rows, None
   if searcher is None:
     out, prompt_len = sampler.generate_tokens(batch, scfg, seed=cfg.seed, row_ids=idx,
                                               width=width)
@@ -176,6 +184,10 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
       "denoising_steps": ((nfe - correction_nfe) / n_batches / (2 if scfg.cfg_scale else 1)
                           if counts is None else scfg.steps),
   }
+  if cfg.cascade is not None:  # how far the prompts went down the cascade
+    stages = np.array([g["search"]["stages_run"] for g in gens])
+    metrics["stages_run"] = [float(np.mean(stages >= s + 1)) for s in range(stages.max())]
+    metrics["denoising_steps"] = None
   if remasked:  # token correction: its share of the passes, and how much it re-masked
     metrics.update(correction_nfe=correction_nfe,
                    remasked_per_prompt=float(np.mean(remasked)))
@@ -278,6 +290,11 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
 
 def _search_fields(cfg: EvalConfig, scfg: SamplerConfig) -> dict[str, Any]:
   """The record's search settings: the resolved search and its rewards (None: plain)."""
+  if cfg.cascade is not None:
+    return {"search": {"method": "cascade", **dataclasses.asdict(cfg.cascade),
+                       "stage_samplers": [dataclasses.asdict(c)
+                                          for c in cfg.cascade.resolve(scfg)]},
+            "rewards": None}
   if cfg.search is None:
     return {"search": None, "rewards": None}
   search = cfg.search.resolve(scfg)

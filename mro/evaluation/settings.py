@@ -3,7 +3,8 @@
 An `EvalConfig` names a task and a protocol (prompt style and sampler defaults per task,
 mro/evaluation/protocols.py), the step counts to evaluate, and the three settings types:
 sampler overrides (fields of `SamplerConfig` that replace the protocol's), a
-`SearchConfig` (None = the plain sampler) and a `RewardConfig`. `EvalConfig.build`
+`SearchConfig` (None = the plain sampler) and a `RewardConfig`, or instead of the search a
+`CascadeConfig` (the verified cascade). `EvalConfig.build`
 makes one from flat options the way the CLI does: unset options keep the protocol's
 defaults, including its search and reward defaults when a search is asked for.
 
@@ -21,8 +22,8 @@ from typing import Any
 
 from mro import options
 from mro.evaluation.protocols import Protocol, get_protocol
-from mro.method.settings import SEARCHES, SearchConfig, search_config
-from mro.sampling.schedule import FAST, SamplerConfig
+from mro.method.settings import SEARCHES, CascadeConfig, SearchConfig, search_config
+from mro.sampling.schedule import FAST, SamplerConfig, resolve_steps
 from rewards.combine import RewardConfig
 from rewards.tasks import SPLITS, get_task
 
@@ -39,23 +40,6 @@ def parse_steps(text: str) -> tuple[str, ...]:
   return items
 
 
-def resolve_steps(item: int | str, gen_length: int) -> int:
-  """An integer, or `L`/`full` (= gen_length) or `L/k` (gen_length / k, exactly)."""
-  if isinstance(item, int) and not isinstance(item, bool):
-    return item
-  text = str(item).strip()
-  if text.lstrip("-").isdigit():
-    return int(text)
-  head, _, div = text.partition("/")
-  if head not in ("L", "full") or (div and not div.isdigit()) or div == "0":
-    raise ValueError(f"steps {text!r}: expected an integer, L, full or L/k (k a positive "
-                     "integer)")
-  k = int(div) if div else 1
-  if gen_length % k:
-    raise ValueError(f"steps {text!r}: gen_length {gen_length} is not divisible by {k}")
-  return gen_length // k
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """One `mro eval` run.
@@ -64,6 +48,8 @@ class EvalConfig:
   sampler: SamplerConfig fields replacing the protocol's (gen_length, block_length,
     temperature, remasking, threshold, cfg_scale, ...).
   search: None = the plain sampler; else the MRO search or best-of-N.
+  cascade: the verified cascade instead (search must then be None); its stages replace
+    fields of each steps value's sampler.
   rewards: the search's rewards (None = the protocol's).
   scorer: the causal scorer of R_ppl: a model dir, `default` (the task's shipped one), or
     None = the shipped scorer when the model is a shipped one.
@@ -80,6 +66,7 @@ class EvalConfig:
   sampler: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   search: SearchConfig | None = None
   rewards: RewardConfig | None = None
+  cascade: CascadeConfig | None = None
   scorer: str | None = None
   data: str | None = None
   split: str = "test"
@@ -108,29 +95,42 @@ class EvalConfig:
       raise ValueError(f"batch_size must be positive, got {self.batch_size}")
     if self.out is not None and Path(self.out).is_dir():
       raise ValueError(f"out={self.out} is a directory; give a .jsonl file path")
+    if self.search is not None and self.cascade is not None:
+      raise ValueError("give either a search or a cascade, not both")
     for scfg in self.sampler_configs():  # steps, lengths, temperature, ...: checked now
       if self.search is not None:
         self.search.resolve(scfg)
+      if self.cascade is not None:
+        self.cascade.resolve(scfg)
 
   @classmethod
   def build(cls, task: str, protocol: str = "compact", *, search: str = "none",
             fast: bool = False, **options_and_fields) -> EvalConfig:
-    """An EvalConfig from flat options, as the CLI gives them: `search` is none, mro or
-    best-of-n; sampler, search and reward options use their flag names (mro/options.py:
+    """An EvalConfig from flat options, as the CLI gives them: `search` is none, mro,
+    best-of-n or cascade (with the cascade options stages, accept, verify_chunks); sampler, search and reward options use their flag names (mro/options.py:
     gen_length, threshold, k, search_temperature, rewards, ...); unset ones (absent or
     None) keep the protocol's defaults. `fast`: the recommended fast decoding
     (`mro.sampling.schedule.FAST`), under any sampler option given explicitly. Other
     keywords are EvalConfig fields."""
-    if search not in ("none", *SEARCHES):
-      raise ValueError(f"search must be none, mro or best-of-n, got {search!r}")
+    if search not in ("none", *SEARCHES, "cascade"):
+      raise ValueError(f"search must be none, mro, best-of-n or cascade, got {search!r}")
     given = {k: v for k, v in options_and_fields.items() if v is not None}
     rest = {k: v for k, v in given.items() if k not in options.DESTS}
     sampler = {**(dict(FAST) if fast else {}), **options.overrides(given, SamplerConfig)}
     search_fields = options.overrides(given, SearchConfig)
     reward_fields = options.overrides(given, RewardConfig)
+    cascade_fields = options.overrides(given, CascadeConfig)
     p = get_protocol(protocol, task)
-    scfg = rewards = None
-    if search != "none":
+    scfg = rewards = cascade = None
+    if cascade_fields and search != "cascade":
+      raise ValueError(f"cascade option(s) {sorted(cascade_fields)} need --search cascade")
+    if search == "cascade":
+      if search_fields or reward_fields:
+        names = sorted(set(search_fields) | set(reward_fields))
+        raise ValueError(f"search option(s) {names} do not apply to --search cascade (its "
+                         "options: --stages, --accept, --verify-chunks)")
+      cascade = CascadeConfig(**cascade_fields)
+    elif search != "none":
       fields = {**dataclasses.asdict(p.search), **search_fields}
       if search == "best-of-n":
         del fields["select"]  # best-of-N never selects
@@ -140,7 +140,7 @@ class EvalConfig:
       names = sorted((set(given) & options.DESTS) - set(sampler))
       raise ValueError(f"search option(s) {names} need --search mro or best-of-n")
     return cls(task=task, protocol=protocol, sampler=sampler, search=scfg, rewards=rewards,
-               **rest)
+               cascade=cascade, **rest)
 
   def resolved_protocol(self) -> Protocol:
     """The protocol for this task with the explicit sampler options and limit applied."""

@@ -9,6 +9,8 @@
 - `DiffuGRPOConfig`, `CoupledGRPOConfig`, `WD1Config`: the objectives of the GRPO family
   (`rl.method: diffu_grpo | coupled_grpo | wd1`, docs/rl.md).
 - `ValidationConfig`: the held-out accuracy that picks the best checkpoint.
+- `CascadeConfig`: the verified cascade (decoders cheapest first, R_tv decides who
+  escalates).
 
 The rewards are `rewards.combine.RewardConfig`. This module imports no method code, so
 experiment configs (mro/config.py) and the CLI can use these types without loading JAX
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from mro.sampling.schedule import SamplerConfig
+import math
+
+from mro.sampling.schedule import SamplerConfig, resolve_steps
 
 SELECT = ("argmax", "resample", "none")  # none: candidates never selected (best-of-N)
 SEARCHES = ("mro", "best-of-n")
@@ -307,3 +311,106 @@ class ValidationConfig:
 
   def __post_init__(self):
     _positive("validation", self, ("every", "limit"))
+
+
+_SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
+
+
+def _stage_value(text: str):
+  """A stage value: none, true/false, an integer, a number, else the text (L/2, dual)."""
+  low = text.lower()
+  if low in ("none", "null"):
+    return None
+  if low in ("true", "false"):
+    return low == "true"
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text
+
+
+def parse_stage(text: str) -> dict:
+  """`threshold=0.99` or `steps=L/2,temperature=1` -> sampler fields (steps may be L/k)."""
+  fields = {}
+  for part in text.split(","):
+    key, eq, value = (s.strip() for s in part.partition("="))
+    if not eq or not key or not value:
+      raise ValueError(f"cascade stage {text!r}: expected field=value[,field=value...], "
+                       f"e.g. threshold=0.99 or steps=L/2")
+    key = key.replace("-", "_")
+    if key not in _SAMPLER_FIELDS:
+      raise ValueError(f"cascade stage {text!r}: {key!r} is not a sampler field; known: "
+                       f"{list(_SAMPLER_FIELDS)}")
+    if key in fields:
+      raise ValueError(f"cascade stage {text!r} sets {key} twice")
+    fields[key] = _stage_value(value)
+  return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeConfig:
+  """The verified cascade (`mro eval --search cascade`; beyond the paper, docs/method.md).
+
+  Every prompt is decoded by the first stage (a sampler setting: the base sampler with
+  the stage's fields replaced), and its answer is checked with R_tv over the whole
+  answer in `verify_chunks` rows (`rewards.verification.chunk_verification`: the mean
+  log-probability the model gives each committed token with a 1/verify_chunks share of
+  the answer re-masked). An answer scoring >= `accept` is final; the other prompts go on
+  to the next stage, and so on. Each prompt keeps the best-scoring answer of the stages
+  it ran. A prompt's forward passes are those of the stages it ran plus verify_chunks per
+  stage.
+
+  stages: sampler fields per stage, cheapest first, as `field=value[,field=value]` texts
+    (steps may be L or L/k) or mappings. Default: threshold 0.99 decoding (a few passes),
+    then the full L steps one token at a time; measured on the shipped Sudoku model with
+    the accept level chosen on the validation split (README, "MRO at few steps").
+  """
+
+  stages: tuple = ("threshold=0.99", "steps=L,threshold=none")
+  accept: float = -1e-4
+  verify_chunks: int = 3
+
+  def __post_init__(self):
+    stages = self.stages.split(";") if isinstance(self.stages, str) else self.stages
+    stages = tuple(s if isinstance(s, str) else
+                   ",".join(f"{k}={'none' if v is None else v}" for k, v in dict(s).items())
+                   for s in stages)
+    object.__setattr__(self, "stages", tuple(s.strip() for s in stages))
+    if not self.stages:
+      raise ValueError("cascade.stages is empty: give at least one sampler setting")
+    for s in self.stages:
+      parse_stage(s)
+    if isinstance(self.accept, bool) or not isinstance(self.accept, (int, float)) \
+        or not math.isfinite(self.accept):
+      raise ValueError(f"cascade.accept must be a finite number (a mean log-probability), "
+                       f"got {self.accept!r}")
+    _positive("cascade", self, ("verify_chunks",))
+
+  @property
+  def method(self) -> str:
+    return "cascade"
+
+  def resolve(self, base: SamplerConfig) -> tuple[SamplerConfig, ...]:
+    """One SamplerConfig per stage (ValueError naming the stage that does not fit)."""
+    if self.verify_chunks > base.gen_length:
+      raise ValueError(f"cascade.verify_chunks={self.verify_chunks} is more than the "
+                       f"{base.gen_length} response positions")
+    out = []
+    for text in self.stages:
+      fields = parse_stage(text)
+      if "steps" in fields:
+        fields["steps"] = resolve_steps(fields["steps"], fields.get("gen_length",
+                                                                    base.gen_length))
+      try:
+        out.append(dataclasses.replace(base, **fields))
+      except (TypeError, ValueError) as e:
+        raise ValueError(f"cascade stage {text!r}: {e}") from None
+      if out[-1].gen_length != base.gen_length:
+        raise ValueError(f"cascade stage {text!r}: every stage answers with the same "
+                         f"gen_length ({base.gen_length})")
+    return tuple(out)
+
+  def check(self, sampler: SamplerConfig) -> None:
+    self.resolve(sampler)

@@ -183,6 +183,23 @@ class SamplerConfig:
     return self.gen_length * (2 if self.correcting else 1)
 
 
+def resolve_steps(item: int | str, gen_length: int) -> int:
+  """An integer, or `L`/`full` (= gen_length) or `L/k` (gen_length / k, exactly)."""
+  if isinstance(item, int) and not isinstance(item, bool):
+    return item
+  text = str(item).strip()
+  if text.lstrip("-").isdigit():
+    return int(text)
+  head, _, div = text.partition("/")
+  if head not in ("L", "full") or (div and not div.isdigit()) or div == "0":
+    raise ValueError(f"steps {text!r}: expected an integer, L, full or L/k (k a positive "
+                     "integer)")
+  k = int(div) if div else 1
+  if gen_length % k:
+    raise ValueError(f"steps {text!r}: gen_length {gen_length} is not divisible by {k}")
+  return gen_length // k
+
+
 def tokens_per_step(cfg: SamplerConfig) -> np.ndarray:
   """int32[steps]: how many tokens every row commits at each step (fixed schedule)."""
   spb = cfg.steps_per_block
