@@ -193,16 +193,19 @@ def test_an_answer_above_the_level_is_final_after_the_first_stage(text_sampler, 
   assert {(r.stage, r.stages_run) for r in results} == {(0, 1)}
 
 
-def test_answers_below_the_level_run_every_stage_and_keep_the_best_scored(text_sampler,
-                                                                         arith_prompts):
-  cfg = CascadeConfig(stages=STAGES, accept=1e9, verify_chunks=2)
+@pytest.mark.parametrize("stages", [STAGES, STAGES[::-1]])
+def test_answers_below_the_level_run_every_stage_and_keep_the_best_scored(
+    text_sampler, arith_prompts, stages):
+  """On the random model more steps score higher, so the kept stage is the 16-step one in
+  either order: the later stage is not simply taken."""
+  cfg = CascadeConfig(stages=stages, accept=1e9, verify_chunks=2)
   results = run_cascade(text_sampler, arith_prompts, BASE, cfg, row_ids=np.arange(5))
   per_stage = [_plain(text_sampler, arith_prompts, c, np.arange(5)) for c in cfg.resolve(BASE)]
-  want_nfe = sum(n for _, n in per_stage) + 2 * len(STAGES)
+  want_nfe = sum(n for _, n in per_stage) + 2 * len(stages)
   assert [r.nfe for r in results] == want_nfe.tolist() == [4 + 16 + 4] * 5
   for i, r in enumerate(results):
     assert r.stages_run == 2 and len(r.scores) == 2
-    assert r.stage == int(np.argmax(r.scores))
+    assert r.stage == int(np.argmax(r.scores)) == stages.index("steps=16")
     assert r.text == per_stage[r.stage][0][i]
 
 
