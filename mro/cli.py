@@ -94,9 +94,13 @@ def cmd_sample(args) -> int:
                            **({"steps": args.steps} if args.steps else {})},
                   search=args.search, search_fields=options.overrides(args, SearchConfig),
                   reward_fields=options.overrides(args, RewardConfig), scorer=args.scorer,
-                  seed=args.seed, fast=args.fast)
+                  seed=args.seed, fast=args.fast,
+                  cascade_fields=options.overrides(args, CascadeConfig))
   for prompt, text in zip(args.prompt, result.texts):
     print(f"{prompt}{text}" if args.echo else text)
+  if result.cascade is not None:
+    print(f"cascade: forward passes per prompt {list(result.prompt_nfe)} (stages "
+          f"{' -> '.join(result.cascade.stages)})", file=sys.stderr)
   if result.search is not None:
     print(f"search: {result.nfe} forward passes per prompt (+{result.scorer_nfe} scorer); "
           f"rewards {result.rewards.spec}", file=sys.stderr)
@@ -271,7 +275,8 @@ def _add_sample_parser(verbs, for_help: bool) -> None:
   p.add_argument("--fast", action="store_true", help=FAST_HELP)
   options.add_options(p, SamplerConfig, "sampler (default: the model's recorded settings, "
                       "else these)")
-  _search_group(p, rewards_note=" (default: tv, + ppl with a scorer, + q with --task)")
+  _search_group(p, rewards_note=" (default: tv, + ppl with a scorer, + q with --task)",
+                cascade=True)
   p.set_defaults(func=cmd_sample)
 
 

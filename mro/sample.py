@@ -1,4 +1,5 @@
-"""`mro sample`: text in, text out, with the plain sampler or the MRO search.
+"""`mro sample`: text in, text out, with the plain sampler, the MRO search or the verified
+cascade.
 
 `sample(model, prompts, ...)` resolves the model name (`default` + task = the shipped
 model of the task), starts from the model's own recorded sampler settings (its
@@ -16,7 +17,7 @@ from typing import Any
 
 from mro.loading import (load_inference_model, recorded_sampler_config, resolve_model,
                          resolve_scorer)
-from mro.method.settings import SearchConfig, search_config
+from mro.method.settings import CascadeConfig, SearchConfig, search_config
 from mro.sampling import schedule
 from mro.sampling.schedule import SamplerConfig, with_overrides
 from mro.sampling.textgen import TextSampler
@@ -32,6 +33,8 @@ class SampleResult:
   rewards: RewardConfig | None = None
   nfe: int = 0  # mask-predictor forward passes per prompt (search), or over the batch
   scorer_nfe: int = 0
+  cascade: CascadeConfig | None = None
+  prompt_nfe: tuple[int, ...] = ()  # the cascade: each prompt's own forward passes
 
 
 def default_sample_rewards(has_scorer: bool, task) -> RewardConfig:
@@ -43,9 +46,12 @@ def sample(model: str, prompts: Sequence[str], *, task: str | None = None,
            sampler: Mapping[str, Any] | None = None, search: str = "none",
            search_fields: Mapping[str, Any] | None = None,
            reward_fields: Mapping[str, Any] | None = None, scorer: str | None = None,
-           seed: int = 0, fast: bool = False) -> SampleResult:
+           seed: int = 0, fast: bool = False,
+           cascade_fields: Mapping[str, Any] | None = None) -> SampleResult:
   """Samples one response per prompt (see the module docstring). `fast`: the recommended
-  fast decoding on top of the model's own settings (explicit `sampler` fields win)."""
+  fast decoding on top of the model's own settings (explicit `sampler` fields win).
+  `search="cascade"`: the verified cascade (`cascade_fields`: CascadeConfig fields), its
+  stages replacing fields of the model's settings."""
   if not prompts:
     raise ValueError("give at least one prompt")
   task_obj = get_task(task) if task else None
@@ -54,12 +60,26 @@ def sample(model: str, prompts: Sequence[str], *, task: str | None = None,
   cfg = with_overrides(schedule.fast(base) if fast else base, **(sampler or {}))
   net, model_cfg, _, tokenizer = load_inference_model(path)
   text_sampler = TextSampler(net, model_cfg, tokenizer)
+  if cascade_fields and search != "cascade":
+    raise ValueError(f"cascade option(s) {sorted(cascade_fields)} need --search cascade")
+  if search == "cascade":
+    if search_fields or reward_fields or scorer:
+      raise ValueError("search and reward options do not apply to --search cascade (its "
+                       "options: --stages, --accept, --verify-chunks)")
+    ccfg = CascadeConfig(**(cascade_fields or {}))
+    ccfg.resolve(cfg)  # bad stages are named before anything runs
   if search == "none":
     if search_fields or reward_fields or scorer:
       raise ValueError("search and reward options need --search mro or best-of-n")
     out, prompt_len = text_sampler.generate_tokens(list(prompts), cfg, seed=seed)
     return SampleResult([g.text for g in text_sampler.decode(out, prompt_len)], cfg,
                         nfe=int(out.nfe))
+  if search == "cascade":
+    from mro.method.cascade import run_cascade
+    results = run_cascade(text_sampler, list(prompts), cfg, ccfg, seed=seed)
+    return SampleResult([r.text for r in results], cfg, cascade=ccfg,
+                        nfe=max(r.nfe for r in results),
+                        prompt_nfe=tuple(r.nfe for r in results))
   from mro.method.textsearch import SearchRunner
   scfg = search_config(search, **(search_fields or {})).resolve(cfg)
   scorer_path = resolve_scorer(scorer, task, model)

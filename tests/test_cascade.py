@@ -254,3 +254,18 @@ def test_eval_records_the_cascade_its_stage_samplers_and_each_prompts_passes(mod
 def evaluate_key(record):
   from mro.evaluation.runner import setting_key
   return setting_key(record)
+
+
+def test_mro_sample_runs_the_cascade_on_the_shipped_model_and_names_misplaced_options():
+  from mro.sample import sample
+  from rewards.tasks import get_task
+  examples = get_task("sudoku").examples("test", limit=2)
+  result = sample("default", [e.prompt for e in examples], task="sudoku", search="cascade")
+  assert result.texts == [e.target for e in examples]
+  assert result.cascade == CascadeConfig() and len(result.prompt_nfe) == 2
+  assert min(result.prompt_nfe) >= 1 + CascadeConfig().verify_chunks
+  with pytest.raises(ValueError, match=r"\['accept'\] need --search cascade"):
+    sample("default", ["Sudoku 0040402310003014"], task="sudoku", cascade_fields={"accept": -1})
+  with pytest.raises(ValueError, match="do not apply to --search cascade"):
+    sample("default", ["Sudoku 0040402310003014"], task="sudoku", search="cascade",
+           search_fields={"k": 2})

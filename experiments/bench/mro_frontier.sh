@@ -2,8 +2,10 @@
 # Few steps at full-step accuracy? (README, "MRO at few steps"): accuracy against cost on
 # a task's test split for the plain sampler (steps L..L/8), confidence-threshold decoding,
 # best-of-N at equal NFE, the MRO search (defaults, more candidates, fewer groups, token
-# correction inside the sampler) and, reported apart, the search with the task's own
-# label-free check as R_q. One results file per task; the table is `mro eval`'s rows and
+# correction inside the sampler), the verified cascade (threshold decoding first, R_tv over
+# each finished answer decides which prompts are decoded again at L steps; its accept level
+# was chosen on the validation split, the other levels draw the curve) and, reported apart,
+# the search with the task's own label-free check as R_q. One results file per task; the table is `mro eval`'s rows and
 # the curves come from `mro plot --x nfe|seconds`.
 # Usage (repository root): experiments/bench/mro_frontier.sh [sudoku|arith ...]
 #   OUT=runs/frontier (default) · LIMIT=256 (default; arith runs the first LIMIT)
@@ -21,7 +23,7 @@ for task in ${*:-sudoku arith}; do
   res="$out/$task.jsonl"
   common=(--model default --task "$task" "${data[@]}" --batch-size 64 --out "$res")
   "$mro" eval "${common[@]}" --steps L,L/2,L/4,L/8
-  for t in 0.99 0.95 0.9 0.8 0.7; do
+  for t in 0.9999 0.999 0.99 0.95 0.9 0.8 0.7; do
     "$mro" eval "${common[@]}" --steps L --threshold $t
   done
   "$mro" eval "${common[@]}" --steps $few --search best-of-n            # k = 4, tv+ppl
@@ -36,6 +38,11 @@ for task in ${*:-sudoku arith}; do
   # one-out probability below 0.5) are re-masked once and decoded again
   "$mro" eval "${common[@]}" --steps $few --correct-below 0.5
   "$mro" eval "${common[@]}" --steps $few --correct-below 0.5 --correct-rows 1
+  # the verified cascade: the default, then other accept levels for the curve
+  "$mro" eval "${common[@]}" --search cascade
+  for a in -0.001 -0.0003 -0.00003; do
+    "$mro" eval "${common[@]}" --search cascade --accept $a
+  done
   # the task's label-free check as R_q (Sudoku: the grid obeys the rules), reported apart;
   # arithmetic's check recomputes the answer, which is the label: not run
   [ "$task" = sudoku ] && "$mro" eval "${common[@]}" --steps $few --search mro --rewards tv,ppl,q \
