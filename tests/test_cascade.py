@@ -248,7 +248,11 @@ def test_eval_records_the_cascade_its_stage_samplers_and_each_prompts_passes(mod
   other = EvalConfig.build("arith", search="cascade", stages=";".join(STAGES), accept=-1e9,
                            verify_chunks=2, gen_length=16, steps="L", limit=5, batch_size=4,
                            temperature=1.0)
-  assert evaluate_key(record) != evaluate_key(run_eval(model_dir, other)[0])
+  second = run_eval(model_dir, other)[0]
+  assert evaluate_key(record) != evaluate_key(second)
+  from mro.evaluation import plot
+  assert len(plot.curves([record, second], "nfe")) == 1  # accept levels: one cost curve
+  assert len(plot.curves([record, second], "steps")) == 2
 
 
 def evaluate_key(record):

@@ -50,12 +50,16 @@ def curve_label(record: dict[str, Any], x: str = "steps") -> str:
   """Everything that makes a setting different except its steps: model, task, protocol,
   data file, the search and its rewards (report.setting_label), and every sampler
   option that differs from the protocol's (block, temperature, remasking, ...). Against
-  cost (x = nfe or seconds) the thresholds of one setting lie along one curve too."""
+  cost (x = nfe or seconds) the thresholds of one setting lie along one curve too, and
+  so do the accept levels of one cascade."""
   sampler = record.get("sampler") or {}
   if x != "steps" and sampler.get("threshold") is not None:
     plain = {**record, "sampler": {**sampler, "threshold": None}}
     return curve_label(plain, x) + ", threshold rule"
   search = record.get("search") or {}
+  if x != "steps" and search.get("method") == "cascade" and search.get("accept") is not None:
+    # the accept levels of one cascade trade cost for accuracy: one curve
+    return curve_label({**record, "search": {**search, "accept": None}}, x)
   points = search.get("search_points")
   if x != "steps" and points and search["group_steps"] * points == record["steps"]:
     # the default w follows the steps: one curve for every step count

@@ -79,8 +79,9 @@ def setting_label(record: dict[str, Any]) -> str:
   if not s:
     return "plain sampler" + extra
   if s["method"] == "cascade":
+    level = "" if s.get("accept") is None else f" ≥ {s['accept']:g}"
     return f"verified cascade ({' → '.join(s['stages'])}; R_tv in {s['verify_chunks']} " \
-           f"rows ≥ {s['accept']:g})"
+           f"rows{level})"
   q = f", q by {r['quality_source']}" if "q" in r.get("use", ()) else ""
   n_verify = r.get("n_verify", 1)
   if "tv" in r.get("use", ()) and n_verify != 1:
