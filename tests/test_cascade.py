@@ -17,23 +17,10 @@ from mro.method.cascade import bucket, run_cascade
 from mro.method.settings import CascadeConfig, parse_stage
 from mro.sampling.schedule import SamplerConfig
 from rewards.verification import chunk_verification, content_mask, loo_logprobs
-from test_evaluate import save_random_model
+from test_evaluate import model_dir, text_sampler  # noqa: F401 (the random text model)
 
 BASE = SamplerConfig(gen_length=16, steps=16, block_length=16, temperature=1.0)
 STAGES = ("steps=4", "steps=16")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-  return save_random_model(tmp_path_factory.mktemp("cascade_model") / "model")
-
-
-@pytest.fixture(scope="module")
-def text_sampler(model_dir):
-  from mro.loading import load_inference_model
-  from mro.sampling.textgen import TextSampler
-  model, model_cfg, _, tok = load_inference_model(model_dir)
-  return TextSampler(model, model_cfg, tok)
 
 
 @pytest.fixture(scope="module")
