@@ -133,7 +133,10 @@ def cmd_eval(args) -> int:
 def cmd_diagnose(args) -> int:
   from mro.evaluation import diagnostic
   from mro.evaluation.settings import EvalConfig
-  n_verify = tuple(x if x == "all" else int(x) for x in args.n_verify.split(","))
+  try:
+    n_verify = tuple(options.count_or_all(x.strip()) for x in args.n_verify.split(","))
+  except argparse.ArgumentTypeError as e:
+    raise ValueError(f"--n-verify: {e}") from None
   cfg = diagnostic.DiagnosticConfig(EvalConfig.build(
       args.task, args.protocol, search="best-of-n", steps=args.steps, data=args.data,
       split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,

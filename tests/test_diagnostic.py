@@ -53,3 +53,10 @@ def test_diagnose_runs_on_the_shipped_model_and_prints_every_reward(capsys, tmp_
   with pytest.raises(ValueError, match="n_verify"):
     D.DiagnosticConfig(D.EvalConfig.build("sudoku", search="best-of-n", steps="6"),
                        n_verify=(0,))
+
+
+def test_a_bad_n_verify_list_is_one_named_error_before_any_work(capsys):
+  assert cli.main(["diagnose", "--task", "sudoku", "--steps", "6", "--n-verify", "1,al"]) == 2
+  err = capsys.readouterr().err
+  assert "--n-verify: expected a positive integer or 'all', got 'al'" in err
+  assert "Traceback" not in err
