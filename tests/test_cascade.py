@@ -166,8 +166,8 @@ def test_bucket_sizes_are_powers_of_two_capped_by_the_batch():
 # --- the cascade ----------------------------------------------------------------------------
 
 
-def _plain(sampler, prompts, cfg, row_ids):
-  out, P = sampler.generate_tokens(prompts, cfg, seed=0, row_ids=row_ids)
+def _plain(sampler, prompts, cfg, row_ids, seed=0):
+  out, P = sampler.generate_tokens(prompts, cfg, seed=seed, row_ids=row_ids)
   return [g.text for g in sampler.decode(out, P)], np.asarray(out.nfe_per_row)
 
 
@@ -187,7 +187,8 @@ def test_answers_below_the_level_run_every_stage_and_keep_the_best_scored(
   either order: the later stage is not simply taken."""
   cfg = CascadeConfig(stages=stages, accept=1e9, verify_chunks=2)
   results = run_cascade(text_sampler, arith_prompts, BASE, cfg, row_ids=np.arange(5))
-  per_stage = [_plain(text_sampler, arith_prompts, c, np.arange(5)) for c in cfg.resolve(BASE)]
+  per_stage = [_plain(text_sampler, arith_prompts, c, np.arange(5), seed=s)  # stage s: seed + s
+               for s, c in enumerate(cfg.resolve(BASE))]
   want_nfe = sum(n for _, n in per_stage) + 2 * len(stages)
   assert [r.nfe for r in results] == want_nfe.tolist() == [4 + 16 + 4] * 5
   for i, r in enumerate(results):
@@ -260,3 +261,10 @@ def test_mro_sample_runs_the_cascade_on_the_shipped_model_and_names_misplaced_op
   with pytest.raises(ValueError, match="do not apply to --search cascade"):
     sample("default", ["Sudoku 0040402310003014"], task="sudoku", search="cascade",
            search_fields={"k": 2})
+
+
+def test_two_sampled_stages_with_the_same_settings_draw_different_answers(text_sampler,
+                                                                          arith_prompts):
+  cfg = CascadeConfig(stages=("steps=8", "steps=8"), accept=1e9, verify_chunks=2)
+  (result,) = run_cascade(text_sampler, arith_prompts[:1], BASE, cfg)
+  assert result.scores[0] != result.scores[1]

@@ -9,7 +9,8 @@ acceptance level to the next, more careful stage. See `CascadeConfig`.
 
 Each stage runs on the still-open rows of the batch only, padded to a power of two (so a
 batch compiles a handful of shapes, not one per count). Rows keep their random streams
-(row ids), so a row's result does not depend on the rest of the batch.
+(row ids), so a row's result does not depend on the rest of the batch. Stage s samples
+with seed + s, so two sampled stages with the same settings draw different answers.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def run_cascade(sampler, prompts: Sequence[str], base: SamplerConfig, cfg: Casca
     size = bucket(len(open_rows), n)
     rows = np.concatenate([open_rows, np.full(size - len(open_rows), open_rows[0])])
     batch = [prompts[i] for i in rows]
-    out, prompt_len = sampler.generate_tokens(batch, stage, seed=seed, row_ids=row_ids[rows],
-                                              width=width)
+    out, prompt_len = sampler.generate_tokens(batch, stage, seed=seed + s,
+                                              row_ids=row_ids[rows], width=width)
     _, prompt_mask = sampler.encode_prompts(batch, width)
     score = verify_answers(sampler, out, prompt_mask, prompt_len, cfg.verify_chunks)
     texts = [g.text for g in sampler.decode(out, prompt_len)]
