@@ -2,7 +2,7 @@
 # How the verified cascade's defaults were chosen (README, "MRO at few steps"): its stages,
 # verification rows and accept level against plain and threshold decoding on the Sudoku
 # VALIDATION split (the test split is then reported with the chosen setting, not re-tuned),
-# and the same check on arithmetic's generated validation split.
+# and the same check on the generated validation splits of arithmetic and Countdown.
 # Usage (repository root): experiments/bench/cascade_validation.sh   OUT=runs/cascade_val
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,9 +27,19 @@ for a in -0.0003 -0.0001; do
   "$mro" eval "${v[@]}" --search cascade --stages "threshold=0.999;steps=L,threshold=none" --accept $a
   "$mro" eval "${v[@]}" --search cascade --stages "threshold=0.99;threshold=0.999;steps=L,threshold=none" --accept $a
 done
+# two more stages for the prompts the default's last stage leaves unverified
+d="threshold=0.99;threshold=0.999;steps=L,threshold=none"
+"$mro" eval "${v[@]}" --search cascade \
+  --stages "$d;steps=L,threshold=none,remasking=random;steps=L,threshold=none,temperature=1"
 a=(--model default --task arith --split validation --limit 256 --batch-size 64
    --out "$out/arith_validation.jsonl")
 "$mro" eval "${a[@]}" --steps L,L/2,L/4
 "$mro" eval "${a[@]}" --threshold 0.99
 "$mro" eval "${a[@]}" --search cascade --stages "$two" --accept -0.01
-"${PYTHON:-.venv/bin/python}" -m experiments.bench.tables "$out"/sudoku_validation.jsonl "$out"/arith_validation.jsonl
+c=(--model default --task countdown --split validation --limit 256 --batch-size 64
+   --out "$out/countdown_validation.jsonl")
+"$mro" eval "${c[@]}" --steps L,L/2,L/4
+for t in 0.99 0.999; do "$mro" eval "${c[@]}" --threshold $t; done
+"$mro" eval "${c[@]}" --search cascade
+"${PYTHON:-.venv/bin/python}" -m experiments.bench.tables "$out"/sudoku_validation.jsonl \
+  "$out"/arith_validation.jsonl "$out"/countdown_validation.jsonl
