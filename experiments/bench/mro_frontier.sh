@@ -43,6 +43,7 @@ for task in ${*:-sudoku arith}; do
   for a in -0.001 -0.0003 -0.00003; do
     "$mro" eval "${common[@]}" --search cascade --accept $a
   done
+  "$mro" eval "${common[@]}" --search cascade --stages "threshold=0.99;threshold=0.999;steps=L,threshold=none;steps=L,threshold=none,remasking=random;steps=L,threshold=none,temperature=1"
   # the task's label-free check as R_q (Sudoku: the grid obeys the rules), reported apart;
   # arithmetic's check recomputes the answer, which is the label: not run
   [ "$task" = sudoku ] && "$mro" eval "${common[@]}" --steps $few --search mro --rewards tv,ppl,q \
