@@ -1,8 +1,8 @@
 """The one table that maps command-line options onto settings fields.
 
 Every sampler, search, reward and cascade flag of `mro sample` and `mro eval` is a field
-of `SamplerConfig`, `SearchConfig`, `RewardConfig` or `CascadeConfig`; this table names the flag, the field
-and its help line once. The CLI builds its flags from it (defaults shown from the
+of `SamplerConfig`, `SearchConfig`, `RewardConfig` or `CascadeConfig`; this table names the
+flag, the field and its help line once. The CLI builds its flags from it (defaults shown from the
 dataclasses), and `overrides` turns parsed arguments back into per-type field
 dictionaries. A flag left unset (None) keeps whatever the base settings say (a model's
 recorded sampler, a protocol's defaults).

@@ -17,7 +17,7 @@ from typing import Any
 
 from mro.loading import (load_inference_model, recorded_sampler_config, resolve_model,
                          resolve_scorer)
-from mro.method.settings import CascadeConfig, SearchConfig, search_config
+from mro.method.settings import CascadeConfig, SearchConfig, cascade_config, search_config
 from mro.sampling import schedule
 from mro.sampling.schedule import SamplerConfig, with_overrides
 from mro.sampling.textgen import TextSampler
@@ -58,16 +58,13 @@ def sample(model: str, prompts: Sequence[str], *, task: str | None = None,
   path = resolve_model(model, task)
   base = recorded_sampler_config(path) or SamplerConfig()
   cfg = with_overrides(schedule.fast(base) if fast else base, **(sampler or {}))
+  ccfg = cascade_config(search, cascade_fields or {},
+                        {*(search_fields or {}), *(reward_fields or {}),
+                         *(["scorer"] if scorer else [])})
+  if ccfg is not None:
+    ccfg.resolve(cfg)  # bad stages are named before the model is loaded
   net, model_cfg, _, tokenizer = load_inference_model(path)
   text_sampler = TextSampler(net, model_cfg, tokenizer)
-  if cascade_fields and search != "cascade":
-    raise ValueError(f"cascade option(s) {sorted(cascade_fields)} need --search cascade")
-  if search == "cascade":
-    if search_fields or reward_fields or scorer:
-      raise ValueError("search and reward options do not apply to --search cascade (its "
-                       "options: --stages, --accept, --verify-chunks)")
-    ccfg = CascadeConfig(**(cascade_fields or {}))
-    ccfg.resolve(cfg)  # bad stages are named before anything runs
   if search == "none":
     if search_fields or reward_fields or scorer:
       raise ValueError("search and reward options need --search mro or best-of-n")

@@ -25,6 +25,14 @@ def pick_positions(keys_B, candidates_BL, n: int):
   return positions.astype(jnp.int32), top_scores >= 0.0
 
 
+def committed_logprobs(logits, tokens, mask_id: int):
+  """log p(token) for logits [..., V] and tokens [...]; MASK is no prediction, as in the
+  sampler."""
+  logits = logits.at[..., mask_id].set(-jnp.inf)
+  return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[..., None],
+                             axis=-1)[..., 0]
+
+
 def loo_logprobs(apply, params, tokens_BL, attn_mask_BL, positions_BN, mask_id: int):
   """float32[B, N]: log p(token at m | the state with only m re-masked) for each position
   m of `positions_BN` (one leave-one-out row per position: B * N extra rows of one forward
@@ -36,8 +44,7 @@ def loo_logprobs(apply, params, tokens_BL, attn_mask_BL, positions_BN, mask_id: 
   rows = rows.at[jnp.arange(B * N), pos].set(mask_id)
   mask = None if attn_mask_BL is None else jnp.repeat(attn_mask_BL, N, axis=0)
   logits = apply(params, rows, mask, pos[:, None])[:, 0]  # [B * N, V]
-  logits = logits.at[:, mask_id].set(-jnp.inf)  # as in the sampler: MASK is no prediction
-  return jax.nn.log_softmax(logits, axis=-1)[jnp.arange(B * N), gold].reshape(B, N)
+  return committed_logprobs(logits, gold, mask_id).reshape(B, N)
 
 
 def token_verification(apply, params, tokens_BL, attn_mask_BL, new_BL, keys_B, n_verify: int,
@@ -88,10 +95,8 @@ def chunk_verification(apply, params, tokens_BL, attn_mask_BL, prompt_len: int, 
   mask = None if attn_mask_BL is None else jnp.repeat(attn_mask_BL, chunks, axis=0)
   positions = jnp.broadcast_to(prompt_len + jnp.arange(G), (B * chunks, G))
   logits = apply(params, rows, mask, positions).reshape(B, chunks, G, -1)
-  logits = logits.at[..., mask_id].set(-jnp.inf)  # as in the sampler
-  logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1),
-                             jnp.broadcast_to(response[:, None, :, None], (B, chunks, G, 1)),
-                             axis=-1)[..., 0]
+  logp = committed_logprobs(logits, jnp.broadcast_to(response[:, None], (B, chunks, G)),
+                            mask_id)
   logp_BG = jnp.where(hide, logp, 0.0).sum(axis=1)  # each content position is in one set
   score = logp_BG.sum(axis=1) / jnp.maximum(content.sum(axis=1), 1)
   return score, logp_BG

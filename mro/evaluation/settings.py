@@ -22,7 +22,8 @@ from typing import Any
 
 from mro import options
 from mro.evaluation.protocols import Protocol, get_protocol
-from mro.method.settings import SEARCHES, CascadeConfig, SearchConfig, search_config
+from mro.method.settings import (SEARCHES, CascadeConfig, SearchConfig, cascade_config,
+                                 search_config)
 from mro.sampling.schedule import FAST, SamplerConfig, resolve_steps
 from rewards.combine import RewardConfig
 from rewards.tasks import SPLITS, get_task
@@ -107,11 +108,11 @@ class EvalConfig:
   def build(cls, task: str, protocol: str = "compact", *, search: str = "none",
             fast: bool = False, **options_and_fields) -> EvalConfig:
     """An EvalConfig from flat options, as the CLI gives them: `search` is none, mro,
-    best-of-n or cascade (with the cascade options stages, accept, verify_chunks); sampler, search and reward options use their flag names (mro/options.py:
-    gen_length, threshold, k, search_temperature, rewards, ...); unset ones (absent or
-    None) keep the protocol's defaults. `fast`: the recommended fast decoding
-    (`mro.sampling.schedule.FAST`), under any sampler option given explicitly. Other
-    keywords are EvalConfig fields."""
+    best-of-n or cascade; sampler, search, reward and cascade options use their flag names
+    (mro/options.py: gen_length, threshold, k, search_temperature, rewards, stages, ...);
+    unset ones (absent or None) keep the protocol's defaults. `fast`: the recommended fast
+    decoding (`mro.sampling.schedule.FAST`), under any sampler option given explicitly.
+    Other keywords are EvalConfig fields."""
     if search not in ("none", *SEARCHES, "cascade"):
       raise ValueError(f"search must be none, mro, best-of-n or cascade, got {search!r}")
     given = {k: v for k, v in options_and_fields.items() if v is not None}
@@ -119,18 +120,11 @@ class EvalConfig:
     sampler = {**(dict(FAST) if fast else {}), **options.overrides(given, SamplerConfig)}
     search_fields = options.overrides(given, SearchConfig)
     reward_fields = options.overrides(given, RewardConfig)
-    cascade_fields = options.overrides(given, CascadeConfig)
     p = get_protocol(protocol, task)
-    scfg = rewards = cascade = None
-    if cascade_fields and search != "cascade":
-      raise ValueError(f"cascade option(s) {sorted(cascade_fields)} need --search cascade")
-    if search == "cascade":
-      if search_fields or reward_fields:
-        names = sorted(set(search_fields) | set(reward_fields))
-        raise ValueError(f"search option(s) {names} do not apply to --search cascade (its "
-                         "options: --stages, --accept, --verify-chunks)")
-      cascade = CascadeConfig(**cascade_fields)
-    elif search != "none":
+    scfg = rewards = None
+    cascade = cascade_config(search, options.overrides(given, CascadeConfig),
+                             set(search_fields) | set(reward_fields))
+    if search not in ("none", "cascade"):
       fields = {**dataclasses.asdict(p.search), **search_fields}
       if search == "best-of-n":
         del fields["select"]  # best-of-N never selects

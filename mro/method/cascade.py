@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mro.method.settings import CascadeConfig
+from mro.sampling.sampler import response_attention
 from mro.sampling.schedule import SamplerConfig
 from rewards.verification import chunk_verification
 
@@ -37,9 +38,10 @@ class CascadeResult:
   scores: tuple[float, ...]  # R_tv of each stage's answer, in order
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "prompt_len", "chunks", "mask_id",
-                                             "eos_id"))
-def _verify(apply, params, tokens, attn, prompt_len, chunks, mask_id, eos_id):
+@functools.partial(jax.jit, static_argnames=("apply", "chunks", "mask_id", "eos_id"))
+def _verify(apply, params, tokens, prompt_mask, chunks, mask_id, eos_id):
+  prompt_len = prompt_mask.shape[1]
+  attn = response_attention(prompt_mask, tokens.shape[1] - prompt_len)
   return chunk_verification(apply, params, tokens, attn, prompt_len, chunks, mask_id,
                             eos_id)[0]
 
@@ -49,14 +51,11 @@ def bucket(n: int, cap: int) -> int:
   return min(cap, 1 << max(0, n - 1).bit_length())
 
 
-def verify_answers(sampler, out, prompt_mask, prompt_len: int, chunks: int) -> np.ndarray:
-  """R_tv (chunked, over each whole answer) of a `generate_tokens` output: float[B]."""
+def verify_answers(sampler, out, prompt_mask, chunks: int) -> np.ndarray:
+  """R_tv (chunked, over each whole answer) of a `generate_encoded` output: float[B]."""
   tok = sampler.tokenizer.special
-  gen = out.tokens.shape[1] - prompt_len
-  attn = np.concatenate([prompt_mask.astype(bool), np.ones((len(prompt_mask), gen), bool)],
-                        axis=1)
   return np.asarray(_verify(sampler.apply, sampler.params, jnp.asarray(out.tokens),
-                            jnp.asarray(attn), prompt_len, chunks, tok.mask, tok.eos))
+                            jnp.asarray(prompt_mask), chunks, tok.mask, tok.eos))
 
 
 def run_cascade(sampler, prompts: Sequence[str], base: SamplerConfig, cfg: CascadeConfig, *,
@@ -76,12 +75,11 @@ def run_cascade(sampler, prompts: Sequence[str], base: SamplerConfig, cfg: Casca
       break
     size = bucket(len(open_rows), n)
     rows = np.concatenate([open_rows, np.full(size - len(open_rows), open_rows[0])])
-    batch = [prompts[i] for i in rows]
-    out, prompt_len = sampler.generate_tokens(batch, stage, seed=seed + s,
-                                              row_ids=row_ids[rows], width=width)
-    _, prompt_mask = sampler.encode_prompts(batch, width)
-    score = verify_answers(sampler, out, prompt_mask, prompt_len, cfg.verify_chunks)
-    texts = [g.text for g in sampler.decode(out, prompt_len)]
+    tokens, prompt_mask = sampler.encode_prompts([prompts[i] for i in rows], width)
+    out = sampler.generate_encoded(tokens, prompt_mask, stage, seed=seed + s,
+                                   row_ids=row_ids[rows])
+    score = verify_answers(sampler, out, prompt_mask, cfg.verify_chunks)
+    texts = [g.text for g in sampler.decode(out, tokens.shape[1])]
     passes = np.asarray(out.nfe_per_row)
     for j, i in enumerate(open_rows):
       nfe[i] += int(passes[j]) + cfg.verify_chunks

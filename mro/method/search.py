@@ -32,7 +32,7 @@ from models.sharding import place_params, shard_batch
 from mro.method.settings import SearchConfig
 from mro.sampling.cache import new_cache
 from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
-                                  map_rows, row_keys, run_steps)
+                                  map_rows, response_attention, row_keys, run_steps)
 from mro.sampling.schedule import SamplerConfig, tokens_per_step
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
@@ -174,10 +174,8 @@ def _init(apply, params, prompt_BP, prompt_mask_BP, prompt_keys, cfg: SamplerCon
   B, P = prompt_BP.shape
   N, G = scfg.pool, cfg.steps // scfg.group_steps
   tokens = jnp.repeat(prompt_BP, N, axis=0)
-  attn = None
-  if prompt_mask_BP is not None:
-    attn = jnp.concatenate([jnp.repeat(prompt_mask_BP.astype(bool), N, axis=0),
-                            jnp.ones((B * N, cfg.gen_length), bool)], axis=1)
+  attn = None if prompt_mask_BP is None else response_attention(
+      jnp.repeat(prompt_mask_BP, N, axis=0), cfg.gen_length)
   cache = new_cache(apply, params, B * N, P + cfg.gen_length, cfg)
   state = init_state(tokens, cfg.gen_length, candidate_keys(prompt_keys, 0, N), mask_id, cache)
   zeros = jnp.zeros((B * N, G), jnp.float32)

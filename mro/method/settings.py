@@ -20,7 +20,6 @@ programs.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 from mro.sampling.schedule import SamplerConfig, resolve_steps
@@ -415,3 +414,17 @@ class CascadeConfig:
 
   def check(self, sampler: SamplerConfig) -> None:
     self.resolve(sampler)
+
+
+def cascade_config(search: str, cascade_fields, other_options) -> CascadeConfig | None:
+  """The cascade that `search` asks for (None for any other search). Cascade fields without
+  search=cascade, and search or reward options (`other_options`: their names) with it,
+  are refused by name."""
+  if cascade_fields and search != "cascade":
+    raise ValueError(f"cascade option(s) {sorted(cascade_fields)} need --search cascade")
+  if search != "cascade":
+    return None
+  if other_options:
+    raise ValueError(f"search option(s) {sorted(other_options)} do not apply to --search "
+                     "cascade (its options: --stages, --accept, --verify-chunks)")
+  return CascadeConfig(**cascade_fields)

@@ -331,16 +331,22 @@ def run_steps(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_len:
   return jax.lax.while_loop(unfinished, step_fn, state)
 
 
+def response_attention(prompt_mask_BP, gen_length: int):
+  """bool[B, P + gen_length]: a left-padded prompt's mask followed by the response (always
+  attended), or None without a prompt mask."""
+  if prompt_mask_BP is None:
+    return None
+  B = prompt_mask_BP.shape[0]
+  return jnp.concatenate([prompt_mask_BP.astype(bool), jnp.ones((B, gen_length), bool)], axis=1)
+
+
 @functools.partial(jax.jit, static_argnames=("apply", "cfg", "mask_id", "eos_id"))
 def generate_compiled(apply, params, prompt_BP, prompt_mask_BP, keys, cfg, mask_id,
                       eos_id=None):
   """The jitted core of `generate` (no input checks, no placement): what `mro plan`
   lowers on abstract shapes. Prefer `generate`."""
   B, P = prompt_BP.shape
-  attn_mask = None
-  if prompt_mask_BP is not None:
-    attn_mask = jnp.concatenate([prompt_mask_BP.astype(bool),
-                                 jnp.ones((B, cfg.gen_length), bool)], axis=1)
+  attn_mask = response_attention(prompt_mask_BP, cfg.gen_length)
   cache = new_cache(apply, params, B, P + cfg.gen_length, cfg)
   state = init_state(prompt_BP, cfg.gen_length, keys, mask_id, cache,
                      new_correction(B, P + cfg.gen_length, cfg))

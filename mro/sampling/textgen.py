@@ -55,12 +55,17 @@ class TextSampler:
     """`params`: sample with these weights instead of the bound ones (a model being
     trained); the sampler never keeps them."""
     tokens, mask = self.encode_prompts(prompts, width)
+    return self.generate_encoded(tokens, mask, cfg, seed, row_ids, params), tokens.shape[1]
+
+  def generate_encoded(self, tokens, mask, cfg: SamplerConfig, seed: int = 0, row_ids=None,
+                       params=None) -> GenerateOutput:
+    """`generate_tokens` for prompts already encoded (`encode_prompts`' tokens and mask)."""
     params = self.params if params is None else params
     out = generate(self.apply, params, tokens, cfg, mask_id=self.tokenizer.special.mask,
                    max_seq_len=self.model_cfg.max_seq_len, key=jax.random.key(seed),
                    row_ids=row_ids, prompt_mask_BP=mask, mesh=self.mesh,
                    eos_id=self.tokenizer.special.eos)
-    return jax.tree.map(host_array, out), tokens.shape[1]
+    return jax.tree.map(host_array, out)
 
   def generate(self, prompts: Sequence[str], cfg: SamplerConfig, seed: int = 0,
                row_ids=None, width: int | None = None, params=None) -> list[Generation]:
