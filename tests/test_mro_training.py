@@ -134,6 +134,7 @@ def test_rl_settings_that_break_rollout_boundaries_are_refused(start_models):
 def test_mro_config_values_are_checked():
   for sets, match in ((["rl.baseline=mean"], "baseline"), (["rl.q_rule=max"], "q_rule"),
                       (["reject.keep=all"], "keep"), (["reject.n_opt=0"], "n_opt"),
+                      (["reject.targets=all"], "reject.targets"),
                       (["rewards.use=tv,xx"], "unknown reward"),
                       (["rewards.use=tv,ppl=x"], "not a number")):
     with pytest.raises(ValueError, match=match):

@@ -15,20 +15,30 @@ from mro.method import grpo
 from mro.method.trajectory import step_logprobs
 
 
-def make_stepwise_loss(mask_id: int, resp_start: int, n_opt: int):
+def make_stepwise_loss(mask_id: int, resp_start: int, n_opt: int, targets: str = "committed"):
   """Reject-sampling fine-tuning on stored trajectories: for each trajectory pick n_opt
-  consecutive random steps t and predict the tokens committed at t from the state before
-  t (masked CE on exactly those positions, averaged per step, then over steps and rows).
+  consecutive random steps t and predict from the state before t the tokens committed at
+  t (`targets="committed"`, the paper) or every position still masked there, with its
+  final token (`"masked"`); masked CE on exactly those positions, averaged per step, then
+  over steps and rows.
 
   batch: tokens, commit_step, attn_mask [B, L]; num_steps [B] (the trajectory's T).
   """
+  if targets not in ("committed", "masked"):
+    raise ValueError(f"targets must be 'committed' or 'masked', got {targets!r}")
+
   def loss_fn(apply, params, batch, key):
     T = batch["num_steps"]
     B = T.shape[0]
     start = jax.random.randint(key, (B,), 0, jnp.maximum(T - n_opt + 1, 1))
     steps = start[:, None] + jnp.arange(n_opt)
-    logp, count, _, _ = step_logprobs(apply, params, batch["tokens"], batch["commit_step"],
-                                      batch["attn_mask"], steps, resp_start, mask_id)
+    logp, count, ce, _ = step_logprobs(apply, params, batch["tokens"], batch["commit_step"],
+                                       batch["attn_mask"], steps, resp_start, mask_id)
+    if targets == "masked":
+      rest = (jnp.repeat(batch["commit_step"], n_opt, axis=0)[:, resp_start:]
+              >= steps.reshape(-1)[:, None])
+      logp = -jnp.where(rest, ce, 0.0).sum(axis=1).reshape(B, n_opt)
+      count = rest.sum(axis=1).reshape(B, n_opt)
     valid = (count > 0) & (steps < T[:, None])
     per_step = -logp / jnp.maximum(count, 1)
     loss = jnp.where(valid, per_step, 0.0).sum() / jnp.maximum(valid.sum(), 1)

@@ -9,7 +9,8 @@
    reused on resume).
 2. Fine-tuning with the one train step: the step-wise loss (predict the tokens committed
    at step t from the state before t, on reject.n_opt consecutive random steps of each
-   trajectory), or with `reject.stepwise=false` the plain SFT loss on the final answers.
+   trajectory; with `reject.targets=masked` every position still masked there, with its
+   final token), or with `reject.stepwise=false` the plain SFT loss on the final answers.
 3. Validation on the held-out validation split every validation.every steps; the best
    model is exported to workdir/best, the last to workdir/model.
 """
@@ -94,7 +95,7 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
   mask_id = tokenizer.special.mask
   if cfg.reject.stepwise:
     traj["num_steps"] = np.full(len(reward), cfg.sampler.steps, np.int32)
-    loss_fn = make_stepwise_loss(mask_id, P, cfg.reject.n_opt)
+    loss_fn = make_stepwise_loss(mask_id, P, cfg.reject.n_opt, cfg.reject.targets)
   else:
     traj = {"tokens": traj["tokens"], "attn_mask": traj["attn_mask"],
             "eligible": np.broadcast_to(np.arange(traj["tokens"].shape[1]) >= P,

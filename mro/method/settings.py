@@ -29,6 +29,7 @@ SEARCHES = ("mro", "best-of-n")
 BASELINES = ("none", "group_mean")
 Q_RULES = ("uniform", "advantage", "tokens")
 KEEP_RULES = ("top1", "threshold")
+STEP_TARGETS = ("committed", "masked")
 RL_METHODS = ("mro", "diffu_grpo", "coupled_grpo", "wd1")
 ADVANTAGES = ("centered", "normalized", "leave_one_out")
 LOSS_NORMS = ("sequence", "tokens")
@@ -140,15 +141,21 @@ class RejectConfig:
     >= keep_threshold).
   stepwise: the step-wise loss on n_opt consecutive random steps of each trajectory; false:
     plain SFT on the kept final answers.
+  targets: what the step-wise loss predicts from the state s_t before step t: `committed`
+    (the paper: the tokens committed at t) or `masked` (every position still masked in
+    s_t, with the trajectory's final tokens: the state has to predict the whole rest of
+    the answer, which is what a sampler with fewer steps asks of it; beyond the paper).
   """
 
   keep: str = "top1"
   keep_threshold: float = 1.0
   stepwise: bool = True
   n_opt: int = 2
+  targets: str = "committed"
 
   def __post_init__(self):
     _one_of("reject", self, "keep", KEEP_RULES)
+    _one_of("reject", self, "targets", STEP_TARGETS)
     _positive("reject", self, ("n_opt",))
 
 
