@@ -78,6 +78,31 @@ def test_reject_sampling_with_a_threshold_keeps_every_passing_candidate(start_mo
     assert z["tokens"].shape[0] == 8 * 2  # every candidate of every prompt
 
 
+def _searched(totals, r_q):
+  from mro.method.textsearch import SearchResult
+  n = len(totals)
+  toks = np.arange(n * 3, dtype=np.int32).reshape(n, 3)  # candidate n's tokens: 3n..3n+2
+  best = int(np.argmax(totals))
+  return SearchResult("", totals[best], [""] * n, list(totals), list(r_q), [], [],
+                      toks[best].tolist(), [0, 1, 2], toks, np.zeros((n, 3), np.int32))
+
+
+def test_the_quality_keep_rule_keeps_the_best_scored_right_answer_or_nothing():
+  r = _searched([3.0, 2.0, 2.5, 0.1], r_q=[0.5, 1.5, 1.5, 1.5])  # the top total is wrong
+  (kept,) = reject.kept_candidates(r, "quality", 1.0)
+  assert kept[0].tolist() == [6, 7, 8] and kept[2] == 2.5  # candidate 2: best right one
+  assert reject.kept_candidates(_searched([1.0, 2.0], [0.5, 0.0]), "quality", 1.0) == []
+  (top,) = reject.kept_candidates(r, "top1", 1.0)
+  assert top[0].tolist() == [0, 1, 2]  # top1 keeps the wrong top-total candidate
+  assert [k[2] for k in reject.kept_candidates(r, "threshold", 2.0)] == [3.0, 2.0, 2.5]
+
+
+def test_the_quality_keep_rule_needs_the_quality_reward(start_models):
+  with pytest.raises(ValueError, match="keep=quality.*leaves q off"):
+    reject.check(config(start_models, reject={"keep": "quality"}, rewards="tv,ppl"))
+  reject.check(config(start_models, reject={"keep": "quality"}, rewards="tv,q"))
+
+
 def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_losses(start_models, tmp_path):
   cfg = config(start_models, rl={"baseline": "group_mean"})
   rl.run(cfg, tmp_path / "full")

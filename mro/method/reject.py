@@ -4,7 +4,8 @@
    groups of group_steps at its temperature; the `rewards` section, R_q usually from the
    label) runs on the task's training prompts; per prompt the highest-reward trajectory
    is kept (`reject.keep: top1`), or every final candidate whose total reward is >=
-   reject.keep_threshold (`threshold`). Kept
+   reject.keep_threshold (`threshold`), or the highest-reward candidate among those whose
+   R_q is >= reject.keep_threshold (`quality`: right answers only). Kept
    trajectories are stored compactly in workdir/trajectories.npz (written atomically and
    reused on resume).
 2. Fine-tuning with the one train step: the step-wise loss (predict the tokens committed
@@ -40,6 +41,26 @@ GEN_BATCH = 64
 def check(cfg: exp_config.ExperimentConfig) -> None:
   """Refuses settings reject sampling cannot use (ValueError naming the field)."""
   cfg.sampler.refuse_correction("reject sampling (sampler section)")
+  if cfg.reject.keep == "quality" and not cfg.rewards.on("q"):
+    raise ValueError("reject.keep=quality filters on R_q, but rewards.use "
+                     f"{','.join(cfg.rewards.use) or 'none'} leaves q off")
+
+
+def kept_candidates(result, keep: str, threshold: float) -> list[tuple]:
+  """(response tokens, commit steps, total reward) of the candidates of one searched
+  prompt that the keep rule keeps (RejectConfig.keep)."""
+  n_all = range(len(result.totals))
+  if keep == "top1":
+    return [(np.asarray(result.tokens), np.asarray(result.commit_step), result.total)]
+  if keep == "quality":
+    passing = [n for n in n_all if result.r_q[n] >= threshold]
+    n_all = [max(passing, key=lambda n: result.totals[n])] if passing else []
+  elif keep == "threshold":
+    n_all = [n for n in n_all if result.totals[n] >= threshold]
+  else:
+    raise ValueError(f"unknown keep rule {keep!r}")
+  return [(result.candidate_tokens[n], result.candidate_commit_step[n], result.totals[n])
+          for n in n_all]
 
 
 def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) -> dict:
@@ -58,11 +79,7 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
     results, batch = results[:real], batch[:real]
     ptok, pmask = runner.sampler.encode_prompts(batch, width)
     for r, pt, pm in zip(results, ptok, pmask):
-      if cfg.reject.keep == "top1":
-        chosen = [(np.asarray(r.tokens), np.asarray(r.commit_step), r.total)]
-      else:
-        chosen = [(r.candidate_tokens[n], r.candidate_commit_step[n], r.totals[n])
-                  for n in range(len(r.totals)) if r.totals[n] >= cfg.reject.keep_threshold]
+      chosen = kept_candidates(r, cfg.reject.keep, cfg.reject.keep_threshold)
       for tok, com, total in chosen:
         kept["tokens"].append(np.concatenate([pt, tok]))
         kept["commit_step"].append(np.concatenate([np.full(width, -1), com]))

@@ -28,7 +28,7 @@ SELECT = ("argmax", "resample", "none")  # none: candidates never selected (best
 SEARCHES = ("mro", "best-of-n")
 BASELINES = ("none", "group_mean")
 Q_RULES = ("uniform", "advantage", "tokens")
-KEEP_RULES = ("top1", "threshold")
+KEEP_RULES = ("top1", "threshold", "quality")
 STEP_TARGETS = ("committed", "masked")
 RL_METHODS = ("mro", "diffu_grpo", "coupled_grpo", "wd1")
 ADVANTAGES = ("centered", "normalized", "leave_one_out")
@@ -137,8 +137,10 @@ class RejectConfig:
   """MRO reject sampling (`mro reject-sample`): trajectories come from the search
   (`search` section), scored with the `rewards` section.
 
-  keep: `top1` per prompt, or `threshold` (every final candidate whose total reward is
-    >= keep_threshold).
+  keep: `top1` per prompt, `threshold` (every final candidate whose total reward is
+    >= keep_threshold), or `quality` (per prompt the highest-total candidate among those
+    whose R_q alone is >= keep_threshold, none if no candidate passes: with R_q from the
+    label, 1.0 keeps right answers only; needs `q` in rewards.use).
   stepwise: the step-wise loss on n_opt consecutive random steps of each trajectory; false:
     plain SFT on the kept final answers.
   targets: what the step-wise loss predicts from the state s_t before step t: `committed`
