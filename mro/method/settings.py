@@ -143,17 +143,18 @@ class RejectConfig:
     label, 1.0 keeps right answers only; needs `q` in rewards.use).
   stepwise: the step-wise loss on n_opt consecutive random steps of each trajectory; false:
     plain SFT on the kept final answers.
-  targets: what the step-wise loss predicts from the state s_t before step t: `committed`
-    (the paper: the tokens committed at t) or `masked` (every position still masked in
-    s_t, with the trajectory's final tokens: the state has to predict the whole rest of
-    the answer, which is what a sampler with fewer steps asks of it; beyond the paper).
+  targets: what the step-wise loss predicts from the state s_t before step t: `masked`
+    (default; every position still masked in s_t, with the trajectory's final tokens: the
+    state has to predict the whole rest of the answer, which is what a sampler with fewer
+    steps asks of it; beyond the paper, measured better at few steps) or `committed` (the
+    paper: the tokens committed at t).
   """
 
   keep: str = "top1"
   keep_threshold: float = 1.0
   stepwise: bool = True
   n_opt: int = 2
-  targets: str = "committed"
+  targets: str = "masked"
 
   def __post_init__(self):
     _one_of("reject", self, "keep", KEEP_RULES)
