@@ -33,14 +33,15 @@ def setup():
   return apply, params, batch
 
 
-def manual_step_ce(apply, params, batch, t):
-  """Mean CE of the tokens committed at step t, predicted from the state before t."""
+def manual_step_ce(apply, params, batch, t, targets="committed"):
+  """Mean CE, predicted from the state before step t, of the tokens committed at t
+  (`committed`) or of every position still masked there (`masked`)."""
   state = state_at(batch["tokens"], batch["commit_step"], t, MASK)
   logits = apply(params, state).at[..., MASK].set(-jnp.inf)
   logp = jax.nn.log_softmax(logits, -1)
   tok_logp = jnp.take_along_axis(logp, batch["tokens"][..., None], -1)[..., 0]
-  acted = batch["commit_step"] == t
-  return -(jnp.where(acted, tok_logp, 0).sum(1) / acted.sum(1))  # [B]
+  picked = batch["commit_step"] == t if targets == "committed" else batch["commit_step"] >= t
+  return -(jnp.where(picked, tok_logp, 0).sum(1) / picked.sum(1))  # [B]
 
 
 def test_stepwise_loss_is_the_masked_ce_of_the_committed_positions(setup):
@@ -62,23 +63,13 @@ def test_stepwise_loss_trains_on_n_opt_consecutive_steps_of_each_trajectory(setu
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
 
 
-def manual_rest_ce(apply, params, batch, t):
-  """Mean CE of every position still masked before step t (its final token)."""
-  state = state_at(batch["tokens"], batch["commit_step"], t, MASK)
-  logits = apply(params, state).at[..., MASK].set(-jnp.inf)
-  logp = jax.nn.log_softmax(logits, -1)
-  tok_logp = jnp.take_along_axis(logp, batch["tokens"][..., None], -1)[..., 0]
-  rest = batch["commit_step"] >= t
-  return -(jnp.where(rest, tok_logp, 0).sum(1) / rest.sum(1))  # [B]
-
-
 def test_stepwise_masked_targets_are_every_position_still_masked(setup):
   apply, params, batch = setup
   key = jax.random.key(2)
   loss, metrics = losses.make_stepwise_loss(MASK, P, n_opt=2, targets="masked")(
       apply, params, batch, key)
   start = np.asarray(jax.random.randint(key, (3,), 0, T - 2 + 1))
-  ce = {t: np.asarray(manual_rest_ce(apply, params, batch, t)) for t in range(T)}
+  ce = {t: np.asarray(manual_step_ce(apply, params, batch, t, "masked")) for t in range(T)}
   want = np.mean([ce[s + d][b] for b, s in enumerate(start) for d in (0, 1)])
   assert int(metrics["trained_steps"]) == 3 * 2
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from mro.method import grpo
+from mro.method.settings import STEP_TARGETS
 from mro.method.trajectory import step_logprobs
 
 
@@ -24,8 +25,8 @@ def make_stepwise_loss(mask_id: int, resp_start: int, n_opt: int, targets: str =
 
   batch: tokens, commit_step, attn_mask [B, L]; num_steps [B] (the trajectory's T).
   """
-  if targets not in ("committed", "masked"):
-    raise ValueError(f"targets must be 'committed' or 'masked', got {targets!r}")
+  if targets not in STEP_TARGETS:
+    raise ValueError(f"targets must be one of {STEP_TARGETS}, got {targets!r}")
 
   def loss_fn(apply, params, batch, key):
     T = batch["num_steps"]

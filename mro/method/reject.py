@@ -49,18 +49,18 @@ def check(cfg: exp_config.ExperimentConfig) -> None:
 def kept_candidates(result, keep: str, threshold: float) -> list[tuple]:
   """(response tokens, commit steps, total reward) of the candidates of one searched
   prompt that the keep rule keeps (RejectConfig.keep)."""
-  n_all = range(len(result.totals))
   if keep == "top1":
     return [(np.asarray(result.tokens), np.asarray(result.commit_step), result.total)]
+  candidates = range(len(result.totals))
   if keep == "quality":
-    passing = [n for n in n_all if result.r_q[n] >= threshold]
-    n_all = [max(passing, key=lambda n: result.totals[n])] if passing else []
+    passing = [n for n in candidates if result.r_q[n] >= threshold]
+    chosen = [max(passing, key=lambda n: result.totals[n])] if passing else []
   elif keep == "threshold":
-    n_all = [n for n in n_all if result.totals[n] >= threshold]
+    chosen = [n for n in candidates if result.totals[n] >= threshold]
   else:
     raise ValueError(f"unknown keep rule {keep!r}")
   return [(result.candidate_tokens[n], result.candidate_commit_step[n], result.totals[n])
-          for n in n_all]
+          for n in chosen]
 
 
 def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) -> dict:
