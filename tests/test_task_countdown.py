@@ -4,6 +4,7 @@ import fractions
 import itertools
 import json
 import random
+import re
 import time
 
 import pytest
@@ -173,12 +174,43 @@ def test_four_number_instances_mix_with_three_when_asked():
 def test_compact_prompts_and_targets_have_the_documented_shape():
   e = get_task("countdown").examples("test", limit=1)[0]
   numbers, target = e.meta["numbers"], e.meta["target"]
-  assert e.prompt == f"Make {target} from {','.join(map(str, numbers))}"
+  assert e.prompt == f"Make {target:03d} from {','.join(f'{n:03d}' for n in numbers)}"
   assert e.target.startswith("<think>") and e.target.endswith(f"<answer>{e.answer}</answer>")
   assert " " not in e.target
+  think = e.target[len("<think>"):e.target.index("</think>")]
+  # every step is `AAAA op BBBB=CCCC`: four digits per number, so a digit's place is its column
+  for step in think.split(","):
+    assert re.fullmatch(r"\d{4}[-+*/]\d{4}=\d{4}", step), step
+  assert not re.search(r"(?<!\d)0\d", e.answer)  # the scored answer has no leading zeros
   p = get_task("countdown").examples("test", limit=1, style="protocol")[0]
   assert p.prompt.endswith(f"Numbers: {numbers}\nTarget: {target}")
   assert "\\boxed{" in p.target
+
+
+def _ops(node):
+  return "".join(step[next(i for i, ch in enumerate(step) if ch in "+-*/")]
+                 for step in X.steps(node))
+
+
+@pytest.mark.parametrize("numbers, target, ops", [
+    ([13, 22, 7], 28, "-+"),   # 22-7=15, 13+15: smaller intermediates than 13+22-7
+    ([19, 13, 21], 11, "--"),  # 21-19=2, 13-2 (not 19+13=32, 32-21)
+    ([6, 12, 10], 5, "*/"),    # one * and one / cost less than two /
+    ([3, 27, 9], 6, "/+"),     # 27/9+3: at equal cost, the smaller largest intermediate
+    ([4, 25, 3], 97, "*-"),    # * only where + and - cannot reach the target
+])
+def test_the_shown_solution_is_the_cheapest_one(numbers, target, ops):
+  assert _ops(C.solve(numbers, target)) == ops
+
+
+def test_compact_answers_parenthesize_every_inner_operation_and_score():
+  task = get_task("countdown")
+  for ex in task.examples("train", limit=50):
+    assert task.score(ex, ex.target)["correct"] == 1.0
+    inner = ex.answer.count("+") + ex.answer.count("-") + ex.answer.count("*") + \
+        ex.answer.count("/") - 1
+    assert ex.answer.count("(") == inner
+    assert X.evaluate(X.parse(ex.answer)) == ex.meta["target"]
 
 
 def _write(tmp_path, lines):

@@ -1,10 +1,14 @@
 """Countdown: reach a target from 3 (or 4) numbers, each used exactly once, with + - * /.
 
 Formats
-  compact   prompt `Make 23 from 30,100,93`
-            target `<think>100-93=7,30-7=23</think><answer>30-(100-93)</answer>`
-            (the think part lists the operations of one solution in evaluation order;
-            the answer is that solution with the fewest parentheses)
+  compact   prompt `Make 023 from 030,100,093`
+            target `<think>0100-0093=0007,0030-0007=0023</think><answer>30-(100-93)</answer>`
+            Fixed width, so that a digit's place is its position: the prompt's numbers
+            are zero-padded to the widest possible one (3 digits by default), the think
+            part's to one digit more (intermediates may be products). The think part
+            lists the operations of the cheapest solution (see `OP_COST`) in evaluation
+            order; the answer is that solution with every inner operation in
+            parentheses, written without padding (the scorer refuses leading zeros).
   protocol  d1's Countdown system prompt + "\\n\\nNumbers: [30, 100, 93]\\nTarget: 23";
             target `<reasoning>` with the same steps, then `<answer>\\n\\boxed{30 - (100 -
             93)}\\n</answer>`.
@@ -12,7 +16,9 @@ Formats
 Generator (only solvable instances, as TinyZero/d1): numbers uniform in
 `number_range` (1-100, repeats allowed), then a target drawn uniformly from the
 integers in `target_range` (1-100) that some expression reaches (intermediate values
-may be fractions). The solution shown prefers non-negative integer intermediates.
+may be fractions). The solution shown is the cheapest: non-negative integer
+intermediates, then the fewest costly operations (+ and - before * before /), then
+the smallest intermediates.
 
 Held-out split: by SHA-256 of the sorted number multiset (10% test, 5% validation):
 a multiset of numbers belongs to one split only, whatever the target.
@@ -53,23 +59,27 @@ SYSTEM_PROMPT = (
     + formats.D1_BOXED_FORMAT)
 
 # Values are exact fractions kept as (numerator, denominator) int pairs in lowest terms,
-# denominator > 0; a table maps a value to (rank, node), rank 0 when every intermediate
-# is a non-negative integer, else 1.
-_Table = dict[tuple[int, int], tuple[int, expression.Node]]
+# denominator > 0; a table maps a value to (cost, node). The cost orders solutions by how
+# easy they are to write out: (any intermediate not a non-negative integer, the summed
+# operation costs, the largest intermediate). The shown solution is the cheapest one.
+_Cost = tuple[int, int, int]
+_Table = dict[tuple[int, int], tuple[_Cost, expression.Node]]
+# + and - are cheapest, then *, then /: a small model learns a consistent preference.
+OP_COST = {"+": 1, "-": 1, "*": 2, "/": 3}
 
 
 def _combine(tables: dict[int, _Table], mask: int,
              accept: Callable[[int], bool] | None) -> _Table:
   """All values of expressions over the numbers in `mask` (split into two non-empty
-  halves in every way). With `accept`, keep only integers v with accept(v)."""
+  halves in every way), each with its cheapest expression. With `accept`, keep only
+  integers v with accept(v)."""
   out: _Table = {}
   sub = (mask - 1) & mask
   while sub:
     other = mask ^ sub
     if sub < other:
-      for (p1, q1), (r1, n1) in tables[sub].items():
-        for (p2, q2), (r2, n2) in tables[other].items():
-          rank = max(r1, r2)
+      for (p1, q1), (c1, n1) in tables[sub].items():
+        for (p2, q2), (c2, n2) in tables[other].items():
           candidates = [(p1 * q2 + p2 * q1, q1 * q2, ("+", n1, n2)),
                         (p1 * p2, q1 * q2, ("*", n1, n2)),
                         (p1 * q2 - p2 * q1, q1 * q2, ("-", n1, n2)),
@@ -88,9 +98,11 @@ def _combine(tables: dict[int, _Table], mask: int,
             else:
               g = math.gcd(p, q)
               key = (p // g, q // g)
-            r = rank if key[1] == 1 and key[0] >= 0 else 1
-            if key not in out or r < out[key][0]:
-              out[key] = (r, node)
+            plain = key[1] == 1 and key[0] >= 0
+            cost = (max(c1[0], c2[0], int(not plain)), c1[1] + c2[1] + OP_COST[node[0]],
+                    max(c1[2], c2[2], abs(key[0]) // key[1]))
+            if key not in out or cost < out[key][0]:
+              out[key] = (cost, node)
     sub = (sub - 1) & mask
   return out
 
@@ -102,7 +114,7 @@ def reachable(numbers: list[int], lo: int, hi: int) -> dict[int, expression.Node
   if n == 0:
     return {}
   full = (1 << n) - 1
-  tables: dict[int, _Table] = {1 << i: {(x, 1): (0, ("num", x))}
+  tables: dict[int, _Table] = {1 << i: {(x, 1): ((0, 0, 0), ("num", x))}
                                for i, x in enumerate(numbers)}
   if n == 1:
     return {numbers[0]: ("num", numbers[0])} if lo <= numbers[0] <= hi else {}
@@ -182,6 +194,12 @@ class CountdownTask:
     _check_range(self.number_range, "number_range", 0)
     _check_range(self.target_range, "target_range", -10**9)
 
+  @property
+  def prompt_width(self) -> int:
+    """Digits of the compact prompt's zero-padded numbers (the widest possible one)."""
+    return len(str(max(self.number_range[1], abs(self.target_range[0]),
+                       abs(self.target_range[1]))))
+
   def generate(self, split: str, count: int,
                seed: int = 0) -> list[tuple[list[int], int, expression.Node]]:
     """`count` distinct solvable (numbers, target, solution) instances of `split`."""
@@ -226,11 +244,12 @@ class CountdownTask:
                node: expression.Node | None, style: str) -> Example:
     meta = {"style": style, "numbers": list(numbers), "target": target,
             "solvable": node is not None}
-    answer = "" if node is None else expression.to_text(node)
+    answer = "" if node is None else expression.to_text(node, full=style == "compact")
     if style == "compact":
-      prompt = f"Make {target} from {','.join(map(str, numbers))}"
+      width = self.prompt_width
+      prompt = f"Make {target:0{width}d} from {','.join(f'{n:0{width}d}' for n in numbers)}"
       target_text = "" if node is None else formats.compact_response(
-          answer, ",".join(expression.steps(node)))
+          answer, ",".join(expression.steps(node, width=width + 1)))
     else:
       prompt = formats.protocol_prompt(SYSTEM_PROMPT,
                                        f"Numbers: {list(numbers)}\nTarget: {target}")

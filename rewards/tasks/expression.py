@@ -142,34 +142,39 @@ def evaluate(node: Node) -> fractions.Fraction:
   return a / b
 
 
-def to_text(node: Node, *, spaced: bool = False) -> str:
-  """The expression with the fewest parentheses that keep its value and shape."""
+def to_text(node: Node, *, spaced: bool = False, full: bool = False) -> str:
+  """The expression with the fewest parentheses that keep its value and shape, or with
+  `full`, every operation but the outermost in parentheses (one shape per tree)."""
   if node[0] == "num":
     return str(node[1])
   op, left, right = node
-  left_text = to_text(left, spaced=spaced)
-  right_text = to_text(right, spaced=spaced)
-  if left[0] != "num" and PRECEDENCE[left[0]] < PRECEDENCE[op]:
+  left_text = to_text(left, spaced=spaced, full=full)
+  right_text = to_text(right, spaced=spaced, full=full)
+  if left[0] != "num" and (full or PRECEDENCE[left[0]] < PRECEDENCE[op]):
     left_text = f"({left_text})"
-  if right[0] != "num" and (PRECEDENCE[right[0]] < PRECEDENCE[op] or
+  if right[0] != "num" and (full or PRECEDENCE[right[0]] < PRECEDENCE[op] or
                             (PRECEDENCE[right[0]] == PRECEDENCE[op] and op in "-/")):
     right_text = f"({right_text})"
   return f"{left_text} {op} {right_text}" if spaced else f"{left_text}{op}{right_text}"
 
 
-def value_text(value: fractions.Fraction) -> str:
-  return str(value.numerator) if value.denominator == 1 else str(value)
+def value_text(value: fractions.Fraction, width: int = 0) -> str:
+  """`value` as text; a non-negative integer is zero-padded to at least `width` digits."""
+  if value.denominator != 1:
+    return str(value)
+  return str(value.numerator).zfill(width) if value >= 0 else str(value.numerator)
 
 
-def steps(node: Node, *, spaced: bool = False) -> list[str]:
-  """The operations of the tree in evaluation order, e.g. ["100-93=7", "30-7=23"]."""
+def steps(node: Node, *, spaced: bool = False, width: int = 0) -> list[str]:
+  """The operations of the tree in evaluation order, e.g. ["100-93=7", "30-7=23"]; with
+  `width`, non-negative integers are zero-padded (["0100-0093=0007", ...])."""
   if node[0] == "num":
     return []
   op, left, right = node
-  a, b, c = evaluate(left), evaluate(right), evaluate(node)
-  line = (f"{value_text(a)} {op} {value_text(b)} = {value_text(c)}" if spaced else
-          f"{value_text(a)}{op}{value_text(b)}={value_text(c)}")
-  return steps(left, spaced=spaced) + steps(right, spaced=spaced) + [line]
+  a, b, c = (value_text(v, width) for v in (evaluate(left), evaluate(right), evaluate(node)))
+  line = f"{a} {op} {b} = {c}" if spaced else f"{a}{op}{b}={c}"
+  return (steps(left, spaced=spaced, width=width) + steps(right, spaced=spaced, width=width)
+          + [line])
 
 
 def check_countdown(text: str, numbers: list[int], target: int) -> str:
