@@ -13,7 +13,7 @@ import sys
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from mro import options  # noqa: E402
-from mro.method.settings import CascadeConfig, SearchConfig  # noqa: E402
+from mro.method.finetuning.settings import CascadeConfig, SearchConfig  # noqa: E402
 from mro.sampling.schedule import SamplerConfig  # noqa: E402
 from rewards.combine import RewardConfig  # noqa: E402
 
@@ -57,8 +57,9 @@ def task_formats() -> str:
 
 # `mro train | reject-sample | rl`: the library function that runs each, and what it says
 TRAINING_VERBS = {"train": ("mro.training.loop", "trained"),
-                  "reject-sample": ("mro.method.reject", "reject sampling: trained"),
-                  "rl": ("mro.method.rl", "RL: trained")}
+                  "reject-sample": ("mro.method.finetuning.reject_sampling",
+                                    "reject sampling: trained"),
+                  "rl": ("mro.method.finetuning.rl", "RL: trained")}
 
 
 def cmd_training(args) -> int:

@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from mro.method.settings import SELECT, CascadeConfig, SearchConfig
+from mro.method.finetuning.settings import SELECT, CascadeConfig, SearchConfig
 from mro.sampling.schedule import CACHES, REMASKING, SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.quality import SOURCES

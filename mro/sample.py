@@ -17,7 +17,8 @@ from typing import Any
 
 from mro.loading import (load_inference_model, recorded_sampler_config, resolve_model,
                          resolve_scorer)
-from mro.method.settings import CascadeConfig, SearchConfig, cascade_config, search_config
+from mro.method.finetuning.settings import (CascadeConfig, SearchConfig, cascade_config,
+                                            search_config)
 from mro.sampling import schedule
 from mro.sampling.schedule import SamplerConfig, with_overrides
 from mro.sampling.textgen import TextSampler
@@ -72,12 +73,12 @@ def sample(model: str, prompts: Sequence[str], *, task: str | None = None,
     return SampleResult([g.text for g in text_sampler.decode(out, prompt_len)], cfg,
                         nfe=int(out.nfe))
   if search == "cascade":
-    from mro.method.cascade import run_cascade
+    from mro.method.search.cascade import run_cascade
     results = run_cascade(text_sampler, list(prompts), cfg, ccfg, seed=seed)
     return SampleResult([r.text for r in results], cfg, cascade=ccfg,
                         nfe=max(r.nfe for r in results),
                         prompt_nfe=tuple(r.nfe for r in results))
-  from mro.method.textsearch import SearchRunner
+  from mro.method.search.runner import SearchRunner
   scfg = search_config(search, **(search_fields or {})).resolve(cfg)
   scorer_path = resolve_scorer(scorer, task, model)
   base = default_sample_rewards(scorer_path is not None, task_obj)

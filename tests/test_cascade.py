@@ -1,4 +1,4 @@
-"""The verified cascade (mro/method/cascade.py) and its answer check, chunked R_tv.
+"""The verified cascade (mro/method/search/cascade.py) and its answer check, chunked R_tv.
 
 Compile budget: chunked verification on the fixture model (2 widths), the random text
 model of test_evaluate at gen 16 (two stages, a few padded bucket sizes), and the shipped
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mro.evaluation.runner import EvalConfig, run_eval
-from mro.method.cascade import bucket, run_cascade
-from mro.method.settings import CascadeConfig, parse_stage
+from mro.method.search.cascade import bucket, run_cascade
+from mro.method.finetuning.settings import CascadeConfig, parse_stage
 from mro.sampling.schedule import SamplerConfig
 from rewards.verification import chunk_verification, content_mask, loo_logprobs
 from test_evaluate import model_dir, text_sampler  # noqa: F401 (the random text model)

@@ -11,9 +11,9 @@ from models.config import preset
 from models.sharding import MeshConfig, make_mesh
 from mro import config as exp_config
 from mro.config import TrainConfig
-from mro.method import grpo
-from mro.method import grpo_rl
-from mro.method import losses
+from mro.method.finetuning import grpo
+from mro.method.finetuning import grpo_batches
+from mro.method.finetuning import losses
 from mro.training.step import init_state, jit_train_step, lr_schedule, make_optimizer
 
 V, MASK, EOS = 7, 6, 5
@@ -91,7 +91,7 @@ def cfg_for(method, **fields):
 
 
 def build(cfg, old, ref, rewards=REWARDS, apply=toy_apply):
-  return grpo_rl.assemble(cfg, apply, old, ref, TOKENS, ATTN, rewards, EOS, MASK, P, SEED,
+  return grpo_batches.assemble(cfg, apply, old, ref, TOKENS, ATTN, rewards, EOS, MASK, P, SEED,
                           ROWS)
 
 
@@ -253,7 +253,7 @@ def test_the_ratio_is_one_on_every_slice_before_the_policy_moves(method):
   theta = params_at(7)
   cfg = cfg_for(method, kl_coef=0.1)
   shared, per_step = build(cfg, theta, params_at(8))
-  loss_fn = grpo_rl.make_loss(cfg, MASK, P)
+  loss_fn = grpo_batches.make_loss(cfg, MASK, P)
   for k in range(2):
     batch = {**shared, **{n: v[k] for n, v in per_step.items()}}
     _, metrics = loss_fn(toy_apply, jax.tree.map(jnp.float32, theta), batch, None)
@@ -272,7 +272,7 @@ def test_a_zero_advantage_batch_changes_the_weights_only_by_weight_decay(method)
   cfg = cfg_for(method, **fields)
   apply, state, shardings = init_state(model_cfg, optimizer, 0, mesh)
   start = jax.tree.map(np.asarray, state.params)
-  step_fn = jit_train_step(apply, grpo_rl.make_loss(cfg, MASK, P), optimizer, train,
+  step_fn = jit_train_step(apply, grpo_batches.make_loss(cfg, MASK, P), optimizer, train,
                            shardings, mesh)
 
   def two_steps(rewards):

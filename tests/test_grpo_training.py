@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mro import config as exp_config
-from mro.method import rl
+from mro.method.finetuning import rl
 from mro.training.workdir import read_metrics
 from test_mro_training import _cli_sets, config, start_models  # noqa: F401 (fixture)
 

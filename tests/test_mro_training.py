@@ -11,8 +11,8 @@ from models.config import preset
 from models.tokenizers import train_sentencepiece
 from models.transformer import init_model
 from mro import config as exp_config
-from mro.method import reject
-from mro.method import rl
+from mro.method.finetuning import reject_sampling
+from mro.method.finetuning import rl
 from mro.training.workdir import read_metrics
 from rewards.tasks import get_task
 
@@ -57,7 +57,7 @@ def config(start_models, rewards=None, **sections) -> exp_config.ExperimentConfi
 
 def test_reject_sampling_keeps_one_searched_trajectory_per_prompt_and_trains(start_models,
                                                                              tmp_path):
-  record = reject.run(config(start_models), tmp_path)
+  record = reject_sampling.run(config(start_models), tmp_path)
   with np.load(tmp_path / "trajectories.npz") as z:
     tokens, commit, P = z["tokens"], z["commit_step"], int(z["prompt_len"])
   assert tokens.shape[0] == 8  # top1: one per training prompt
@@ -72,14 +72,14 @@ def test_reject_sampling_keeps_one_searched_trajectory_per_prompt_and_trains(sta
 
 def test_reject_sampling_with_a_threshold_keeps_every_passing_candidate(start_models,
                                                                         tmp_path):
-  reject.run(config(start_models, reject={"keep": "threshold", "keep_threshold": -1e9},
+  reject_sampling.run(config(start_models, reject={"keep": "threshold", "keep_threshold": -1e9},
                     rewards="tv"), tmp_path)
   with np.load(tmp_path / "trajectories.npz") as z:
     assert z["tokens"].shape[0] == 8 * 2  # every candidate of every prompt
 
 
 def _searched(totals, r_q):
-  from mro.method.textsearch import SearchResult
+  from mro.method.search.runner import SearchResult
   n = len(totals)
   toks = np.arange(n * 3, dtype=np.int32).reshape(n, 3)  # candidate n's tokens: 3n..3n+2
   best = int(np.argmax(totals))
@@ -89,18 +89,18 @@ def _searched(totals, r_q):
 
 def test_the_quality_keep_rule_keeps_the_best_scored_right_answer_or_nothing():
   r = _searched([3.0, 2.0, 2.5, 0.1], r_q=[0.5, 1.5, 1.5, 1.5])  # the top total is wrong
-  (kept,) = reject.kept_candidates(r, "quality", 1.0)
+  (kept,) = reject_sampling.kept_candidates(r, "quality", 1.0)
   assert kept[0].tolist() == [6, 7, 8] and kept[2] == 2.5  # candidate 2: best right one
-  assert reject.kept_candidates(_searched([1.0, 2.0], [0.5, 0.0]), "quality", 1.0) == []
-  (top,) = reject.kept_candidates(r, "top1", 1.0)
+  assert reject_sampling.kept_candidates(_searched([1.0, 2.0], [0.5, 0.0]), "quality", 1.0) == []
+  (top,) = reject_sampling.kept_candidates(r, "top1", 1.0)
   assert top[0].tolist() == [0, 1, 2]  # top1 keeps the wrong top-total candidate
-  assert [k[2] for k in reject.kept_candidates(r, "threshold", 2.0)] == [3.0, 2.0, 2.5]
+  assert [k[2] for k in reject_sampling.kept_candidates(r, "threshold", 2.0)] == [3.0, 2.0, 2.5]
 
 
 def test_the_quality_keep_rule_needs_the_quality_reward(start_models):
   with pytest.raises(ValueError, match="keep=quality.*leaves q off"):
-    reject.check(config(start_models, reject={"keep": "quality"}, rewards="tv,ppl"))
-  reject.check(config(start_models, reject={"keep": "quality"}, rewards="tv,q"))
+    reject_sampling.check(config(start_models, reject={"keep": "quality"}, rewards="tv,ppl"))
+  reject_sampling.check(config(start_models, reject={"keep": "quality"}, rewards="tv,q"))
 
 
 def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_losses(start_models, tmp_path):
@@ -136,11 +136,11 @@ def test_rl_options_run_end_to_end_with_ratio_one_on_each_fresh_rollout_batch(
 
 def test_reject_sampling_can_train_with_the_plain_sft_loss_on_final_answers(start_models,
                                                                             tmp_path):
-  record = reject.run(config(start_models, reject={"stepwise": False}), tmp_path)
+  record = reject_sampling.run(config(start_models, reject={"stepwise": False}), tmp_path)
   rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
   assert record["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows)
   stepwise = tmp_path.parent / "stepwise"
-  reject.run(config(start_models), stepwise)
+  reject_sampling.run(config(start_models), stepwise)
   other = [r for r in read_metrics(stepwise / "metrics.jsonl") if "loss" in r]
   assert rows[0]["loss"] != other[0]["loss"]  # a different objective on the same data
 

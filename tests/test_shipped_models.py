@@ -111,9 +111,9 @@ def test_a_scorer_with_another_tokenizer_scores_decoded_text_once_per_group():
   leaves jit once per group to score decoded candidates, and the R_ppl it records for the
   last group is the scorer's reward on the decoded final candidates."""
   from mro.sampling.schedule import SamplerConfig
-  from mro.method.settings import SearchConfig
+  from mro.method.finetuning.settings import SearchConfig
   from mro.sampling.textgen import TextSampler
-  from mro.method.textsearch import SearchRunner, same_tokenizer
+  from mro.method.search.runner import SearchRunner, same_tokenizer
   from mro.loading import load_inference_model
   from rewards.combine import RewardConfig
   from rewards.perplexity import TextScorer, ppl_reward

@@ -8,11 +8,11 @@ from flax import nnx
 
 from models.config import preset
 from models.transformer import ModelApply, init_model
-from mro.method import losses
-from mro.method import sgro
+from mro.method.finetuning import losses
+from mro.method.finetuning import sgro
 from mro.sampling.sampler import generate, state_at
 from mro.sampling.schedule import SamplerConfig
-from mro.method.trajectory import step_logprobs
+from mro.method.finetuning.trajectory import step_logprobs
 
 VOCAB, MASK = 32, 31
 P, GEN, T, W = 4, 8, 4, 2  # prompt, response, steps, steps per group -> G = 2 groups

@@ -66,7 +66,7 @@ def base_validation(sweep_dir: Path, rows: list[dict[str, Any]]) -> float | None
     return None
   import dataclasses
   from mro import config as exp_config
-  from mro.method.start import load_start, validation
+  from mro.method.finetuning.starting_model import load_start, validation
   cfg = exp_config.load_resolved(sweep_dir / trained[0]["run"] / "config.json")
   cfg = dataclasses.replace(cfg, rewards=dataclasses.replace(cfg.rewards, use=("q",)))
   cfg, start = load_start(cfg)

@@ -21,10 +21,10 @@ import jax
 import numpy as np
 
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, run_search
-from mro.method.settings import SearchConfig
+from mro.method.search.mro_search import Scoring, run_search
+from mro.method.finetuning.settings import SearchConfig
 from mro.sampling.textgen import TextSampler
-from mro.method.textsearch import SearchRunner
+from mro.method.search.runner import SearchRunner
 from mro.loading import load_inference_model, resolve_model
 from rewards.combine import RewardConfig
 from rewards.tasks import get_task

@@ -44,8 +44,8 @@ from mro.evaluation.settings import EvalConfig
 from mro.files import append_jsonl, read_jsonl
 from mro.progress import Progress
 from mro.loading import load_inference_model, resolve_model, resolve_scorer
-from mro.method.cascade import run_cascade
-from mro.method.search import search_nfe
+from mro.method.search.cascade import run_cascade
+from mro.method.search.mro_search import search_nfe
 from mro.sampling.sampler import check_lengths
 from mro.sampling.schedule import SamplerConfig
 from mro.sampling.textgen import batches
@@ -84,7 +84,7 @@ def text_sampler(model, mesh=None):
 
 def _searcher(sampler, scorer: Path | None):
   """A SearchRunner with the causal scorer at `scorer` (loaded once per run)."""
-  from mro.method.textsearch import SearchRunner
+  from mro.method.search.runner import SearchRunner
   if scorer is None:
     return SearchRunner(sampler)
   model, _, _, tokenizer = load_inference_model(scorer)

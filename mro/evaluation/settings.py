@@ -22,8 +22,8 @@ from typing import Any
 
 from mro import options
 from mro.evaluation.protocols import Protocol, get_protocol
-from mro.method.settings import (SEARCHES, CascadeConfig, SearchConfig, cascade_config,
-                                 search_config)
+from mro.method.finetuning.settings import (SEARCHES, CascadeConfig, SearchConfig,
+                                            cascade_config, search_config)
 from mro.sampling.schedule import FAST, SamplerConfig, resolve_steps
 from rewards.combine import RewardConfig
 from rewards.tasks import SPLITS, get_task

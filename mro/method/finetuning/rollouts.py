@@ -4,9 +4,9 @@ A rollout is stored compactly (final tokens + commit step per position). Its gro
 rewards are computed after the fact inside jit: the state at the end of each group is
 rebuilt from the commit steps, then R_tv (leave-one-out re-prediction of positions the
 group committed) and R_ppl (causal scorer on the committed tokens) are measured exactly
-as the search measures them (`mro.method.search.group_rewards`). R_q needs decoded text and a
-task, so it is added on the host, to the last group (and, with shaping, as the potential
-Φ = R_q of each group's end state: λ Φ(s_end) - Φ(s_start)).
+as the search measures them (`mro.method.search.mro_search.group_rewards`). R_q needs
+decoded text and a task, so it is added on the host, to the last group (and, with shaping,
+as the potential Φ = R_q of each group's end state: λ Φ(s_end) - Φ(s_start)).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from models.tokenizers import truncate_at_eos
 from mro.sampling.sampler import NOT_COMMITTED, DecodeState, row_keys
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, group_rewards
+from mro.method.search.mro_search import Scoring, group_rewards
 from rewards.quality import QualityConfig, quality_reward
 
 

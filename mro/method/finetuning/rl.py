@@ -1,17 +1,18 @@
 """`mro rl`: MRO-RL, REINFORCE over SGRO groups with importance sampling (method.md §3-§5),
 or with `rl.method: diffu_grpo | coupled_grpo | wd1` a GRPO-family objective on the same
-rollouts, rewards, train step and loop (mro/method/grpo_rl.py, docs/rl.md).
+rollouts, rewards, train step and loop (mro/method/finetuning/grpo_batches.py, docs/rl.md).
 
 Every rollout batch: rl.prompts_per_batch training prompts, rl.rollouts_per_prompt
 trajectories each from the current policy (compiled sampler at rl.temperature).
 Each trajectory's G = steps / w groups get rewards (R_tv, R_ppl at the group's end; R_q
 on the last group; optional shaping), minus a baseline (`none`, the paper, or
 `group_mean`, leave-one-out over the prompt's rollouts). n_opt groups per trajectory
-are drawn with probabilities q_g and weighted 1 / (n_opt q_g) (mro/method/sgro.py); log π_old of
-their steps is recorded, and rl.inner_steps gradient steps of the SGRO loss
-(mro/losses.make_sgro_loss: ratio π_θ / π_old, optional clipping, optional KL to the
-frozen starting model) run on the batch. Checkpoints fall on rollout boundaries, so a
-resumed run regenerates exactly the rollouts the uninterrupted run drew.
+are drawn with probabilities q_g and weighted 1 / (n_opt q_g)
+(mro/method/finetuning/sgro.py); log π_old of their steps is recorded, and rl.inner_steps
+gradient steps of the SGRO loss (mro/losses.make_sgro_loss: ratio π_θ / π_old, optional
+clipping, optional KL to the frozen starting model) run on the batch. Checkpoints fall on
+rollout boundaries, so a resumed run regenerates exactly the rollouts the uninterrupted run
+drew.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mro import config as exp_config
-from mro.method import sgro
-from mro.method.start import Start, begin, validation
+from mro.method.finetuning import sgro
+from mro.method.finetuning.starting_model import Start, begin, validation
 from mro.training.loop import Objective, train_loop
-from mro.method.losses import make_sgro_loss
-from mro.method.rollouts import intra_rewards, quality_per_group, sample_rollouts
-from mro.method.search import Scoring, resolve_scoring
-from mro.method.textsearch import SearchRunner
-from mro.method.trajectory import step_logprobs
+from mro.method.finetuning.losses import make_sgro_loss
+from mro.method.finetuning.rollouts import intra_rewards, quality_per_group, sample_rollouts
+from mro.method.search.mro_search import Scoring, resolve_scoring
+from mro.method.search.runner import SearchRunner
+from mro.method.finetuning.trajectory import step_logprobs
 from rewards.tasks import get_task
 
 
@@ -49,7 +50,7 @@ def check(cfg: exp_config.ExperimentConfig) -> None:
       raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
                        f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
   if m.method != "mro":
-    from mro.method import grpo_rl
+    from mro.method.finetuning import grpo_batches as grpo_rl
     grpo_rl.check(cfg)
   elif cfg.sampler.steps % m.group_steps or cfg.sampler.threshold is not None:
     raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
@@ -142,7 +143,7 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
     loss_fn = make_sgro_loss(tokenizer.special.mask, batches.width, cfg.rl.clip_eps,
                              cfg.rl.kl_coef)
   else:
-    from mro.method import grpo_rl
+    from mro.method.finetuning import grpo_batches as grpo_rl
     batches = grpo_rl.GRPOBatches(cfg, start, examples, tokenizer)
     loss_fn = grpo_rl.make_loss(cfg, tokenizer.special.mask, batches.width)
   objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.validation.every)

@@ -28,11 +28,11 @@ from mro.files import save_npz_atomic
 from mro.progress import Progress
 from mro.sampling.textgen import batches
 from mro.training.data import BatchStream
-from mro.method.start import begin, validation
+from mro.method.finetuning.starting_model import begin, validation
 from mro.training.loop import Objective, train_loop
-from mro.method.losses import make_stepwise_loss
+from mro.method.finetuning.losses import make_stepwise_loss
 from mro.training.losses import make_mdm_loss
-from mro.method.textsearch import SearchRunner
+from mro.method.search.runner import SearchRunner
 from rewards.tasks import get_task
 
 GEN_BATCH = 64

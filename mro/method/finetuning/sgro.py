@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mro.method.settings import BASELINES, Q_RULES
+from mro.method.finetuning.settings import BASELINES, Q_RULES
 
 
 
