@@ -13,7 +13,7 @@ import sys
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from mro import options  # noqa: E402
-from mro.method.finetuning.settings import CascadeConfig, SearchConfig  # noqa: E402
+from mro.method.search.settings import CascadeConfig, SearchConfig  # noqa: E402
 from mro.sampling.schedule import SamplerConfig  # noqa: E402
 from rewards.combine import RewardConfig  # noqa: E402
 

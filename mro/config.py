@@ -40,9 +40,9 @@ import yaml
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
-from mro.method.finetuning.settings import (CoupledGRPOConfig, DiffuGRPOConfig, RejectConfig,
-                                            RLConfig, SearchConfig, StartConfig,
-                                            ValidationConfig, WD1Config)
+from mro.method.finetuning.grpo_settings import CoupledGRPOConfig, DiffuGRPOConfig, WD1Config
+from mro.method.finetuning.settings import RejectConfig, RLConfig, StartConfig, ValidationConfig
+from mro.method.search.settings import SearchConfig
 from mro.sampling.schedule import SamplerConfig
 from rewards.combine import RewardConfig
 
@@ -155,7 +155,8 @@ class ExperimentConfig:
   train: TrainConfig = TrainConfig()
   sampler: SamplerConfig = SamplerConfig()
   mesh: MeshConfig = MeshConfig()
-  # reject sampling and RL (mro/method/finetuning/settings.py, rewards/combine.py)
+  # reject sampling and RL (mro/method/search/settings.py, mro/method/finetuning/,
+  # rewards/combine.py)
   start: StartConfig = StartConfig()
   search: SearchConfig = SearchConfig()
   rewards: RewardConfig = RewardConfig(quality_source="label")

@@ -5,7 +5,8 @@ of `SamplerConfig`, `SearchConfig`, `RewardConfig` or `CascadeConfig`; this tabl
 flag, the field and its help line once. The CLI builds its flags from it (defaults shown from the
 dataclasses), and `overrides` turns parsed arguments back into per-type field
 dictionaries. A flag left unset (None) keeps whatever the base settings say (a model's
-recorded sampler, a protocol's defaults).
+recorded sampler, a protocol's defaults). `search_config` and `cascade_config` turn the
+`--search` choice and its options into the settings it names.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from mro.method.finetuning.settings import SELECT, CascadeConfig, SearchConfig
+from mro.method.search.settings import SEARCHES, SELECT, CascadeConfig, SearchConfig
 from mro.sampling.schedule import CACHES, REMASKING, SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.quality import SOURCES
@@ -165,3 +166,28 @@ def flags_of(args: argparse.Namespace, *classes) -> dict[str, Any]:
   """{dest: value} of the given flags (set or not) of the settings types `classes`."""
   return {o.flag.replace("-", "_"): getattr(args, o.flag.replace("-", "_"), None)
           for cls in classes for o in TABLES[cls]}
+
+
+def search_config(method: str = "mro", **fields) -> SearchConfig:
+  """A SearchConfig for `method` ("mro" or "best-of-n", which never selects)."""
+  if method not in SEARCHES:
+    raise ValueError(f"search must be one of {SEARCHES} (or none), got {method!r}")
+  if method == "best-of-n":
+    fields["select"] = "none"
+  elif fields.get("select") == "none":
+    raise ValueError("select=none is best-of-n; use --search best-of-n")
+  return SearchConfig(**fields)
+
+
+def cascade_config(search: str, cascade_fields, other_options) -> CascadeConfig | None:
+  """The cascade that `search` asks for (None for any other search). Cascade fields without
+  search=cascade, and search or reward options (`other_options`: their names) with it,
+  are refused by name."""
+  if cascade_fields and search != "cascade":
+    raise ValueError(f"cascade option(s) {sorted(cascade_fields)} need --search cascade")
+  if search != "cascade":
+    return None
+  if other_options:
+    raise ValueError(f"search option(s) {sorted(other_options)} do not apply to --search "
+                     "cascade (its options: --stages, --accept, --verify-chunks)")
+  return CascadeConfig(**cascade_fields)

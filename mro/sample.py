@@ -17,8 +17,8 @@ from typing import Any
 
 from mro.loading import (load_inference_model, recorded_sampler_config, resolve_model,
                          resolve_scorer)
-from mro.method.finetuning.settings import (CascadeConfig, SearchConfig, cascade_config,
-                                            search_config)
+from mro.method.search.settings import CascadeConfig, SearchConfig
+from mro.options import cascade_config, search_config
 from mro.sampling import schedule
 from mro.sampling.schedule import SamplerConfig, with_overrides
 from mro.sampling.textgen import TextSampler

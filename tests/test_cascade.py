@@ -14,7 +14,7 @@ import pytest
 
 from mro.evaluation.runner import EvalConfig, run_eval
 from mro.method.search.cascade import bucket, run_cascade
-from mro.method.finetuning.settings import CascadeConfig, parse_stage
+from mro.method.search.settings import CascadeConfig, parse_stage
 from mro.sampling.schedule import SamplerConfig
 from rewards.verification import chunk_verification, content_mask, loo_logprobs
 from test_evaluate import model_dir, text_sampler  # noqa: F401 (the random text model)

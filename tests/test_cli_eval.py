@@ -169,7 +169,7 @@ def test_fast_eval_records_the_resolved_options_and_fewer_forward_passes(
 
 def test_search_defaults_are_the_measured_two_points_and_the_paper_protocol_keeps_four():
   from mro.evaluation.settings import EvalConfig
-  from mro.method.finetuning.settings import SearchConfig
+  from mro.method.search.settings import SearchConfig
 
   scfg = EvalConfig.build("sudoku", steps="L/4").sampler_configs()[0]
   compact = EvalConfig.build("sudoku", search="mro", steps="L/4")

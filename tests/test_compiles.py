@@ -16,7 +16,7 @@ from mro import config as exp_config
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
 from mro.loading import load_inference_model, resolve_model
-from mro.method.finetuning.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from mro.method.finetuning.starting_model import validation
 from mro.method.search.runner import SearchRunner
 from mro.sampling.schedule import SamplerConfig

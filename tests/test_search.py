@@ -13,7 +13,7 @@ from models.transformer import ModelApply, init_model
 from mro.sampling.sampler import NOT_COMMITTED
 from mro.sampling.schedule import SamplerConfig
 from mro.method.search.mro_search import Scoring, run_search, search_nfe, select
-from mro.method.finetuning.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer
 

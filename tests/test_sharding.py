@@ -14,7 +14,7 @@ from models.sharding import (MeshConfig, make_mesh, parse_mesh, shard_batch, spe
 from models.transformer import ModelApply, init_model
 from mro.sampling.schedule import SamplerConfig
 from mro.method.search.mro_search import Scoring, run_search
-from mro.method.finetuning.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from rewards.combine import RewardConfig
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]

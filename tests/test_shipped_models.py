@@ -111,7 +111,7 @@ def test_a_scorer_with_another_tokenizer_scores_decoded_text_once_per_group():
   leaves jit once per group to score decoded candidates, and the R_ppl it records for the
   last group is the scorer's reward on the decoded final candidates."""
   from mro.sampling.schedule import SamplerConfig
-  from mro.method.finetuning.settings import SearchConfig
+  from mro.method.search.settings import SearchConfig
   from mro.sampling.textgen import TextSampler
   from mro.method.search.runner import SearchRunner, same_tokenizer
   from mro.loading import load_inference_model

@@ -183,7 +183,7 @@ def test_bad_correction_settings_raise_naming_the_field(kwargs, field):
 def test_reject_sampling_rl_and_the_search_refuse_correction():
   from mro import config as exp_config
   from mro.method.finetuning import reject_sampling, rl, rollouts
-  from mro.method.finetuning.settings import SearchConfig
+  from mro.method.search.settings import SearchConfig
   cfg = exp_config.ExperimentConfig(sampler=CORRECT)
   with pytest.raises(ValueError, match="reject sampling.*correct_below"):
     reject_sampling.check(cfg)

@@ -22,7 +22,7 @@ import numpy as np
 
 from mro.sampling.schedule import SamplerConfig
 from mro.method.search.mro_search import Scoring, run_search
-from mro.method.finetuning.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from mro.sampling.textgen import TextSampler
 from mro.method.search.runner import SearchRunner
 from mro.loading import load_inference_model, resolve_model

@@ -35,7 +35,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from mro.method.finetuning.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from mro.sampling.schedule import REMASKING, SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.tasks import STYLES

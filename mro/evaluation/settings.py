@@ -22,8 +22,7 @@ from typing import Any
 
 from mro import options
 from mro.evaluation.protocols import Protocol, get_protocol
-from mro.method.finetuning.settings import (SEARCHES, CascadeConfig, SearchConfig,
-                                            cascade_config, search_config)
+from mro.method.search.settings import SEARCHES, CascadeConfig, SearchConfig
 from mro.sampling.schedule import FAST, SamplerConfig, resolve_steps
 from rewards.combine import RewardConfig
 from rewards.tasks import SPLITS, get_task
@@ -122,13 +121,13 @@ class EvalConfig:
     reward_fields = options.overrides(given, RewardConfig)
     p = get_protocol(protocol, task)
     scfg = rewards = None
-    cascade = cascade_config(search, options.overrides(given, CascadeConfig),
-                             set(search_fields) | set(reward_fields))
+    cascade = options.cascade_config(search, options.overrides(given, CascadeConfig),
+                                     set(search_fields) | set(reward_fields))
     if search not in ("none", "cascade"):
       fields = {**dataclasses.asdict(p.search), **search_fields}
       if search == "best-of-n":
         del fields["select"]  # best-of-N never selects
-      scfg = search_config(search, **fields)
+      scfg = options.search_config(search, **fields)
       rewards = dataclasses.replace(p.rewards, **reward_fields)
     elif search_fields or reward_fields:
       names = sorted((set(given) & options.DESTS) - set(sampler))

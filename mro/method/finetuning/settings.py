@@ -1,126 +1,27 @@
-"""Settings of the MRO method: one frozen dataclass per concern, pure data.
+"""Settings of fine-tuning with MRO's rewards, pure data (no JAX programs), so experiment
+configs (mro/config.py) and the CLI can use them cheaply.
 
-- `SearchConfig`: the test-time search (candidates, group steps, selection); the same type
-  drives `mro eval --search`, `mro sample --search` and the trajectories of reject sampling.
 - `StartConfig`: the trained model reject sampling and RL start from, and its scorer.
 - `RejectConfig`: which searched trajectories are kept and how they are trained on.
 - `RLConfig`: the RL method (`method`), rollouts, SGRO groups, importance weights,
   baselines, KL.
-- `DiffuGRPOConfig`, `CoupledGRPOConfig`, `WD1Config`: the objectives of the GRPO family
-  (`rl.method: diffu_grpo | coupled_grpo | wd1`, docs/rl.md).
 - `ValidationConfig`: the held-out accuracy that picks the best checkpoint.
-- `CascadeConfig`: the verified cascade (decoders cheapest first, R_tv decides who
-  escalates).
 
-The rewards are `rewards.combine.RewardConfig`. This module imports no method code, so
-experiment configs (mro/config.py) and the CLI can use these types without loading JAX
-programs.
+The GRPO family's own sections are in grpo_settings.py, the search's in
+mro/method/search/settings.py, the rewards are `rewards.combine.RewardConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
-from mro.sampling.schedule import SamplerConfig, resolve_steps
+from mro.method.search.settings import check_one_of, check_positive
 
-SELECT = ("argmax", "resample", "none")  # none: candidates never selected (best-of-N)
-SEARCHES = ("mro", "best-of-n")
 BASELINES = ("none", "group_mean")
 Q_RULES = ("uniform", "advantage", "tokens")
 KEEP_RULES = ("top1", "threshold", "quality")
 STEP_TARGETS = ("committed", "masked")
 RL_METHODS = ("mro", "diffu_grpo", "coupled_grpo", "wd1")
-ADVANTAGES = ("centered", "normalized", "leave_one_out")
-LOSS_NORMS = ("sequence", "tokens")
-COUPLED_ESTIMATORS = ("pair", "released")
-
-
-def _one_of(section: str, obj, name: str, choices: tuple[str, ...]) -> None:
-  if getattr(obj, name) not in choices:
-    raise ValueError(f"{section}.{name} must be one of {choices}, got {getattr(obj, name)!r}")
-
-
-def _positive(section: str, obj, names) -> None:
-  for name in names:
-    value = getattr(obj, name)
-    if value is not None and value < 1:
-      raise ValueError(f"{section}.{name} must be >= 1, got {value}")
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-  """MRO test-time search (method.md §5).
-
-  Every `group_steps` (w) denoising steps, each of the `n_live` live sequences of a
-  prompt expands into `k` candidates sampled at `temperature`; all candidates advance w
-  steps as one batch, are scored, and `select` keeps n_live of them: `argmax` (the paper)
-  or `resample` (draws ∝ exp(R / resample_temperature), importance resampling). `none`
-  never selects: k independent samples picked at the end (best-of-N at equal NFE).
-  `group_steps=None` = the sampler's steps / `search_points` (default 2: measured best on
-  the shipped Sudoku model, 91.4% at L/4 against 88.7% with the paper's 4 points; the `mro`
-  protocol keeps 4).
-  `forward_chunks`: the candidates' forward passes in this many sequential slices
-  (None = the pool on a CPU backend, where narrower batches are faster per row; 1 on
-  accelerators); results are the same up to float rounding.
-  """
-
-  k: int = 4
-  group_steps: int | None = None
-  temperature: float = 1.0
-  select: str = "argmax"
-  resample_temperature: float = 1.0
-  n_live: int = 1
-  forward_chunks: int | None = None
-  search_points: int = 2
-
-  def __post_init__(self):
-    _positive("search", self, ("k", "n_live", "group_steps", "forward_chunks",
-                               "search_points"))
-    _one_of("search", self, "select", SELECT)
-    if not self.temperature >= 0:  # also refuses NaN
-      raise ValueError(f"search.temperature must be a number >= 0, got {self.temperature}")
-    if not self.resample_temperature > 0:
-      raise ValueError(f"search.resample_temperature must be > 0, got "
-                       f"{self.resample_temperature}")
-
-  @property
-  def method(self) -> str:
-    return "best-of-n" if self.select == "none" else "mro"
-
-  @property
-  def pool(self) -> int:
-    return self.n_live * self.k
-
-  def resolve(self, sampler: SamplerConfig) -> SearchConfig:
-    """This search with group_steps filled in for `sampler`, checked against it."""
-    sampler.refuse_correction("the search")
-    w = self.group_steps or max(1, sampler.steps // self.search_points)
-    if sampler.adaptive:
-      raise ValueError("the search needs a fixed step schedule; unset threshold and factor")
-    if sampler.steps % w:
-      raise ValueError(f"steps={sampler.steps} is not divisible by group_steps={w}")
-    return dataclasses.replace(self, group_steps=w)
-
-  def check(self, sampler: SamplerConfig) -> None:
-    self.resolve(sampler)
-
-  def chunks(self) -> int:
-    if self.forward_chunks is not None:
-      return self.forward_chunks
-    import jax  # deferred: this module stays importable without starting JAX
-    return self.pool if jax.default_backend() == "cpu" else 1
-
-
-def search_config(method: str = "mro", **fields) -> SearchConfig:
-  """A SearchConfig for `method` ("mro" or "best-of-n", which never selects)."""
-  if method not in SEARCHES:
-    raise ValueError(f"search must be one of {SEARCHES} (or none), got {method!r}")
-  if method == "best-of-n":
-    fields["select"] = "none"
-  elif fields.get("select") == "none":
-    raise ValueError("select=none is best-of-n; use --search best-of-n")
-  return SearchConfig(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +58,9 @@ class RejectConfig:
   targets: str = "masked"
 
   def __post_init__(self):
-    _one_of("reject", self, "keep", KEEP_RULES)
-    _one_of("reject", self, "targets", STEP_TARGETS)
-    _positive("reject", self, ("n_opt",))
+    check_one_of("reject", self, "keep", KEEP_RULES)
+    check_one_of("reject", self, "targets", STEP_TARGETS)
+    check_positive("reject", self, ("n_opt",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,121 +93,20 @@ class RLConfig:
   shaping_lambda: float = 1.0
 
   def __post_init__(self):
-    _one_of("rl", self, "method", RL_METHODS)
+    check_one_of("rl", self, "method", RL_METHODS)
     if self.method != "mro" and self.rollouts_per_prompt < 2:
       raise ValueError(f"rl.rollouts_per_prompt must be >= 2 for rl.method={self.method} "
                        f"(group-relative advantages), got {self.rollouts_per_prompt}")
-    _one_of("rl", self, "baseline", BASELINES)
-    _one_of("rl", self, "q_rule", Q_RULES)
-    _positive("rl", self, ("group_steps", "rollouts_per_prompt", "prompts_per_batch",
-                           "inner_steps", "n_opt"))
+    check_one_of("rl", self, "baseline", BASELINES)
+    check_one_of("rl", self, "q_rule", Q_RULES)
+    check_positive("rl", self, ("group_steps", "rollouts_per_prompt", "prompts_per_batch",
+                                "inner_steps", "n_opt"))
     if self.clip_eps is not None and not self.clip_eps > 0:
       raise ValueError(f"rl.clip_eps must be positive or null, got {self.clip_eps}")
     if not (self.kl_coef >= 0 and self.temperature >= 0):
       raise ValueError("rl.kl_coef and rl.temperature must be >= 0")
     if self.baseline == "group_mean" and self.rollouts_per_prompt < 2:
       raise ValueError("rl.baseline=group_mean needs rl.rollouts_per_prompt >= 2")
-
-
-def _fraction(section: str, obj, name: str, low_open: bool = False) -> None:
-  """Refuses a value outside [0, 1) (or (0, 1) with low_open), NaN included."""
-  value = getattr(obj, name)
-  inside = (0 < value < 1) if low_open else (0 <= value < 1)
-  if not inside:
-    raise ValueError(f"{section}.{name} must be in {'(0' if low_open else '[0'}, 1), "
-                     f"got {value}")
-
-
-def _check_clipped(section: str, obj) -> None:
-  _one_of(section, obj, "advantage", ADVANTAGES)
-  _one_of(section, obj, "loss_norm", LOSS_NORMS)
-  if obj.clip_eps is not None and not obj.clip_eps > 0:
-    raise ValueError(f"{section}.clip_eps must be positive or null, got {obj.clip_eps}")
-  if not obj.kl_coef >= 0:
-    raise ValueError(f"{section}.kl_coef must be >= 0, got {obj.kl_coef}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffuGRPOConfig:
-  """diffu-GRPO (d1, Zhao et al. 2025), `rl.method: diffu_grpo` (docs/rl.md).
-
-  Per-token log-probabilities of a completion from one forward pass on [prompt with each
-  real token masked with probability p_mask_prompt, completion fully masked] (mean-field);
-  fresh masks on each of the rl.inner_steps steps, the same masks for π_old and π_ref.
-  Loss: -min(ρ A, clip(ρ, 1 ± clip_eps) A) + kl_coef · k3-KL per completion token,
-  averaged per completion then over completions (`loss_norm: sequence`, the paper's
-  1/G Σ_i 1/|o_i| Σ_k) or over all tokens of the batch (`tokens`, the released code).
-  `advantage`: centered r - mean (the released code), normalized (r - mean) / (std +
-  1e-4), or leave_one_out. Defaults: the released configuration (p = 0.15, ε = 0.5,
-  β = 0.04).
-  """
-
-  p_mask_prompt: float = 0.15
-  clip_eps: float | None = 0.5
-  kl_coef: float = 0.04
-  advantage: str = "centered"
-  loss_norm: str = "sequence"
-
-  def __post_init__(self):
-    _fraction("diffu_grpo", self, "p_mask_prompt")
-    _check_clipped("diffu_grpo", self)
-
-
-@dataclasses.dataclass(frozen=True)
-class CoupledGRPOConfig:
-  """coupled-GRPO (DiffuCoder, Gong et al. 2025), `rl.method: coupled_grpo` (docs/rl.md).
-
-  Per completion a mask ratio t ~ U(t_min, t_max) and a mask m over the completion
-  (each position masked with probability t) and its complement 1 - m, prompt visible:
-  two forward passes, and each completion token's log-probability is read from the
-  pass where it is masked, so every token is scored exactly once (`estimator: pair`).
-  `released`: the public code's estimate, (log p_full + log p_m / t or log p_1-m / (1-t))
-  / 2 with a third, fully masked pass. The clipped objective, KL, `advantage` and
-  `loss_norm` are diffu-GRPO's. Defaults: the released configuration (t in [0.2, 0.8],
-  ε = 0.5, β = 0.01, leave-one-out advantages without std scaling).
-  """
-
-  t_min: float = 0.2
-  t_max: float = 0.8
-  estimator: str = "pair"
-  clip_eps: float | None = 0.5
-  kl_coef: float = 0.01
-  advantage: str = "leave_one_out"
-  loss_norm: str = "sequence"
-
-  def __post_init__(self):
-    _fraction("coupled_grpo", self, "t_min", low_open=True)
-    _fraction("coupled_grpo", self, "t_max", low_open=True)
-    if not self.t_min <= self.t_max:
-      raise ValueError(f"coupled_grpo.t_min={self.t_min} must be <= coupled_grpo.t_max="
-                       f"{self.t_max}")
-    _one_of("coupled_grpo", self, "estimator", COUPLED_ESTIMATORS)
-    _check_clipped("coupled_grpo", self)
-
-
-@dataclasses.dataclass(frozen=True)
-class WD1Config:
-  """wd1 (Tang et al. 2025), `rl.method: wd1` (docs/rl.md): ratio-free weighted likelihood.
-
-  loss = -(1/P) Σ_prompts Σ_i (w+_i - negative_weight · w-_i) log π_θ(o_i | q), with
-  w+ = softmax_group(psi · A), w- = softmax_group(-psi · A) over the prompt's G
-  completions and log π_θ(o_i | q) = Σ_k of d1's per-token estimate (prompt masked with
-  p_mask_prompt, completion fully masked); no π_old, no π_ref. Defaults: the paper and
-  its code (psi = 1, negative_weight = 1, p = 0.15, centered advantages).
-  """
-
-  p_mask_prompt: float = 0.15
-  psi: float = 1.0
-  negative_weight: float = 1.0
-  advantage: str = "centered"
-
-  def __post_init__(self):
-    _fraction("wd1", self, "p_mask_prompt")
-    _one_of("wd1", self, "advantage", ADVANTAGES)
-    if not self.psi > 0:
-      raise ValueError(f"wd1.psi must be > 0, got {self.psi}")
-    if not self.negative_weight >= 0:
-      raise ValueError(f"wd1.negative_weight must be >= 0, got {self.negative_weight}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,122 +119,4 @@ class ValidationConfig:
   data: str | None = None
 
   def __post_init__(self):
-    _positive("validation", self, ("every", "limit"))
-
-
-_SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
-
-
-def _stage_value(text: str):
-  """A stage value: none, true/false, an integer, a number, else the text (L/2, dual)."""
-  low = text.lower()
-  if low in ("none", "null"):
-    return None
-  if low in ("true", "false"):
-    return low == "true"
-  for kind in (int, float):
-    try:
-      return kind(text)
-    except ValueError:
-      pass
-  return text
-
-
-def parse_stage(text: str) -> dict:
-  """`threshold=0.99` or `steps=L/2,temperature=1` -> sampler fields (steps may be L/k)."""
-  fields = {}
-  for part in text.split(","):
-    key, eq, value = (s.strip() for s in part.partition("="))
-    if not eq or not key or not value:
-      raise ValueError(f"cascade stage {text!r}: expected field=value[,field=value...], "
-                       f"e.g. threshold=0.99 or steps=L/2")
-    key = key.replace("-", "_")
-    if key not in _SAMPLER_FIELDS:
-      raise ValueError(f"cascade stage {text!r}: {key!r} is not a sampler field; known: "
-                       f"{list(_SAMPLER_FIELDS)}")
-    if key in fields:
-      raise ValueError(f"cascade stage {text!r} sets {key} twice")
-    fields[key] = _stage_value(value)
-  return fields
-
-
-@dataclasses.dataclass(frozen=True)
-class CascadeConfig:
-  """The verified cascade (`mro eval --search cascade`; beyond the paper, docs/method.md).
-
-  Every prompt is decoded by the first stage (a sampler setting: the base sampler with
-  the stage's fields replaced), and its answer is checked with R_tv over the whole
-  answer in `verify_chunks` rows (`rewards.verification.chunk_verification`: the mean
-  log-probability the model gives each committed token with a 1/verify_chunks share of
-  the answer re-masked). An answer scoring >= `accept` is final; the other prompts go on
-  to the next stage, and so on. Each prompt keeps the best-scoring answer of the stages
-  it ran. A prompt's forward passes are those of the stages it ran plus verify_chunks per
-  stage.
-
-  stages: sampler fields per stage, cheapest first, as `field=value[,field=value]` texts
-    (steps may be L or L/k) or mappings. Default: threshold 0.99 decoding (a few passes),
-    then threshold 0.999, then the full L steps one token at a time: the best measured on
-    the shipped Sudoku model's validation split, with the accept level chosen there too
-    (README, "MRO at few steps").
-  """
-
-  stages: tuple = ("threshold=0.99", "threshold=0.999", "steps=L,threshold=none")
-  accept: float = -1e-4
-  verify_chunks: int = 3
-
-  def __post_init__(self):
-    stages = self.stages.split(";") if isinstance(self.stages, str) else self.stages
-    stages = tuple(s if isinstance(s, str) else
-                   ",".join(f"{k}={'none' if v is None else v}" for k, v in dict(s).items())
-                   for s in stages)
-    object.__setattr__(self, "stages", tuple(s.strip() for s in stages))
-    if not self.stages:
-      raise ValueError("cascade.stages is empty: give at least one sampler setting")
-    for s in self.stages:
-      parse_stage(s)
-    if isinstance(self.accept, bool) or not isinstance(self.accept, (int, float)) \
-        or not math.isfinite(self.accept):
-      raise ValueError(f"cascade.accept must be a finite number (a mean log-probability), "
-                       f"got {self.accept!r}")
-    _positive("cascade", self, ("verify_chunks",))
-
-  @property
-  def method(self) -> str:
-    return "cascade"
-
-  def resolve(self, base: SamplerConfig) -> tuple[SamplerConfig, ...]:
-    """One SamplerConfig per stage (ValueError naming the stage that does not fit)."""
-    if self.verify_chunks > base.gen_length:
-      raise ValueError(f"cascade.verify_chunks={self.verify_chunks} is more than the "
-                       f"{base.gen_length} response positions")
-    out = []
-    for text in self.stages:
-      fields = parse_stage(text)
-      if "steps" in fields:
-        fields["steps"] = resolve_steps(fields["steps"], fields.get("gen_length",
-                                                                    base.gen_length))
-      try:
-        out.append(dataclasses.replace(base, **fields))
-      except (TypeError, ValueError) as e:
-        raise ValueError(f"cascade stage {text!r}: {e}") from None
-      if out[-1].gen_length != base.gen_length:
-        raise ValueError(f"cascade stage {text!r}: every stage answers with the same "
-                         f"gen_length ({base.gen_length})")
-    return tuple(out)
-
-  def check(self, sampler: SamplerConfig) -> None:
-    self.resolve(sampler)
-
-
-def cascade_config(search: str, cascade_fields, other_options) -> CascadeConfig | None:
-  """The cascade that `search` asks for (None for any other search). Cascade fields without
-  search=cascade, and search or reward options (`other_options`: their names) with it,
-  are refused by name."""
-  if cascade_fields and search != "cascade":
-    raise ValueError(f"cascade option(s) {sorted(cascade_fields)} need --search cascade")
-  if search != "cascade":
-    return None
-  if other_options:
-    raise ValueError(f"search option(s) {sorted(other_options)} do not apply to --search "
-                     "cascade (its options: --stages, --accept, --verify-chunks)")
-  return CascadeConfig(**cascade_fields)
+    check_positive("validation", self, ("every", "limit"))

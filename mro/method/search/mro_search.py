@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.sharding import place_params, shard_batch
-from mro.method.finetuning.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from mro.sampling.cache import new_cache
 from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
                                   map_rows, response_attention, row_keys, run_steps)

@@ -21,7 +21,7 @@ from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
 from mro.sampling.schedule import SamplerConfig
 from mro.method.search.mro_search import Scoring, run_search, search_nfe
-from mro.method.finetuning.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from mro.sampling.textgen import TextSampler
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer
