@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from models import config as model_config
 from models.sharding import (MeshConfig, activation_mesh, batch_sharding, check_batch_divides,
                              make_mesh)
-from mro.config import TrainConfig
+from mro.training.settings import TrainConfig
 from mro.training.losses import make_mdm_loss
 from mro.sampling.cache import kv_cache_bytes
 from mro.sampling.schedule import SamplerConfig

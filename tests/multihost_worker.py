@@ -63,7 +63,7 @@ def fixed_mask_loss(apply, params, batch, key):
 
 
 def train_setup(mesh):
-  from mro.config import TrainConfig
+  from mro.training.settings import TrainConfig
   from mro.training.step import init_state, jit_train_step, make_optimizer
   cfg = TrainConfig(steps=10, batch_size=B, warmup_steps=1, lr=1e-2)
   optimizer = make_optimizer(cfg)

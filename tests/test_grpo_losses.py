@@ -10,7 +10,7 @@ import pytest
 from models.config import preset
 from models.sharding import MeshConfig, make_mesh
 from mro import config as exp_config
-from mro.config import TrainConfig
+from mro.training.settings import TrainConfig
 from mro.method.finetuning import grpo
 from mro.method.finetuning import grpo_batches
 from mro.method.finetuning import losses

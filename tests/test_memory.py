@@ -11,7 +11,7 @@ from flax import nnx
 from models.config import ModelConfig
 from models.transformer import ModelApply, init_model
 from mro.training import losses
-from mro.config import DataConfig
+from mro.training.settings import DataConfig
 from mro.sampling.sampler import generate
 from mro.sampling.schedule import SamplerConfig
 

@@ -23,7 +23,7 @@ from mro import config as exp_config
 from mro.training import loop
 from mro.training import workdir as wdlib
 from mro.training.checkpointing import Checkpointer
-from mro.config import TrainConfig
+from mro.training.settings import TrainConfig
 from mro.training.losses import sft_loss_given_mask
 from mro.training.step import NonFiniteLossError, _grads, init_state, jit_train_step, make_optimizer
 
