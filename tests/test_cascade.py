@@ -12,11 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.logprobs import loo_logprobs
 from mro.evaluation.runner import EvalConfig, run_eval
 from mro.method.search.cascade import bucket, run_cascade
 from mro.method.search.settings import CascadeConfig, parse_stage
 from mro.sampling.schedule import SamplerConfig
-from rewards.verification import chunk_verification, content_mask, loo_logprobs
+from rewards.verification import chunk_verification, content_mask
 from test_evaluate import model_dir, text_sampler  # noqa: F401 (the random text model)
 
 BASE = SamplerConfig(gen_length=16, steps=16, block_length=16, temperature=1.0)

@@ -35,11 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.logprobs import loo_logprobs
 from models.sharding import place_params, shard_batch
 from models.transformer import ModelApply  # noqa: F401  (re-exported for callers)
 from mro.sampling.cache import KVCache, cache_rows, cached_logits, check_cacheable, new_cache
 from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
-from rewards.verification import loo_logprobs
 
 NOT_COMMITTED = 2**30  # commit_step of a position that is still MASK
 PROMPT = -1  # commit_step of prompt positions (visible at every step)
