@@ -16,8 +16,6 @@ of a workdir's config) and are the defaults of `mro sample`.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,12 @@ from models.config import ModelConfig, SpecialIds
 from models.tokenizers import load_tokenizer
 from models.transformer import Transformer
 from mro import config as exp_config
+from mro.sampling.sampler_file import SAMPLER_FILE, read_sampler_file
 from mro.sampling.schedule import SamplerConfig
 from mro.training.workdir import Workdir
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "models"
 SHIPPED_MODELS = ("default", "default-mro", "default-scorer")
-SAMPLER_FILE = "sampler.json"  # a model directory's recorded sampler settings
 
 
 def is_shipped(name: str | Path | None) -> bool:
@@ -129,23 +127,3 @@ def recorded_sampler_config(path: str | Path) -> SamplerConfig | None:
       except (ValueError, KeyError, TypeError):
         return None
   return None
-
-
-def read_sampler_file(path: Path) -> SamplerConfig:
-  try:
-    raw = json.loads(path.read_text())
-    if not isinstance(raw, dict):
-      raise ValueError("expected a JSON object")
-    known = {f.name for f in dataclasses.fields(SamplerConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-      raise ValueError(f"unknown field(s) {unknown}; known: {sorted(known)}")
-    return SamplerConfig(**raw)
-  except (ValueError, TypeError) as e:
-    raise ValueError(f"{path}: not a valid sampler settings file: {e}") from e
-
-
-def write_sampler_file(model_dir: str | Path, cfg: SamplerConfig) -> None:
-  """Records `cfg` as the sampler settings of the model in `model_dir`."""
-  from mro.files import write_json_atomic
-  write_json_atomic(Path(model_dir) / SAMPLER_FILE, dataclasses.asdict(cfg))

@@ -27,6 +27,7 @@ from models.config import replace as replace_model
 from models.sharding import check_batch_divides, make_mesh
 from models.tokenizers import load_tokenizer, train_sentencepiece
 from mro import config as exp_config
+from mro.sampling.sampler_file import write_sampler_file
 from mro.training import workdir as wdlib
 from mro.training.checkpointing import Checkpointer
 from mro.training.data import BatchStream, build_sequences
@@ -228,7 +229,6 @@ def check_finite_weights(params, step: int, ckpt: Checkpointer, wd: wdlib.Workdi
 def export(wd: wdlib.Workdir, cfg: exp_config.ExperimentConfig, params, tokenizer,
            directory: Path | None = None) -> Path:
   """A model as a portable HF-format directory with its tokenizer (default: workdir/model)."""
-  from mro.loading import write_sampler_file
   directory = wd.model if directory is None else directory
   checkpoints.save_hf(directory, params, cfg.model, tokenizer.special)
   tokenizer.save(directory)
