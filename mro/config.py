@@ -40,6 +40,7 @@ import yaml
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
+from mro.files import write_json_atomic
 from mro.method.finetuning.grpo_settings import CoupledGRPOConfig, DiffuGRPOConfig, WD1Config
 from mro.method.finetuning.settings import RejectConfig, RLConfig, StartConfig, ValidationConfig
 from mro.method.search.settings import SearchConfig
@@ -192,7 +193,6 @@ def load_config(name_or_path: str, sets: list[str] = ()) -> ExperimentConfig:
 
 
 def save_resolved(cfg: ExperimentConfig, path: Path) -> None:
-  from mro.files import write_json_atomic
   write_json_atomic(path, cfg.to_dict())
 
 

@@ -25,7 +25,7 @@ from mro.evaluation import plot
 from mro.evaluation import report
 from mro.evaluation import settings as eval_settings
 from mro.evaluation.runner import EvalConfig, run_eval
-from mro.training.loop import TASK_TAGS
+from rewards.tasks.formats import COMPACT_TAGS
 from mro.evaluation.protocols import Protocol, get_protocol, protocol_names
 from rewards.tasks import Example, get_task
 
@@ -39,7 +39,7 @@ def save_random_model(directory, max_seq_len: int = 96):
   """A randomly initialised tiny model in HF format with a sentencepiece tokenizer."""
   texts = [t for name in ("arith", "sudoku", "countdown")
            for ex in get_task(name).examples("train", limit=100) for t in (ex.prompt, ex.target)]
-  tok = train_sentencepiece(texts, directory, 64, user_symbols=TASK_TAGS,
+  tok = train_sentencepiece(texts, directory, 64, user_symbols=COMPACT_TAGS,
                             byte_fallback=False, hard_vocab_limit=False)
   cfg = preset("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2,
                n_kv_heads=2, mlp_hidden=64, max_seq_len=max_seq_len)

@@ -26,26 +26,25 @@ from models import checkpoints
 from models.config import replace as replace_model
 from models.sharding import check_batch_divides, make_mesh
 from models.tokenizers import load_tokenizer, train_sentencepiece
-from mro import config as exp_config
 from mro.sampling.sampler_file import write_sampler_file
 from mro.training import workdir as wdlib
 from mro.training.checkpointing import Checkpointer
 from mro.training.data import BatchStream, build_sequences
 from mro.training.losses import make_mdm_loss
+from mro.training.settings import RunConfig
 from mro.training.step import (LossFn, NonFiniteLossError, TrainState, init_state, jit_train_step,
                        make_optimizer)
 from rewards.tasks import get_task
+from rewards.tasks.formats import COMPACT_TAGS
 
-TASK_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
-
-def training_examples(cfg: exp_config.ExperimentConfig, split: str = "train"):
+def training_examples(cfg: RunConfig, split: str = "train"):
   task = get_task(cfg.data.task)
   return task.examples(split, path=cfg.data.path, limit=cfg.data.train_size or None,
                        seed=cfg.data.seed, style=cfg.data.style)
 
 
-def prepare_tokenizer(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, examples):
+def prepare_tokenizer(cfg: RunConfig, wd: wdlib.Workdir, examples):
   if wd.tokenizer.exists():
     return load_tokenizer(wd.tokenizer)
   if cfg.tokenizer.path:
@@ -54,11 +53,11 @@ def prepare_tokenizer(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, examp
     return tok
   texts = [t for ex in examples for t in (ex.prompt, ex.target)]
   return train_sentencepiece(texts, wd.tokenizer, cfg.tokenizer.vocab_size,
-                             user_symbols=TASK_TAGS, byte_fallback=cfg.tokenizer.byte_fallback,
+                             user_symbols=COMPACT_TAGS, byte_fallback=cfg.tokenizer.byte_fallback,
                              hard_vocab_limit=False)
 
 
-def _wandb_run(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir):
+def _wandb_run(cfg: RunConfig, wd: wdlib.Workdir):
   if not cfg.train.wandb:
     return None
   import wandb
@@ -83,18 +82,18 @@ class Objective:
   validate_every: int = 0
 
 
-def setup(cfg: exp_config.ExperimentConfig, workdir: str | Path, examples=None):
+def setup(cfg: RunConfig, workdir: str | Path, examples=None):
   """(workdir, resolved config, tokenizer): claims the workdir and records the config."""
   wd = wdlib.claim(workdir, cfg)
   tokenizer = prepare_tokenizer(cfg, wd, examples if examples is not None else
                                 training_examples(cfg))
   cfg = dataclasses.replace(cfg, model=replace_model(cfg.model,
                                                      vocab_size=tokenizer.vocab_size))
-  exp_config.save_resolved(cfg, wd.config)
+  wdlib.record_config(wd, cfg)
   return wd, cfg, tokenizer
 
 
-def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossFn | None = None,
+def run(cfg: RunConfig, workdir: str | Path, *, loss_fn: LossFn | None = None,
         stop_after: int | None = None) -> dict[str, Any]:
   """`mro train`: trains (or resumes) in `workdir`; returns the final metrics record.
 
@@ -112,7 +111,7 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossF
   return train_loop(cfg, wd, tokenizer, Objective(loss_fn, batches), stop_after=stop_after)
 
 
-def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
+def train_loop(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
                objective: Objective, *, init_params=None,
                stop_after: int | None = None) -> dict[str, Any]:
   """The one training loop: jitted step, checkpoints + exact resume, NaN stop, metrics,
@@ -226,7 +225,7 @@ def check_finite_weights(params, step: int, ckpt: Checkpointer, wd: wdlib.Workdi
         f"last good checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
 
 
-def export(wd: wdlib.Workdir, cfg: exp_config.ExperimentConfig, params, tokenizer,
+def export(wd: wdlib.Workdir, cfg: RunConfig, params, tokenizer,
            directory: Path | None = None) -> Path:
   """A model as a portable HF-format directory with its tokenizer (default: workdir/model)."""
   directory = wd.model if directory is None else directory

@@ -1,11 +1,17 @@
 """Settings of training, one frozen dataclass per concern: `TokenizerConfig` (the
 tokenizer a run uses or trains), `DataConfig` (where training sequences come from and their
 layout), `TrainConfig` (steps, batch, optimizer, checkpoints, logging). The experiment
-config (mro/config.py) holds them as its `tokenizer`, `data` and `train` sections."""
+config (mro/config.py) holds them as its `tokenizer`, `data` and `train` sections;
+`RunConfig` is what the training loop reads of it."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Protocol
+
+from models.config import ModelConfig
+from models.sharding import MeshConfig
+from mro.sampling.schedule import SamplerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,3 +110,18 @@ class TrainConfig:
   def effective_warmup(self) -> int:
     """The warmup steps used: warmup_steps, at most a tenth of the run (at least 1)."""
     return min(self.warmup_steps, max(1, self.steps // 10))
+
+
+class RunConfig(Protocol):
+  """What training reads of an experiment config (`mro.config.ExperimentConfig` is one): the
+  network, tokenizer, data, optimizer and mesh, the sampler settings recorded with the
+  exported model, and the whole config as a dict for the workdir's record."""
+
+  model: ModelConfig
+  tokenizer: TokenizerConfig
+  data: DataConfig
+  train: TrainConfig
+  sampler: SamplerConfig
+  mesh: MeshConfig
+
+  def to_dict(self) -> dict[str, Any]: ...

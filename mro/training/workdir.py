@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mro import config as exp_config
-from mro.files import append_jsonl, read_jsonl, write_atomic
+from mro.files import append_jsonl, read_jsonl, write_atomic, write_json_atomic
+from mro.sampling.schedule import SamplerConfig
+from mro.training.settings import RunConfig
 @dataclasses.dataclass(frozen=True)
 class Workdir:
   root: Path
@@ -47,7 +48,7 @@ class Workdir:
 IGNORED_ON_RESUME = {"train": ("progress", "wandb", "wandb_project", "log_every",
                                "keep_checkpoints", "checkpoint_every"),
                      "data": ("loss_chunk",),  # the same loss, computed in chunks
-                     "sampler": tuple(f.name for f in dataclasses.fields(exp_config.SamplerConfig))}
+                     "sampler": tuple(f.name for f in dataclasses.fields(SamplerConfig))}
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -61,7 +62,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
   return out
 
 
-def claim(root: str | Path, cfg: exp_config.ExperimentConfig) -> Workdir:
+def claim(root: str | Path, cfg: RunConfig) -> Workdir:
   """Creates the workdir, or checks that an existing one was started with this config."""
   wd = Workdir(Path(root))
   wd.root.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def claim(root: str | Path, cfg: exp_config.ExperimentConfig) -> Workdir:
     saved = json.loads(wd.config.read_text())
     now = json.loads(json.dumps(cfg.to_dict()))  # as saved: tuples become lists
     # A section added to the schema after the run started counts as its defaults.
-    for section, values in exp_config.ExperimentConfig().to_dict().items():
+    for section, values in type(cfg)().to_dict().items():
       saved.setdefault(section, values)
     # model.vocab_size follows the tokenizer; the rest of IGNORED cannot change results.
     now["model"]["vocab_size"] = saved.get("model", {}).get("vocab_size")
@@ -82,6 +83,11 @@ def claim(root: str | Path, cfg: exp_config.ExperimentConfig) -> Workdir:
       raise ValueError(f"{wd.root} holds a run with a different config; use a new workdir or "
                        "the same settings. Differences:\n  " + "\n  ".join(differences))
   return wd
+
+
+def record_config(wd: Workdir, cfg: RunConfig) -> None:
+  """Writes the run's resolved config (every field) to workdir/config.json."""
+  write_json_atomic(wd.config, cfg.to_dict())
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
