@@ -28,7 +28,8 @@ from mro import config as exp_config
 from mro.method.finetuning.starting_model import load_start
 from mro.method.finetuning.losses import make_sgro_loss
 from mro.training.loop import training_examples
-from mro.method.finetuning.rl import RolloutBatches, check
+from mro.method.finetuning.rl import check
+from mro.method.finetuning.rollout_batches import RolloutBatches
 from mro.method.finetuning.rollouts import intra_rewards, sample_rollouts
 from models.sharding import make_mesh
 from mro.training.step import init_state, jit_train_step, make_optimizer

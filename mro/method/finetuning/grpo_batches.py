@@ -21,7 +21,7 @@ import numpy as np
 from mro import config as exp_config
 from mro.method.finetuning import grpo
 from mro.method.finetuning.losses import make_coupled_grpo_loss, make_diffu_grpo_loss, make_wd1_loss
-from mro.method.finetuning.rl import RolloutBatches
+from mro.method.finetuning.rollout_batches import RolloutBatches
 from mro.method.finetuning.rollouts import decode_states, intra_rewards, sample_rollouts
 from rewards.quality import quality_reward
 

@@ -1,41 +1,25 @@
-"""`mro rl`: MRO-RL, REINFORCE over SGRO groups with importance sampling (method.md §3-§5),
-or with `rl.method: diffu_grpo | coupled_grpo | wd1` a GRPO-family objective on the same
-rollouts, rewards, train step and loop (mro/method/finetuning/grpo_batches.py, docs/rl.md).
+"""`mro rl`: MRO-RL, REINFORCE over SGRO groups with importance sampling (method.md §3-§5;
+its batches: rollout_batches.py), or with `rl.method: diffu_grpo | coupled_grpo | wd1` a
+GRPO-family objective on the same rollouts, rewards, train step and loop (grpo_batches.py,
+docs/rl.md).
 
-Every rollout batch: rl.prompts_per_batch training prompts, rl.rollouts_per_prompt
-trajectories each from the current policy (compiled sampler at rl.temperature).
-Each trajectory's G = steps / w groups get rewards (R_tv, R_ppl at the group's end; R_q
-on the last group; optional shaping), minus a baseline (`none`, the paper, or
-`group_mean`, leave-one-out over the prompt's rollouts). n_opt groups per trajectory
-are drawn with probabilities q_g and weighted 1 / (n_opt q_g)
-(mro/method/finetuning/sgro.py); log π_old of their steps is recorded, and rl.inner_steps
-gradient steps of the SGRO loss (mro/losses.make_sgro_loss: ratio π_θ / π_old, optional
-clipping, optional KL to the frozen starting model) run on the batch. Checkpoints fall on
-rollout boundaries, so a resumed run regenerates exactly the rollouts the uninterrupted run
-drew.
+rl.inner_steps gradient steps of the objective run on each rollout batch (MRO-RL: the SGRO
+loss, losses.make_sgro_loss: ratio π_θ / π_old, optional clipping, optional KL to the
+frozen starting model). Checkpoints fall on rollout boundaries, so a resumed run
+regenerates exactly the rollouts the uninterrupted run drew.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 from mro import config as exp_config
-from mro.method.finetuning import sgro
-from mro.method.finetuning.starting_model import Start, begin, validation
-from mro.training.loop import Objective, train_loop
+from mro.method.finetuning import grpo_batches
 from mro.method.finetuning.losses import make_sgro_loss
-from mro.method.finetuning.rollouts import intra_rewards, quality_per_group, sample_rollouts
-from mro.method.search.mro_search import Scoring, resolve_scoring
-from mro.method.search.runner import SearchRunner
-from mro.method.finetuning.trajectory import step_logprobs
-from rewards.tasks import get_task
+from mro.method.finetuning.rollout_batches import RolloutBatches
+from mro.method.finetuning.starting_model import begin, validation
+from mro.training.loop import Objective, train_loop
 
 
 def check(cfg: exp_config.ExperimentConfig) -> None:
@@ -50,88 +34,10 @@ def check(cfg: exp_config.ExperimentConfig) -> None:
       raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
                        f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
   if m.method != "mro":
-    from mro.method.finetuning import grpo_batches as grpo_rl
-    grpo_rl.check(cfg)
+    grpo_batches.check(cfg)
   elif cfg.sampler.steps % m.group_steps or cfg.sampler.threshold is not None:
     raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
                      f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
-
-
-@functools.partial(jax.jit, static_argnames=("apply", "resp_start", "mask_id"))
-def _logp(apply, params, tokens, commit, attn, steps, *, resp_start, mask_id):
-  return step_logprobs(apply, params, tokens, commit, attn, steps, resp_start, mask_id)[0]
-
-
-class RolloutBatches:
-  """`next_batch` for the training loop: a fresh rollout batch every inner_steps steps."""
-
-  def __init__(self, cfg: exp_config.ExperimentConfig, start: Start, examples, tokenizer):
-    self.cfg, self.examples, self.tokenizer = cfg, examples, tokenizer
-    self.task = get_task(cfg.data.task)
-    self.sampler = start.sampler
-    self.ref_params = start.params  # the frozen reference for the KL term
-    self.runner = SearchRunner(start.sampler, start.scorer, start.scorer_tokenizer)
-    self.rewards = cfg.rewards
-    if self.rewards.on("ppl") and self.runner.scorer is None:
-      raise ValueError("RL computes R_ppl inside jit: start.scorer must share the model's "
-                       "tokenizer (the shipped default scorers do)")
-    self.rollout_cfg = dataclasses.replace(cfg.sampler,
-                                           temperature=cfg.rl.temperature)
-    self.scoring = resolve_scoring(
-        Scoring(self.rewards, tokenizer.special.mask, tokenizer.special.eos,
-                self.runner.scorer), self.rollout_cfg, cfg.rl.group_steps)
-    self.width = start.sampler.encode_prompts([e.prompt for e in examples])[0].shape[1]
-    self.cached: dict | None = None
-
-  def prompts_at(self, position: int) -> list:
-    n, m = len(self.examples), self.cfg.rl.prompts_per_batch
-    order = lambda epoch: np.random.default_rng([self.cfg.data.seed, epoch]).permutation(n)
-    return [self.examples[order(g // n)[g % n]] for g in range(position, position + m)]
-
-  def __call__(self, step: int, position: int, state) -> tuple[dict, int, dict]:
-    m = self.cfg.rl
-    if (step - 1) % m.inner_steps and self.cached is not None:
-      return self.cached, position, {}
-    batch, info = self.rollout_batch(position, state.params)
-    self.cached = batch
-    return batch, position + m.prompts_per_batch, info
-
-  def rollout_batch(self, position: int, params) -> tuple[dict, dict]:
-    cfg, m = self.cfg, self.cfg.rl
-    K, w = m.rollouts_per_prompt, m.group_steps
-    G = cfg.sampler.steps // w
-    examples = self.prompts_at(position)
-    seed = cfg.train.seed + position
-    ro = sample_rollouts(self.sampler, [e.prompt for e in examples], self.rollout_cfg, K,
-                         seed=seed, first_row=position * K, width=self.width, params=params)
-    tv, ppl = intra_rewards(self.sampler.apply, params, self.runner.scorer_params, ro, G, w,
-                            self.scoring, seed, first_row=position * K)
-    q = np.zeros_like(tv)
-    if self.rewards.on("q"):
-      q = quality_per_group(self.task, examples, self.tokenizer, ro, G, w,
-                            self.rewards.quality, m.shaping, m.shaping_lambda)
-    reward = self.rewards.total(tv=tv, ppl=ppl, q=q)
-    base = sgro.baseline(reward.reshape(-1, K, G), m.baseline).reshape(reward.shape)
-    adv = jnp.asarray(reward - base)
-    P = ro.prompt_len
-    commit = ro.commit_step[:, P:]
-    tokens_per_group = np.stack([((commit >= g * w) & (commit < (g + 1) * w)).sum(1)
-                                 for g in range(G)], 1)
-    q_probs = sgro.selection_probs(m.q_rule, adv, jnp.asarray(tokens_per_group))
-    groups, weights = sgro.select_groups(jax.random.key(seed), q_probs, m.n_opt)
-    steps, _ = sgro.group_steps(groups, w)
-    args = (jnp.asarray(ro.tokens), jnp.asarray(ro.commit_step), jnp.asarray(ro.attn_mask),
-            steps)
-    kw = dict(resp_start=P, mask_id=self.tokenizer.special.mask)
-    old = _logp(self.sampler.apply, params, *args, **kw)
-    ref = _logp(self.sampler.apply, self.ref_params, *args, **kw) if m.kl_coef else old
-    batch = {"tokens": args[0], "commit_step": args[1], "attn_mask": args[2], "steps": steps,
-             "advantage": sgro.per_step(jnp.take_along_axis(adv, groups, 1), w),
-             "weight": sgro.per_step(weights, w), "old_logp": old, "ref_logp": ref}
-    batch = jax.device_get(batch)
-    info = {"reward": float(reward.sum(1).mean()), "r_tv": float(tv.mean()),
-            "r_ppl": float(ppl.mean()), "r_q": float(q[:, -1].mean())}
-    return batch, info
 
 
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
@@ -143,9 +49,8 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
     loss_fn = make_sgro_loss(tokenizer.special.mask, batches.width, cfg.rl.clip_eps,
                              cfg.rl.kl_coef)
   else:
-    from mro.method.finetuning import grpo_batches as grpo_rl
-    batches = grpo_rl.GRPOBatches(cfg, start, examples, tokenizer)
-    loss_fn = grpo_rl.make_loss(cfg, tokenizer.special.mask, batches.width)
+    batches = grpo_batches.GRPOBatches(cfg, start, examples, tokenizer)
+    loss_fn = grpo_batches.make_loss(cfg, tokenizer.special.mask, batches.width)
   objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.validation.every)
   return train_loop(cfg, wd, tokenizer, objective, init_params=start.params,
                     stop_after=stop_after)
