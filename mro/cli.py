@@ -66,8 +66,8 @@ def cmd_training(args) -> int:
   import importlib
   from mro import config
   module, said = TRAINING_VERBS[args.verb]
-  record = importlib.import_module(module).run(config.load_config(args.config, args.set),
-                                               args.workdir)
+  cfg = config.load_config(args.config, args.set, command=args.verb)
+  record = importlib.import_module(module).run(cfg, args.workdir)
   where = (f"model in {args.workdir}/model" if args.verb == "train" else
            f"best model in {args.workdir}/best, last in {args.workdir}/model")
   loss = f" (loss {record['loss']:.4f})" if "loss" in record else ""

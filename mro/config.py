@@ -72,20 +72,74 @@ class ExperimentConfig:
   validation: ValidationConfig = ValidationConfig()
 
   def __post_init__(self):
-    if (self.data.objective == "ar") != self.model.causal:
-      raise ValueError(f"data.objective={self.data.objective!r} with model.causal="
-                       f"{self.model.causal}: the 'ar' objective is for causal models only, "
-                       "and a causal model can only be trained with it")
-    needed = self.data.max_prompt_len + self.data.max_response_len
-    if needed > self.model.max_seq_len:
-      raise ValueError(f"data.max_prompt_len + data.max_response_len = {needed} exceeds "
-                       f"model.max_seq_len={self.model.max_seq_len}")
+    validate(self)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
 
 _SECTION_TYPES = typing.get_type_hints(ExperimentConfig)
+COMMANDS = ("train", "reject-sample", "rl")  # the verbs that run an experiment config
+
+
+def validate(cfg: ExperimentConfig, command: str | None = None) -> ExperimentConfig:
+  """Every check that spans sections, as a ValueError naming the fields: the model and the
+  data always (every config is checked as it is made), and what a run of `command`
+  (train, reject-sample, rl) needs of the others. It runs when a config is loaded for a
+  command, in `mro sweep`'s check of every run before any starts, and as a run starts, so
+  a config that a run would refuse is refused before anything is compiled."""
+  if command not in (None, *COMMANDS):
+    raise ValueError(f"command must be one of {COMMANDS}, got {command!r}")
+  if (cfg.data.objective == "ar") != cfg.model.causal:
+    raise ValueError(f"data.objective={cfg.data.objective!r} with model.causal="
+                     f"{cfg.model.causal}: the 'ar' objective is for causal models only, "
+                     "and a causal model can only be trained with it")
+  needed = cfg.data.max_prompt_len + cfg.data.max_response_len
+  if needed > cfg.model.max_seq_len:
+    raise ValueError(f"data.max_prompt_len + data.max_response_len = {needed} exceeds "
+                     f"model.max_seq_len={cfg.model.max_seq_len}")
+  if command == "reject-sample":
+    _check_reject(cfg)
+  elif command == "rl":
+    _check_rl(cfg)
+  return cfg
+
+
+def _check_reject(cfg: ExperimentConfig) -> None:
+  """Reject sampling: a sampler the search can run, and a keep rule its rewards feed."""
+  cfg.sampler.refuse_correction("reject sampling (sampler section)")
+  try:
+    cfg.search.check(cfg.sampler)
+  except ValueError as e:
+    raise ValueError(f"search section with the sampler section: {e}") from None
+  if cfg.reject.keep == "quality" and not cfg.rewards.on("q"):
+    raise ValueError("reject.keep=quality filters on R_q, but rewards.use "
+                     f"{','.join(cfg.rewards.use) or 'none'} leaves q off")
+
+
+def _check_rl(cfg: ExperimentConfig) -> None:
+  """RL: batches of whole rollouts, checkpoints on rollout boundaries, groups that divide
+  the sampler's steps (MRO-RL, and the GRPO family with R_tv / R_ppl), a reward."""
+  m, t = cfg.rl, cfg.train
+  cfg.sampler.refuse_correction("RL (sampler section)")
+  if t.batch_size != m.prompts_per_batch * m.rollouts_per_prompt:
+    raise ValueError(f"train.batch_size={t.batch_size} must equal rl.prompts_per_batch x "
+                     f"rl.rollouts_per_prompt = {m.prompts_per_batch * m.rollouts_per_prompt}")
+  for name in ("steps", "checkpoint_every"):
+    if getattr(t, name) % m.inner_steps:
+      raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
+                       f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
+  fixed = cfg.sampler.steps % m.group_steps == 0 and cfg.sampler.threshold is None
+  if m.method == "mro" and not fixed:
+    raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
+                     f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
+  if m.method != "mro" and (cfg.rewards.on("tv") or cfg.rewards.on("ppl")) and not fixed:
+    raise ValueError(f"R_tv / R_ppl are measured per group: sampler.steps="
+                     f"{cfg.sampler.steps} must be a multiple of rl.group_steps="
+                     f"{m.group_steps}, with a fixed schedule (no threshold); or use "
+                     "rewards.use=q")
+  if m.method != "mro" and not cfg.rewards.use:
+    raise ValueError("rewards.use is empty: a GRPO-family run needs a reward")
 
 
 def _check_type(where: str, value: Any, annotation: Any) -> Any:
@@ -183,13 +237,15 @@ def resolve_path(name_or_path: str) -> Path:
   return shipped
 
 
-def load_config(name_or_path: str, sets: list[str] = ()) -> ExperimentConfig:
+def load_config(name_or_path: str, sets: list[str] = (),
+                command: str | None = None) -> ExperimentConfig:
+  """A config file with `sets` applied, checked whole for a run of `command` (`validate`)."""
   path = resolve_path(name_or_path)
   try:
     raw = yaml.safe_load(path.read_text()) or {}
   except yaml.YAMLError as e:
     raise ValueError(f"{path} is not valid YAML: {e}") from e
-  return from_dict(apply_sets(raw, list(sets)))
+  return validate(from_dict(apply_sets(raw, list(sets))), command)
 
 
 def save_resolved(cfg: ExperimentConfig, path: Path) -> None:

@@ -90,7 +90,9 @@ def test_grpo_config_values_are_refused_naming_the_field(sets, match):
 def test_grpo_settings_that_need_a_fixed_schedule_or_a_reward_are_refused(start_models):  # noqa: F811,E501
   threshold = {"sampler": {"threshold": 0.9}}
   with pytest.raises(ValueError, match="rl.group_steps"):
-    rl.check(grpo_config(start_models, "diffu_grpo", rewards="tv,q", **threshold))
-  rl.check(grpo_config(start_models, "diffu_grpo", rewards="q", **threshold))  # fine
+    exp_config.validate(grpo_config(start_models, "diffu_grpo", rewards="tv,q", **threshold),
+                        "rl")
+  exp_config.validate(grpo_config(start_models, "diffu_grpo", rewards="q", **threshold),
+                      "rl")  # fine
   with pytest.raises(ValueError, match="rewards.use"):
-    rl.check(grpo_config(start_models, "wd1", rewards="none"))
+    exp_config.validate(grpo_config(start_models, "wd1", rewards="none"), "rl")

@@ -99,8 +99,10 @@ def test_the_quality_keep_rule_keeps_the_best_scored_right_answer_or_nothing():
 
 def test_the_quality_keep_rule_needs_the_quality_reward(start_models):
   with pytest.raises(ValueError, match="keep=quality.*leaves q off"):
-    reject_sampling.check(config(start_models, reject={"keep": "quality"}, rewards="tv,ppl"))
-  reject_sampling.check(config(start_models, reject={"keep": "quality"}, rewards="tv,q"))
+    exp_config.validate(config(start_models, reject={"keep": "quality"}, rewards="tv,ppl"),
+                        "reject-sample")
+  exp_config.validate(config(start_models, reject={"keep": "quality"}, rewards="tv,q"),
+                      "reject-sample")
 
 
 def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_losses(start_models, tmp_path):
@@ -147,13 +149,13 @@ def test_reject_sampling_can_train_with_the_plain_sft_loss_on_final_answers(star
 
 def test_rl_settings_that_break_rollout_boundaries_are_refused(start_models):
   with pytest.raises(ValueError, match="batch_size"):
-    rl.check(exp_config.from_dict({**json.loads(json.dumps(
+    exp_config.validate(exp_config.from_dict({**json.loads(json.dumps(
         config(start_models).to_dict())), "train": {"steps": 4, "batch_size": 6,
-                                                    "warmup_steps": 1}}))
+                                                    "warmup_steps": 1}}), "rl")
   bad = config(start_models).to_dict()
   bad["train"]["checkpoint_every"] = 3
   with pytest.raises(ValueError, match="inner_steps"):
-    rl.check(exp_config.from_dict(bad))
+    exp_config.validate(exp_config.from_dict(bad), "rl")
 
 
 def test_mro_config_values_are_checked():

@@ -136,6 +136,21 @@ def test_bad_set_keys_are_found_before_any_run_starts(tmp_path, bad, match):
   assert not (tmp_path / "bad").exists()  # no run started
 
 
+def test_mro_sweep_refuses_a_config_its_command_would_refuse_before_any_run_starts(
+    tmp_path, capsys):
+  """The checks across sections run in the sweep's check: an RL run whose batch is not
+  whole rollouts (train.batch_size != prompts_per_batch x rollouts_per_prompt) stops the
+  sweep before its first run, not mid-sweep."""
+  spec = {"name": "rl", "command": "rl", "config": "rl_sudoku",
+          "runs": [{"name": "fine"}, {"name": "odd", "set": ["train.batch_size=24"]}]}
+  code = cli.main(["sweep", str(write(tmp_path, spec)), "--root", str(tmp_path / "root")])
+  err = capsys.readouterr().err
+  assert code == 2 and "run 'odd': train.batch_size=24 must equal rl.prompts_per_batch" in err
+  assert not (tmp_path / "root").exists()  # no run started
+  spec["runs"][1]["set"] = ["train.batch_size=32"]
+  sweeps.validate_configs(runs_of(tmp_path, spec))  # whole rollouts: fine
+
+
 def test_a_relaunched_sweep_skips_finished_runs_and_summarises_from_workdirs(tmp_path, capsys):
   spec = {"name": "lr", "command": "train", "config": "tiny", "set": TINY,
           "grid": {"train.lr": [0.001, 0.003]}, "concurrency": 2}

@@ -182,18 +182,18 @@ def test_bad_correction_settings_raise_naming_the_field(kwargs, field):
 
 def test_reject_sampling_rl_and_the_search_refuse_correction():
   from mro import config as exp_config
-  from mro.method.finetuning import reject_sampling, rl, rollouts
+  from mro.method.finetuning import rollouts
   from mro.method.search.settings import SearchConfig
   cfg = exp_config.ExperimentConfig(sampler=CORRECT)
   with pytest.raises(ValueError, match="reject sampling.*correct_below"):
-    reject_sampling.check(cfg)
+    exp_config.validate(cfg, "reject-sample")
   with pytest.raises(ValueError, match="RL.*correct_below"):
-    rl.check(cfg)
+    exp_config.validate(cfg, "rl")
   with pytest.raises(ValueError, match="RL rollouts.*correct_below"):
     rollouts.sample_rollouts(None, ["x"], CORRECT, 2, seed=0)
   with pytest.raises(ValueError, match="search.*correct_below"):
     SearchConfig().resolve(CORRECT)
-  reject_sampling.check(exp_config.ExperimentConfig(sampler=PLAIN))  # without correction: fine
+  exp_config.validate(exp_config.ExperimentConfig(sampler=PLAIN), "reject-sample")  # fine
 
 
 def test_eval_and_sample_accept_the_flags():

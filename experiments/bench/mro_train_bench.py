@@ -28,7 +28,6 @@ from mro import config as exp_config
 from mro.method.finetuning.starting_model import load_start
 from mro.method.finetuning.losses import make_sgro_loss
 from mro.training.loop import training_examples
-from mro.method.finetuning.rl import check
 from mro.method.finetuning.rollout_batches import RolloutBatches
 from mro.method.finetuning.rollouts import intra_rewards, sample_rollouts
 from models.sharding import make_mesh
@@ -47,7 +46,7 @@ def best_time(fn, repeats: int) -> tuple[float, object]:
 
 def run(config: str, repeats: int) -> dict:
   cfg = exp_config.load_config(config)
-  check(cfg)
+  exp_config.validate(cfg, "rl")
   cfg, start = load_start(cfg)
   m, sc = cfg.rl, cfg.sampler
   examples = training_examples(cfg)

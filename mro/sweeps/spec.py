@@ -330,12 +330,14 @@ def commands(run: Run) -> list[list[str]]:
 
 
 def validate_configs(runs: list[Run]) -> None:
-  """Loads every training run's config with its overrides (unknown section or key, wrong
-  type, a section's own checks), so a bad `set:` fails before any run starts."""
+  """Loads every training run's config with its overrides and checks it whole for its
+  command (unknown section or key, wrong type, a section's own checks, the checks across
+  sections that the run would make as it starts: `mro.config.validate`), so a bad `set:`
+  fails before any run starts."""
   from mro.config import load_config
   for run in runs:
     if run.config is not None:
       try:
-        load_config(run.config, list(run.sets))
+        load_config(run.config, list(run.sets), command=run.command)
       except (ValueError, OSError) as e:
         raise ValueError(f"run {run.name!r}: {e}") from e

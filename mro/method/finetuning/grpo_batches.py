@@ -138,15 +138,3 @@ class GRPOBatches(RolloutBatches):
             "r_ppl": float(np.mean(parts["ppl"])), "r_q": float(np.mean(parts["q"])),
             "zero_std": float(np.mean(spread < 1e-6))}
     return batch, info
-
-
-def check(cfg: exp_config.ExperimentConfig) -> None:
-  """What a GRPO-family run needs beyond MRO-RL's rollout-boundary checks."""
-  if cfg.rewards.on("tv") or cfg.rewards.on("ppl"):
-    w = cfg.rl.group_steps
-    if cfg.sampler.steps % w or cfg.sampler.threshold is not None:
-      raise ValueError(f"R_tv / R_ppl are measured per group: sampler.steps="
-                       f"{cfg.sampler.steps} must be a multiple of rl.group_steps={w}, "
-                       "with a fixed schedule (no threshold); or use rewards.use=q")
-  if not cfg.rewards.use:
-    raise ValueError("rewards.use is empty: a GRPO-family run needs a reward")

@@ -38,14 +38,6 @@ from rewards.tasks import get_task
 GEN_BATCH = 64
 
 
-def check(cfg: exp_config.ExperimentConfig) -> None:
-  """Refuses settings reject sampling cannot use (ValueError naming the field)."""
-  cfg.sampler.refuse_correction("reject sampling (sampler section)")
-  if cfg.reject.keep == "quality" and not cfg.rewards.on("q"):
-    raise ValueError("reject.keep=quality filters on R_q, but rewards.use "
-                     f"{','.join(cfg.rewards.use) or 'none'} leaves q off")
-
-
 def kept_candidates(result, keep: str, threshold: float) -> list[tuple]:
   """(response tokens, commit steps, total reward) of the candidates of one searched
   prompt that the keep rule keeps (RejectConfig.keep)."""
@@ -99,7 +91,7 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
 
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
-  check(cfg)
+  exp_config.validate(cfg, "reject-sample")
   cfg, start, examples, wd, tokenizer = begin(cfg, workdir)
   path = wd.root / "trajectories.npz"
   if not path.exists():

@@ -22,27 +22,9 @@ from mro.method.finetuning.starting_model import begin, validation
 from mro.training.loop import Objective, train_loop
 
 
-def check(cfg: exp_config.ExperimentConfig) -> None:
-  """Refuses settings that break rollout boundaries (ValueError naming the field)."""
-  m, t = cfg.rl, cfg.train
-  cfg.sampler.refuse_correction("RL (sampler section)")
-  if t.batch_size != m.prompts_per_batch * m.rollouts_per_prompt:
-    raise ValueError(f"train.batch_size={t.batch_size} must equal rl.prompts_per_batch x "
-                     f"rl.rollouts_per_prompt = {m.prompts_per_batch * m.rollouts_per_prompt}")
-  for name in ("steps", "checkpoint_every"):
-    if getattr(t, name) % m.inner_steps:
-      raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
-                       f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
-  if m.method != "mro":
-    grpo_batches.check(cfg)
-  elif cfg.sampler.steps % m.group_steps or cfg.sampler.threshold is not None:
-    raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
-                     f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
-
-
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
-  check(cfg)
+  exp_config.validate(cfg, "rl")
   cfg, start, examples, wd, tokenizer = begin(cfg, workdir)
   if cfg.rl.method == "mro":
     batches = RolloutBatches(cfg, start, examples, tokenizer)
