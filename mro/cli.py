@@ -115,10 +115,10 @@ def cmd_eval(args) -> int:
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
   cfg = EvalConfig.build(
-      args.task, args.protocol, search=args.search, fast=args.fast, scorer=args.scorer,
-      steps=args.steps or (), data=args.data, split=args.split, limit=args.limit,
-      batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed, out=args.out,
-      force=args.force, **{f: getattr(args, f) for f in options.DESTS})
+      args.task, args.protocol, search=args.search, fast=args.fast, model=args.model,
+      scorer=args.scorer, steps=args.steps or (), data=args.data, split=args.split,
+      limit=args.limit, batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed,
+      out=args.out, force=args.force, **{f: getattr(args, f) for f in options.DESTS})
   progress = lambda r: print(report.progress_line(r), file=sys.stderr, flush=True)
   records = run_eval(args.model, cfg, on_record=progress)
   print(report.format_table(records))

@@ -5,8 +5,8 @@ of `SamplerConfig`, `SearchConfig`, `RewardConfig` or `CascadeConfig`; this tabl
 flag, the field and its help line once. The CLI builds its flags from it (defaults shown from the
 dataclasses), and `overrides` turns parsed arguments back into per-type field
 dictionaries. A flag left unset (None) keeps whatever the base settings say (a model's
-recorded sampler, a protocol's defaults). `search_config` and `cascade_config` turn the
-`--search` choice and its options into the settings it names.
+recorded sampler, a protocol's defaults). `decoder` turns the `--search` choice and its
+options into the settings of the decoder it names.
 """
 
 from __future__ import annotations
@@ -168,26 +168,45 @@ def flags_of(args: argparse.Namespace, *classes) -> dict[str, Any]:
           for cls in classes for o in TABLES[cls]}
 
 
-def search_config(method: str = "mro", **fields) -> SearchConfig:
-  """A SearchConfig for `method` ("mro" or "best-of-n", which never selects)."""
-  if method not in SEARCHES:
-    raise ValueError(f"search must be one of {SEARCHES} (or none), got {method!r}")
-  if method == "best-of-n":
-    fields["select"] = "none"
-  elif fields.get("select") == "none":
-    raise ValueError("select=none is best-of-n; use --search best-of-n")
-  return SearchConfig(**fields)
+DECODERS = ("none", *SEARCHES, "cascade")  # what `--search` names
 
 
-def cascade_config(search: str, cascade_fields, other_options) -> CascadeConfig | None:
-  """The cascade that `search` asks for (None for any other search). Cascade fields without
-  search=cascade, and search or reward options (`other_options`: their names) with it,
-  are refused by name."""
+def _flag_names(cls, fields) -> set[str]:
+  """The flags (argparse destinations) that set `fields` of `cls`."""
+  by_field = {o.field: o.flag.replace("-", "_") for o in TABLES[cls]}
+  return {by_field.get(f, f) for f in fields}
+
+
+def decoder(search: str, *, search_fields: Mapping[str, Any] | None = None,
+            reward_fields: Mapping[str, Any] | None = None,
+            cascade_fields: Mapping[str, Any] | None = None, scorer: bool = False,
+            search_base: SearchConfig | None = None) -> SearchConfig | CascadeConfig | None:
+  """The decoder `--search` names, built from its options: `none` (None: the plain
+  sampler), `mro` (the search: `search_base` with `search_fields`), `best-of-n` (that
+  search never selecting: select=none, the one way the settings write best-of-n) or
+  `cascade` (a CascadeConfig of `cascade_fields`). Options of another decoder are refused
+  naming their flags: search and reward options (and `scorer`, a --scorer given) belong to
+  mro and best-of-n, cascade options to cascade."""
+  if search not in DECODERS:
+    raise ValueError(f"search must be one of {DECODERS}, got {search!r}")
+  search_fields, cascade_fields = dict(search_fields or {}), dict(cascade_fields or {})
+  searching = _flag_names(SearchConfig, search_fields) | \
+      _flag_names(RewardConfig, reward_fields or {}) | ({"scorer"} if scorer else set())
   if cascade_fields and search != "cascade":
-    raise ValueError(f"cascade option(s) {sorted(cascade_fields)} need --search cascade")
-  if search != "cascade":
-    return None
-  if other_options:
-    raise ValueError(f"search option(s) {sorted(other_options)} do not apply to --search "
+    raise ValueError(f"cascade option(s) {sorted(_flag_names(CascadeConfig, cascade_fields))}"
+                     " need --search cascade")
+  if search == "cascade" and searching:
+    raise ValueError(f"search option(s) {sorted(searching)} do not apply to --search "
                      "cascade (its options: --stages, --accept, --verify-chunks)")
-  return CascadeConfig(**cascade_fields)
+  if search == "cascade":
+    return CascadeConfig(**cascade_fields)
+  if search == "none" and searching:
+    raise ValueError(f"search option(s) {sorted(searching)} need --search mro or best-of-n")
+  if search == "none":
+    return None
+  if search_fields.get("select") == "none":
+    raise ValueError("select=none is best-of-n; use --search best-of-n")
+  fields = {**dataclasses.asdict(search_base or SearchConfig()), **search_fields}
+  if search == "best-of-n":
+    fields["select"] = "none"
+  return SearchConfig(**fields)

@@ -84,7 +84,7 @@ def test_chunked_verification_ranks_a_consistent_sudoku_above_a_swapped_one():
   solved grids and rejects the same grids with two digits of their first row swapped (two
   columns break)."""
   from mro.loading import resolve_model
-  from mro.evaluation.runner import text_sampler as load_sampler
+  from mro.loading import text_sampler as load_sampler
   from rewards.tasks import get_task
   sampler = load_sampler(resolve_model("default", "sudoku"))
   tok = sampler.tokenizer

@@ -81,9 +81,10 @@ class Protocol:
     if self.limit is not None and self.limit < 1:
       raise ValueError(f"protocol {self.name}: limit must be None or >= 1, got {self.limit}")
 
-  def sampler_config(self) -> SamplerConfig:
-    """The protocol's sampler settings at its steps."""
-    return SamplerConfig(gen_length=self.gen_length, steps=self.steps_for(self.gen_length),
+  def sampler_config(self, steps: int | None = None) -> SamplerConfig:
+    """The protocol's sampler settings at `steps` (None: the protocol's steps)."""
+    steps = self.steps_for(self.gen_length) if steps is None else steps
+    return SamplerConfig(gen_length=self.gen_length, steps=steps,
                          block_length=self.block_length or self.gen_length,
                          temperature=self.temperature, remasking=self.remasking)
 
