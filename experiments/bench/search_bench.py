@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search.mro_search import Scoring, run_search
+from mro.method.search.mro_search import Scoring, forward_chunks, run_search
 from mro.method.search.settings import SearchConfig
 from mro.sampling.textgen import TextSampler
 from mro.method.search.runner import SearchRunner
@@ -69,7 +69,7 @@ def main() -> None:
   t_plain = best_time(lambda: sampler.generate_tokens(texts, cfg)[0].tokens, a.repeats)
   t_wide = best_time(lambda: sampler.generate_tokens(texts * a.k, cfg)[0].tokens, a.repeats)
   scfg = SearchConfig(k=a.k, group_steps=a.w, temperature=1.0, forward_chunks=a.forward_chunks)
-  chunks = scfg.chunks()
+  chunks = forward_chunks(scfg)
   print(f"{a.task}: batch {a.batch}, gen {cfg.gen_length}, steps {a.steps}, k {a.k}, w {a.w}, "
         f"n_verify {a.n_verify}, forward_chunks {chunks}; plain sampler "
         f"{t_plain:.3f}s, k x plain "

@@ -44,9 +44,10 @@ class SearchConfig:
   `group_steps=None` = the sampler's steps / `search_points` (default 2: measured best on
   the shipped Sudoku model, 91.4% at L/4 against 88.7% with the paper's 4 points; the `mro`
   protocol keeps 4).
-  `forward_chunks`: the candidates' forward passes in this many sequential slices
-  (None = the pool on a CPU backend, where narrower batches are faster per row; 1 on
-  accelerators); results are the same up to float rounding.
+  `forward_chunks`: the candidates' forward passes in this many sequential slices; None
+  leaves it to the search where it runs (`mro_search.forward_chunks`: the pool on a CPU,
+  where narrower batches are faster per row, 1 on accelerators). An execution choice:
+  results are the same up to float rounding.
   """
 
   k: int = 4
@@ -88,12 +89,6 @@ class SearchConfig:
 
   def check(self, sampler: SamplerConfig) -> None:
     self.resolve(sampler)
-
-  def chunks(self) -> int:
-    if self.forward_chunks is not None:
-      return self.forward_chunks
-    import jax  # deferred: this module stays importable without starting JAX
-    return self.pool if jax.default_backend() == "cpu" else 1
 
 
 _SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
