@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mro import cli, sweeps
+from mro.evaluation.settings import option_names
 from mro.sweeps import RayOptions, RunSpec, SweepSpec
 
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=2",
@@ -108,6 +109,14 @@ def test_the_spec_is_frozen_with_every_key_declared_and_defaulted():
 def test_bad_sweep_files_are_refused(tmp_path, spec, match):
   with pytest.raises(ValueError, match=match):
     runs_of(tmp_path, spec)
+
+
+def test_a_sweeps_eval_keys_are_the_options_of_mro_eval():
+  """The sweep checks `eval:` against EvalConfig's options (not the CLI parser); the two
+  name the same keys, less those the CLI or the sweep owns (--plot, --out)."""
+  verbs = next(a for a in cli.build_parser()._actions if a.dest == "verb")
+  flags = {a.dest for a in verbs.choices["eval"]._actions} - {"help", "plot", "out"}
+  assert flags == set(option_names()) - {"out"}
 
 
 @pytest.mark.parametrize("where", ["sweep", "run"])

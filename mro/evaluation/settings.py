@@ -174,3 +174,12 @@ class EvalConfig:
       raise ValueError("with threshold set the number of steps adapts per row; give at most "
                        f"one steps value (got {list(items)})")
     return tuple(dataclasses.replace(self.sampler, steps=s) for s in steps)
+
+
+def option_names() -> frozenset[str]:
+  """The keys of a flat description of an eval, as `EvalConfig.build` takes it (the options
+  of `mro eval`, a sweep's `eval:`): EvalConfig's plain fields, `search` (the decoder's
+  name), `fast` and `model`, and every sampler, search, reward and cascade option."""
+  typed = {"sampler", "search", "rewards", "cascade"}
+  plain = {f.name for f in dataclasses.fields(EvalConfig)} - typed
+  return frozenset(plain | {"search", "fast", "model"} | options.DESTS)

@@ -17,12 +17,15 @@ from typing import Any
 
 import yaml
 
+from mro.config import load_config
+from mro.evaluation.settings import option_names
+
 MRO_COMMANDS = ("train", "reject-sample", "rl", "eval")
 COMMANDS = MRO_COMMANDS + ("script",)
 BACKENDS = ("local", "ray")
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 # `mro eval` options the sweep sets itself
-_EVAL_OWN = ("out", "plot", "help")
+_EVAL_OWN = ("out",)
 
 
 def check_name(what: str, name: Any) -> str:
@@ -195,10 +198,8 @@ def _grid(grid: Any) -> dict[str, tuple]:
 
 
 def _eval_options(ev: Any) -> dict[str, Any]:
-  from mro import cli
   ev = _mapping("sweep eval", ev)
-  parser = cli.build_parser()._subparsers._group_actions[0].choices["eval"]
-  known = sorted(a.dest for a in parser._actions if a.dest not in _EVAL_OWN)
+  known = sorted(option_names() - set(_EVAL_OWN))
   unknown = sorted(set(ev) - set(known))
   if unknown:
     raise ValueError(f"unknown key(s) {unknown} in eval (options of `mro eval`); known: "
@@ -334,7 +335,6 @@ def validate_configs(runs: list[Run]) -> None:
   command (unknown section or key, wrong type, a section's own checks, the checks across
   sections that the run would make as it starts: `mro.config.validate`), so a bad `set:`
   fails before any run starts."""
-  from mro.config import load_config
   for run in runs:
     if run.config is not None:
       try:
