@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from models import orbax_io
 from models import safetensors_io as st
 from models.config import ModelConfig, SpecialIds, load_hf_config, to_hf_dict
 from models.sharding import host_array, tree_shardings
@@ -159,7 +160,6 @@ def load_model(model_dir: str | Path, *, mesh: jax.sharding.Mesh | None = None,
   """A ready model from a model directory: config.json + HF safetensors, or + an Orbax
   copy made by `mro convert` (models/orbax_io.py). `mesh` shards it as it is read."""
   cfg, ids = load_hf_config(model_dir, **config_overrides)
-  from models import orbax_io  # orbax is only needed for Orbax copies
   if orbax_io.is_orbax_model(model_dir):
     graphdef, state = orbax_io.load_state(model_dir, cfg, mesh=mesh)
   else:

@@ -42,9 +42,11 @@ from models import config as model_config
 from models.sharding import (MeshConfig, activation_mesh, batch_sharding, check_batch_divides,
                              make_mesh)
 from mro.training.settings import TrainConfig
-from mro.training.losses import make_mdm_loss
 from mro.sampling.cache import kv_cache_bytes
+from mro.sampling.sampler import generate_compiled
 from mro.sampling.schedule import SamplerConfig
+from mro.training.losses import make_mdm_loss
+from mro.training.step import abstract_state, jit_train_step, make_optimizer
 
 GIB = 2**30
 MAX_DEVICES = 4096  # the largest TPU pods have 8960 chips; raise with --max-devices
@@ -165,7 +167,6 @@ def _saved_activations(apply, loss, mesh, params, batch, key):
 
 
 def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
-  from mro.training.step import abstract_state, jit_train_step, make_optimizer
   model = cfg.model_config()
   train_cfg = TrainConfig(batch_size=cfg.batch, grad_accum=cfg.grad_accum)
   optimizer = make_optimizer(train_cfg)
@@ -214,8 +215,6 @@ def sample_cache_bytes(cfg: PlanConfig, guidance: bool = False) -> int:
 
 
 def plan_sample(cfg: PlanConfig, mesh) -> dict[str, Any]:
-  from mro.sampling.sampler import generate_compiled
-  from mro.training.step import abstract_state, make_optimizer
   model = cfg.model_config()
   apply, state, _ = abstract_state(model, make_optimizer(TrainConfig()), mesh)
   B, scfg = cfg.resolved_sample_batch, cfg.sampler_config()

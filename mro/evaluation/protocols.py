@@ -38,7 +38,7 @@ from typing import Any
 from mro.method.search.settings import SearchConfig
 from mro.sampling.schedule import REMASKING, SamplerConfig
 from rewards.combine import RewardConfig
-from rewards.tasks import STYLES
+from rewards.tasks import STYLES, task_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +149,6 @@ register(Protocol("mro", style="protocol", gen_length=256, block_length=64, step
 
 def describe() -> str:
   """One line per protocol and task (for `mro eval --help`)."""
-  from rewards.tasks import task_names
   lines = []
   for name in protocol_names():
     for task in task_names():

@@ -60,7 +60,7 @@ def prepare_tokenizer(cfg: RunConfig, wd: wdlib.Workdir, examples):
 def _wandb_run(cfg: RunConfig, wd: wdlib.Workdir):
   if not cfg.train.wandb:
     return None
-  import wandb
+  import wandb  # deferred: a slow import, needed only with train.wandb
   return wandb.init(project=cfg.train.wandb_project, dir=str(wd.root), config=cfg.to_dict(),
                     id=wd.root.resolve().name, resume="allow")
 
