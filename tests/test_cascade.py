@@ -1,11 +1,9 @@
 """The verified cascade (mro/method/search/cascade.py) and its answer check, chunked R_tv.
 
 Compile budget: chunked verification on the fixture model (2 widths), the random text
-model of test_evaluate at gen 16 (two stages, a few padded bucket sizes), and the shipped
+model (conftest.model_dir) at gen 16 (two stages, a few padded bucket sizes), and the shipped
 Sudoku model for one ranking check.
 """
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +16,6 @@ from mro.method.search.cascade import bucket, run_cascade
 from mro.method.search.settings import CascadeConfig, parse_stage
 from mro.sampling.schedule import SamplerConfig
 from rewards.verification import chunk_verification, content_mask
-from test_evaluate import model_dir, text_sampler  # noqa: F401 (the random text model)
 
 BASE = SamplerConfig(gen_length=16, steps=16, block_length=16, temperature=1.0)
 STAGES = ("steps=4", "steps=16")

@@ -4,56 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from flax import nnx
 
-from models.checkpoints import save_hf
-from models.config import preset
-from models.tokenizers import train_sentencepiece
-from models.transformer import init_model
 from mro import config as exp_config
 from mro.method.finetuning import reject_sampling
 from mro.method.finetuning import rl
 from mro.training.workdir import read_metrics
 from rewards.tasks import get_task
-
-SHAPES = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64, max_seq_len=64)
-
-
-@pytest.fixture(scope="module")
-def start_models(tmp_path_factory):
-  """A random tiny mask predictor and causal scorer sharing a Sudoku tokenizer."""
-  root = tmp_path_factory.mktemp("start")
-  examples = get_task("sudoku").examples("train", limit=300)
-  tok = train_sentencepiece([t for e in examples for t in (e.prompt, e.target)], root / "tok",
-                            64, user_symbols=("<answer>", "</answer>"), byte_fallback=False,
-                            hard_vocab_limit=False)
-  dirs = {}
-  for name, causal in (("mdm", False), ("scorer", True)):
-    cfg = preset("tiny", vocab_size=tok.vocab_size, causal=causal, **SHAPES)
-    save_hf(root / name, nnx.split(init_model(cfg, seed=1))[1], cfg, tok.special)
-    tok.save(root / name)
-    dirs[name] = root / name
-  return dirs
-
-
-def config(start_models, rewards=None, **sections) -> exp_config.ExperimentConfig:
-  """The tiny MRO experiment; `sections` are {section: {key: value}} overrides."""
-  raw = {"data": {"task": "sudoku", "train_size": 8, "max_prompt_len": 20,
-                  "max_response_len": 24},
-         "sampler": {"gen_length": 24, "steps": 4, "block_length": 24},
-         "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
-                   "log_every": 1, "progress": False, "lr": 1e-3},
-         "start": {"model": str(start_models["mdm"]), "scorer": str(start_models["scorer"])},
-         "search": {"k": 2, "group_steps": 2, "temperature": 0.25},
-         "rl": {"group_steps": 2, "rollouts_per_prompt": 2, "prompts_per_batch": 2,
-                "inner_steps": 2},
-         "validation": {"every": 2, "limit": 4}}
-  if rewards is not None:
-    raw["rewards"] = {"use": rewards}
-  for section, values in sections.items():
-    raw[section] = {**raw.get(section, {}), **values}
-  return exp_config.from_dict(raw)
-
+from tiny_models import mro_cli_sets as _cli_sets
+from tiny_models import mro_config as config
 
 def test_reject_sampling_keeps_one_searched_trajectory_per_prompt_and_trains(start_models,
                                                                              tmp_path):
@@ -172,18 +130,6 @@ def test_reward_weights_in_the_config_reach_the_training_rewards():
   cfg = exp_config.from_dict(exp_config.apply_sets({}, ["rewards.use=tv=0.5,q"]))
   rewards = cfg.rewards
   assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_q) == (0.5, 1.0)
-
-
-def _cli_sets(start_models) -> list[str]:
-  """The tiny settings of `config()` as --set flags on top of the shipped mro_sudoku."""
-  flat = {"data.path": "null", "data.train_size": 8, "sampler.steps": 4,
-          "train.steps": 4, "train.batch_size": 4, "train.warmup_steps": 1,
-          "train.checkpoint_every": 2, "train.progress": "false",
-          "start.model": start_models["mdm"], "start.scorer": start_models["scorer"],
-          "search.group_steps": 2, "search.k": 2, "rl.group_steps": 2,
-          "validation.every": 2, "validation.limit": 4, "validation.data": "null",
-          "rl.rollouts_per_prompt": 2, "rl.prompts_per_batch": 2}
-  return [arg for k, v in flat.items() for arg in ("--set", f"{k}={v}")]
 
 
 @pytest.mark.parametrize("verb", ["reject-sample", "rl"])

@@ -207,7 +207,7 @@ def test_eval_and_sample_accept_the_flags():
 
 
 def test_eval_records_the_leave_one_out_passes_and_the_remasked_tokens(tmp_path):
-  from test_evaluate import save_random_model
+  from tiny_models import save_random_model
 
   from mro.evaluation.runner import EvalConfig, run_eval
   model = save_random_model(tmp_path / "model")
