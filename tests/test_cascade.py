@@ -76,6 +76,7 @@ def test_only_the_answer_up_to_its_first_eos_is_scored(llada_tiny, prompts):
   np.testing.assert_allclose(no_eos[1], score[1], rtol=1e-6)  # no EOS: same
 
 
+@pytest.mark.integration  # the shipped models
 def test_chunked_verification_ranks_a_consistent_sudoku_above_a_swapped_one():
   """On the shipped Sudoku model, the default check (3 rows) accepts the model's own
   solved grids and rejects the same grids with two digits of their first row swapped (two
@@ -246,6 +247,7 @@ def evaluate_key(record):
   return setting_key(record)
 
 
+@pytest.mark.integration  # the shipped models
 def test_mro_sample_runs_the_cascade_on_the_shipped_model_and_names_misplaced_options():
   from mro.sample import sample
   from rewards.tasks import get_task

@@ -41,6 +41,7 @@ def test_the_table_sums_rewards_over_groups_before_ranking():
   assert by_group[1]["pairwise"] == 0.0 and by_group[2]["pairwise"] == 1.0
 
 
+@pytest.mark.integration  # the shipped models
 def test_diagnose_runs_on_the_shipped_model_and_prints_every_reward(capsys, tmp_path):
   out = tmp_path / "diag.jsonl"
   code = cli.main(["diagnose", "--task", "sudoku", "--limit", "4", "--steps", "6", "--k", "3",

@@ -338,6 +338,7 @@ def test_an_empty_data_file_raises(model_dir, tmp_path, no_compile):
 def test_search_reward_weights_reach_the_reward_config():
   cfg = EvalConfig.build(task="sudoku", steps="L/4", search="mro", rewards="tv=2,q=0.5")
   rewards = cfg.resolved_rewards()
-  assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_ppl, rewards.w_q) == (2.0, 1.0, 0.5)
+  assert rewards.use == ("tv", "q")
+  assert (rewards.w_tv, rewards.w_ppl, rewards.w_q) == (2.0, 1.0, 0.5)
   with pytest.raises(ValueError, match="not a number"):
     EvalConfig.build(task="sudoku", steps="L/4", search="mro", rewards="tv=two")

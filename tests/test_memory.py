@@ -133,7 +133,7 @@ def test_the_chunked_loss_needs_a_model_with_hidden_and_head(model):
 def _remat_pair(**overrides):
   cfg = dict(vars(CFG), **overrides)
   make = lambda remat: nnx.split(init_model(ModelConfig(**{**cfg, "remat": remat}), 0))
-  (g0, p0), (g1, p1) = make(False), make(True)
+  (g0, p0), (g1, _) = make(False), make(True)
   return ModelApply(g0), ModelApply(g1), p0
 
 

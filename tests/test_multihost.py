@@ -24,6 +24,7 @@ from models.checkpoints import load_model
 from models.sharding import MeshConfig, make_mesh, shard_batch
 from mro.training.checkpointing import Checkpointer
 
+pytestmark = pytest.mark.integration  # two processes joined by jax.distributed
 WORKER = Path(__file__).with_name("multihost_worker.py")
 DEATH_MESSAGE = "Terminating process because the JAX distributed service detected fatal errors"
 

@@ -18,6 +18,7 @@ def run(capsys, *argv):
   return code, out, err
 
 
+@pytest.mark.integration  # the shipped models
 def test_sample_resolves_default_with_the_task_and_uses_the_models_own_sampler(capsys):
   ex = get_task("sudoku").examples("test", limit=1)[0]
   code, out, err = run(capsys, "sample", "--model", "default", "--task", "sudoku",

@@ -15,6 +15,7 @@ from mro.evaluation.runner import EvalConfig, run_eval
 MODELS = loading.MODELS_DIR
 SHIPPED = sorted(p.parent for p in MODELS.glob("*/*/config.json"))
 PREDICTORS = [p for p in SHIPPED if p.parent.name in ("default", "default-mro")]
+pytestmark = pytest.mark.integration  # every test reads the shipped models
 
 
 def _id(path: Path) -> str:

@@ -8,8 +8,8 @@ times (one batch of B*k rows, the shape the search runs at), and the search on t
 with rewards off (expansion, selection and bookkeeping only), with tv, with ppl, and with
 tv+ppl. The ratio search / (k x plain) is what the rewards and selection cost on top of
 running k candidates (against both baselines: k runs of batch B, and one run of batch B*k;
-on a CPU a batch k times larger is not always k times slower); the quality reward (decode + answer check on the host) is timed
-separately.
+on a CPU a batch k times larger is not always k times slower); the quality reward (decode +
+answer check on the host) is timed separately.
 """
 
 from __future__ import annotations
