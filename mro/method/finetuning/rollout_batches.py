@@ -87,10 +87,8 @@ class RolloutBatches:
     base = sgro.baseline(reward.reshape(-1, K, G), m.baseline).reshape(reward.shape)
     adv = jnp.asarray(reward - base)
     P = ro.prompt_len
-    commit = ro.commit_step[:, P:]
-    tokens_per_group = np.stack([((commit >= g * w) & (commit < (g + 1) * w)).sum(1)
-                                 for g in range(G)], 1)
-    q_probs = sgro.selection_probs(m.q_rule, adv, jnp.asarray(tokens_per_group))
+    tokens = sgro.tokens_per_group(ro.commit_step[:, P:], G, w)
+    q_probs = sgro.selection_probs(m.q_rule, adv, jnp.asarray(tokens))
     groups, weights = sgro.select_groups(jax.random.key(seed), q_probs, m.n_opt)
     steps, _ = sgro.group_steps(groups, w)
     args = (jnp.asarray(ro.tokens), jnp.asarray(ro.commit_step), jnp.asarray(ro.attn_mask),
