@@ -130,6 +130,16 @@ def cmd_eval(args) -> int:
   return 0
 
 
+def cmd_lm_eval(argv: list[str]) -> int:
+  """`mro lm-eval ...`: lm-eval's own command line with the `mro` model registered."""
+  try:
+    from mro.evaluation import lm_harness
+  except ImportError as e:
+    raise ValueError(f"mro lm-eval needs lm-evaluation-harness: pip install -e '.[lm-eval]' "
+                     f"({e})") from None
+  return lm_harness.main(argv)
+
+
 def cmd_diagnose(args) -> int:
   from mro.evaluation import diagnostic
   from mro.evaluation.settings import EvalConfig
@@ -331,6 +341,10 @@ def _add_eval_parser(verbs) -> None:
                 "paper's tv,ppl,q by vote at temperature 0.25)", cascade=True)
   p.set_defaults(func=cmd_eval)
 
+  verbs.add_parser("lm-eval", add_help=False, help="run lm-evaluation-harness tasks on a "
+                   "model: lm-eval's own flags, --model mro added; --model_args takes "
+                   "`mro eval`'s options (docs/lm_eval.md; extra [lm-eval])")
+
   p = verbs.add_parser("diagnose", help="how well each reward ranks candidates by final "
                        "correctness (AUROC, within-prompt pairwise accuracy, pick accuracy "
                        "per group)")
@@ -426,6 +440,12 @@ def build_parser(for_help: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  if argv[:1] == ["lm-eval"]:  # lm-eval parses its own flags
+    try:
+      return cmd_lm_eval(argv[1:])
+    except (ValueError, OSError) as e:
+      print(f"mro lm-eval: error: {e}", file=sys.stderr)
+      return 2
   args = build_parser(for_help=bool({"-h", "--help"} & set(argv))).parse_args(argv)
   try:
     return args.func(args)
