@@ -17,7 +17,7 @@ import types
 import numpy as np
 import pytest
 
-if os.environ.get("CI") and os.environ.get("MRO_REQUIRE_LM_EVAL", "1") == "1":
+if os.environ.get("CI"):
   import lm_eval  # noqa: F401  (CI installs the [lm-eval] extra: a missing one must fail)
 lm_eval = pytest.importorskip("lm_eval")
 

@@ -49,8 +49,8 @@ OWN_ARGS: dict[str, tuple[Any, Any, str]] = {
     "seed": (int, 0, "sampling seed; request i's random stream is keyed by i"),
     "batch_size": (int, None, "prompts per sampler batch (default: lm-eval's "
                               "--batch_size; 'auto' there means 16)"),
-    "mc_num": (int, 128, "loglikelihood: Monte-Carlo samples per request (LLaDA: 128)"),
-    "mc_batch_size": (int, 32, "loglikelihood: sequences per forward pass (LLaDA: 32)"),
+    "mc_num": (int, 128, "loglikelihood: Monte-Carlo samples per request (as LLaDA)"),
+    "mc_batch_size": (int, 32, "loglikelihood: sequences per forward pass (as LLaDA)"),
     "check_greedy": (bool, False, "loglikelihood: compute is_greedy by greedy decoding "
                                   "(len(continuation) extra passes per request); off: "
                                   "is_greedy is False"),
