@@ -268,3 +268,17 @@ def test_model_args_given_to_lm_eval_win_over_its_own_batch_size(random_model):
   assert lm.settings.batch_size == 5
   assert lm.settings.sampler.gen_length == 8
   json.dumps(lm.get_model_info())  # goes into lm-eval's results file
+
+
+def test_the_mro_model_on_a_mesh_gives_the_single_device_answers(random_model):
+  args = dict(model=str(random_model), gen_length=8, steps=8, block_length=8,
+              batch_size=4, mc_num=4, mc_batch_size=8)
+  gen = [types.SimpleNamespace(args=(c, {"until": []})) for c in ("12+", "Sudoku 1", "7")]
+  ll = [types.SimpleNamespace(args=("12+3=", "15")), types.SimpleNamespace(args=("7", "+1"))]
+  one = lm_harness.MROLM(**args)
+  sharded = lm_harness.MROLM(**args, mesh="data=2,fsdp=2")
+  assert sharded.generate_until(gen) == one.generate_until(gen)
+  np.testing.assert_allclose([r[0] for r in sharded.loglikelihood(ll)],
+                             [r[0] for r in one.loglikelihood(ll)], rtol=1e-5)
+  with pytest.raises(ValueError, match="model_args batch_size: batch size 3"):
+    lm_harness.MROLM(**{**args, "batch_size": 3}, mesh="data=2")

@@ -158,3 +158,19 @@ def test_a_mesh_larger_than_the_devices_is_refused():
 def test_a_bad_mesh_string_is_refused(text):
   with pytest.raises(ValueError, match="mesh"):
     parse_mesh(text)
+
+
+@pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2)])
+def test_mc_loglikelihood_on_a_mesh_equals_the_single_device_estimate(llada_tiny, shape):
+  from models.sharding import place_params
+  from mro.evaluation.likelihood import mc_loglikelihood
+  tokens, _ = _prompts(3, 9)
+  pairs = [(tokens[0].tolist(), [5, 9, 200]), (tokens[1][:4].tolist(), [17]),
+           (tokens[2].tolist(), [3, 3])]
+  kw = dict(mask_id=llada_tiny.ids.mask, pad_id=llada_tiny.ids.pad,
+            max_seq_len=llada_tiny.cfg.max_seq_len, mc_num=12, batch_size=8, seed=2)
+  ref = mc_loglikelihood(llada_tiny.apply, llada_tiny.params, pairs, **kw)
+  mesh = make_mesh(MeshConfig(*shape))
+  out = mc_loglikelihood(llada_tiny.apply, place_params(llada_tiny.params, mesh), pairs,
+                         mesh=mesh, **kw)
+  np.testing.assert_allclose([e.logprob for e in out], [e.logprob for e in ref], rtol=1e-5)

@@ -124,7 +124,12 @@ class MROLM(LM):
     self.sampler = HarnessSampler(net, model_cfg, tokenizer, mesh=mesh,
                                   add_bos=self.settings.add_bos)
     if mesh is not None:
-      from models.sharding import place_params
+      from models.sharding import check_batch_divides, place_params
+      for name in ("batch_size", "mc_batch_size"):
+        try:
+          check_batch_divides(getattr(self.settings, name), mesh)
+        except ValueError as e:
+          raise ValueError(f"model_args {name}: {e}") from None
       self.sampler.params = place_params(self.sampler.params, mesh)
     self._searcher = None
     self._warned_gen_kwargs = False
