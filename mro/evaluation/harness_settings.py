@@ -54,8 +54,8 @@ OWN_ARGS: dict[str, tuple[Any, Any, str]] = {
     "check_greedy": (bool, False, "loglikelihood: compute is_greedy by greedy decoding "
                                   "(len(continuation) extra passes per request); off: "
                                   "is_greedy is False"),
-    "add_bos": (bool, False, "prepend the BOS token to every context (LLaDA's own "
-                             "evaluation of the base model does)"),
+    "add_bos": (bool, False, "prepend the tokenizer's BOS token to every context (to "
+                             "match an evaluation whose tokenizer adds one)"),
     "mesh": (str, None, "run sharded on this mesh, e.g. data=4 or fsdp=8"),
 }
 AUTO_BATCH_SIZE = 16
