@@ -61,7 +61,7 @@ def no_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def task_manager():
-  return TaskManager(include_path=str(TASKS))
+  return TaskManager(include_path=str(TASKS), include_defaults=False)
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +247,8 @@ def test_bad_model_args_are_named_and_rolling_likelihood_is_refused(random_model
     lm_harness.MROLM(model=str(random_model), steps="L/3")
   with pytest.raises(ValueError, match="temperature='hot'"):
     lm_harness.MROLM(model=str(random_model), temperature="hot")
+  with pytest.raises(ValueError, match="model_args task: .*sudok"):
+    lm_harness.MROLM(model="default", task="sudok")
   with pytest.raises(ValueError, match="model=PATH"):
     lm_harness.MROLM(gen_length=8)
   with pytest.raises(ValueError, match="need search=mro"):

@@ -142,6 +142,12 @@ def resolve(model_args: Mapping[str, Any], lm_eval_batch_size: Any = None) -> Ha
   batch_size = own["batch_size"] or _harness_batch_size(lm_eval_batch_size)
   if batch_size < 1:
     raise ValueError(f"model_args batch_size must be a positive integer, got {batch_size}")
+  if own["task"] is not None:
+    from rewards.tasks import get_task
+    try:
+      get_task(own["task"])
+    except ValueError as e:
+      raise ValueError(f"model_args task: {e}") from None
   path = resolve_model(own["model"], own["task"])
   sampler = _sampler(path, given, own)
   search, cascade, rewards, scorer = _search(own, given, sampler)
