@@ -274,7 +274,7 @@ def test_model_args_given_to_lm_eval_win_over_its_own_batch_size(random_model):
 
 def test_the_mro_model_on_a_mesh_gives_the_single_device_answers(random_model):
   args = dict(model=str(random_model), gen_length=8, steps=8, block_length=8,
-              batch_size=4, mc_num=4, mc_batch_size=8)
+              temperature=1.0, batch_size=4, mc_num=4, mc_batch_size=8)
   gen = [types.SimpleNamespace(args=(c, {"until": []})) for c in ("12+", "Sudoku 1", "7")]
   ll = [types.SimpleNamespace(args=("12+3=", "15")), types.SimpleNamespace(args=("7", "+1"))]
   one = lm_harness.MROLM(**args)
