@@ -94,11 +94,10 @@ def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, Mode
     from mro.training.step import init_state, make_optimizer
     from models.sharding import make_mesh
     cfg = exp_config.load_resolved(wd.config)
-    ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
     mesh = make_mesh(cfg.mesh)
     apply, like, _ = init_state(cfg.model, make_optimizer(cfg.train), cfg.train.seed, mesh)
-    restored = ckpt.restore_latest_intact(like)
-    ckpt.close()
+    with Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints) as ckpt:
+      restored = ckpt.restore_latest_intact(like)
     if restored is None:
       raise ValueError(f"{wd.checkpoints} holds no checkpoint yet")
     _, state, _ = restored

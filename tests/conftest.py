@@ -5,7 +5,10 @@ Everything the tests read lives in the repository: the reference fixture under
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  # appended, so flags the caller set (e.g. to emulate another CPU) are kept
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -17,6 +20,21 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "llada_tiny"
 BENCHMARK_DATA = ROOT / "experiments" / "data"
+
+
+# Modules that run whole workflows (a training or RL run, CLI verbs end to end, sweeps,
+# several processes or a Ray cluster, the shipped models on benchmark files): marked
+# `integration`, so `pytest -m "not slow and not integration"` is the quick subset.
+INTEGRATION_MODULES = {
+    "test_cli", "test_cli_eval", "test_grpo_training", "test_mro_training", "test_multihost",
+    "test_new_user", "test_shipped_models", "test_sweep", "test_sweep_ray",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    if item.module.__name__ in INTEGRATION_MODULES:
+      item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,19 @@ from mro.sampling.sampler import PROMPT, GenerateOutput, ModelApply, generate
 from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
 
 
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def rounding_atol(values, terms: int, k: float = 4.0) -> float:
+  """Absolute tolerance between two float32 computations of the same quantity whose sums
+  run in a different order: a matmul kernel blocks its sums by the CPU, its thread count
+  and the shapes, and chunking or sharding regroups them. Reordering a sum of `terms`
+  rounded values moves it by about sqrt(terms) eps32 of the values' magnitude; `k` leaves
+  room (a few layers, a softmax). Scaled to max|values|, so it holds on any CPU, and it
+  stays orders of magnitude below what a real bug moves."""
+  return k * float(np.sqrt(terms)) * EPS32 * float(np.max(np.abs(np.asarray(values))))
+
+
 class Loaded(NamedTuple):
   model: Any
   cfg: ModelConfig
