@@ -25,6 +25,7 @@ from mro.training import loop
 from mro.training import workdir as wdlib
 from mro.training.checkpointing import Checkpointer
 from mro.config import TrainConfig
+from mro.files import read_jsonl
 from mro.training.losses import sft_loss_given_mask
 from mro.training.step import NonFiniteLossError, _grads, init_state, jit_train_step, make_optimizer
 
@@ -355,6 +356,24 @@ def test_a_workdir_started_with_another_config_is_refused_naming_the_differences
   assert "model.d_model: 32 (workdir) vs 64 (now)" in message
   assert "vocab_size" not in message  # follows the tokenizer; not a difference
   assert (workdir / "metrics.jsonl").read_text() == before
+
+
+def test_a_finished_run_given_more_steps_continues_from_its_last_checkpoint(
+    reference, tiny_train_sets, cfg, tmp_path):
+  workdir = copy_of(reference, tmp_path)
+  longer = exp_config.load_config("tiny", tiny_train_sets + [f"train.steps={cfg.train.steps + 4}"])
+  loop.run(longer, workdir)
+  got = records(workdir)
+  assert got[:cfg.train.steps] == records(reference)  # the first run's steps are kept as run
+  assert [r["step"] for r in got] == list(range(1, cfg.train.steps + 5))
+  assert got[cfg.train.steps]["lr"] > got[cfg.train.steps - 1]["lr"]  # the cosine follows the new end
+  assert read_jsonl(workdir / "extensions.jsonl") == [
+      {"from_steps": cfg.train.steps, "to_steps": cfg.train.steps + 4}]
+  assert exp_config.load_resolved(workdir / "config.json").train.steps == cfg.train.steps + 4
+  shorter = exp_config.load_config("tiny", tiny_train_sets + [f"train.steps={cfg.train.steps - 2}"])
+  expected = rf"train.steps: {cfg.train.steps + 4} \(workdir\) vs {cfg.train.steps - 2} \(now\)"
+  with pytest.raises(ValueError, match=expected):
+    loop.run(shorter, workdir)
 
 
 def test_truncating_metrics_tolerates_a_line_torn_by_a_kill(tmp_path):
