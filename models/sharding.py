@@ -28,6 +28,7 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "heads": "tensor",
     "kv_heads": "tensor",
     "mlp": "tensor",
+    "expert": "tensor",  # MoE experts: each device its own (then their mlp stays whole)
     "vocab": "tensor",
     "norm": None,
     "length": None,
