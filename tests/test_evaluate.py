@@ -263,9 +263,9 @@ def test_explicit_options_override_the_protocol_and_steps_follow_the_new_length(
 
 
 def test_unknown_protocol_lists_the_known_ones():
-  with pytest.raises(ValueError, match="compact, llada, d1, mro"):
+  with pytest.raises(ValueError, match="compact, llada, d1, mro, dream"):
     get_protocol("d2")
-  assert protocol_names() == ("compact", "llada", "d1", "mro")
+  assert protocol_names() == ("compact", "llada", "d1", "mro", "dream")
 
 
 def test_an_invalid_protocol_field_raises_naming_it():
