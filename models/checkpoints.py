@@ -29,7 +29,7 @@ from models.transformer import Transformer, abstract_model
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-__all__ = ["hf_name_map", "load_hf_state", "load_model", "save_hf"]
+__all__ = ["hf_name_map", "load_hf_state", "load_model", "save_hf", "write_hf"]
 
 
 def _get(tree, path):
@@ -203,10 +203,6 @@ def save_hf(model_dir: str | Path, state, cfg: ModelConfig, ids: SpecialIds,
   Files are written to temporary names and renamed, so a crash leaves either the old
   checkpoint or the new one, never a torn file.
   """
-  model_dir = Path(model_dir)
-  writer = jax.process_index() == 0
-  if writer:
-    model_dir.mkdir(parents=True, exist_ok=True)
   mapping = hf_name_map(cfg)
   value = lambda name: _get(state, mapping[name].path)[...]
   specs = {}
@@ -214,7 +210,6 @@ def save_hf(model_dir: str | Path, state, cfg: ModelConfig, ids: SpecialIds,
     v = value(name)
     shape = tuple(v.shape)[slot.expert is not None:]
     specs[name] = (shape[::-1] if slot.transpose else shape, np.dtype(v.dtype))
-  sizes = {n: int(np.prod(s, dtype=np.int64)) * d.itemsize for n, (s, d) in specs.items()}
   stacked: dict[tuple, np.ndarray] = {}  # the stacked expert weight being written
 
   def fetch(name):
@@ -228,7 +223,22 @@ def save_hf(model_dir: str | Path, state, cfg: ModelConfig, ids: SpecialIds,
       array = stacked[slot.path][slot.expert]
     return np.ascontiguousarray(array.T) if slot.transpose else array
 
-  written = _plan_shards(list(mapping), sizes, max_shard_bytes)
+  write_hf(model_dir, cfg, ids, specs, fetch, max_shard_bytes)
+
+
+def write_hf(model_dir: str | Path, cfg: ModelConfig, ids: SpecialIds,
+             specs: dict[str, tuple[tuple[int, ...], np.dtype]], fetch: Callable,
+             max_shard_bytes: int | None = None) -> None:
+  """The file writing of `save_hf`, from tensor specs (HF name -> (shape, dtype), in file
+  order) and `fetch(name) -> np.ndarray` called once per tensor as it is written (so a
+  caller can make tensors on the fly: experiments/bench/real_width.py)."""
+  model_dir = Path(model_dir)
+  writer = jax.process_index() == 0
+  if writer:
+    model_dir.mkdir(parents=True, exist_ok=True)
+  sizes = {n: int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize
+           for n, (s, d) in specs.items()}
+  written = _plan_shards(list(specs), sizes, max_shard_bytes)
   for fname, names in written:
     if writer:
       st.write_file(model_dir / fname, [(n, *specs[n]) for n in names], fetch)
