@@ -248,7 +248,7 @@ def replace(cfg: ModelConfig, **overrides: Any) -> ModelConfig:
   return dataclasses.replace(cfg, **overrides)
 
 
-# --- Hugging Face config.json (LLaDA here; models/dream.py, models/lladamoe.py) -------------------------------------------------
+# --- Hugging Face config.json (LLaDA here; models/dream.py, models/lladamoe.py) ---------
 
 # HF fields whose values our network does not implement. A config that sets them
 # differently is refused rather than silently mis-read.

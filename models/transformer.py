@@ -82,7 +82,7 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d, hd = cfg.d_model, cfg.resolved_head_dim
     self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, hd
-    self.causal, self.theta = cfg.causal, cfg.rope_theta
+    self.causal = cfg.causal
     bias = cfg.qkv_bias
     self.q_proj = Linear(d, cfg.n_heads * hd, ("embed", "heads"), cfg, rngs, bias=bias)
     self.k_proj = Linear(d, cfg.n_kv_heads * hd, ("embed", "kv_heads"), cfg, rngs, bias=bias)

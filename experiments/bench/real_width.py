@@ -14,10 +14,11 @@ vocab 152064, 28 heads, 4 KV heads), LLaDA-MoE-7B-A1B (d 2048, 64 experts, top 8
 2. plan the sampler on the same shapes (`mro plan --sample-only`, one device): XLA's peak;
 3. load the directory back streaming (models.checkpoints.load_model): the host memory the
    load adds (peak RSS growth) beside the bytes of the weights;
-4. for each batch: compile the sampler ahead of time, release the compiler's memory, then
-   run `--steps` denoising steps once, measuring the peak RSS growth of that run; the
-   measured peak is the weights (already resident) plus that growth, compared with the
-   plan's peak (> 20% apart is a planner bug). Then time a second run (s per step).
+4. for each batch: compile the sampler ahead of time and run it once (one-time costs),
+   release freed memory to the OS, then run `--steps` denoising steps again, measuring
+   the peak RSS growth and the time of that run; the measured peak is the weights
+   (already resident) plus that growth, compared with the plan's peak (> 20% apart is a
+   planner bug).
 
 Peak RSS comes from /proc/self/status after resetting it (/proc/self/clear_refs), as in
 tests/test_convert.py. Prints a markdown table (docs/families.md) and appends JSON lines.
@@ -112,12 +113,12 @@ def measure_decode(apply, params, cfg: ModelConfig, batch: int, prompt: int,
   compiled = generate_compiled.lower(apply, params, prompts, None, keys, scfg,
                                      mask_id).compile()
   run = lambda: jax.block_until_ready(compiled(params, prompts, None, keys))
+  run()  # the first run's one-time costs (thread pools, ...) are not the program's
   before = _release_and_reset()
-  run()
-  growth = _status("VmHWM") - before
   start = time.perf_counter()
   run()
   seconds = time.perf_counter() - start
+  growth = _status("VmHWM") - before
   return {"batch": batch, "growth": growth, "s_per_step": seconds / scfg.steps}
 
 

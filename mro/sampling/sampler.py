@@ -1,4 +1,5 @@
-"""The LLaDA sampler as one compiled program.
+"""The sampler as one compiled program (LLaDA's `generate()`, Dream's `diffusion_generate`
+and everything between: `SamplerConfig`).
 
 A `DecodeState` (tokens, commit step per position, per-row keys, step, per-row step count,
 optional KV cache) advanced by a pure `denoise_step` inside a `lax` loop: all blocks and

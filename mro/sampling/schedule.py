@@ -31,7 +31,8 @@ SCHEDULES = ("llada", "dream")
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-  """Options of the LLaDA sampler.
+  """Options of the sampler: LLaDA's `generate()` by default, Dream's
+  `diffusion_generate` with schedule "dream" and one block (docs/families.md).
 
   threshold: if set (0 < τ <= 1), the confidence-threshold parallel mode: every step
     commits all masked tokens of the current block whose confidence (a probability, or
