@@ -188,7 +188,8 @@ def cmd_plan(args) -> int:
   from models.sharding import parse_mesh
   from mro import plan
   cfg = plan.PlanConfig(
-      preset=args.preset, mesh=parse_mesh(args.mesh), batch=args.batch, seq=args.seq,
+      preset=args.preset, layers=args.layers, mesh=parse_mesh(args.mesh), batch=args.batch,
+      seq=args.seq,
       prompt_len=args.prompt_len, grad_accum=args.grad_accum, remat=not args.no_remat,
       loss_chunk=args.loss_chunk, sample_batch=args.sample_batch,
       sample_prompt=args.sample_prompt, gen_length=args.gen_length,
@@ -397,7 +398,10 @@ def _add_real_scale_parsers(verbs) -> None:
 
   p = verbs.add_parser("plan", help="per-device memory and FLOPs of training and sampling "
                        "on a mesh, from XLA (compiled ahead of time on fake devices)")
-  p.add_argument("--preset", default="llada_8b", help="model preset (tiny, small, llada_8b)")
+  p.add_argument("--preset", default="llada_8b",
+                 help="model preset (tiny, small, llada_8b, dream_7b, llada_moe_7b)")
+  p.add_argument("--layers", type=int, default=0,
+                 help="the preset's shapes with this many layers (0 = the preset's own)")
   p.add_argument("--mesh", default="data=1", help="e.g. data=8,fsdp=4,tensor=2")
   p.add_argument("--batch", type=int, default=0,
                  help="training sequences per step, global (default: one per data-parallel "
