@@ -133,6 +133,16 @@ def cmd_eval(args) -> int:
   return 0
 
 
+def cmd_lm_eval(argv: list[str]) -> int:
+  """`mro lm-eval ...`: lm-eval's own command line with the `mro` model registered."""
+  try:
+    from mro.evaluation import lm_harness  # needs lm-evaluation-harness: extra [lm-eval]
+  except ImportError as e:
+    raise ValueError(f"mro lm-eval needs lm-evaluation-harness: pip install -e '.[lm-eval]' "
+                     f"({e})") from None
+  return lm_harness.main(argv)
+
+
 def cmd_diagnose(args) -> int:
   try:
     n_verify = tuple(options.count_or_all(x.strip()) for x in args.n_verify.split(","))
@@ -171,7 +181,8 @@ def cmd_convert(args) -> int:
 
 def cmd_plan(args) -> int:
   cfg = plan.PlanConfig(
-      preset=args.preset, mesh=parse_mesh(args.mesh), batch=args.batch, seq=args.seq,
+      preset=args.preset, layers=args.layers, mesh=parse_mesh(args.mesh), batch=args.batch,
+      seq=args.seq,
       prompt_len=args.prompt_len, grad_accum=args.grad_accum, remat=not args.no_remat,
       loss_chunk=args.loss_chunk, sample_batch=args.sample_batch,
       sample_prompt=args.sample_prompt, gen_length=args.gen_length,
@@ -323,6 +334,10 @@ def _add_eval_parser(verbs) -> None:
                 "paper's tv,ppl,q by vote at temperature 0.25)", cascade=True)
   p.set_defaults(func=cmd_eval)
 
+  verbs.add_parser("lm-eval", add_help=False, help="run lm-evaluation-harness tasks on a "
+                   "model: lm-eval's own flags, --model mro added; --model_args takes "
+                   "`mro eval`'s options (docs/lm_eval.md; extra [lm-eval])")
+
   p = verbs.add_parser("diagnose", help="how well each reward ranks candidates by final "
                        "correctness (AUROC, within-prompt pairwise accuracy, pick accuracy "
                        "per group)")
@@ -375,7 +390,10 @@ def _add_real_scale_parsers(verbs) -> None:
 
   p = verbs.add_parser("plan", help="per-device memory and FLOPs of training and sampling "
                        "on a mesh, from XLA (compiled ahead of time on fake devices)")
-  p.add_argument("--preset", default="llada_8b", help="model preset (tiny, small, llada_8b)")
+  p.add_argument("--preset", default="llada_8b",
+                 help="model preset (tiny, small, llada_8b, dream_7b, llada_moe_7b)")
+  p.add_argument("--layers", type=int, default=0,
+                 help="the preset's shapes with this many layers (0 = the preset's own)")
   p.add_argument("--mesh", default="data=1", help="e.g. data=8,fsdp=4,tensor=2")
   p.add_argument("--batch", type=int, default=0,
                  help="training sequences per step, global (default: one per data-parallel "
@@ -417,6 +435,12 @@ def build_parser(for_help: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  if argv[:1] == ["lm-eval"]:  # lm-eval parses its own flags
+    try:
+      return cmd_lm_eval(argv[1:])
+    except (ValueError, OSError) as e:
+      print(f"mro lm-eval: error: {e}", file=sys.stderr)
+      return 2
   args = build_parser(for_help=bool({"-h", "--help"} & set(argv))).parse_args(argv)
   try:
     return args.func(args)

@@ -151,9 +151,10 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
   if value is None and type(None) in options:
     return None
   for t in options:
-    if typing.get_origin(t) is tuple and isinstance(value, (list, tuple)) \
-        and all(isinstance(v, str) for v in value):
-      return tuple(value)
+    if typing.get_origin(t) is tuple and isinstance(value, (list, tuple)):
+      item = (typing.get_args(t) or (str,))[0]  # tuple[str, ...], tuple[int, ...]
+      if all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        return tuple(value)
     if t is bool and isinstance(value, bool):
       return value
     if t is int and isinstance(value, int) and not isinstance(value, bool):

@@ -94,11 +94,10 @@ def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, Mode
     return load_inference_model(wd.model, mesh)
   if wd.checkpoints.is_dir() and wd.config.exists():
     cfg = exp_config.load_resolved(wd.config)
-    ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
     mesh = make_mesh(cfg.mesh)
     apply, like, _ = init_state(cfg.model, make_optimizer(cfg.train), cfg.train.seed, mesh)
-    restored = ckpt.restore_latest_intact(like)
-    ckpt.close()
+    with Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints) as ckpt:
+      restored = ckpt.restore_latest_intact(like)
     if restored is None:
       raise ValueError(f"{wd.checkpoints} holds no checkpoint yet")
     _, state, _ = restored

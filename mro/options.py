@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from mro.method.search.settings import SEARCHES, SELECT, CascadeConfig, SearchConfig
-from mro.sampling.schedule import CACHES, REMASKING, SamplerConfig
+from mro.sampling.schedule import CACHES, REMASKING, SCHEDULES, SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.quality import SOURCES
 
@@ -35,7 +35,14 @@ SAMPLER_OPTIONS = (
     Option("block-length", "block_length", int,
            "semi-autoregressive block size; must divide gen-length"),
     Option("temperature", "temperature", float, "0 = greedy (argmax); else Gumbel-max"),
-    Option("remasking", "remasking", str, "which masked positions to commit first", REMASKING),
+    Option("remasking", "remasking", str,
+           "which masked positions to commit first (maskgit_plus and topk_margin are "
+           "Dream's names of low_confidence and margin)", REMASKING),
+    Option("schedule", "schedule", str,
+           "tokens per step: llada (equal shares of each block) or dream (Dream's "
+           "timesteps linspace(1, eps, steps+1), int(n_masked * (1 - s/t)) per step)",
+           SCHEDULES),
+    Option("schedule-eps", "schedule_eps", float, "the last timestep of --schedule dream"),
     Option("threshold", "threshold", float,
            "confidence-threshold parallel decoding: commit every masked token of the block "
            "whose confidence is >= T (0 < T <= 1), at least one per step"),

@@ -5,7 +5,10 @@ Everything the tests read lives in the repository: the reference fixture under
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  # appended, so flags the caller set (e.g. to emulate another CPU) are kept
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -16,6 +19,8 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "llada_tiny"
+DREAM_FIXTURE = ROOT / "tests" / "fixtures" / "dream_tiny"
+LLADAMOE_FIXTURE = ROOT / "tests" / "fixtures" / "lladamoe_tiny"
 BENCHMARK_DATA = ROOT / "experiments" / "data"
 
 
@@ -62,6 +67,33 @@ def generate_ref(fixture_dir) -> dict:
 def prompts(generate_ref):
   """The reference fixture's prompts: int [3, 12], ordinary tokens only."""
   return generate_ref["prompts"]
+
+
+# --- the Dream and LLaDA-MoE reference fixtures (tests/fixtures/*/README.md) ----------
+
+
+@pytest.fixture(scope="session")
+def dream_dir() -> Path:
+  return DREAM_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def lladamoe_dir() -> Path:
+  return LLADAMOE_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def dream_tiny(dream_dir):
+  import helpers
+
+  return helpers.load(dream_dir)
+
+
+@pytest.fixture(scope="session")
+def lladamoe_tiny(lladamoe_dir):
+  import helpers
+
+  return helpers.load(lladamoe_dir)
 
 
 # --- one tiny training run, shared by test_train.py and test_cli.py ------------------

@@ -88,9 +88,8 @@ def run(out: Path, mesh, fixture: Path):
 
   apply, state, step = train_setup(mesh)
   state, metrics = step(state, shard_batch(fixed_batch(), mesh))
-  ckpt = Checkpointer(out / "ckpt", keep=2)
-  ckpt.save(1, state, {"step": 1})
-  ckpt.close()
+  with Checkpointer(out / "ckpt", keep=2) as ckpt:
+    ckpt.save(1, state, {"step": 1})
   checkpoints.save_hf(out / "hf", state.params, MODEL,
                       SpecialIds(mask=MASK_ID, eos=EOS_ID, pad=EOS_ID), max_shard_bytes=20_000)
   # Sampling: the reference fixture's weights, each process reading only its own pieces
@@ -121,14 +120,13 @@ def die(out: Path, mesh, victim: int, state=None, step=None) -> None:
   if state is None:
     _, state, step = train_setup(mesh)
   batch = shard_batch(fixed_batch(), mesh)
-  ckpt = Checkpointer(out / "ckpt_die", keep=10)
-  for i in range(1, 11):
-    state, _ = step(state, batch)
-    ckpt.save(i, state, {"step": i})
-    print(f"process {jax.process_index()} saved step {i}", flush=True)
-    if jax.process_index() == victim and i == 2:
-      os.kill(os.getpid(), signal.SIGKILL)
-  ckpt.close()
+  with Checkpointer(out / "ckpt_die", keep=10) as ckpt:
+    for i in range(1, 11):
+      state, _ = step(state, batch)
+      ckpt.save(i, state, {"step": i})
+      print(f"process {jax.process_index()} saved step {i}", flush=True)
+      if jax.process_index() == victim and i == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main() -> int:

@@ -10,6 +10,9 @@ import mro.sampling.sampler as sampler
 from mro import loading
 from mro import cli
 from mro.evaluation import runner as evaluate
+
+pytestmark = pytest.mark.integration  # whole workflows: `mro eval` on a trained workdir
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -49,7 +49,8 @@ def test_each_steps_value_appends_one_line_with_the_resolved_config(eval_run, mo
                             "temperature": 1.0, "remasking": "low_confidence",
                             "threshold": None, "cfg_scale": 0.0, "factor": None,
                             "cache": "none", "refresh_every": None, "stop_at_eos": False,
-                            "correct_below": None, "correct_rows": None, "correct_max": 1}
+                            "correct_below": None, "correct_rows": None, "correct_max": 1,
+                            "schedule": "llada", "schedule_eps": 1e-3}
     assert (r["seed"], r["batch_size"], r["n"], r["batches"]) == (3, 3, 7, 3)
     assert r["nfe"] == r["steps"] * 3 and r["denoising_steps"] == r["steps"]
     assert r["timestamp"] and r["seconds"] >= r["sample_seconds"] > 0
@@ -139,6 +140,20 @@ def test_a_rerun_skips_recorded_settings_and_force_appends_them_again(eval_run, 
     run_eval(model_dir, other_seed)  # a different resolved config is not skipped
 
 
+def test_results_written_before_a_sampler_option_existed_are_still_skipped(
+    eval_run, model_dir, tmp_path, no_compile):
+  out = tmp_path / "res.jsonl"
+  _, _, lines, _ = eval_run
+  old = [{**r, "sampler": {k: v for k, v in r["sampler"].items()
+                           if k not in ("schedule", "schedule_eps")}} for r in lines]
+  out.write_text("".join(json.dumps(r) + "\n" for r in old))
+  again = run_eval(model_dir, EvalConfig.build(**{**BASE, "steps": "2"}, out=str(out)))
+  assert [r["setting_id"] for r in again] == [lines[2]["setting_id"]]
+  with pytest.raises(AssertionError, match="reached the compiled sampler"):
+    run_eval(model_dir, EvalConfig.build(**{**BASE, "steps": "2", "schedule": "dream"},
+                                         out=str(out)))  # not the default: not skipped
+
+
 def test_force_re_runs_and_appends_a_recorded_setting(eval_run, model_dir, tmp_path):
   out = tmp_path / "res.jsonl"
   cfg = EvalConfig.build(**{**BASE, "steps": "2"}, out=str(out))
@@ -218,9 +233,9 @@ def test_explicit_options_override_the_protocol_and_steps_follow_the_new_length(
 
 
 def test_unknown_protocol_lists_the_known_ones():
-  with pytest.raises(ValueError, match="compact, llada, d1, mro"):
+  with pytest.raises(ValueError, match="compact, llada, d1, mro, dream"):
     get_protocol("d2")
-  assert protocol_names() == ("compact", "llada", "d1", "mro")
+  assert protocol_names() == ("compact", "llada", "d1", "mro", "dream")
 
 
 def test_an_invalid_protocol_field_raises_naming_it():

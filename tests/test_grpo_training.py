@@ -9,6 +9,8 @@ from mro.method.finetuning import rl
 from mro.training.workdir import read_metrics
 from tiny_models import mro_cli_sets, mro_config
 
+pytestmark = pytest.mark.integration  # whole workflows: GRPO-family runs through `mro rl`
+
 
 def grpo_config(start_models, method, rewards="q", **sections):
   return mro_config(start_models, rewards=rewards,

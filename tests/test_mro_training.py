@@ -13,6 +13,9 @@ from rewards.tasks import get_task
 from tiny_models import mro_cli_sets as _cli_sets
 from tiny_models import mro_config as config
 
+pytestmark = pytest.mark.integration  # whole workflows: reject sampling and MRO-RL runs
+
+
 def test_reject_sampling_keeps_one_searched_trajectory_per_prompt_and_trains(start_models,
                                                                              tmp_path):
   record = reject_sampling.run(config(start_models), tmp_path)

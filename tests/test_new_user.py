@@ -11,6 +11,8 @@ from mro import cli, config, loading
 from mro.progress import Progress
 from rewards.tasks import get_task
 
+pytestmark = pytest.mark.integration  # whole workflows: every verb on the shipped models
+
 
 def run(capsys, *argv):
   code = cli.main(list(argv))
@@ -18,7 +20,6 @@ def run(capsys, *argv):
   return code, out, err
 
 
-@pytest.mark.integration  # the shipped models
 def test_sample_resolves_default_with_the_task_and_uses_the_models_own_sampler(capsys):
   ex = get_task("sudoku").examples("test", limit=1)[0]
   code, out, err = run(capsys, "sample", "--model", "default", "--task", "sudoku",

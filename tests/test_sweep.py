@@ -14,6 +14,8 @@ from mro import cli, sweeps
 from mro.evaluation.settings import option_names
 from mro.sweeps import RayOptions, RunSpec, SweepSpec
 
+pytestmark = pytest.mark.integration  # whole workflows: sweeps of training runs
+
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=2",
         "model.mlp_hidden=64", "data.train_size=64", "train.batch_size=8", "train.steps=2",
         "train.warmup_steps=1", "train.checkpoint_every=2", "train.log_every=1",

@@ -157,11 +157,20 @@ def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConf
 
 
 def setting_key(record: dict[str, Any]) -> str:
-  """A digest of everything that determines a setting's results (for resuming)."""
+  """A digest of everything that determines a setting's results (for resuming). Sampler
+  fields at their defaults are left out, so a sampler option added later (whose default
+  keeps the old behaviour, as `schedule`) keeps the keys of results written before it."""
   keys = ("model_path", "model", "task", "data", "split", "limit", "protocol", "style",
           "assistant_prefix", "seed", "data_seed", "sampler", "search", "rewards", "scorer")
-  text = json.dumps({k: record.get(k) for k in keys}, sort_keys=True, default=str)
+  fields = {k: record.get(k) for k in keys}
+  if isinstance(fields["sampler"], dict):
+    fields["sampler"] = {k: v for k, v in fields["sampler"].items()
+                         if k not in _SAMPLER_DEFAULTS or v != _SAMPLER_DEFAULTS[k]}
+  text = json.dumps(fields, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_SAMPLER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplerConfig)}
 
 
 def _model_label(model, model_name):
@@ -207,7 +216,7 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
           "data_seed": cfg.data_seed, "batch_size": cfg.batch_size, "prompt_width": width,
           "scorer": None if scorer is None else str(scorer.resolve())}
   done = {} if cfg.out is None or cfg.force else \
-      {r.get("setting_key"): r for r in read_jsonl(cfg.out)}
+      {setting_key(r): r for r in read_jsonl(cfg.out)}
   runner = None
   records = []
   for scfg in settings:

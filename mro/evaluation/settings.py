@@ -29,7 +29,7 @@ from rewards.combine import RewardConfig
 from rewards.tasks import SPLITS, get_task
 
 # The sampler fields a protocol sets (the others keep SamplerConfig's defaults).
-PROTOCOL_FIELDS = ("gen_length", "block_length", "temperature", "remasking")
+PROTOCOL_FIELDS = ("gen_length", "block_length", "temperature", "remasking", "schedule")
 
 
 def parse_steps(text: str) -> tuple[str, ...]:

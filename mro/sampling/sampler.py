@@ -1,4 +1,5 @@
-"""The LLaDA sampler as one compiled program.
+"""The sampler as one compiled program (LLaDA's `generate()`, Dream's `diffusion_generate`
+and everything between: `SamplerConfig`).
 
 A `DecodeState` (tokens, commit step per position, per-row keys, step, per-row step count,
 optional KV cache) advanced by a pure `denoise_step` inside a `lax` loop: all blocks and
@@ -131,9 +132,9 @@ def confidence(logits_BKV, x0_BK, remasking: str, keys_B, step):
                                            x0_BK.shape[1:])
     return jax.vmap(draw)(keys_B, _per_row(step, keys_B))
   probs = jax.nn.softmax(logits_BKV, axis=-1)
-  if remasking == "low_confidence":
+  if remasking in ("low_confidence", "maskgit_plus"):  # Dream's name for the same rule
     return jnp.take_along_axis(probs, x0_BK[..., None], axis=-1)[..., 0]
-  if remasking == "margin":
+  if remasking in ("margin", "topk_margin"):
     top2 = jax.lax.top_k(probs, 2)[0]
     return top2[..., 0] - top2[..., 1]
   if remasking == "entropy":

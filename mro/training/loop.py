@@ -130,7 +130,14 @@ def train_loop(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
   apply, state, shardings = init_state(cfg.model, optimizer, cfg.train.seed, mesh,
                                        params=init_params)
   step_fn = jit_train_step(apply, objective.loss_fn, optimizer, cfg.train, shardings, mesh)
-  ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
+  with Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints) as ckpt:  # closed on errors too
+    return _resume_and_train(cfg, wd, tokenizer, objective, ckpt, state, step_fn, stop_after)
+
+
+def _resume_and_train(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
+                      objective: Objective, ckpt: Checkpointer, state: TrainState, step_fn,
+                      stop_after: int | None) -> dict[str, Any]:
+  """`train_loop` from the latest intact checkpoint to the end (or `stop_after`)."""
   position, start, best = 0, 0, -math.inf
   restored = ckpt.restore_latest_intact(state)
   if restored is not None:
@@ -140,7 +147,6 @@ def train_loop(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
   end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
   record: dict[str, Any] = (wdlib.read_metrics(wd.metrics) or [{}])[-1]
   if start >= end:
-    ckpt.close()
     return record
   pending = objective.next_batch(start + 1, position, state)
   step_fn = step_fn.lower(state, pending[0]).compile()  # keep compile out of timing
@@ -158,7 +164,6 @@ def train_loop(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
     now = time.perf_counter()
     seconds, last_read = now - max(t0, last_read), now
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-      ckpt.close()
       raise NonFiniteLossError(
           f"loss {loss}, gradient norm {grad_norm} at step {step_n}; stopped. The last good "
           f"checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
@@ -196,7 +201,6 @@ def train_loop(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
       if save:
         check_finite_weights(state.params, step, ckpt, wd)
         ckpt.save(step, state, {"data_position": position, "step": step, "best_score": best})
-  ckpt.close()
   if run_wandb is not None:
     run_wandb.finish()
   if end == cfg.train.steps:
@@ -219,7 +223,6 @@ def _params_finite(params) -> jax.Array:
 def check_finite_weights(params, step: int, ckpt: Checkpointer, wd: wdlib.Workdir) -> None:
   """Refuses to checkpoint non-finite weights (the previous checkpoint stays the last)."""
   if not bool(_params_finite(params)):
-    ckpt.close()
     raise NonFiniteLossError(
         f"non-finite weights after step {step}; stopped before checkpointing them. The "
         f"last good checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")

@@ -5,6 +5,9 @@
     workdir/checkpoints/N/   Orbax checkpoints: train state + {"data_position": ...}
     workdir/metrics.jsonl    one JSON object per logged step
     workdir/model/           the final model in portable HF format (+ tokenizer)
+    workdir/extensions.jsonl each time a finished or running run was given more train.steps
+                             (the only setting that may grow on resume; the schedule's
+                             cosine then ends at the new last step)
 
 Opening a workdir or a model directory for inference is `mro.loading`.
 """
@@ -78,7 +81,14 @@ def claim(root: str | Path, cfg: RunConfig) -> Workdir:
       for key in keys:
         saved.get(section, {}).pop(key, None)
         now.get(section, {}).pop(key, None)
+    old_steps, new_steps = saved.get("train", {}).get("steps"), now["train"].get("steps")
+    extends = isinstance(old_steps, int) and isinstance(new_steps, int) and new_steps > old_steps
+    if extends:  # a longer run continues this one; the cosine schedule follows the new end
+      saved["train"]["steps"] = new_steps
     differences = _diff(saved, now)
+    if extends and not differences:
+      append_jsonl(wd.root / "extensions.jsonl", [{"from_steps": old_steps,
+                                                   "to_steps": new_steps}])
     if differences:
       raise ValueError(f"{wd.root} holds a run with a different config; use a new workdir or "
                        "the same settings. Differences:\n  " + "\n  ".join(differences))
