@@ -2,6 +2,7 @@
 exact resume (in-process and after a real SIGKILL), NaN stop, workdir checks, export."""
 
 import dataclasses
+import json
 import shutil
 import signal
 import subprocess
@@ -375,6 +376,25 @@ def test_a_finished_run_given_more_steps_continues_from_its_last_checkpoint(
   expected = rf"train.steps: {cfg.train.steps + 4} \(workdir\) vs {cfg.train.steps - 2} \(now\)"
   with pytest.raises(ValueError, match=expected):
     loop.run(shorter, workdir)
+
+
+def test_a_run_stopped_between_its_last_checkpoint_and_its_export_exports_on_rerun(
+    reference, cfg, tmp_path):
+  workdir = copy_of(reference, tmp_path)
+  shutil.rmtree(workdir / "model")
+  loop.run(cfg, workdir)
+  assert records(workdir) == records(reference)  # nothing retrained
+  assert_same_weights(workdir / "model", reference / "model")
+
+
+def test_a_workdir_saved_before_a_field_was_added_resumes_with_the_fields_default(
+    interrupted, reference, cfg, tmp_path):
+  workdir = copy_of(interrupted, tmp_path)
+  saved = json.loads((workdir / "config.json").read_text())
+  del saved["model"]["qk_norm"], saved["train"]["min_lr_ratio"]  # as before those fields
+  (workdir / "config.json").write_text(json.dumps(saved))
+  loop.run(cfg, workdir)
+  assert records(workdir) == records(reference)
 
 
 def test_truncating_metrics_tolerates_a_line_torn_by_a_kill(tmp_path):

@@ -147,6 +147,8 @@ def _resume_and_train(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
   end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
   record: dict[str, Any] = (wdlib.read_metrics(wd.metrics) or [{}])[-1]
   if start >= end:
+    if end == cfg.train.steps and not (wd.model / "model.safetensors").is_file():
+      export(wd, cfg, jax.device_get(state.params), tokenizer)  # stopped before its export
     return record
   pending = objective.next_batch(start + 1, position, state)
   step_fn = step_fn.lower(state, pending[0]).compile()  # keep compile out of timing

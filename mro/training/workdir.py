@@ -72,9 +72,12 @@ def claim(root: str | Path, cfg: RunConfig) -> Workdir:
   if wd.config.exists():
     saved = json.loads(wd.config.read_text())
     now = json.loads(json.dumps(cfg.to_dict()))  # as saved: tuples become lists
-    # A section added to the schema after the run started counts as its defaults.
-    for section, values in type(cfg)().to_dict().items():
-      saved.setdefault(section, values)
+    # A section or field added to the schema after the run started counts as its default.
+    for section, values in json.loads(json.dumps(type(cfg)().to_dict())).items():
+      saved_section = saved.setdefault(section, values)
+      if isinstance(saved_section, dict) and isinstance(values, dict):
+        for key, value in values.items():
+          saved_section.setdefault(key, value)
     # model.vocab_size follows the tokenizer; the rest of IGNORED cannot change results.
     now["model"]["vocab_size"] = saved.get("model", {}).get("vocab_size")
     for section, keys in IGNORED_ON_RESUME.items():
