@@ -233,6 +233,13 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+def check_derived_head_dim(cfg: ModelConfig, family: str) -> None:
+  """Families whose config.json has no head_dim derive it as hidden_size / heads."""
+  if cfg.head_dim and cfg.head_dim != cfg.d_model // cfg.n_heads:
+    raise ValueError(f"model.head_dim={cfg.head_dim}: {family} checkpoints derive the head "
+                     "dim as hidden_size / num_attention_heads")
+
+
 def preset(name: str, **overrides: Any) -> ModelConfig:
   if name not in PRESETS:
     raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")

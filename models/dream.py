@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.config import ModelConfig, SpecialIds
+from models.config import ModelConfig, SpecialIds, check_derived_head_dim
 
 MODEL_TYPE = "Dream"
 # config.json fields whose other values this network does not implement: refused rather
@@ -45,9 +45,7 @@ def config_fields(hf: dict[str, Any]) -> dict[str, Any]:
 
 def to_hf_dict(cfg: ModelConfig, ids: SpecialIds) -> dict[str, Any]:
   """A Dream `config.json` (the keys Dream's own DreamConfig reads)."""
-  if cfg.head_dim and cfg.head_dim != cfg.d_model // cfg.n_heads:
-    raise ValueError(f"model.head_dim={cfg.head_dim}: Dream checkpoints derive the head "
-                     "dim as hidden_size / num_attention_heads")
+  check_derived_head_dim(cfg, "Dream")
   return dict(
       _REQUIRED, architectures=["DreamModel"], model_type=MODEL_TYPE,
       hidden_size=cfg.d_model, intermediate_size=cfg.mlp_hidden,

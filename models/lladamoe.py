@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.config import ModelConfig, SpecialIds
+from models.config import ModelConfig, SpecialIds, check_derived_head_dim
 
 MODEL_TYPE = "lladamoe"
 _REQUIRED = {"hidden_act": "silu", "tie_word_embeddings": False, "rope_scaling": None,
@@ -69,9 +69,7 @@ def config_fields(hf: dict[str, Any]) -> dict[str, Any]:
 
 def to_hf_dict(cfg: ModelConfig, ids: SpecialIds) -> dict[str, Any]:
   """A LLaDA-MoE `config.json` (the keys LLaDAMoEConfig reads)."""
-  if cfg.head_dim and cfg.head_dim != cfg.d_model // cfg.n_heads:
-    raise ValueError(f"model.head_dim={cfg.head_dim}: LLaDA-MoE checkpoints derive the "
-                     "head dim as hidden_size / num_attention_heads")
+  check_derived_head_dim(cfg, "LLaDA-MoE")
   return dict(
       _REQUIRED, architectures=["LLaDAMoEModelLM"], model_type=MODEL_TYPE,
       hidden_size=cfg.d_model, dense_intermediate_size=cfg.mlp_hidden,

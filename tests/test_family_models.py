@@ -263,3 +263,11 @@ def test_bfloat16_storage_halves_the_weights_and_stays_close(family, request, tm
   ref = loaded.logits(tokens)
   diff = np.abs(bf16.logits(tokens) - ref).max()
   assert 0 < diff < 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("preset, family", [("dream_7b", "Dream"), ("llada_moe_7b", "LLaDA-MoE")])
+def test_a_head_dim_the_family_config_cannot_hold_is_refused_on_export(preset, family):
+  cfg = mc.preset(preset)
+  cfg = mc.replace(cfg, head_dim=cfg.d_model // cfg.n_heads * 2)
+  with pytest.raises(ValueError, match=f"model.head_dim=.*{family} checkpoints derive"):
+    hf_config.to_hf_dict(cfg, mc.SpecialIds(mask=1, eos=2, pad=3))
