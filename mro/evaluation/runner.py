@@ -5,9 +5,10 @@ For each steps value the task's examples run in batches of `batch_size` (the las
 padded with copies of a real prompt, its extra rows dropped), every prompt left-padded to
 the width of the longest prompt of the run: one compile per sampler setting, whatever
 the batch. Row `i`'s random stream is keyed by the example index `i`, so results do not
-depend on the batch size. Each response is scored by the task; the setting's record
-(config, metrics, timing) is appended to `out` and every response with its score to
-`<out stem>.generations.jsonl`, both flushed and fsynced per setting, so a crash keeps
+depend on the batch size. Each response is scored by the task (for a task that names
+groups of examples, e.g. Sudoku's unique / several-solution puzzles, accuracy per group
+is recorded as `groups`); the setting's record (config, metrics, timing) is appended to
+`out` and every response with its score to `<out stem>.generations.jsonl`, both flushed and fsynced per setting, so a crash keeps
 the settings already done.
 
 Timing: `tokens_per_second` = generated tokens (n x gen_length, EOS padding included) /
@@ -100,6 +101,21 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
   return {k: float(np.mean([s.get(k, 0.0) for s in scores])) for k in keys}
 
 
+def group_accuracy(task: Task, examples, gens) -> dict[str, dict[str, float]] | None:
+  """{group: {"n", "accuracy"}} over the scored generations, for a task that names an
+  example's group (`task.group(example)`, e.g. Sudoku's unique / several); else None."""
+  name = getattr(task, "group", None)
+  if name is None:
+    return None
+  scores: dict[str, list[float]] = {}
+  for g in gens:
+    group = name(examples[g["index"]])
+    if group is not None:
+      scores.setdefault(group, []).append(g["score"]["correct"])
+  return {k: {"n": len(v), "accuracy": float(np.mean(v))}
+          for k, v in sorted(scores.items())} or None
+
+
 def _run_batch(sampler, searcher, cfg: EvalConfig, scfg: SamplerConfig, task, examples,
                prompts, idx, width):
   """(texts, search details or None, batch-sized forward passes, forward passes per row
@@ -184,6 +200,9 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
       "denoising_steps": ((nfe - correction_nfe) / n_batches / (2 if scfg.cfg_scale else 1)
                           if counts is None else scfg.steps),
   }
+  groups = group_accuracy(task, examples, gens)
+  if groups is not None:  # accuracy per subset the task names (Sudoku: unique / several)
+    metrics["groups"] = groups
   if cfg.cascade is not None:  # how far the prompts went down the cascade
     stages = np.array([g["search"]["stages_run"] for g in gens])
     metrics["stages_run"] = [float(np.mean(stages >= s + 1)) for s in range(stages.max())]
