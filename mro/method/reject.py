@@ -41,6 +41,7 @@ GEN_BATCH = 64
 def check(cfg: exp_config.ExperimentConfig) -> None:
   """Refuses settings reject sampling cannot use (ValueError naming the field)."""
   cfg.sampler.refuse_correction("reject sampling (sampler section)")
+  cfg.search.check_rewards(cfg.rewards)
   if cfg.reject.keep == "quality" and not cfg.rewards.on("q"):
     raise ValueError("reject.keep=quality filters on R_q, but rewards.use "
                      f"{','.join(cfg.rewards.use) or 'none'} leaves q off")
