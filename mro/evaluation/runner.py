@@ -8,8 +8,8 @@ the batch. Row `i`'s random stream is keyed by the example index `i`, so results
 depend on the batch size. Each response is scored by the task (for a task that names
 groups of examples, e.g. Sudoku's unique / several-solution puzzles, accuracy per group
 is recorded as `groups`); the setting's record (config, metrics, timing) is appended to
-`out` and every response with its score to `<out stem>.generations.jsonl`, both flushed and fsynced per setting, so a crash keeps
-the settings already done.
+`out` and every response with its score to `<out stem>.generations.jsonl`, both flushed
+and fsynced per setting, so a crash keeps the settings already done.
 
 Timing: `tokens_per_second` = generated tokens (n x gen_length, EOS padding included) /
 seconds spent in the sampler, the setting's one compile included (it falls in the first

@@ -193,8 +193,9 @@ def _solution_range(value, unique: bool) -> None:
   if unique:
     raise ValueError(f"sudoku.solutions={value} needs unique=False (unique keeps exactly "
                      "one solution)")
-  if (not isinstance(value, (tuple, list)) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                 for v in value) or not 1 <= value[0] <= value[1]):
+  integers = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+      isinstance(v, int) and not isinstance(v, bool) for v in value)
+  if not integers or not 1 <= value[0] <= value[1]:
     raise ValueError(f"sudoku.solutions={value}: need two integers 1 <= min <= max "
                      "(the range of solution counts to keep)")
 
