@@ -132,9 +132,10 @@ def response_parts(text: str) -> tuple[list[Step], bool]:
   return parts, clean and answer is not None
 
 
-def compact_text(node, width: int) -> str:
-  """A valid answer as the compact format writes it (think steps zero-padded to `width`)."""
-  return formats.compact_response(expression.to_text(node, full=True),
+def compact_text(node, width: int, full: bool = True) -> str:
+  """A valid answer as the compact format writes it: think steps zero-padded to `width`,
+  the answer with every inner operation parenthesized (`full`) or the fewest."""
+  return formats.compact_response(expression.to_text(node, full=full),
                                   ",".join(expression.steps(node, width=width)))
 
 
@@ -146,18 +147,18 @@ def _crossover(text: str, targets: Sequence[str]) -> bool:
   return False
 
 
-def countdown_kind(numbers: Sequence[int], target: int, text: str,
-                   width: int = 4) -> dict[str, Any]:
+def countdown_kind(numbers: Sequence[int], target: int, text: str, width: int = 4,
+                   full: bool = True) -> dict[str, Any]:
   """{"kind": solved | empty | one | mixed | other, "crossover": bool, "solutions": count}
-  for a compact-format response (think numbers `width` digits wide); see the module
-  docstring."""
+  for a compact-format response (think numbers `width` digits wide, answers `full`y
+  parenthesized, as `compact_text`); see the module docstring."""
   trees = countdown_solutions(tuple(numbers), target)
   answer = extract_answer_text(text)
   if answer is not None and expression.check_countdown(answer, list(numbers), target) == "ok":
     return {"kind": "solved", "crossover": False, "solutions": len(trees)}
   parts = set(response_parts(text)[0])
   per_tree = [set(tree_steps(t)) for t in trees]
-  crossover = _crossover(text, [compact_text(t, width) for t in trees])
+  crossover = _crossover(text, [compact_text(t, width, full) for t in trees])
   kind = "empty" if not parts else "other"
   if parts and any(parts <= s for s in per_tree):
     kind = "one"
