@@ -471,3 +471,21 @@ def test_a_task_without_groups_records_none(run):
   _, records, _, _ = run
   assert all("groups" not in r for r in records)
   assert "acc" not in report.format_table(records).splitlines()[0].split()
+
+
+def test_the_search_options_for_several_answers_name_their_settings_apart():
+  search = {"method": "best-of-n", "k": 4, "n_live": 1, "group_steps": 3,
+            "temperature": 1.0, "select": "none"}
+  rewards = {"spec": "tv", "use": ["tv"], "quality_source": "vote"}
+  base = {"steps": 6, "rewards": rewards, "sampler": {}}
+  rows = [{**base, "search": search},
+          {**base, "search": {**search, "branch_steps": 1}},
+          {**base, "search": {**search, "final_verify": "all"}},
+          {**base, "search": {**search, "branch_steps": 2, "final_verify": 3}}]
+  labels = [report.setting_label(r) for r in rows]
+  assert len(set(labels)) == 4 and len(report.latest(rows)) == 4
+  assert labels[3] == ("best-of-4 (tv, sampled in the first 2 steps then greedy, final tv "
+                       "over the whole answer (3 rows))")
+  assert "one row per position" in labels[2]
+  assert [report.search_label(r) for r in rows] == [
+      "best-of-4:tv", "best-of-4:tv:b1", "best-of-4:tv:fvall", "best-of-4:tv:b2:fv3"]

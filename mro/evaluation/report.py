@@ -69,9 +69,12 @@ def search_label(record: dict[str, Any]) -> str:
     return "-"
   if s["method"] == "cascade":
     return f"cascade:{len(s['stages'])}"
+  extra = "".join(f":{tag}{s[key]}" for key, tag in (("branch_steps", "b"),
+                                                     ("final_verify", "fv"))
+                  if s.get(key) is not None)
   if s["method"] == "best-of-n":
-    return f"best-of-{s['k'] * s['n_live']}:{_rewards_text(record)}"
-  return f"mro:k{s['k']}:w{s['group_steps']}:{s['select']}:{_rewards_text(record)}"
+    return f"best-of-{s['k'] * s['n_live']}:{_rewards_text(record)}{extra}"
+  return f"mro:k{s['k']}:w{s['group_steps']}:{s['select']}:{_rewards_text(record)}{extra}"
 
 
 def nfe_text(nfe: float) -> str:
@@ -102,6 +105,12 @@ def setting_label(record: dict[str, Any]) -> str:
   if "tv" in r.get("use", ()) and n_verify != 1:
     q = f", tv over {'all' if n_verify == 'all' else n_verify} positions" + q
   temp = "" if s["temperature"] == 1.0 else f", τ={s['temperature']:g}"
+  if s.get("branch_steps") is not None:
+    temp += f", sampled in the first {s['branch_steps']} steps then greedy"
+  if s.get("final_verify") is not None:
+    rows = "one row per position" if s["final_verify"] == "all" else \
+        f"{s['final_verify']} rows"
+    temp += f", final tv over the whole answer ({rows})"
   inside = f"{_rewards_text(record)}{q}{temp}{extra}"
   if s["method"] == "best-of-n":
     return f"best-of-{s['k'] * s['n_live']} ({inside})"
