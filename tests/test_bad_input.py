@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models.config import load_hf_config
+from models.hf_config import load_hf_config
 from mro import cli
 from mro.plan import PlanConfig
 from mro.sampling.schedule import SamplerConfig
@@ -147,9 +147,37 @@ def test_resume_skips_a_damaged_latest_checkpoint_naming_it(tmp_path, tiny_train
   assert _train(tmp_path, tiny_train_sets, "train.steps=7") == 0
   err = capsys.readouterr().err
   assert "checkpoints/7 is damaged and was skipped" in err
+  # found by the recorded file sizes, before Orbax read anything
+  assert ("has 100 bytes" if how == "truncated array" else "metadata has 0 bytes") in err
   steps = [json.loads(x)["step"] for x in (tmp_path / "wd" / "metrics.jsonl").read_text()
            .splitlines()]
   assert steps == list(range(1, 8))  # step 7 redone from checkpoint 6, once
+
+
+def test_a_checkpoint_file_whose_size_changed_is_named_before_orbax_reads_it(tmp_path,
+                                                                            capsys):
+  """An Orbax restore that fails midway leaves its other reads in flight, and their
+  completions then print "Event loop is closed" tracebacks (unraisable exceptions); the
+  file sizes recorded at save time find the truncated file before any read starts."""
+  import jax.numpy as jnp
+  import numpy as np
+  from mro.training.checkpointing import Checkpointer
+  rng = np.random.default_rng(0)  # incompressible: the largest file holds the arrays
+  state = {f"w{i}": jnp.asarray(rng.standard_normal(4096), jnp.float32) for i in range(8)}
+  with Checkpointer(tmp_path, keep=3) as ckpt:
+    for step in (1, 2):
+      ckpt.save(step, state, {"data_position": step})
+  victim = max((f for f in (tmp_path / "2").rglob("*") if f.is_file()),
+               key=lambda f: f.stat().st_size)
+  size = victim.stat().st_size
+  assert "/d/" in str(victim)  # an array data file
+  victim.write_bytes(victim.read_bytes()[:100])
+  with Checkpointer(tmp_path, keep=3) as ckpt:
+    step, restored, meta = ckpt.restore_latest_intact(state)
+  assert step == 1 and meta["data_position"] == 1
+  np.testing.assert_array_equal(restored["w5"], state["w5"])
+  name = victim.relative_to(tmp_path / "2")
+  assert f"(ValueError: {name} has 100 bytes, {size} when saved)" in capsys.readouterr().err
 
 
 def test_no_intact_checkpoint_is_a_named_error(tmp_path, tiny_train_sets, capsys):

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from mro import cli
+
+pytestmark = pytest.mark.integration  # whole workflows: `mro` verbs end to end, a training run
+
 PROMPTS = ["12+34=", "5*6=", "100+2="]
 FAST = ["--gen-length", "16", "--steps", "8", "--block-length", "8"]
 

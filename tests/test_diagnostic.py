@@ -48,6 +48,7 @@ def test_the_table_sums_rewards_over_groups_before_ranking():
   assert by_group[1]["pairwise"] == 0.0 and by_group[2]["pairwise"] == 1.0
 
 
+@pytest.mark.integration  # the shipped models
 def test_diagnose_runs_on_the_shipped_model_and_prints_every_reward(capsys, tmp_path):
   """On puzzles of the d1 kind (two with several solutions, two unique): every reward,
   R_tv of the whole answer, and the table for all prompts and each group of them."""
@@ -111,14 +112,14 @@ class _Runner:
   """Stands in for the search: fixed candidates, R_tv per group = 0.1 * (group + 1) (the
   last group, with final_verify, = -candidate index)."""
 
-  scorer = text_scorer = None
+  has_scorer = False
 
   def __init__(self, texts):
     self.texts = texts
     self.sampler = types.SimpleNamespace(encode_prompts=lambda p, w=None: (
         np.zeros((len(p), 4)), None))
 
-  def search(self, prompts, scfg, search, rewards, seed, row_ids, width):
+  def search(self, prompts, scfg, search, rewards, task, examples, seed, row_ids, width):
     G = scfg.steps // search.group_steps
     out = []
     for i in row_ids:
@@ -126,8 +127,8 @@ class _Runner:
       if search.final_verify is not None:
         tv = [t[:-1] + [-float(n)] for n, t in enumerate(tv)]
       out.append(types.SimpleNamespace(r_tv=tv, r_ppl=[[0.0] * G for _ in tv],
-                                       candidates=self.texts[i]))
-    return out, {}
+                                       candidates=self.texts[i], text=self.texts[i][0]))
+    return out, {"nfe": 0, "scorer_nfe": 0}
 
 
 def test_collect_marks_mixed_candidates_and_reads_the_whole_answer_reward():

@@ -11,9 +11,11 @@ from flax import nnx
 
 from models.config import preset
 from models.transformer import ModelApply, init_model
+from mro import config as exp_config
+from mro.evaluation.runner import setting_key
 from mro.evaluation.settings import EvalConfig
-from mro.method.search import Scoring, run_search, search_nfe
-from mro.method.settings import SearchConfig
+from mro.method.search.mro_search import Scoring, run_search, search_nfe
+from mro.method.search.settings import SearchConfig
 from mro.sampling.sampler import NOT_COMMITTED, DecodeState, run_steps
 from mro.sampling.schedule import SamplerConfig
 from rewards.combine import RewardConfig
@@ -143,3 +145,25 @@ def test_search_options_that_do_not_fit_the_sampler_or_rewards_are_refused(model
   cfg = EvalConfig.build(task="sudoku", search="best-of-n", steps="L/4", branch_steps=1,
                          final_verify="all", rewards="tv")
   assert (cfg.search.branch_steps, cfg.search.final_verify) == (1, "all")
+
+
+def test_a_reject_sampling_config_with_final_verify_but_no_tv_is_refused_at_load():
+  """The search of reject sampling is checked with its rewards in `validate` (so `mro
+  sweep` refuses it before any run starts), not only when the search runs."""
+  search = SearchConfig(final_verify=2, group_steps=2)
+  sampler = SamplerConfig(gen_length=8, steps=4, block_length=8)
+  cfg = exp_config.ExperimentConfig(search=search, sampler=sampler,
+                                    rewards=RewardConfig(use=("q",), quality_source="label"))
+  with pytest.raises(ValueError, match="turn tv on"):
+    exp_config.validate(cfg, "reject-sample")
+  exp_config.validate(dataclasses.replace(cfg, rewards=RewardConfig(use=("tv", "q"))),
+                      "reject-sample")
+
+
+def test_results_written_before_the_search_options_keep_their_resume_keys():
+  search = {"method": "best-of-n", "k": 4, "group_steps": 6, "select": "none"}
+  old = {"task": "sudoku", "steps": 6, "search": search}
+  unset = {**old, "search": {**search, "branch_steps": None, "final_verify": None}}
+  assert setting_key(unset) == setting_key(old)
+  for field, value in (("branch_steps", 1), ("final_verify", "all")):
+    assert setting_key({**old, "search": {**search, field: value}}) != setting_key(old)

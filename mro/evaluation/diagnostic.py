@@ -39,10 +39,14 @@ from typing import Any
 import numpy as np
 
 from mro.evaluation.mixing import failure_kind
+from mro.evaluation.runner import build_prompts
 from mro.evaluation.settings import EvalConfig
+from mro.loading import resolve_model, resolve_scorer, search_runner, text_sampler
+from mro.method.search.decode import decode, default_rewards
 from mro.sampling.textgen import batches
 from rewards.combine import RewardConfig
 from rewards.quality import correctness
+from rewards.tasks import get_task
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
@@ -84,17 +88,18 @@ def pick_accuracy(scores_BN, labels_BN, keep_BN=None) -> float:
 @dataclasses.dataclass(frozen=True)
 class DiagnosticConfig:
   """What `mro diagnose` measures: `eval` names the task, data, protocol, the one steps
-  value, sampler options and the scorer (its `search` is the candidates' k, group steps
-  and temperature; select is ignored: candidates are never selected); `n_verify` lists
-  the R_tv variants ("all" = every position a group committed)."""
+  value, sampler options and the scorer (its `search` is best-of-n: the candidates' k,
+  group steps and temperature, never selected); `n_verify` lists the R_tv variants
+  ("all" = every position a group committed); `answer_rows` the rows of tv@answer."""
 
   eval: EvalConfig
   n_verify: tuple[int | str, ...] = (1, "all")
   answer_rows: int | str | None = "all"  # tv@answer's rows per candidate (None: off)
 
   def __post_init__(self):
-    if self.eval.search is None:
-      raise ValueError("the diagnostic needs the candidates' search settings (k, w, τ)")
+    if self.eval.search is None or self.eval.search.method != "best-of-n":
+      raise ValueError("the diagnostic samples independent candidates: its search must be "
+                       "best-of-n (k, w, τ; never selected)")
     if len(self.eval.sampler_configs()) != 1:
       raise ValueError("give one steps value for the diagnostic")
     for n in self.n_verify:
@@ -107,27 +112,28 @@ class DiagnosticConfig:
 def collect(runner, task, examples, prompts, cfg: DiagnosticConfig) -> dict[str, np.ndarray]:
   """Candidates' rewards: arrays [B, N, G] (intra rewards per group) and [B, N] (final)."""
   (scfg,) = cfg.eval.sampler_configs()
-  search = dataclasses.replace(cfg.eval.search, select="none").resolve(scfg)
   width = runner.sampler.encode_prompts(prompts)[0].shape[1]
-  use_ppl = runner.scorer is not None or runner.text_scorer is not None
+  use_ppl = runner.has_scorer
   out: dict[str, list] = {}
   for n in cfg.n_verify:
-    rewards = RewardConfig(use=("tv", "ppl") if use_ppl else ("tv",), n_verify=n)
+    rewards = default_rewards(RewardConfig(use=("tv", "ppl"), n_verify=n),
+                              has_scorer=use_ppl, has_task=False)
     for idx, real in batches(len(prompts), min(cfg.eval.batch_size, len(prompts))):
-      results, _ = runner.search([prompts[i] for i in idx], scfg, search, rewards,
-                                 seed=cfg.eval.seed, row_ids=idx, width=width)
-      results = results[:real]
+      decoded = decode(runner, [prompts[i] for i in idx], scfg, cfg.eval.search,
+                       rewards=rewards, seed=cfg.eval.seed, row_ids=idx, width=width)
+      results = decoded.results[:real]
       out.setdefault(f"tv@{n}", []).extend(r.r_tv for r in results)
       if n == cfg.n_verify[0]:
         out.setdefault("ppl", []).extend(r.r_ppl for r in results)
         out.setdefault("texts", []).extend(r.candidates for r in results)
   if cfg.answer_rows is not None:  # R_tv of the whole answer: the same candidates again
-    whole = dataclasses.replace(search, final_verify=cfg.answer_rows)
+    whole = dataclasses.replace(cfg.eval.search, final_verify=cfg.answer_rows)
     for idx, real in batches(len(prompts), min(cfg.eval.batch_size, len(prompts))):
-      results, _ = runner.search([prompts[i] for i in idx], scfg, whole,
-                                 RewardConfig(use=("tv",)), seed=cfg.eval.seed, row_ids=idx,
-                                 width=width)
-      out.setdefault("tv@answer", []).extend([t[-1] for t in r.r_tv] for r in results[:real])
+      decoded = decode(runner, [prompts[i] for i in idx], scfg, whole,
+                       rewards=RewardConfig(use=("tv",)), seed=cfg.eval.seed, row_ids=idx,
+                       width=width)
+      out.setdefault("tv@answer", []).extend([t[-1] for t in r.r_tv]
+                                             for r in decoded.results[:real])
   texts = out.pop("texts")
   arrays = {k: np.asarray(v, float) for k, v in out.items()}
   if not use_ppl:
@@ -218,9 +224,6 @@ def format_table(rows: list[dict[str, Any]], heads: dict[str, dict[str, float]])
 def run_diagnostic(model, cfg: DiagnosticConfig) -> tuple[list[dict[str, Any]], dict]:
   """Samples, scores and ranks; returns (table rows, {subset: summary}). See the module
   docstring."""
-  from mro.evaluation.runner import build_prompts, text_sampler, _searcher
-  from mro.loading import resolve_model, resolve_scorer
-  from rewards.tasks import get_task
   ev = cfg.eval
   task = get_task(ev.task)
   protocol = ev.resolved_protocol()
@@ -231,7 +234,7 @@ def run_diagnostic(model, cfg: DiagnosticConfig) -> tuple[list[dict[str, Any]], 
                            style=protocol.style)
   sampler = text_sampler(model)
   prompts = build_prompts(examples, sampler.tokenizer, protocol)
-  arrays = collect(_searcher(sampler, scorer), task, examples, prompts, cfg)
+  arrays = collect(search_runner(sampler, scorer), task, examples, prompts, cfg)
   name = getattr(task, "group", None)
   parts = subsets(arrays, None if name is None else [name(e) for e in examples])
   rows = [r for subset, keep in parts.items() for r in reward_table(arrays, keep, subset)]

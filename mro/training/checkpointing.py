@@ -1,11 +1,17 @@
 """Orbax checkpoints of the whole training state plus JSON metadata (data position).
 
 Orbax writes each step into a temporary directory and renames it when complete, so a
-crash mid-save never leaves a half-written checkpoint that restore would pick up.
+crash mid-save never leaves a half-written checkpoint that restore would pick up. After
+a save, the size of every file of the step is recorded in `<step>/file_sizes.json`; a
+restore first compares them, so a truncated or emptied file is found by name before
+Orbax reads anything. (An Orbax restore that fails midway leaves its other reads in
+flight, and their completions then hit a closed event loop: dozens of "Event loop is
+closed" tracebacks printed as unraisable exceptions.)
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,8 +19,14 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from mro.files import write_json_atomic
+
+SIZES_FILE = "file_sizes.json"
+
 
 class Checkpointer:
+  """The run's checkpoint manager; a context manager (or call `close()`), so Orbax's
+  threads and file handles are released on every path, errors included."""
 
   def __init__(self, directory: str | Path, keep: int):
     self.directory = Path(directory).absolute()
@@ -22,6 +34,12 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=False))
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -33,6 +51,8 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
+    if jax.process_index() == 0:
+      _record_sizes(self.directory / str(step))
 
   def restore(self, step: int, like: Any) -> tuple[Any, dict[str, Any]]:
     """Restores into the structure, dtypes and shardings of `like` (arrays or abstract)."""
@@ -60,6 +80,7 @@ class Checkpointer:
   def _restore_newest(self, like: Any, skipped: list[str]):
     for step in sorted(self.all_steps(), reverse=True):
       try:
+        _check_sizes(self.directory / str(step))
         state, meta = self.restore(step, like)
         if not isinstance(meta, dict) or "data_position" not in meta:
           raise ValueError(f"its metadata has no data position: {meta!r}")
@@ -79,6 +100,26 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _record_sizes(step_dir: Path) -> None:
+  sizes = {str(f.relative_to(step_dir)): f.stat().st_size
+           for f in sorted(step_dir.rglob("*")) if f.is_file() and SIZES_FILE not in f.name}
+  write_json_atomic(step_dir / SIZES_FILE, sizes)
+
+
+def _check_sizes(step_dir: Path) -> None:
+  """Raises ValueError naming the first file of the step whose size changed since the
+  save (or that is gone). A checkpoint saved without the record is not checked."""
+  record = step_dir / SIZES_FILE
+  if not record.exists():
+    return
+  for name, size in json.loads(record.read_text()).items():
+    path = step_dir / name
+    if not path.is_file():
+      raise ValueError(f"{name} is missing")
+    if path.stat().st_size != size:
+      raise ValueError(f"{name} has {path.stat().st_size} bytes, {size} when saved")
 
 
 def _set_aside(path: Path) -> Path:

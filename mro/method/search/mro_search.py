@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.sharding import place_params, shard_batch
-from mro.method.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from mro.sampling.cache import new_cache
 from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
                                   map_rows, response_attention, row_keys, run_steps)
@@ -265,6 +265,16 @@ def search_nfe(cfg: SamplerConfig, scfg: SearchConfig, rewards: RewardConfig) ->
   return {"nfe": scfg.pool * cfg.steps + verify, "scorer_nfe": scorer}
 
 
+def forward_chunks(scfg: SearchConfig, backend: str | None = None) -> int:
+  """The slices the candidates' forward passes run in: `scfg.forward_chunks`, or where the
+  config leaves it (None) the pool on a CPU backend (narrower batches are faster per row
+  there) and 1 on accelerators. `backend`: the JAX backend (default: this process's)."""
+  if scfg.forward_chunks is not None:
+    return scfg.forward_chunks
+  backend = jax.default_backend() if backend is None else backend
+  return scfg.pool if backend == "cpu" else 1
+
+
 def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
                scoring: Scoring, *, scorer_params=None, key=None, row_ids=None,
                prompt_mask_BP=None, text_scorer: TextScorer | None = None,
@@ -280,8 +290,9 @@ def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
   scfg.check_rewards(scoring.rewards)
   scoring = resolve_scoring(scoring, cfg, scfg.group_steps)
   check_options(apply, cfg, scoring.fill_id)
-  if scfg.chunks() > 1:
-    apply = ChunkedApply(apply, scfg.chunks())
+  chunks = forward_chunks(scfg)
+  if chunks > 1:
+    apply = ChunkedApply(apply, chunks)
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
   key = jax.random.key(0) if key is None else key
   prompt_keys = row_keys(key, prompt_BP.shape[0], row_ids)
