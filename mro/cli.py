@@ -148,16 +148,21 @@ def cmd_diagnose(args) -> int:
     n_verify = tuple(options.count_or_all(x.strip()) for x in args.n_verify.split(","))
   except argparse.ArgumentTypeError as e:
     raise ValueError(f"--n-verify: {e}") from None
+  try:
+    answer_rows = None if args.answer_rows == "none" else \
+        options.count_or_all(args.answer_rows)
+  except argparse.ArgumentTypeError as e:
+    raise ValueError(f"--answer-rows: {e}") from None
   cfg = diagnostic.DiagnosticConfig(EvalConfig.build(
       args.task, args.protocol, search="best-of-n", steps=args.steps, data=args.data,
       split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
       scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
-      n_verify=n_verify)
-  rows, head = diagnostic.run_diagnostic(args.model, cfg)
-  print(diagnostic.format_table(rows, head))
+      n_verify=n_verify, answer_rows=answer_rows)
+  rows, heads = diagnostic.run_diagnostic(args.model, cfg)
+  print(diagnostic.format_table(rows, heads))
   if args.out:
     append_jsonl(args.out, [{"model": args.model, "task": args.task, "steps": args.steps,
-                             **head, **r} for r in rows])
+                             "data": args.data, **heads[r["subset"]], **r} for r in rows])
     print(f"rows appended to {args.out}")
   return 0
 
@@ -354,14 +359,18 @@ def _add_eval_parser(verbs) -> None:
   p.add_argument("--n-verify", default="1,all",
                  help="R_tv variants: positions re-predicted per group, or 'all' the "
                       "group committed (default: 1,all)")
+  p.add_argument("--answer-rows", default="all",
+                 help="tv@answer, R_tv of each whole final answer: re-masked in N "
+                      "interleaved rows per candidate, 'all' (one per position) or 'none' "
+                      "(default: all)")
   p.add_argument("--scorer", default=None, help="causal scorer for R_ppl (default: the "
                  "shipped one for a shipped model; none: R_ppl is left out)")
   p.add_argument("--out", default=None, help="append the table's rows here as JSON lines")
   options.add_options(p, SamplerConfig, "sampler (default: the protocol's)",
                       show_default=False)
   options.add_options(p, SearchConfig, "candidates (k independent samples; select is not "
-                      "used)", skip=("select", "resample-temperature", "n-live"),
-                      defaults=compact.search)
+                      "used)", skip=("select", "resample-temperature", "n-live",
+                                     "final-verify"), defaults=compact.search)
   p.set_defaults(func=cmd_diagnose)
 
   p = verbs.add_parser("plot", help="draw accuracy vs steps from `mro eval` results")

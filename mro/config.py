@@ -112,6 +112,7 @@ def _check_reject(cfg: ExperimentConfig) -> None:
     cfg.search.check(cfg.sampler)
   except ValueError as e:
     raise ValueError(f"search section with the sampler section: {e}") from None
+  cfg.search.check_rewards(cfg.rewards)
   if cfg.reject.keep == "quality" and not cfg.rewards.on("q"):
     raise ValueError("reject.keep=quality filters on R_q, but rewards.use "
                      f"{','.join(cfg.rewards.use) or 'none'} leaves q off")

@@ -30,6 +30,16 @@ class Option(NamedTuple):
   choices: tuple | None = None
 
 
+def count_or_all(text: str) -> int | str:
+  """A positive count or 'all' (n_verify)."""
+  if text == "all":
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+
+
 SAMPLER_OPTIONS = (
     Option("gen-length", "gen_length", int, "response length in tokens"),
     Option("block-length", "block_length", int,
@@ -82,20 +92,16 @@ SEARCH_OPTIONS = (
     Option("resample-temperature", "resample_temperature", float,
            "τ of select=resample"),
     Option("n-live", "n_live", int, "live sequences per prompt"),
+    Option("branch-steps", "branch_steps", int,
+           "candidates sample at the search temperature only in the first N steps, then "
+           "decode greedily (1: branch at the first step; default: every step)"),
+    Option("final-verify", "final_verify", count_or_all,
+           "R_tv of the final group over the whole answer: re-mask it in N interleaved "
+           "rows per candidate, or 'all' (one row per position); default: off"),
     Option("forward-chunks", "forward_chunks", int,
            "run the candidates' forward passes in this many slices (default: k x n-live on "
            "CPU, where narrower batches are faster per row; 1 on accelerators)"),
 )
-
-def count_or_all(text: str) -> int | str:
-  """A positive count or 'all' (n_verify)."""
-  if text == "all":
-    return text
-  try:
-    return int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
-
 
 REWARD_OPTIONS = (
     Option("rewards", "use", str,

@@ -357,3 +357,75 @@ def test_search_reward_weights_reach_the_reward_config():
   assert (rewards.w_tv, rewards.w_ppl, rewards.w_q) == (2.0, 1.0, 0.5)
   with pytest.raises(ValueError, match="not a number"):
     EvalConfig.build(task="sudoku", steps="L/4", search="mro", rewards="tv=two")
+
+
+# --- accuracy per example group (Sudoku: unique / several solutions) -------------------
+
+
+def test_group_accuracy_scores_each_group_of_examples_apart():
+  task = get_task("sudoku")
+  several, unique = "1200340021000000", "4100000113002000"
+  examples = [task._example(f"x{i}", p, _a_solution(p), "compact")
+              for i, p in enumerate([several, unique, unique, several, unique])]
+  correct = [0.0, 1.0, 1.0, 1.0, 0.0]
+  gens = [{"index": i, "score": {"correct": c}} for i, c in enumerate(correct)]
+  groups = evaluate.group_accuracy(task, examples, gens)
+  assert groups == {"several": {"n": 2, "accuracy": 0.5},
+                    "unique": {"n": 3, "accuracy": pytest.approx(2 / 3)}}
+  assert evaluate.group_accuracy(get_task("arith"), examples, gens) is None
+
+
+def _a_solution(puzzle):
+  from rewards.tasks.sudoku import solutions
+  return solutions(puzzle)[0]
+
+
+def test_a_sudoku_eval_records_and_prints_accuracy_for_unique_and_several(model_dir,
+                                                                         tmp_path):
+  from rewards.tasks.sudoku import read_csv, solutions
+  data = loading.MODELS_DIR.parent / "data" / "sudoku_test_8blanks_any.csv"
+  rows = read_csv(data)[:24]
+  counts = [len(solutions(p)) for p, _ in rows]
+  assert 1 in counts and max(counts) > 1
+  out = tmp_path / "res.jsonl"
+  cfg = EvalConfig.build(task="sudoku", data=str(data), limit=24, steps="4", batch_size=8,
+                         temperature=1.0, out=str(out))
+  (record,) = run_eval(model_dir, cfg)
+  assert json.loads(out.read_text())["groups"] == record["groups"]
+  several = sum(c > 1 for c in counts)
+  assert {k: v["n"] for k, v in record["groups"].items()} == {"several": several,
+                                                             "unique": 24 - several}
+  gens = [json.loads(x) for x in evaluate.generations_path(out).read_text().splitlines()]
+  for name, want in (("several", lambda c: c > 1), ("unique", lambda c: c == 1)):
+    mine = [g["score"]["correct"] for g in gens if want(counts[g["index"]])]
+    assert record["groups"][name]["accuracy"] == np.mean(mine)
+  shown = {**record, "groups": {"several": {"n": 2, "accuracy": 0.25},
+                                 "unique": {"n": 6, "accuracy": 0.75}}}
+  head, row = (line.split() for line in report.format_table([shown]).splitlines())
+  assert head[6:10] == ["acc", "several", "acc", "unique"] and row[6:8] == ["0.2500", "0.7500"]
+  assert "| several % | unique % |" in report.markdown_table([shown])
+  assert "| 25.0 | 75.0 |" in report.markdown_table([shown])
+
+
+def test_a_task_without_groups_records_none(eval_run):
+  _, records, _, _ = eval_run
+  assert all("groups" not in r for r in records)
+  assert "acc" not in report.format_table(records).splitlines()[0].split()
+
+
+def test_the_search_options_for_several_answers_name_their_settings_apart():
+  search = {"method": "best-of-n", "k": 4, "n_live": 1, "group_steps": 3,
+            "temperature": 1.0, "select": "none"}
+  rewards = {"spec": "tv", "use": ["tv"], "quality_source": "vote"}
+  base = {"steps": 6, "rewards": rewards, "sampler": {}}
+  rows = [{**base, "search": search},
+          {**base, "search": {**search, "branch_steps": 1}},
+          {**base, "search": {**search, "final_verify": "all"}},
+          {**base, "search": {**search, "branch_steps": 2, "final_verify": 3}}]
+  labels = [report.setting_label(r) for r in rows]
+  assert len(set(labels)) == 4 and len(report.latest(rows)) == 4
+  assert labels[3] == ("best-of-4 (tv, sampled in the first 2 steps then greedy, final tv "
+                       "over the whole answer (3 rows))")
+  assert "one row per position" in labels[2]
+  assert [report.search_label(r) for r in rows] == [
+      "best-of-4:tv", "best-of-4:tv:b1", "best-of-4:tv:fvall", "best-of-4:tv:b2:fv3"]

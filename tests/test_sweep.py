@@ -272,3 +272,20 @@ def test_a_ray_run_that_no_node_can_hold_is_reported_as_waiting(tmp_path, capsys
       "run waits until they join (ray status lists the nodes)"]
   ray_backend._warn_unplaceable(Cluster, runs[2:], "SPREAD", Progress("w"))
   assert capsys.readouterr().err == ""
+
+
+def test_the_summary_shows_accuracy_per_example_group_when_the_eval_names_groups(tmp_path):
+  spec = script_sweep(tmp_path, [0.5], name="g")
+  (run,) = runs_of(tmp_path, spec)
+  run.workdir.mkdir(parents=True)
+  rows = [{"task": "sudoku", "steps": s, "n": 8, "accuracy": a,
+           "groups": {"unique": {"n": 6, "accuracy": u}, "several": {"n": 2, "accuracy": v}}}
+          for s, a, u, v in ((24, 1.0, 1.0, 1.0), (6, 0.75, 0.875, 0.375))]
+  (run.workdir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  table = sweeps.summary.rows([run])
+  assert [r["groups"] for r in table] == [{"unique": 1.0, "several": 1.0},
+                                          {"unique": 0.875, "several": 0.375}]
+  head, _, line = sweeps.format_summary(table).splitlines()
+  assert head == ("| run | best val | steps 24 | steps 6 | steps 24 several | "
+                  "steps 24 unique | steps 6 several | steps 6 unique |")
+  assert line == "| r0 | - | 100.0 | 75.0 | 100.0 | 100.0 | 37.5 | 87.5 |"

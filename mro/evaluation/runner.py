@@ -6,10 +6,11 @@ For each steps value the task's examples run in batches of `batch_size` (the las
 padded with copies of a real prompt, its extra rows dropped), every prompt left-padded to
 the width of the longest prompt of the run: one compile per sampler setting, whatever
 the batch. Row `i`'s random stream is keyed by the example index `i`, so results do not
-depend on the batch size. Each response is scored by the task; the setting's record
-(config, metrics, timing) is appended to `out` and every response with its score to
-`<out stem>.generations.jsonl`, both flushed and fsynced per setting, so a crash keeps
-the settings already done.
+depend on the batch size. Each response is scored by the task (for a task that names
+groups of examples, e.g. Sudoku's unique / several-solution puzzles, accuracy per group
+is recorded as `groups`); the setting's record (config, metrics, timing) is appended to
+`out` and every response with its score to `<out stem>.generations.jsonl`, both flushed
+and fsynced per setting, so a crash keeps the settings already done.
 
 Timing: `tokens_per_second` = generated tokens (n x gen_length, EOS padding included) /
 seconds spent in the sampler, the setting's one compile included (it falls in the first
@@ -82,6 +83,21 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
   return {k: float(np.mean([s.get(k, 0.0) for s in scores])) for k in keys}
 
 
+def group_accuracy(task: Task, examples, gens) -> dict[str, dict[str, float]] | None:
+  """{group: {"n", "accuracy"}} over the scored generations, for a task that names an
+  example's group (`task.group(example)`, e.g. Sudoku's unique / several); else None."""
+  name = getattr(task, "group", None)
+  if name is None:
+    return None
+  scores: dict[str, list[float]] = {}
+  for g in gens:
+    group = name(examples[g["index"]])
+    if group is not None:
+      scores.setdefault(group, []).append(g["score"]["correct"])
+  return {k: {"n": len(v), "accuracy": float(np.mean(v))}
+          for k, v in sorted(scores.items())} or None
+
+
 def _decode_batch(runner, cfg: EvalConfig, scfg: SamplerConfig, rewards, task, examples,
                   prompts, idx, width) -> Decoded:
   """One padded batch through the configured decoder (row i keyed by example index i)."""
@@ -146,6 +162,9 @@ def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConf
       "denoising_steps": ((nfe - correction_nfe) / n_batches / (2 if scfg.cfg_scale else 1)
                           if counts is None else scfg.steps),
   }
+  groups = group_accuracy(task, examples, gens)
+  if groups is not None:  # accuracy per subset the task names (Sudoku: unique / several)
+    metrics["groups"] = groups
   if cfg.cascade is not None:  # how far the prompts went down the cascade
     stages = np.array([g["search"]["stages_run"] for g in gens])
     metrics["stages_run"] = [float(np.mean(stages >= s + 1)) for s in range(stages.max())]
@@ -159,18 +178,23 @@ def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConf
 def setting_key(record: dict[str, Any]) -> str:
   """A digest of everything that determines a setting's results (for resuming). Sampler
   fields at their defaults are left out, so a sampler option added later (whose default
-  keeps the old behaviour, as `schedule`) keeps the keys of results written before it."""
+  keeps the old behaviour, as `schedule`) keeps the keys of results written before it; so
+  do the search options added later (`_LATER_SEARCH_FIELDS`) while unset."""
   keys = ("model_path", "model", "task", "data", "split", "limit", "protocol", "style",
           "assistant_prefix", "seed", "data_seed", "sampler", "search", "rewards", "scorer")
   fields = {k: record.get(k) for k in keys}
   if isinstance(fields["sampler"], dict):
     fields["sampler"] = {k: v for k, v in fields["sampler"].items()
                          if k not in _SAMPLER_DEFAULTS or v != _SAMPLER_DEFAULTS[k]}
+  if isinstance(fields["search"], dict):
+    fields["search"] = {k: v for k, v in fields["search"].items()
+                        if k not in _LATER_SEARCH_FIELDS or v is not None}
   text = json.dumps(fields, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _SAMPLER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplerConfig)}
+_LATER_SEARCH_FIELDS = ("branch_steps", "final_verify")  # None: the search as before them
 
 
 def _model_label(model, model_name):

@@ -111,6 +111,8 @@ class EvalConfig:
       raise ValueError(f"out={self.out} is a directory; give a .jsonl file path")
     if self.search is not None and self.cascade is not None:
       raise ValueError("give either a search or a cascade, not both")
+    if self.search is not None:
+      self.search.check_rewards(self.resolved_rewards())
     for scfg in self.sampler_configs():  # steps, lengths, temperature, ...: checked now
       if self.search is not None:
         self.search.resolve(scfg)

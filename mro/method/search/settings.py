@@ -48,6 +48,14 @@ class SearchConfig:
   leaves it to the search where it runs (`mro_search.forward_chunks`: the pool on a CPU,
   where narrower batches are faster per row, 1 on accelerators). An execution choice:
   results are the same up to float rounding.
+  `branch_steps`: the candidates sample at `temperature` only in the first branch_steps
+  denoising steps, then decode greedily (None: every step): the k candidates of a prompt
+  break the symmetry between answers early and each then follows one answer.
+  `final_verify`: R_tv of the final group is measured over the whole answer instead of
+  the positions that group committed: every content position is re-predicted, the answer
+  re-masked in `final_verify` interleaved rows per candidate ("all": one row per
+  position, the leave-one-out score; `rewards.verification.chunk_verification`). None:
+  the final group is verified like the others. Needs the tv reward.
   """
 
   k: int = 4
@@ -58,10 +66,17 @@ class SearchConfig:
   n_live: int = 1
   forward_chunks: int | None = None
   search_points: int = 2
+  branch_steps: int | None = None
+  final_verify: int | str | None = None
 
   def __post_init__(self):
     check_positive("search", self, ("k", "n_live", "group_steps", "forward_chunks",
-                                    "search_points"))
+                                    "search_points", "branch_steps"))
+    if self.final_verify is not None and self.final_verify != "all" and (
+        isinstance(self.final_verify, bool) or not isinstance(self.final_verify, int)
+        or self.final_verify < 1):
+      raise ValueError(f"search.final_verify must be a positive number of rows, 'all' or "
+                       f"None, got {self.final_verify!r}")
     check_one_of("search", self, "select", SELECT)
     if not self.temperature >= 0:  # also refuses NaN
       raise ValueError(f"search.temperature must be a number >= 0, got {self.temperature}")
@@ -85,7 +100,25 @@ class SearchConfig:
       raise ValueError("the search needs a fixed step schedule; unset threshold and factor")
     if sampler.steps % w:
       raise ValueError(f"steps={sampler.steps} is not divisible by group_steps={w}")
+    if self.branch_steps is not None and self.branch_steps > sampler.steps:
+      raise ValueError(f"search.branch_steps={self.branch_steps} is more than the "
+                       f"{sampler.steps} steps")
+    if isinstance(self.final_verify, int) and self.final_verify > sampler.gen_length:
+      raise ValueError(f"search.final_verify={self.final_verify} rows is more than the "
+                       f"{sampler.gen_length} response positions")
     return dataclasses.replace(self, group_steps=w)
+
+  def final_rows(self, sampler: SamplerConfig) -> int:
+    """Rows per candidate of the final answer-level R_tv (0 when off)."""
+    if self.final_verify is None:
+      return 0
+    return sampler.gen_length if self.final_verify == "all" else self.final_verify
+
+  def check_rewards(self, rewards) -> None:
+    """ValueError when a search option needs a reward that `rewards` leaves off."""
+    if self.final_verify is not None and not rewards.on("tv"):
+      raise ValueError("search.final_verify re-predicts the answer for R_tv; turn tv on "
+                       f"(--rewards), got rewards {rewards.spec!r}")
 
   def check(self, sampler: SamplerConfig) -> None:
     self.resolve(sampler)
