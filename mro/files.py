@@ -7,6 +7,9 @@
   a fresh line and is never glued to it.
 - `read_jsonl`: the objects of a JSON-lines file, skipping lines that are not complete
   JSON objects (the last line of a file torn by a kill); a missing file has none.
+- `load_yaml`: a user's YAML (a config, a sweep, a `--set` value) as plain data, refusing
+  aliases (`*name`: configs need none, and nested ones expand without bound) and naming
+  the source of any error in a bounded message.
 - `check_distinct_paths`: refuses one command's outputs (and inputs) that name the same
   file, before anything is written, so one never replaces another.
 - `write_atomic` / `write_json_atomic` / `save_npz_atomic`: write a temporary file beside
@@ -24,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+
+from mro.messages import shortened
 
 
 def append_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
@@ -104,6 +110,26 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return []
   with path.open(encoding="utf-8", errors="replace") as f:
     return [r for line in f if (r := parse_jsonl_line(line)) is not None]
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+  """YAML's safe loader that refuses an alias before it is expanded."""
+
+  def compose_node(self, parent, index):
+    if self.check_event(yaml.AliasEvent):
+      mark = self.peek_event().start_mark
+      raise yaml.YAMLError(f"YAML aliases (*name) are not allowed (line {mark.line + 1}, "
+                           f"column {mark.column + 1}): write the value out")
+    return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, where: str) -> Any:
+  """YAML `text` as plain data (no tags beyond YAML's own, no aliases), or a ValueError
+  that names `where` (a file, or an option and its value) in a bounded message."""
+  try:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+  except yaml.YAMLError as e:
+    raise ValueError(f"{where} is not valid YAML: {shortened(str(e), 400)}") from None
 
 
 def check_distinct_paths(paths: Mapping[str, str | Path | None]) -> None:
