@@ -21,7 +21,7 @@ from mro import config, options, plan, sweeps
 from mro.evaluation import diagnostic, plot, protocols, report
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
-from mro.files import append_jsonl
+from mro.files import append_jsonl, check_distinct_paths
 from mro.method.finetuning import reject_sampling, rl
 from mro.method.search.settings import CascadeConfig, SearchConfig
 from mro.sample import sample
@@ -117,6 +117,9 @@ def cmd_sample(args) -> int:
 def cmd_eval(args) -> int:
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
+  check_distinct_paths({"--data": args.data, "--out": args.out, "--plot": args.plot,
+                        "the generations file (from --out)":
+                            args.out and report.generations_path(args.out)})
   cfg = EvalConfig.build(
       args.task, args.protocol, search=args.search, fast=args.fast, model=args.model,
       scorer=args.scorer, steps=args.steps or (), data=args.data, split=args.split,
@@ -158,6 +161,7 @@ def cmd_diagnose(args) -> int:
       split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
       scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
       n_verify=n_verify, answer_rows=answer_rows)
+  check_distinct_paths({"--data": args.data, "--out": args.out})
   rows, heads = diagnostic.run_diagnostic(args.model, cfg)
   print(diagnostic.format_table(rows, heads))
   if args.out:
@@ -169,6 +173,7 @@ def cmd_diagnose(args) -> int:
 
 def cmd_plot(args) -> int:
   out = args.out or str(Path(args.results).with_suffix(".png"))
+  check_distinct_paths({"the results file": args.results, "--out": out})
   print(f"plot written to {plot.plot_results(args.results, out, x=args.x)}")
   return 0
 

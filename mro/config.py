@@ -35,14 +35,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
-from mro.files import write_json_atomic
+from mro.files import load_yaml, write_json_atomic
 from mro.method.finetuning.grpo_settings import CoupledGRPOConfig, DiffuGRPOConfig, WD1Config
 from mro.method.finetuning.settings import RejectConfig, RLConfig, StartConfig, ValidationConfig
+from mro.messages import quoted
 from mro.method.search.settings import SearchConfig
 from mro.sampling.schedule import SamplerConfig
 from mro.training.settings import DataConfig, TokenizerConfig, TrainConfig
@@ -146,7 +145,7 @@ def _check_rl(cfg: ExperimentConfig) -> None:
 def _check_type(where: str, value: Any, annotation: Any) -> Any:
   """Value coerced to the field's declared type, or a ValueError naming the field."""
   if isinstance(value, float) and not math.isfinite(value):
-    raise ValueError(f"{where} must be a finite number, got {value!r}")
+    raise ValueError(f"{where} must be a finite number, got {quoted(value)}")
   options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) \
       else (annotation,)
   if value is None and type(None) in options:
@@ -168,12 +167,12 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
       except ValueError:
         continue
       if not math.isfinite(number):
-        raise ValueError(f"{where} must be a finite number, got {value!r}")
+        raise ValueError(f"{where} must be a finite number, got {quoted(value)}")
       return number
     if t is str and isinstance(value, str):
       return value
   names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
-  raise ValueError(f"{where} must be {names}, got {value!r}")
+  raise ValueError(f"{where} must be {names}, got {quoted(value)}")
 
 
 def _build_section(name: str, values: dict[str, Any]):
@@ -183,7 +182,7 @@ def _build_section(name: str, values: dict[str, Any]):
   if name == "model" and "preset" in values:
     preset_name = values.pop("preset")
     if not isinstance(preset_name, str):
-      raise ValueError(f"model.preset must be a preset name, got {preset_name!r}")
+      raise ValueError(f"model.preset must be a preset name, got {quoted(preset_name)}")
     base = model_config.preset(preset_name)
   fields = typing.get_type_hints(cls)
   unknown = sorted(set(values) - set(fields))
@@ -203,7 +202,7 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
   sections = {}
   for name, values in raw.items():
     if not isinstance(values, dict):
-      raise ValueError(f"config section {name!r} must be a mapping, got {values!r}")
+      raise ValueError(f"config section {name!r} must be a mapping, got {quoted(values)}")
     sections[name] = _build_section(name, values)
   return ExperimentConfig(**sections)
 
@@ -214,14 +213,15 @@ def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     raise ValueError(f"a config must be a mapping of sections, got {type(raw).__name__}")
   for name, values in raw.items():
     if values is not None and not isinstance(values, dict):
-      raise ValueError(f"config section {name!r} must be a mapping, got {values!r}")
+      raise ValueError(f"config section {name!r} must be a mapping, got {quoted(values)}")
   raw = {k: dict(v or {}) for k, v in raw.items()}
   for item in sets:
     key, sep, text = item.partition("=")
     section, dot, field = key.strip().partition(".")
     if not sep or not dot or not field:
-      raise ValueError(f"--set expects section.key=value, got {item!r}")
-    raw.setdefault(section, {})[field] = yaml.safe_load(text) if text.strip() else None
+      raise ValueError(f"--set expects section.key=value, got {quoted(item)}")
+    value = load_yaml(text, f"--set {quoted(item)}") if text.strip() else None
+    raw.setdefault(section, {})[field] = value
   return raw
 
 
@@ -243,10 +243,7 @@ def load_config(name_or_path: str, sets: list[str] = (),
                 command: str | None = None) -> ExperimentConfig:
   """A config file with `sets` applied, checked whole for a run of `command` (`validate`)."""
   path = resolve_path(name_or_path)
-  try:
-    raw = yaml.safe_load(path.read_text()) or {}
-  except yaml.YAMLError as e:
-    raise ValueError(f"{path} is not valid YAML: {e}") from e
+  raw = load_yaml(path.read_text(), str(path)) or {}
   return validate(from_dict(apply_sets(raw, list(sets))), command)
 
 

@@ -187,6 +187,53 @@ def test_no_intact_checkpoint_is_a_named_error(tmp_path, tiny_train_sets, capsys
   assert _train(tmp_path, tiny_train_sets, "train.steps=3") == 2
   err = capsys.readouterr().err
   assert "no intact checkpoint" in err and "step 3" in err and "Traceback" not in err
+  assert (tmp_path / "wd" / "checkpoints" / "3.damaged").is_dir()  # kept, set aside
+  assert _train(tmp_path, tiny_train_sets, "train.steps=3") == 0
+  err = capsys.readouterr().err
+  assert "only 1 set aside as damaged (3.damaged); training starts over from step 1" in err
+
+
+def _saved_steps(directory, shape=(4, 3)):
+  import jax.numpy as jnp
+  import numpy as np
+  from mro.training.checkpointing import Checkpointer
+  rng = np.random.default_rng(0)
+  state = {"w": jnp.asarray(rng.standard_normal(shape), jnp.float32)}
+  with Checkpointer(directory, keep=3) as ckpt:
+    for step in (1, 2):
+      ckpt.save(step, state, {"data_position": step})
+  return state
+
+
+@pytest.mark.parametrize("set_aside", [False, True])
+def test_a_checkpoint_of_other_shapes_is_never_moved_and_is_named(tmp_path, set_aside):
+  import jax.numpy as jnp
+  from mro.training.checkpointing import Checkpointer
+  _saved_steps(tmp_path)
+  before = sorted(p.name for p in tmp_path.iterdir())
+  with Checkpointer(tmp_path, keep=3) as ckpt, pytest.raises(ValueError) as excinfo:
+    ckpt.restore_latest_intact({"w": jnp.zeros((5, 3))}, set_aside=set_aside)
+  message = str(excinfo.value)
+  assert f"checkpoint {tmp_path / '2'} does not restore" in message
+  assert "left in place" in message and "config.json" in message and len(message) < 800
+  assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing renamed
+
+
+def test_a_read_only_restore_skips_a_truncated_checkpoint_and_leaves_it_in_place(
+    tmp_path, capsys):
+  from mro.training.checkpointing import Checkpointer
+  state = _saved_steps(tmp_path)
+  victim = max((f for f in (tmp_path / "2").rglob("*") if f.is_file()),
+               key=lambda f: f.stat().st_size)
+  victim.write_bytes(victim.read_bytes()[:10])
+  with Checkpointer(tmp_path, keep=3) as ckpt:
+    assert ckpt.restore_latest_intact(state)[0] == 1  # read-only: the default
+  assert (tmp_path / "2").is_dir() and not list(tmp_path.glob("*.damaged*"))
+  assert "is damaged and was skipped" in capsys.readouterr().err
+  with Checkpointer(tmp_path, keep=3) as ckpt:
+    assert ckpt.restore_latest_intact(state, set_aside=True)[0] == 1  # training
+  assert (tmp_path / "2.damaged").is_dir() and not (tmp_path / "2").exists()
+  assert "moved to 2.damaged" in capsys.readouterr().err
 
 
 def test_a_nan_stop_is_one_error_line_naming_the_step_and_the_last_good_checkpoint(

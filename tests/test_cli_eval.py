@@ -88,6 +88,31 @@ def test_eval_with_bad_input_exits_2_naming_the_problem_before_compiling(
     assert name in err, err
 
 
+@pytest.mark.parametrize("argv, names", [
+    (["--out", "acc.png", "--plot", "./acc.png"], ["--out and --plot", "same file"]),
+    (["--out", "acc.png", "--plot", "ABS"], ["--out and --plot", "same file"]),
+    (["--data", "acc.png", "--out", "acc.png"], ["--data and --out", "same file"]),
+])
+def test_eval_refuses_two_options_naming_one_file_before_anything_is_written(
+    tmp_path, capsys, monkeypatch, no_compile, argv, names):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "acc.png").write_text('{"setting_id": "kept"}\n')  # results already saved
+  argv = [str(tmp_path / "acc.png") if a == "ABS" else a for a in argv]
+  code, out, err = run(capsys, "eval", "--model", str(tmp_path / "nowhere"),
+                       "--task", "arith", *argv)
+  assert code == 2 and out == "", err
+  assert "Traceback" not in err and all(name in err for name in names), err
+  assert (tmp_path / "acc.png").read_text() == '{"setting_id": "kept"}\n'
+
+
+def test_plot_refuses_to_draw_over_its_own_results_file(tmp_path, capsys):
+  results = tmp_path / "res.png"
+  results.write_text('{"setting_id": "kept"}\n')
+  code, _, err = run(capsys, "plot", str(results), "--out", str(results))
+  assert code == 2 and "the results file and --out name the same file" in err, err
+  assert results.read_text() == '{"setting_id": "kept"}\n'
+
+
 def test_eval_of_a_task_without_a_shipped_default_model_lists_what_exists(
     tmp_path, capsys, monkeypatch, no_compile):
   monkeypatch.setattr(loading, "MODELS_DIR", tmp_path)

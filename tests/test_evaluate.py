@@ -140,6 +140,23 @@ def test_a_rerun_skips_recorded_settings_and_force_appends_them_again(eval_run, 
     run_eval(model_dir, other_seed)  # a different resolved config is not skipped
 
 
+def test_a_torn_last_line_is_set_aside_and_a_rerun_finds_the_finished_record(
+    eval_run, model_dir, tmp_path, monkeypatch):
+  out = tmp_path / "res.jsonl"
+  gens = evaluate.generations_path(out)
+  out.write_text('{"setting_id": "torn", "accur')  # a kill or a full disk mid-write
+  gens.write_text('{"setting_id": "torn", "ste')
+  cfg = EvalConfig.build(**{**BASE, "steps": "2"}, out=str(out))
+  first = run_eval(model_dir, cfg)  # steps 2 compiled by eval_run already
+  monkeypatch.setattr(sampler, "generate_compiled", lambda *a, **k: pytest.fail("re-ran"))
+  again = run_eval(model_dir, cfg)
+  assert [r["setting_id"] for r in again] == [first[0]["setting_id"]]
+  assert len(out.read_text().splitlines()) == 1
+  assert len(gens.read_text().splitlines()) == first[0]["n"]
+  assert all("setting_id" in json.loads(g) for g in gens.read_text().splitlines())
+  assert "torn" in (tmp_path / "res.jsonl.torn").read_text()
+
+
 def test_results_written_before_a_sampler_option_existed_are_still_skipped(
     eval_run, model_dir, tmp_path, no_compile):
   out = tmp_path / "res.jsonl"

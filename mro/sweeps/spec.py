@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-import yaml
-
 from mro.config import load_config
+from mro.files import load_yaml
 from mro.evaluation.settings import option_names
 
 MRO_COMMANDS = ("train", "reject-sample", "rl", "eval")
@@ -215,10 +214,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
   if path.suffix == ".py":
     raw = runpy.run_path(str(path)).get("SWEEP")
   elif path.suffix in (".yaml", ".yml"):
-    try:
-      raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-      raise ValueError(f"{path} is not valid YAML: {e}") from e
+    raw = load_yaml(path.read_text(), str(path))
   else:
     raise ValueError(f"sweep file {path} must be .yaml or .py")
   if not isinstance(raw, Mapping):

@@ -64,38 +64,46 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
 
-  def restore_latest_intact(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
+  def restore_latest_intact(self, like: Any, set_aside: bool = False
+                            ) -> tuple[int, Any, dict[str, Any]] | None:
     """(step, state, meta) of the newest checkpoint that restores; None if there is no
-    checkpoint. A damaged one (truncated array file, emptied metadata, ...) is skipped
-    with a line on stderr naming it and why, and moved aside to `<step>.damaged` (kept,
-    not deleted, and out of the way of the step's next save); if none restores, a
-    ValueError lists them."""
+    checkpoint. A damaged one (a file missing, truncated or emptied since the save, by its
+    `file_sizes.json`) is skipped with a line on stderr naming it and why; with `set_aside`
+    (training only: read-only verbs never move files) it is also moved to `<step>.damaged`
+    (kept, and out of the way of the step's next save). A checkpoint whose files are as
+    saved but that does not restore into `like` (config.json changed since: other shapes)
+    is never moved: ValueError naming it. If every one is damaged, a ValueError lists them."""
     skipped = []
     try:
-      return self._restore_newest(like, skipped)
+      return self._restore_newest(like, skipped, set_aside)
     finally:
-      if skipped:
+      if skipped and set_aside:
         self.manager.reload()
 
-  def _restore_newest(self, like: Any, skipped: list[str]):
+  def _restore_newest(self, like: Any, skipped: list[str], set_aside: bool):
     for step in sorted(self.all_steps(), reverse=True):
+      step_dir = self.directory / str(step)
       try:
-        _check_sizes(self.directory / str(step))
+        _check_sizes(step_dir)
+      except (ValueError, OSError) as e:  # a record that does not parse is damage too
+        reason = _first_line(e)
+        skipped.append(f"step {step}: {reason}")
+        where = f"moved to {_set_aside(step_dir).name}" if set_aside else "left in place"
+        print(f"checkpoint {step_dir} is damaged and was skipped ({reason}); {where}",
+              file=sys.stderr, flush=True)
+        continue
+      try:
         state, meta = self.restore(step, like)
         if not isinstance(meta, dict) or "data_position" not in meta:
-          raise ValueError(f"its metadata has no data position: {meta!r}")
-      except Exception as e:  # orbax/tensorstore raise many kinds on damaged files
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        skipped.append(f"step {step}: {type(e).__name__}: {reason}")
-        aside = _set_aside(self.directory / str(step))
-        print(f"checkpoint {self.directory / str(step)} is damaged and was skipped "
-              f"({type(e).__name__}: {reason}); moved to {aside.name}", file=sys.stderr,
-              flush=True)
-        continue
+          raise ValueError(f"its metadata has no data position: {meta!r}"[:300])
+      except Exception as e:  # orbax/tensorstore raise many kinds
+        raise ValueError(f"checkpoint {step_dir} does not restore ({_first_line(e)}); its "
+                         "files are as saved, so it is left in place: does the workdir's "
+                         "config.json still describe the run that wrote it?") from None
       return step, state, meta
     if skipped:
-      raise ValueError(f"no intact checkpoint in {self.directory}; every one failed to "
-                       "restore:\n  " + "\n  ".join(skipped))
+      raise ValueError(f"no intact checkpoint in {self.directory}; every one is damaged:\n  "
+                       + "\n  ".join(skipped))
     return None
 
   def close(self) -> None:
@@ -120,6 +128,17 @@ def _check_sizes(step_dir: Path) -> None:
       raise ValueError(f"{name} is missing")
     if path.stat().st_size != size:
       raise ValueError(f"{name} has {path.stat().st_size} bytes, {size} when saved")
+
+
+def _first_line(e: Exception) -> str:
+  """`Type: first line of the message`, at most 300 characters."""
+  return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
+def set_aside_checkpoints(directory: str | Path) -> list[Path]:
+  """The checkpoints of `directory` that a training run set aside as damaged."""
+  directory = Path(directory)
+  return sorted(directory.glob("*.damaged*")) if directory.is_dir() else []
 
 
 def _set_aside(path: Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from models.sharding import check_batch_divides, make_mesh
 from models.tokenizers import load_tokenizer, train_sentencepiece
 from mro.sampling.sampler_file import write_sampler_file
 from mro.training import workdir as wdlib
-from mro.training.checkpointing import Checkpointer
+from mro.training.checkpointing import Checkpointer, set_aside_checkpoints
 from mro.training.data import BatchStream, build_sequences
 from mro.training.losses import make_mdm_loss
 from mro.training.settings import RunConfig
@@ -139,7 +140,12 @@ def _resume_and_train(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
                       stop_after: int | None) -> dict[str, Any]:
   """`train_loop` from the latest intact checkpoint to the end (or `stop_after`)."""
   position, start, best = 0, 0, -math.inf
-  restored = ckpt.restore_latest_intact(state)
+  restored = ckpt.restore_latest_intact(state, set_aside=True)
+  if restored is None and (aside := set_aside_checkpoints(wd.checkpoints)):
+    names = ", ".join(p.name for p in aside[:5]) + (", ..." if len(aside) > 5 else "")
+    print(f"{wd.checkpoints} holds no intact checkpoint, only {len(aside)} set aside as "
+          f"damaged ({names}); training starts over from step 1", file=sys.stderr,
+          flush=True)
   if restored is not None:
     start, state, meta = restored
     position, best = meta["data_position"], meta.get("best_score", -math.inf)
