@@ -314,6 +314,9 @@ def _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, sc
   cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
   carry, attn = _init(apply, params, prompt_BP, mask, prompt_keys, cfg_tau, scfg,
                       scoring.mask_id)
+  # Commit every leaf where it lies: arrays made outside jit are uncommitted, the group
+  # step's outputs are committed, and the two would compile the group step twice.
+  carry = jax.device_put(carry, jax.tree.map(lambda x: x.sharding, carry))
   for g in range(cfg.steps // scfg.group_steps):  # g is traced: one compile for all groups
     carry = _group_step_jit(apply, params, None, carry, jnp.int32(g), prompt_keys, attn,
                             prompt_len=P, cfg=cfg_tau, scfg=scfg, scoring=scoring)
