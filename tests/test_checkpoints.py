@@ -85,22 +85,18 @@ def test_missing_tensor_is_reported_with_name_and_shape(tmp_path, fixture_dir, f
     load_model(ckpt)
 
 
-def test_unexpected_tensor_is_reported_with_name_and_shape(tmp_path, fixture_dir,
-                                                           fixture_tensors):
+@pytest.mark.parametrize("name, value, message", [
+    ("blocks.0.q_proj.bias", np.zeros(64, np.float32),  # a weight the model does not have
+     r"unexpected weight model\.transformer\.blocks\.0\.q_proj\.bias with shape \(64,\)"),
+    ("blocks.0.up_proj.weight", np.zeros((64, 160), np.float32),  # transposed
+     r"blocks\.0\.up_proj\.weight has shape \(64, 160\), expected \(160, 64\)"),
+], ids=["unexpected", "misshaped"])
+def test_an_unexpected_or_misshaped_tensor_is_named_with_its_shapes(
+    tmp_path, fixture_dir, fixture_tensors, name, value, message):
   tensors = dict(fixture_tensors)
-  tensors[PRE + "blocks.0.q_proj.bias"] = np.zeros(64, np.float32)
+  tensors[PRE + name] = value
   ckpt = _write_checkpoint(tmp_path / "ck", fixture_dir, tensors)
-  with pytest.raises(ValueError, match=r"unexpected weight model\.transformer\.blocks\.0\."
-                     r"q_proj\.bias with shape \(64,\)"):
-    load_model(ckpt)
-
-
-def test_misshaped_tensor_is_reported_with_both_shapes(tmp_path, fixture_dir, fixture_tensors):
-  tensors = dict(fixture_tensors)
-  tensors[PRE + "blocks.0.up_proj.weight"] = np.zeros((64, 160), np.float32)  # transposed
-  ckpt = _write_checkpoint(tmp_path / "ck", fixture_dir, tensors)
-  with pytest.raises(ValueError, match=r"blocks\.0\.up_proj\.weight has shape \(64, 160\), "
-                     r"expected \(160, 64\)"):
+  with pytest.raises(ValueError, match=message):
     load_model(ckpt)
 
 
