@@ -13,8 +13,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import gc  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +24,15 @@ FIXTURE = ROOT / "tests" / "fixtures" / "llada_tiny"
 DREAM_FIXTURE = ROOT / "tests" / "fixtures" / "dream_tiny"
 LLADAMOE_FIXTURE = ROOT / "tests" / "fixtures" / "lladamoe_tiny"
 BENCHMARK_DATA = ROOT / "experiments" / "data"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops the compiled programs after each module: one process runs the whole suite, and
+  the executables of a thousand tests (8 fake devices each) would otherwise pile up."""
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 @pytest.fixture(scope="session")
