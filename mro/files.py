@@ -8,8 +8,9 @@
 - `read_jsonl`: the objects of a JSON-lines file, skipping lines that are not complete
   JSON objects (the last line of a file torn by a kill); a missing file has none.
 - `load_yaml`: a user's YAML (a config, a sweep, a `--set` value) as plain data, refusing
-  aliases (`*name`: configs need none, and nested ones expand without bound) and naming
-  the source of any error in a bounded message.
+  aliases (`*name`: configs need none, and nested ones expand without bound) and tags
+  that are not YAML's own (`!!python/...`), and naming the source, line and column of any
+  error in one bounded line.
 - `check_distinct_paths`: refuses one command's outputs (and inputs) that name the same
   file, before anything is written, so one never replaces another.
 - `write_atomic` / `write_json_atomic` / `save_npz_atomic`: write a temporary file beside
@@ -112,24 +113,54 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [r for line in f if (r := parse_jsonl_line(line)) is not None]
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-  """YAML's safe loader that refuses an alias before it is expanded."""
+class _PlainLoader(yaml.SafeLoader):
+  """YAML's safe loader that refuses an alias before it is expanded, and a tag it has no
+  constructor for (`!!python/...`) before it is read."""
 
   def compose_node(self, parent, index):
-    if self.check_event(yaml.AliasEvent):
-      mark = self.peek_event().start_mark
-      raise yaml.YAMLError(f"YAML aliases (*name) are not allowed (line {mark.line + 1}, "
-                           f"column {mark.column + 1}): write the value out")
+    event = self.peek_event()
+    if isinstance(event, yaml.AliasEvent):
+      raise _Refused("YAML aliases (*name) are not allowed: write the value out",
+                     event.start_mark)
+    tag = getattr(event, "tag", None)
+    if tag and tag not in self.yaml_constructors:
+      written = "!!" + tag[len(_STANDARD):] if tag.startswith(_STANDARD) else tag
+      raise _Refused(f"YAML tags such as {shortened(written, 60)} are not allowed: "
+                     "write plain values", event.start_mark)
     return super().compose_node(parent, index)
+
+
+_STANDARD = "tag:yaml.org,2002:"
+
+
+class _Refused(yaml.YAMLError):
+  def __init__(self, problem: str, mark):
+    super().__init__(problem)
+    self.problem, self.problem_mark = problem, mark
 
 
 def load_yaml(text: str, where: str) -> Any:
   """YAML `text` as plain data (no tags beyond YAML's own, no aliases), or a ValueError
-  that names `where` (a file, or an option and its value) in a bounded message."""
+  of one bounded line that names `where` (a file, or an option and its value), what is
+  wrong and where (line, column)."""
   try:
-    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
   except yaml.YAMLError as e:
-    raise ValueError(f"{where} is not valid YAML: {shortened(str(e), 400)}") from None
+    raise ValueError(f"{where}: {_yaml_problem(e)}") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+  """What is wrong, on one line: the problem and its line and column (not yaml's quoted
+  excerpt of the input)."""
+  problem = getattr(e, "problem", None)
+  if problem is None:
+    return f"not valid YAML: {shortened(' '.join(str(e).split()), 200)}"
+  mark = getattr(e, "problem_mark", None)
+  at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+  if not isinstance(e, _Refused):
+    context = getattr(e, "context", None)
+    problem = f"not valid YAML: {problem}" + (f", {context}" if context else "")
+  return shortened(" ".join(problem.split()), 300) + at
 
 
 def check_distinct_paths(paths: Mapping[str, str | Path | None]) -> None:
