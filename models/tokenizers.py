@@ -21,6 +21,7 @@ import sentencepiece as spm
 import tokenizers as hf
 
 from models.config import SpecialIds
+from mro.messages import shortened
 
 try:  # Optional: LLaDA's own templates also render natively (`render_llada_chat`).
   from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -117,7 +118,13 @@ class SentencePieceTokenizer:
     if not (d / SP_FILE).is_file():
       raise ValueError(f"{d / SP_FILE} does not exist")
     mask = _read_json(d / CONFIG_FILE).get("mask_token", MASK_TOKEN)
-    return cls((d / SP_FILE).read_bytes(), mask_token=mask)
+    try:
+      return cls((d / SP_FILE).read_bytes(), mask_token=mask)
+    except RuntimeError as e:  # sentencepiece's parse error names no file
+      raise ValueError(f"{d / SP_FILE} is not a sentencepiece model (damaged or another "
+                       f"format): {shortened(' '.join(str(e).split()), 200)}") from None
+    except ValueError as e:
+      raise ValueError(f"{d / SP_FILE}: {e}") from None
 
   def _find(self, token: str) -> int | None:
     i = self._sp.piece_to_id(token)
@@ -242,7 +249,11 @@ class HFTokenizer:
     d = Path(directory)
     if not (d / HF_FILE).is_file():
       raise ValueError(f"{d / HF_FILE} does not exist")
-    tok = hf.Tokenizer.from_file(str(d / HF_FILE))
+    try:
+      tok = hf.Tokenizer.from_file(str(d / HF_FILE))
+    except Exception as e:  # tokenizers raises its own Exception type, naming no file
+      raise ValueError(f"{d / HF_FILE} is not a Hugging Face tokenizer file (damaged or "
+                       f"another format): {shortened(' '.join(str(e).split()), 200)}") from None
     config = _read_json(d / CONFIG_FILE)
     ids = _hf_role_ids(tok, d, config)
     if missing := [r for r in ("mask", "eos") if r not in ids]:

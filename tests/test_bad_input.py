@@ -3,6 +3,8 @@ hostile data rows and answers cost little, nonsense options are refused at confi
 damaged checkpoints are skipped by name, a NaN stop is one error line."""
 
 import json
+import shutil
+import struct
 import threading
 import time
 from pathlib import Path
@@ -92,6 +94,61 @@ def test_a_model_config_json_with_a_bad_field_is_refused_naming_file_and_field(
   (tmp_path / "config.json").write_text(json.dumps(hf))
   with pytest.raises(ValueError, match=f"config.json.*{match}"):
     load_hf_config(tmp_path)
+
+
+def write_safetensors(path: Path, header: bytes) -> None:
+  path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(64))
+
+
+@pytest.mark.parametrize("header, why", [
+    (b"[1, 2, 3]", "header must be a JSON object.*got a JSON array"),
+    (b'"weights"', "got a JSON string"),
+    (b'{"w": [1]}', "tensor 'w'.*entry must be a JSON object, got a JSON array"),
+    (b'{"w": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}', "'w'.*shape must be"),
+    (b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": null}}', "'w'.*data_offsets"),
+    (b'{"w": {"dtype": 7, "shape": [4], "data_offsets": [0, 16]}}', "'w' has dtype 7"),
+])
+def test_a_safetensors_header_that_is_not_the_format_is_named_with_the_file(
+    tmp_path, header, why):
+  from models.safetensors_io import read_header
+
+  path = tmp_path / "model.safetensors"
+  write_safetensors(path, header)
+  with pytest.raises(ValueError, match=f"model.safetensors: .*{why}"):
+    read_header(path)
+
+
+def shipped_model_copy(tmp_path) -> Path:
+  model = tmp_path / "model"
+  shutil.copytree(Path(__file__).resolve().parents[1] / "experiments/models/default/arith",
+                  model)
+  return model
+
+
+def test_mro_sample_on_weights_with_an_array_header_exits_2_naming_the_file(tmp_path, capsys):
+  model = shipped_model_copy(tmp_path)
+  write_safetensors(model / "model.safetensors", b"[1, 2, 3]")
+  code = cli.main(["sample", "--model", str(model), "--prompt", "1+2="])
+  err = capsys.readouterr().err
+  assert code == 2 and f"{model / 'model.safetensors'}: the safetensors header" in err, err
+
+
+@pytest.mark.parametrize("name, what", [("tokenizer.model", "sentencepiece model"),
+                                        ("tokenizer.json", "Hugging Face tokenizer")])
+def test_a_garbage_tokenizer_file_is_refused_naming_its_path(tmp_path, name, what):
+  from models.tokenizers import load_tokenizer
+
+  (tmp_path / name).write_bytes(bytes(range(256)) * 2)
+  with pytest.raises(ValueError, match=f"{tmp_path / name} is not a {what}"):
+    load_tokenizer(tmp_path)
+
+
+def test_mro_sample_with_a_garbage_tokenizer_model_exits_2_naming_it(tmp_path, capsys):
+  model = shipped_model_copy(tmp_path)
+  (model / "tokenizer.model").write_bytes(b"\x00garbage" * 30)
+  code = cli.main(["sample", "--model", str(model), "--prompt", "1+2="])
+  err = capsys.readouterr().err
+  assert code == 2 and f"{model / 'tokenizer.model'} is not a sentencepiece model" in err, err
 
 
 def test_a_non_utf8_data_file_is_refused_naming_the_file(tmp_path):
