@@ -98,7 +98,7 @@ def cmd_sweep(args) -> int:
 def cmd_sample(args) -> int:
   result = sample(args.model, args.prompt, task=args.task,
                   sampler={**options.overrides(args, SamplerConfig),
-                           **({"steps": args.steps} if args.steps else {})},
+                           **({"steps": args.steps} if args.steps is not None else {})},
                   search=args.search, search_fields=options.overrides(args, SearchConfig),
                   reward_fields=options.overrides(args, RewardConfig), scorer=args.scorer,
                   seed=args.seed, fast=args.fast,
@@ -122,8 +122,9 @@ def cmd_eval(args) -> int:
                             args.out and report.generations_path(args.out)})
   cfg = EvalConfig.build(
       args.task, args.protocol, search=args.search, fast=args.fast, model=args.model,
-      scorer=args.scorer, steps=args.steps or (), data=args.data, split=args.split,
-      limit=args.limit, batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed,
+      scorer=args.scorer, steps=() if args.steps is None else args.steps, data=args.data,
+      split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+      data_seed=args.data_seed,
       out=args.out, force=args.force, **{f: getattr(args, f) for f in options.DESTS})
   progress = lambda r: print(report.progress_line(r), file=sys.stderr, flush=True)
   records = run_eval(args.model, cfg, on_record=progress)
