@@ -13,6 +13,9 @@
   error in one bounded line.
 - `check_distinct_paths`: refuses one command's outputs (and inputs) that name the same
   file, before anything is written, so one never replaces another.
+- `check_writable`: refuses outputs that could not be written (a directory, a path under a
+  file, a read-only place), before the work that would fill them.
+- `make_directory`: creates a directory (a workdir) or says why it cannot be one.
 - `write_atomic` / `write_json_atomic` / `save_npz_atomic`: write a temporary file beside
   the target, fsync it and rename it into place, so a reader sees the old file or the
   new one, never half of one.
@@ -175,6 +178,59 @@ def check_distinct_paths(paths: Mapping[str, str | Path | None]) -> None:
       raise ValueError(f"{seen[resolved]} and {option} name the same file ({resolved}); "
                        "give each its own path")
     seen[resolved] = option
+
+
+def _existing_ancestor(path: Path) -> Path:
+  """`path` or its nearest ancestor that exists (as anything)."""
+  while not path.exists() and path != path.parent:
+    path = path.parent
+  return path
+
+
+def _not_a_directory(path: Path) -> Path | None:
+  """The first ancestor of `path` that exists and is not a directory, if any."""
+  for ancestor in reversed(path.parents):
+    if ancestor.exists() and not ancestor.is_dir():
+      return ancestor
+  return None
+
+
+def check_writable(paths: Mapping[str, str | Path | None]) -> None:
+  """Raises ValueError naming the option when one of `paths` (option -> path; None: not
+  given) could not be written as a file: an empty name, a directory, a path under a
+  file, or a place this process may not write. Creates nothing."""
+  for option, given in paths.items():
+    if given is None:
+      continue
+    if str(given).strip() == "":
+      raise ValueError(f"{option} is empty: give a file path")
+    path = Path(given).expanduser().absolute()
+    if path.is_dir() or str(given).endswith(os.sep):
+      raise ValueError(f"{option} {given} is a directory: give a file path")
+    if (blocker := _not_a_directory(path)) is not None:
+      raise ValueError(f"{option} {given} cannot be written: {blocker} is a file, not a "
+                       "directory")
+    target = path if path.exists() else _existing_ancestor(path)
+    if not os.access(target, os.W_OK | (0 if target == path else os.X_OK)):
+      raise ValueError(f"{option} {given} cannot be written: {target} is not writable "
+                       "by this user")
+
+
+def make_directory(path: str | Path, what: str) -> Path:
+  """Creates the directory `path` (and its parents) unless it exists, or raises
+  ValueError naming `what` when it cannot be one (a file there, a file above it, no
+  permission)."""
+  path = Path(path)
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"{what} {path} is a file, not a directory: give a directory")
+  if (blocker := _not_a_directory(path)) is not None:
+    raise ValueError(f"{what} {path} cannot be created: {blocker} is a file, not a "
+                     "directory")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"{what} {path} cannot be created: {e.strerror or e}") from None
+  return path
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

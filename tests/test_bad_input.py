@@ -300,3 +300,4 @@ def test_a_nan_stop_is_one_error_line_naming_the_step_and_the_last_good_checkpoi
   assert code == 2 and "Traceback" not in err
   (line,) = [x for x in err.splitlines() if x.startswith("mro train: error:")]
   assert "step" in line and "checkpoint" in line
+  assert not (tmp_path / "wd" / "run.lock").exists()  # released as the error left the run

@@ -23,7 +23,7 @@ LAYERS = (
     ("messages", ("mro.messages",)),  # bounded quotes of values in errors, for every layer
     ("models", ("models",)),
     ("rewards", ("rewards",)),
-    ("mro utilities", ("mro", "mro.files", "mro.progress")),
+    ("mro utilities", ("mro", "mro.files", "mro.locks", "mro.progress")),
     ("mro/sampling", ("mro.sampling",)),
     ("mro/training", ("mro.training", "mro.plan")),
     ("mro/method/search", ("mro.method", "mro.method.search")),

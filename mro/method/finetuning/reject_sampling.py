@@ -30,6 +30,7 @@ from mro.sampling.textgen import batches
 from mro.training.data import BatchStream
 from mro.method.finetuning.starting_model import begin, validation
 from mro.training.loop import Objective, train_loop
+from mro.training.workdir import holding_lock
 from mro.method.finetuning.losses import make_stepwise_loss
 from mro.training.losses import make_mdm_loss
 from mro.method.search.runner import SearchRunner
@@ -89,6 +90,7 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
   return out
 
 
+@holding_lock
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   exp_config.validate(cfg, "reject-sample")
