@@ -21,7 +21,7 @@ from mro import config, options, plan, sweeps
 from mro.evaluation import diagnostic, plot, protocols, report
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
-from mro.files import append_jsonl, check_distinct_paths
+from mro.files import append_jsonl, check_distinct_paths, check_writable
 from mro.method.finetuning import reject_sampling, rl
 from mro.method.search.settings import CascadeConfig, SearchConfig
 from mro.sample import sample
@@ -117,9 +117,10 @@ def cmd_sample(args) -> int:
 def cmd_eval(args) -> int:
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
-  check_distinct_paths({"--data": args.data, "--out": args.out, "--plot": args.plot,
-                        "the generations file (from --out)":
-                            args.out and report.generations_path(args.out)})
+  outputs = {"--out": args.out, "--plot": args.plot, "the generations file (from --out)":
+             args.out and report.generations_path(args.out)}
+  check_distinct_paths({"--data": args.data, **outputs})
+  check_writable(outputs)
   cfg = EvalConfig.build(
       args.task, args.protocol, search=args.search, fast=args.fast, model=args.model,
       scorer=args.scorer, steps=() if args.steps is None else args.steps, data=args.data,
@@ -163,6 +164,7 @@ def cmd_diagnose(args) -> int:
       scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
       n_verify=n_verify, answer_rows=answer_rows)
   check_distinct_paths({"--data": args.data, "--out": args.out})
+  check_writable({"--out": args.out})
   rows, heads = diagnostic.run_diagnostic(args.model, cfg)
   print(diagnostic.format_table(rows, heads))
   if args.out:
@@ -175,11 +177,13 @@ def cmd_diagnose(args) -> int:
 def cmd_plot(args) -> int:
   out = args.out or str(Path(args.results).with_suffix(".png"))
   check_distinct_paths({"the results file": args.results, "--out": out})
+  check_writable({"--out": out})
   print(f"plot written to {plot.plot_results(args.results, out, x=args.x)}")
   return 0
 
 
 def cmd_convert(args) -> int:
+  check_writable({"dst": args.dst}, directory=True)
   mesh = None
   if args.mesh:
     mesh = make_mesh(parse_mesh(args.mesh))
@@ -199,6 +203,7 @@ def cmd_plan(args) -> int:
       sample_prompt=args.sample_prompt, gen_length=args.gen_length,
       block_length=args.block_length, steps=args.steps, train=not args.sample_only,
       sample=not args.train_only, max_devices=args.max_devices)
+  check_writable({"--json": args.json})
   try:
     report = plan.plan(cfg)
   except RuntimeError as e:

@@ -195,23 +195,27 @@ def _not_a_directory(path: Path) -> Path | None:
   return None
 
 
-def check_writable(paths: Mapping[str, str | Path | None]) -> None:
+def check_writable(paths: Mapping[str, str | Path | None], *, directory: bool = False) -> None:
   """Raises ValueError naming the option when one of `paths` (option -> path; None: not
-  given) could not be written as a file: an empty name, a directory, a path under a
-  file, or a place this process may not write. Creates nothing."""
+  given) could not be written as a file (as a directory, with `directory`): an empty
+  name, a directory where a file should be (or a file where a directory should be), a
+  path under a file, or a place this process may not write. Creates nothing."""
+  kind = "directory" if directory else "file"
   for option, given in paths.items():
     if given is None:
       continue
     if str(given).strip() == "":
-      raise ValueError(f"{option} is empty: give a file path")
+      raise ValueError(f"{option} is empty: give a {kind} path")
     path = Path(given).expanduser().absolute()
-    if path.is_dir() or str(given).endswith(os.sep):
+    if not directory and (path.is_dir() or str(given).endswith(os.sep)):
       raise ValueError(f"{option} {given} is a directory: give a file path")
+    if directory and path.exists() and not path.is_dir():
+      raise ValueError(f"{option} {given} is a file: give a directory path")
     if (blocker := _not_a_directory(path)) is not None:
       raise ValueError(f"{option} {given} cannot be written: {blocker} is a file, not a "
                        "directory")
     target = path if path.exists() else _existing_ancestor(path)
-    if not os.access(target, os.W_OK | (0 if target == path else os.X_OK)):
+    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
       raise ValueError(f"{option} {given} cannot be written: {target} is not writable "
                        "by this user")
 
