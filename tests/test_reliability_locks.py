@@ -133,3 +133,31 @@ def test_train_on_a_file_as_workdir_is_a_named_error(tmp_path, capsys, under_it)
   code, err = train(capsys, workdir)
   assert code == 2 and err == f"mro train: error: --workdir {workdir} {why}\n", err
   assert afile.read_text() == "x"
+
+
+HOLD_RESULTS = """
+import sys, time
+from mro.evaluation.runner import results_lock
+with results_lock(sys.argv[1]):
+  print("held", flush=True)
+  time.sleep(120)
+"""
+
+
+def test_a_second_eval_on_one_results_file_is_refused_naming_the_first(tmp_path):
+  from mro.evaluation.runner import EvalConfig, run_eval
+
+  out = tmp_path / "res.jsonl"
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  first = subprocess.Popen([sys.executable, "-c", HOLD_RESULTS, str(out)], env=env,
+                           stdout=subprocess.PIPE, text=True)
+  try:
+    assert first.stdout.readline().strip() == "held"
+    cfg = EvalConfig.build(task="arith", steps="2", limit=2, gen_length=16, out=str(out))
+    with pytest.raises(ValueError) as excinfo:
+      run_eval(tmp_path / "no-model-needed", cfg)  # refused before the model is opened
+  finally:
+    first.kill()
+    first.wait()
+  assert f"results file {out} is in use by PID {first.pid} on host" in str(excinfo.value)
+  assert "use another --out" in str(excinfo.value) and not out.exists()
