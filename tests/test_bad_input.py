@@ -33,6 +33,23 @@ def test_a_countdown_row_with_too_many_numbers_is_refused_by_name_at_once(tmp_pa
     solve(list(range(1, 8)), 10)
 
 
+@pytest.mark.parametrize("row, field, digits", [
+    ({"input": "3," + "7" * 5000, "output": "10"}, "input", 5000),  # past Python's int limit
+    ({"input": ",".join(["9" * 4000] * 5), "output": "10"}, "input", 4000),  # 27 s of solve
+    ({"input": "1,2,3", "output": "-" + "1" * 5000}, "output", 5000),
+])
+def test_countdown_numbers_of_thousands_of_digits_are_refused_by_file_and_line_at_once(
+    tmp_path, row, field, digits):
+  data = tmp_path / "cd.jsonl"
+  data.write_text('{"input": "1,2,3", "output": "6"}\n' + json.dumps(row) + "\n")
+  start = time.perf_counter()
+  with pytest.raises(ValueError) as excinfo:
+    get_task("countdown").examples("test", path=str(data))
+  assert time.perf_counter() - start < 2.0  # refused on the text: nothing parsed or solved
+  assert str(excinfo.value) == (f"{data} line 2: '{field}' has a number of {digits} digits; "
+                                "a Countdown number has at most 18")
+
+
 def test_number_extraction_is_bounded_on_hostile_responses():
   start = time.perf_counter()
   numeric_answer("1" + ",000" * 8000 + "1")  # quadratic in the number pattern alone
