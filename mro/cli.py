@@ -22,6 +22,7 @@ from mro.evaluation import diagnostic, plot, protocols, report
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
 from mro.files import append_jsonl, check_distinct_paths, check_writable
+from mro.messages import MESSAGE_LIMIT, shortened
 from mro.method.finetuning import reject_sampling, rl
 from mro.method.search.settings import CascadeConfig, SearchConfig
 from mro.sample import sample
@@ -89,7 +90,7 @@ def cmd_sweep(args) -> int:
                             backend=args.backend, address=args.address, dry_run=args.dry_run)
   except sweeps.SweepFailed as e:
     print(sweeps.format_summary(e.rows), end="")
-    print(f"mro sweep: error: {e}", file=sys.stderr)
+    print(f"mro sweep: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
     return 1
   print(sweeps.format_summary(rows), end="")
   return 0
@@ -459,13 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
       return cmd_lm_eval(argv[1:])
     except (ValueError, OSError) as e:
-      print(f"mro lm-eval: error: {e}", file=sys.stderr)
+      print(f"mro lm-eval: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
       return 2
   args = build_parser(for_help=bool({"-h", "--help"} & set(argv))).parse_args(argv)
   try:
     return args.func(args)
-  except (ValueError, OSError) as e:
-    print(f"mro {args.verb}: error: {e}", file=sys.stderr)
+  except (ValueError, OSError) as e:  # a bounded message, whatever value it quotes
+    print(f"mro {args.verb}: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
     return 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 QUOTE_LIMIT = 120  # characters of a value's repr kept in a message
+MESSAGE_LIMIT = 2000  # characters of a whole error message the `mro` command prints
 
 
 def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:

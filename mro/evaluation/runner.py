@@ -51,6 +51,7 @@ from mro.evaluation.settings import EvalConfig
 from mro import locks
 from mro.files import append_jsonl, make_directory, read_jsonl
 from mro.loading import resolve_model, resolve_scorer, search_runner, text_sampler
+from mro.messages import quoted
 from mro.method.search.decode import Decoded, decode
 from mro.progress import Progress
 from mro.sampling.sampler import check_lengths
@@ -255,7 +256,7 @@ def _run_eval(model, cfg: EvalConfig, model_name: str | None,
   examples = task.examples(cfg.split, path=cfg.data, limit=protocol.limit, seed=cfg.data_seed,
                            style=protocol.style)
   if not examples:
-    raise ValueError(f"task {cfg.task!r} split {cfg.split!r} has no examples"
+    raise ValueError(f"task {quoted(cfg.task)} split {quoted(cfg.split)} has no examples"
                      + (f" in {cfg.data}" if cfg.data else ""))
   sampler = text_sampler(model)
   prompts = build_prompts(examples, sampler.tokenizer, protocol)

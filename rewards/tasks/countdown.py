@@ -147,7 +147,7 @@ def solve(numbers: list[int], target: int) -> expression.Node | None:
 
 def _parse_numbers(text: object, where: str) -> list[int]:
   if not isinstance(text, str):
-    raise ValueError(f"{where}: 'input' must be a string like \"30,100,93\", got {text!r}")
+    raise ValueError(f"{where}: 'input' must be a string like \"30,100,93\", got {quoted(text)}")
   parts = [p.strip() for p in text.split(",")]
   if not all(p.isdigit() and p.isascii() for p in parts):
     raise ValueError(f"{where}: 'input' must be comma-separated non-negative integers, "
@@ -167,7 +167,7 @@ def _check_digits(text: str, field: str, where: str) -> None:
 
 def _parse_target(value: object, where: str) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, str)):
-    raise ValueError(f"{where}: 'output' must be an integer, got {value!r}")
+    raise ValueError(f"{where}: 'output' must be an integer, got {quoted(value)}")
   text = str(value).strip()
   if not (text.lstrip("-").isdigit() and text.isascii()):
     raise ValueError(f"{where}: 'output' must be an integer, got {quoted(value)}")
@@ -184,7 +184,7 @@ def read_jsonl(path: str) -> list[tuple[list[int], int]]:
     where = f"{path} line {number}"
     for key in ("input", "output"):
       if key not in row:
-        raise ValueError(f"{where}: missing key {key!r} (expected input and output)")
+        raise ValueError(f"{where}: missing key {quoted(key)} (expected input and output)")
     numbers = _parse_numbers(row["input"], where)
     instances.append((numbers, _parse_target(row["output"], where)))
   return instances

@@ -25,6 +25,7 @@ import numpy as np
 
 from mro import config as exp_config
 from mro.files import save_npz_atomic
+from mro.messages import quoted
 from mro.progress import Progress
 from mro.sampling.textgen import batches
 from mro.training.data import BatchStream
@@ -51,7 +52,7 @@ def kept_candidates(result, keep: str, threshold: float) -> list[tuple]:
   elif keep == "threshold":
     chosen = [n for n in candidates if result.totals[n] >= threshold]
   else:
-    raise ValueError(f"unknown keep rule {keep!r}")
+    raise ValueError(f"unknown keep rule {quoted(keep)}")
   return [(result.candidate_tokens[n], result.candidate_commit_step[n], result.totals[n])
           for n in chosen]
 
