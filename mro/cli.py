@@ -21,7 +21,8 @@ from mro import config, options, plan, sweeps
 from mro.evaluation import diagnostic, plot, protocols, report
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
-from mro.files import append_jsonl, check_distinct_paths
+from mro.files import append_jsonl, check_distinct_paths, check_writable
+from mro.messages import MESSAGE_LIMIT, shortened
 from mro.method.finetuning import reject_sampling, rl
 from mro.method.search.settings import CascadeConfig, SearchConfig
 from mro.sample import sample
@@ -89,7 +90,7 @@ def cmd_sweep(args) -> int:
                             backend=args.backend, address=args.address, dry_run=args.dry_run)
   except sweeps.SweepFailed as e:
     print(sweeps.format_summary(e.rows), end="")
-    print(f"mro sweep: error: {e}", file=sys.stderr)
+    print(f"mro sweep: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
     return 1
   print(sweeps.format_summary(rows), end="")
   return 0
@@ -98,7 +99,7 @@ def cmd_sweep(args) -> int:
 def cmd_sample(args) -> int:
   result = sample(args.model, args.prompt, task=args.task,
                   sampler={**options.overrides(args, SamplerConfig),
-                           **({"steps": args.steps} if args.steps else {})},
+                           **({"steps": args.steps} if args.steps is not None else {})},
                   search=args.search, search_fields=options.overrides(args, SearchConfig),
                   reward_fields=options.overrides(args, RewardConfig), scorer=args.scorer,
                   seed=args.seed, fast=args.fast,
@@ -117,13 +118,15 @@ def cmd_sample(args) -> int:
 def cmd_eval(args) -> int:
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
-  check_distinct_paths({"--data": args.data, "--out": args.out, "--plot": args.plot,
-                        "the generations file (from --out)":
-                            args.out and report.generations_path(args.out)})
+  outputs = {"--out": args.out, "--plot": args.plot, "the generations file (from --out)":
+             args.out and report.generations_path(args.out)}
+  check_distinct_paths({"--data": args.data, **outputs})
+  check_writable(outputs)
   cfg = EvalConfig.build(
       args.task, args.protocol, search=args.search, fast=args.fast, model=args.model,
-      scorer=args.scorer, steps=args.steps or (), data=args.data, split=args.split,
-      limit=args.limit, batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed,
+      scorer=args.scorer, steps=() if args.steps is None else args.steps, data=args.data,
+      split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+      data_seed=args.data_seed,
       out=args.out, force=args.force, **{f: getattr(args, f) for f in options.DESTS})
   progress = lambda r: print(report.progress_line(r), file=sys.stderr, flush=True)
   records = run_eval(args.model, cfg, on_record=progress)
@@ -162,6 +165,7 @@ def cmd_diagnose(args) -> int:
       scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
       n_verify=n_verify, answer_rows=answer_rows)
   check_distinct_paths({"--data": args.data, "--out": args.out})
+  check_writable({"--out": args.out})
   rows, heads = diagnostic.run_diagnostic(args.model, cfg)
   print(diagnostic.format_table(rows, heads))
   if args.out:
@@ -174,11 +178,13 @@ def cmd_diagnose(args) -> int:
 def cmd_plot(args) -> int:
   out = args.out or str(Path(args.results).with_suffix(".png"))
   check_distinct_paths({"the results file": args.results, "--out": out})
+  check_writable({"--out": out})
   print(f"plot written to {plot.plot_results(args.results, out, x=args.x)}")
   return 0
 
 
 def cmd_convert(args) -> int:
+  check_writable({"dst": args.dst}, directory=True)
   mesh = None
   if args.mesh:
     mesh = make_mesh(parse_mesh(args.mesh))
@@ -198,6 +204,7 @@ def cmd_plan(args) -> int:
       sample_prompt=args.sample_prompt, gen_length=args.gen_length,
       block_length=args.block_length, steps=args.steps, train=not args.sample_only,
       sample=not args.train_only, max_devices=args.max_devices)
+  check_writable({"--json": args.json})
   try:
     report = plan.plan(cfg)
   except RuntimeError as e:
@@ -453,13 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
       return cmd_lm_eval(argv[1:])
     except (ValueError, OSError) as e:
-      print(f"mro lm-eval: error: {e}", file=sys.stderr)
+      print(f"mro lm-eval: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
       return 2
   args = build_parser(for_help=bool({"-h", "--help"} & set(argv))).parse_args(argv)
   try:
     return args.func(args)
-  except (ValueError, OSError) as e:
-    print(f"mro {args.verb}: error: {e}", file=sys.stderr)
+  except (ValueError, OSError) as e:  # a bounded message, whatever value it quotes
+    print(f"mro {args.verb}: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
     return 2
 
 

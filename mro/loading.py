@@ -27,6 +27,7 @@ from models.tokenizers import load_tokenizer
 from models.transformer import Transformer
 from models.sharding import make_mesh
 from mro import config as exp_config
+from mro.messages import quoted
 from mro.method.search.runner import SearchRunner
 from mro.sampling.sampler_file import SAMPLER_FILE, read_sampler_file
 from mro.sampling.schedule import SamplerConfig
@@ -54,8 +55,8 @@ def resolve_model(name_or_path: str | Path, task: str | None) -> Path:
                        f"--task (one of: {', '.join(have) or 'none shipped yet'})")
     path = root / task
     if not (path / "config.json").is_file():
-      raise ValueError(f"no shipped {name_or_path!r} model for task {task!r} (looked in "
-                       f"{path}); shipped {name_or_path!r} models: "
+      raise ValueError(f"no shipped {quoted(name_or_path)} model for task {quoted(task)} "
+                       f"(looked in {path}); shipped {quoted(name_or_path)} models: "
                        f"{', '.join(have) or 'none yet'}. Pass a model directory instead")
     return path
   path = Path(name_or_path).expanduser()

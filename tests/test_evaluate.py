@@ -9,6 +9,7 @@ in-memory model.
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,6 +59,7 @@ def test_each_steps_value_appends_one_line_with_the_resolved_config(eval_run, mo
     assert {"correct", "digit_accuracy", "answered", "format"} <= set(r["metrics"])
     assert r["accuracy"] == r["metrics"]["correct"]
   assert len({r["setting_id"] for r in lines}) == 3
+  assert not Path(cfg.out + ".lock").exists()  # the results file's lock went with the run
 
 
 def test_generations_file_holds_every_example_of_every_setting_with_a_score_that_recomputes(
@@ -155,6 +157,24 @@ def test_a_torn_last_line_is_set_aside_and_a_rerun_finds_the_finished_record(
   assert len(gens.read_text().splitlines()) == first[0]["n"]
   assert all("setting_id" in json.loads(g) for g in gens.read_text().splitlines())
   assert "torn" in (tmp_path / "res.jsonl.torn").read_text()
+
+
+def test_a_data_file_replaced_at_the_same_path_is_run_again(model_dir, tmp_path, monkeypatch):
+  data, out = tmp_path / "cd.jsonl", tmp_path / "res.jsonl"
+  rows = ['{"input": "3,5,8", "output": "16"}\n', '{"input": "2,7,9", "output": "23"}\n']
+  data.write_text("".join(rows))
+  cfg = EvalConfig.build(task="countdown", data=str(data), steps="2", gen_length=16,
+                         batch_size=2, out=str(out))
+  first = run_eval(model_dir, cfg)
+  assert first[0]["data_sha256"] and first[0]["n"] == 2
+  data.write_text("".join(rows))  # rewritten, the same content: still recorded
+  monkeypatch.setattr(sampler, "generate_compiled", lambda *a, **k: pytest.fail("re-ran"))
+  assert run_eval(model_dir, cfg)[0]["setting_id"] == first[0]["setting_id"]
+  data.write_text(rows[1])  # replaced: other content at the same path
+  monkeypatch.undo()
+  again = run_eval(model_dir, cfg)
+  assert again[0]["setting_id"] != first[0]["setting_id"] and again[0]["n"] == 1
+  assert again[0]["data_sha256"] != first[0]["data_sha256"]
 
 
 def test_results_written_before_a_sampler_option_existed_are_still_skipped(

@@ -16,6 +16,7 @@ from typing import Any
 from mro.evaluation.protocols import get_protocol
 from mro.evaluation.report import setting_label
 from mro.files import read_jsonl
+from mro.messages import quoted
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -88,7 +89,7 @@ def curves(records: Sequence[dict[str, Any]],
   distinct setting (`curve_label`), so a search and a plain run, or two data files, never
   merge."""
   if x not in X_AXES:
-    raise ValueError(f"x must be one of {tuple(X_AXES)}, got {x!r}")
+    raise ValueError(f"x must be one of {tuple(X_AXES)}, got {quoted(x)}")
   points: dict[str, dict[float, float]] = {}
   for r in records:
     points.setdefault(curve_label(r, x), {})[_x(r, x)] = float(r["accuracy"])

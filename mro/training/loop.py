@@ -94,9 +94,11 @@ def setup(cfg: RunConfig, workdir: str | Path, examples=None):
   return wd, cfg, tokenizer
 
 
+@wdlib.holding_lock
 def run(cfg: RunConfig, workdir: str | Path, *, loss_fn: LossFn | None = None,
         stop_after: int | None = None) -> dict[str, Any]:
-  """`mro train`: trains (or resumes) in `workdir`; returns the final metrics record.
+  """`mro train`: trains (or resumes) in `workdir`, holding its lock; returns the final
+  metrics record.
 
   `loss_fn` replaces the masked-diffusion objective (later objectives plug in here);
   `stop_after` ends the run early at that step, as an interruption would (for tests).

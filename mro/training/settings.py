@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from models.config import ModelConfig
 from models.sharding import MeshConfig
+from mro.messages import quoted
 from mro.sampling.schedule import SamplerConfig
 
 
@@ -53,7 +54,7 @@ class DataConfig:
   def __post_init__(self):
     if self.objective not in ("sft", "pretrain", "ar"):
       raise ValueError(f"data.objective must be 'sft', 'pretrain' or 'ar', got "
-                       f"{self.objective!r}")
+                       f"{quoted(self.objective)}")
     for name in ("max_prompt_len", "max_response_len"):
       if getattr(self, name) <= 0:
         raise ValueError(f"data.{name} must be positive, got {getattr(self, name)}")

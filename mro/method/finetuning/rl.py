@@ -20,8 +20,10 @@ from mro.method.finetuning.losses import make_sgro_loss
 from mro.method.finetuning.rollout_batches import RolloutBatches
 from mro.method.finetuning.starting_model import begin, validation
 from mro.training.loop import Objective, train_loop
+from mro.training.workdir import holding_lock
 
 
+@holding_lock
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   exp_config.validate(cfg, "rl")

@@ -17,6 +17,7 @@ from flax import nnx
 
 from models.config import DTYPES
 from mro import config as exp_config
+from mro.messages import quoted
 from mro.sampling.textgen import TextSampler, batches
 from mro.loading import load_inference_model, resolve_model, resolve_scorer
 from mro.training.loop import setup, training_examples
@@ -72,7 +73,7 @@ def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
   examples = task.examples("validation", path=cfg.validation.data, limit=cfg.validation.limit,
                            seed=cfg.data.seed, style=cfg.data.style)
   if not examples:
-    raise ValueError(f"task {cfg.data.task!r} has no validation examples")
+    raise ValueError(f"task {quoted(cfg.data.task)} has no validation examples")
   prompts = [e.prompt for e in examples]
   width = sampler.encode_prompts(prompts)[0].shape[1]
 
