@@ -47,8 +47,12 @@ How gen-length, block-length and steps relate:
 """
 
 FAST_HELP = ("the recommended fast decoding, measured on the shipped tasks: threshold-0.99 "
-             "parallel commits (README, Fast decoding); explicit sampler options override "
+             "parallel commits (docs/sampling.md); explicit sampler options override "
              "it, e.g. --fast --cache dual for long outputs")
+DATA_HELP = ("data file or directory (default: the task's own: generated for sudoku, "
+             "countdown and arith, where Sudoku's test puzzles have 8 blanks; the copy in "
+             "experiments/data/ for gsm8k and math500). The Sudoku tables of docs/results.md "
+             "use experiments/data/sudoku_test_12blanks.csv")
 MODEL_HELP = ("a model directory (HF or Orbax), a training workdir, or a shipped name: "
               "default, default-mro (the shipped model of --task, in experiments/models/)")
 
@@ -125,12 +129,16 @@ def cmd_eval(args) -> int:
       scorer=args.scorer, steps=args.steps or (), data=args.data, split=args.split,
       limit=args.limit, batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed,
       out=args.out, force=args.force, **{f: getattr(args, f) for f in options.DESTS})
-  progress = lambda r: print(report.progress_line(r), file=sys.stderr, flush=True)
+  ran = []  # the settings run now (the others were already in --out)
+  progress = lambda r: ran.append(r) or print(report.progress_line(r), file=sys.stderr,
+                                              flush=True)
   records = run_eval(args.model, cfg, on_record=progress)
   print(report.format_table(records))
-  if args.out:
-    print(f"results appended to {args.out}; generations to "
+  if args.out and ran:
+    print(f"{len(ran)} setting(s) appended to {args.out}; generations to "
           f"{report.generations_path(args.out)}")
+  elif args.out:
+    print(f"nothing appended: every setting was already in {args.out} (--force re-runs)")
   if args.plot:
     print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
   return 0
@@ -316,9 +324,7 @@ def _add_eval_parser(verbs) -> None:
       epilog=EVAL_HELP.format(protocols=protocols.describe(), steps_help=STEPS_HELP))
   p.add_argument("--model", default="default", help=MODEL_HELP + " (default: default)")
   p.add_argument("--task", required=True, help="sudoku, countdown, arith, gsm8k, math500")
-  p.add_argument("--data", default=None,
-                 help="data file or directory (default: the task's own: generated, or the "
-                      "copy in experiments/data/)")
+  p.add_argument("--data", default=None, help=DATA_HELP)
   p.add_argument("--split", default="test", choices=("train", "validation", "test"),
                  help="which split of a generated task or of GSM8K (default: test)")
   p.add_argument("--limit", type=int, default=None,
@@ -353,7 +359,7 @@ def _add_eval_parser(verbs) -> None:
                        "per group)")
   p.add_argument("--model", default="default", help=MODEL_HELP + " (default: default)")
   p.add_argument("--task", required=True, help="sudoku, countdown, arith, gsm8k, math500")
-  p.add_argument("--data", default=None, help="data file or directory (default: the task's)")
+  p.add_argument("--data", default=None, help=DATA_HELP)
   p.add_argument("--split", default="test", choices=("train", "validation", "test"),
                  help="which split (default: test)")
   p.add_argument("--limit", type=int, default=128, help="prompts (default: 128)")

@@ -2,7 +2,8 @@
 inside a function is of an optional package outside the project and says why it waits.
 
 Layers, lowest first (a module may import its own layer and the ones below):
-models <- rewards <- mro utilities <- mro/sampling <- mro/training <- mro/method/search
+mro/paths.py (where the repository's files are; it imports nothing of ours) <- models <-
+rewards <- mro utilities <- mro/sampling <- mro/training <- mro/method/search
 <- mro/method/finetuning (with the experiment config and model loading) <- mro/evaluation
 (with the options table and `mro sample`) <- mro/sweeps <- the CLI. experiments/ sits on
 top of everything. The imports are read from the source (every `import` statement, at
@@ -19,6 +20,7 @@ PACKAGES = ("models", "rewards", "mro", "experiments")
 
 # (layer, module prefixes), lowest first; the longest matching prefix places a module.
 LAYERS = (
+    ("mro/paths", ("mro.paths",)),
     ("models", ("models",)),
     ("rewards", ("rewards",)),
     ("mro utilities", ("mro", "mro.files", "mro.progress")),

@@ -18,7 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
+from mro import paths
+
+DEFAULT_DATA_DIR = paths.DATA
 
 
 HUB_PREFIX = "hf:"
