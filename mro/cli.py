@@ -17,7 +17,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` can be im
 # The imports below follow the line above (pyproject: E402 is off for this file).
 from models import convert
 from models.sharding import make_mesh, parse_mesh
-from mro import config, options, plan, sweeps
+from mro import config, options, paths, plan, sweeps
 from mro.evaluation import diagnostic, plot, protocols, report
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
@@ -173,8 +173,10 @@ def cmd_diagnose(args) -> int:
   rows, heads = diagnostic.run_diagnostic(args.model, cfg)
   print(diagnostic.format_table(rows, heads))
   if args.out:
-    append_jsonl(args.out, [{"model": args.model, "task": args.task, "steps": args.steps,
-                             "data": args.data, **heads[r["subset"]], **r} for r in rows])
+    append_jsonl(args.out, [{"model": args.model, "commit": paths.git_commit(),
+                             "task": args.task, "steps": args.steps,
+                             "data": paths.relative(args.data), **heads[r["subset"]], **r}
+                            for r in rows])
     print(f"rows appended to {args.out}")
   return 0
 
