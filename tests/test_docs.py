@@ -149,8 +149,10 @@ def test_every_readme_mro_command_parses_as_typed(command):
   assert args.func is not None
 
 
-def test_the_cheap_readme_commands_are_in_the_readme():
+def test_the_cheap_readme_commands_are_in_the_readme_with_the_output_it_states():
   assert set(CHEAP) <= set(MRO_COMMANDS)
+  sudoku = 'mro sample --model default --task sudoku --prompt "Sudoku 0040402310003014"'
+  assert f"`{CHEAP[sudoku]}`" in (ROOT / "README.md").read_text()  # the answer it promises
 
 
 @pytest.mark.integration  # runs the shipped models
