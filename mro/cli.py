@@ -130,8 +130,11 @@ def cmd_eval(args) -> int:
       limit=args.limit, batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed,
       out=args.out, force=args.force, **{f: getattr(args, f) for f in options.DESTS})
   ran = []  # the settings run now (the others were already in --out)
-  progress = lambda r: ran.append(r) or print(report.progress_line(r), file=sys.stderr,
-                                              flush=True)
+
+  def progress(record) -> None:
+    ran.append(record)
+    print(report.progress_line(record), file=sys.stderr, flush=True)
+
   records = run_eval(args.model, cfg, on_record=progress)
   print(report.format_table(records))
   if args.out and ran:

@@ -27,7 +27,7 @@ class Progress:
     self.start = self.last = time.perf_counter()
     self.bar = None
     if enabled and getattr(self.stream, "isatty", lambda: False)():
-      self.bar = tqdm(total=total, initial=initial, desc=label, unit=unit[:2],
+      self.bar = tqdm(total=total, initial=initial, desc=label, unit=unit.rstrip("s"),
                       file=self.stream, leave=False, dynamic_ncols=True)
 
   def update(self, n: int, correct: float | None = None, **values: str) -> None:

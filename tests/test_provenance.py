@@ -33,6 +33,19 @@ def test_each_shipped_model_has_provenance_whose_sha256_is_its_weights(model_dir
     assert 0.0 <= e["accuracy"] <= 1.0 and e["n"] > 0 and e["task"] == model_dir.name
 
 
+def test_a_wheel_ships_every_shipped_model_config_and_data_file():
+  """pyproject's package-data globs cover every file a non-editable install needs, so it
+  finds models and benchmark files where a checkout does (mro/paths.py)."""
+  import tomllib
+  globs = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+      "package-data"]["experiments"]
+  shipped = {p for g in globs for p in paths.EXPERIMENTS.glob(g) if p.is_file()}
+  needed = {p for folder in ("configs", "sweeps", "models", "data")
+            for p in (paths.EXPERIMENTS / folder).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
+  assert sorted(str(p.relative_to(paths.ROOT)) for p in needed - shipped) == []
+
+
 def test_the_provenance_check_sees_a_changed_weight_file(tmp_path):
   weights = tmp_path / "model.safetensors"
   weights.write_bytes(b"\x00" * 64)

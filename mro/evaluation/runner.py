@@ -240,7 +240,7 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
   base = {"model": label, "commit": paths.git_commit(),
           "model_path": paths.relative(model) if isinstance(model, Path) else None,
           "model_digest": model_digest(model) if isinstance(model, Path) else None,
-          "task": cfg.task, "data": paths.relative(cfg.data) if cfg.data else None,
+          "task": cfg.task, "data": paths.relative(cfg.data),
           "split": cfg.split, "limit": protocol.limit,
           "protocol": cfg.protocol, "style": protocol.style,
           "chat_template": protocol.style == "protocol" and uses_chat_template(
