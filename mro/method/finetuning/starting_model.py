@@ -77,11 +77,17 @@ def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
   width = sampler.encode_prompts(prompts)[0].shape[1]
 
   size = min(VALIDATION_BATCH, len(prompts))
+  decode = cfg.sampler
+  if cfg.validation.steps is not None:
+    try:
+      decode = dataclasses.replace(cfg.sampler, steps=cfg.validation.steps)
+    except ValueError as e:
+      raise ValueError(f"validation.steps={cfg.validation.steps}: {e}") from None
 
   def validate(step: int, params) -> dict[str, float]:
     gens = []
     for idx, real in batches(len(prompts), size):  # padded: one compile for every batch
-      gens += sampler.generate([prompts[i] for i in idx], cfg.sampler, seed=cfg.train.seed,
+      gens += sampler.generate([prompts[i] for i in idx], decode, seed=cfg.train.seed,
                                row_ids=idx, width=width, params=params)[:real]
     scores = [task.score(e, g.text)["correct"] for e, g in zip(examples, gens)]
     return {"score": float(np.mean(scores))}
