@@ -17,7 +17,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` can be im
 # The imports below follow the line above (pyproject: E402 is off for this file).
 from models import convert
 from models.sharding import make_mesh, parse_mesh
-from mro import config, options, plan, sweeps
+from mro import config, options, paths, plan, sweeps
 from mro.evaluation import diagnostic, plot, protocols, report
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
@@ -48,8 +48,12 @@ How gen-length, block-length and steps relate:
 """
 
 FAST_HELP = ("the recommended fast decoding, measured on the shipped tasks: threshold-0.99 "
-             "parallel commits (README, Fast decoding); explicit sampler options override "
+             "parallel commits (docs/sampling.md); explicit sampler options override "
              "it, e.g. --fast --cache dual for long outputs")
+DATA_HELP = ("data file or directory (default: the task's own: generated for sudoku, "
+             "countdown and arith, where Sudoku's test puzzles have 8 blanks; the copy in "
+             "experiments/data/ for gsm8k and math500). The Sudoku tables of docs/results.md "
+             "use experiments/data/sudoku_test_12blanks.csv")
 MODEL_HELP = ("a model directory (HF or Orbax), a training workdir, or a shipped name: "
               "default, default-mro (the shipped model of --task, in experiments/models/)")
 
@@ -128,12 +132,19 @@ def cmd_eval(args) -> int:
       split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
       data_seed=args.data_seed,
       out=args.out, force=args.force, **{f: getattr(args, f) for f in options.DESTS})
-  progress = lambda r: print(report.progress_line(r), file=sys.stderr, flush=True)
+  ran = []  # the settings run now (the others were already in --out)
+
+  def progress(record) -> None:
+    ran.append(record)
+    print(report.progress_line(record), file=sys.stderr, flush=True)
+
   records = run_eval(args.model, cfg, on_record=progress)
   print(report.format_table(records))
-  if args.out:
-    print(f"results appended to {args.out}; generations to "
+  if args.out and ran:
+    print(f"{len(ran)} setting(s) appended to {args.out}; generations to "
           f"{report.generations_path(args.out)}")
+  elif args.out:
+    print(f"nothing appended: every setting was already in {args.out} (--force re-runs)")
   if args.plot:
     print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
   return 0
@@ -169,8 +180,10 @@ def cmd_diagnose(args) -> int:
   rows, heads = diagnostic.run_diagnostic(args.model, cfg)
   print(diagnostic.format_table(rows, heads))
   if args.out:
-    append_jsonl(args.out, [{"model": args.model, "task": args.task, "steps": args.steps,
-                             "data": args.data, **heads[r["subset"]], **r} for r in rows])
+    append_jsonl(args.out, [{"model": args.model, "commit": paths.git_commit(),
+                             "task": args.task, "steps": args.steps,
+                             "data": paths.relative(args.data), **heads[r["subset"]], **r}
+                            for r in rows])
     print(f"rows appended to {args.out}")
   return 0
 
@@ -323,9 +336,7 @@ def _add_eval_parser(verbs) -> None:
       epilog=EVAL_HELP.format(protocols=protocols.describe(), steps_help=STEPS_HELP))
   p.add_argument("--model", default="default", help=MODEL_HELP + " (default: default)")
   p.add_argument("--task", required=True, help="sudoku, countdown, arith, gsm8k, math500")
-  p.add_argument("--data", default=None,
-                 help="data file or directory (default: the task's own: generated, or the "
-                      "copy in experiments/data/)")
+  p.add_argument("--data", default=None, help=DATA_HELP)
   p.add_argument("--split", default="test", choices=("train", "validation", "test"),
                  help="which split of a generated task or of GSM8K (default: test)")
   p.add_argument("--limit", type=int, default=None,
@@ -360,7 +371,7 @@ def _add_eval_parser(verbs) -> None:
                        "per group)")
   p.add_argument("--model", default="default", help=MODEL_HELP + " (default: default)")
   p.add_argument("--task", required=True, help="sudoku, countdown, arith, gsm8k, math500")
-  p.add_argument("--data", default=None, help="data file or directory (default: the task's)")
+  p.add_argument("--data", default=None, help=DATA_HELP)
   p.add_argument("--split", default="test", choices=("train", "validation", "test"),
                  help="which split (default: test)")
   p.add_argument("--limit", type=int, default=128, help="prompts (default: 128)")

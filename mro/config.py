@@ -38,6 +38,7 @@ from typing import Any
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
+from mro import paths
 from mro.files import load_yaml, write_json_atomic
 from mro.method.finetuning.grpo_settings import CoupledGRPOConfig, DiffuGRPOConfig, WD1Config
 from mro.method.finetuning.settings import RejectConfig, RLConfig, StartConfig, ValidationConfig
@@ -47,7 +48,7 @@ from mro.sampling.schedule import SamplerConfig
 from mro.training.settings import DataConfig, TokenizerConfig, TrainConfig
 from rewards.combine import RewardConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIG_DIR = paths.CONFIGS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The paper sums the rewards without weights; weights here default to 1.0 (= the paper)
 and a reward is off when it is not listed in `use`, so the paper's ablations are one flag
 each: tv, ppl, q, tv+q, ppl+q, tv+ppl, all. A weight is given beside its reward in the
-same spec: `--rewards tv,ppl=0.5,q=2` (CLI) or `mro.rewards: "tv,ppl=0.5,q=2"` (config).
+same spec: `--rewards tv,ppl=0.5,q=2` (CLI) or `rewards.use: "tv,ppl=0.5,q=2"` (config).
 """
 
 from __future__ import annotations

@@ -49,8 +49,9 @@ from mro.evaluation.protocols import Protocol
 from mro.evaluation.report import generations_path
 from mro.evaluation.settings import EvalConfig
 from mro import locks
+from mro import paths
 from mro.files import append_jsonl, make_directory, read_jsonl
-from mro.loading import resolve_model, resolve_scorer, search_runner, text_sampler
+from mro.loading import model_digest, resolve_model, resolve_scorer, search_runner, text_sampler
 from mro.messages import quoted
 from mro.method.search.decode import Decoded, decode
 from mro.progress import Progress
@@ -183,14 +184,19 @@ def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConf
 
 
 def setting_key(record: dict[str, Any]) -> str:
-  """A digest of everything that determines a setting's results (for resuming). Sampler
+  """A digest of everything that determines a setting's results (for resuming). The model
+  and the scorer enter by their content (`model_digest`, `scorer_digest`: config and
+  weights), not their paths, so a fresh clone resumes and a retrained model does not reuse
+  old rows; the model's label only for a model without files (in memory). Sampler
   fields at their defaults are left out, so a sampler option added later (whose default
   keeps the old behaviour, as `schedule`) keeps the keys of results written before it; so
   do the search options added later (`_LATER_SEARCH_FIELDS`) while unset."""
-  keys = ("model_path", "model", "task", "data", "data_sha256", "split", "limit", "protocol",
-          "style", "assistant_prefix", "seed", "data_seed", "sampler", "search", "rewards",
-          "scorer")
+  keys = ("model_digest", "model", "task", "data", "data_sha256", "split", "limit",
+          "protocol", "style", "assistant_prefix", "seed", "data_seed", "sampler", "search",
+          "rewards", "scorer_digest")
   fields = {k: record.get(k) for k in keys}
+  if fields["model_digest"] is not None:
+    fields["model"] = None  # the label (a path as typed, a shipped name) says nothing more
   if isinstance(fields["sampler"], dict):
     fields["sampler"] = {k: v for k, v in fields["sampler"].items()
                          if k not in _SAMPLER_DEFAULTS or v != _SAMPLER_DEFAULTS[k]}
@@ -265,16 +271,19 @@ def _run_eval(model, cfg: EvalConfig, model_name: str | None,
     check_lengths(width, scfg, sampler.model_cfg.max_seq_len)
   run_id = (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
             + "-" + uuid.uuid4().hex[:6])
-  base = {"model": label,
-          "model_path": str(model.resolve()) if isinstance(model, Path) else None,
-          "task": cfg.task, "data": cfg.data, "data_sha256": data_digest(examples),
+  base = {"model": label, "commit": paths.git_commit(),
+          "model_path": paths.relative(model) if isinstance(model, Path) else None,
+          "model_digest": model_digest(model) if isinstance(model, Path) else None,
+          "task": cfg.task, "data": paths.relative(cfg.data),
+          "data_sha256": data_digest(examples),
           "split": cfg.split, "limit": protocol.limit,
           "protocol": cfg.protocol, "style": protocol.style,
           "chat_template": protocol.style == "protocol" and uses_chat_template(
               sampler.tokenizer),
           "assistant_prefix": protocol.assistant_prefix, "seed": cfg.seed,
           "data_seed": cfg.data_seed, "batch_size": cfg.batch_size, "prompt_width": width,
-          "scorer": None if scorer is None else str(scorer.resolve())}
+          "scorer": paths.relative(scorer),
+          "scorer_digest": None if scorer is None else model_digest(scorer)}
   done = {} if cfg.out is None or cfg.force else \
       {setting_key(r): r for r in read_jsonl(cfg.out)}
   runner = None

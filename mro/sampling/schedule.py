@@ -268,7 +268,7 @@ def with_overrides(base: SamplerConfig, **fields) -> SamplerConfig:
 
 
 # The recommended fast decoding (`--fast`), measured by experiments/bench/fast_decoding_*
-# (README, "Fast decoding"): the confidence-threshold rule at 0.99 (steps then only bound
+# (docs/results.md, "Fast decoding"): the confidence-threshold rule at 0.99 (steps then only bound
 # the loop), no cache. It is the one setting within 2.3 points of exact decoding at L steps
 # on Sudoku, Countdown and arithmetic (1.5-3.2x faster); threshold 0.9 loses 29 points on
 # Sudoku, and on these short outputs (24-64 tokens) the dual cache costs accuracy for little

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
+from mro import paths
 from mro.files import write_atomic
 from mro.sweeps.spec import Run, commands
 from mro.sweeps.summary import log_path
 
-REPO = str(Path(__file__).resolve().parents[2])
+REPO = str(paths.ROOT)
 HOST_ENV = ("MRO_COORDINATOR_ADDRESS", "MRO_NUM_PROCESSES", "MRO_PROCESS_ID",
             "MRO_HEARTBEAT_S")
 

@@ -48,7 +48,7 @@ class DataConfig:
   mask_eps: float = 1e-3
   seed: int = 0
   # > 0: the loss runs the output layer only on chunks of this many positions per row
-  # that hold masked tokens (mro/losses.chunked_masked_ce); same loss, less memory.
+  # that hold masked tokens (mro/training/losses.chunked_masked_ce); same loss, less memory.
   loss_chunk: int = 0
 
   def __post_init__(self):

@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mro import paths
 from mro.messages import quoted
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
+DEFAULT_DATA_DIR = paths.DATA
 
 
 HUB_PREFIX = "hf:"

@@ -4,8 +4,8 @@ GRPO-family objective on the same rollouts, rewards, train step and loop (grpo_b
 docs/rl.md).
 
 rl.inner_steps gradient steps of the objective run on each rollout batch (MRO-RL: the SGRO
-loss, losses.make_sgro_loss: ratio π_θ / π_old, optional clipping, optional KL to the
-frozen starting model). Checkpoints fall on rollout boundaries, so a resumed run
+loss, mro/method/finetuning/losses.make_sgro_loss: ratio π_θ / π_old, optional clipping,
+optional KL to the frozen starting model). Checkpoints fall on rollout boundaries, so a resumed run
 regenerates exactly the rollouts the uninterrupted run drew.
 """
 

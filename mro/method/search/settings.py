@@ -178,7 +178,7 @@ class CascadeConfig:
     (steps may be L or L/k) or mappings. Default: threshold 0.99 decoding (a few passes),
     then threshold 0.999, then the full L steps one token at a time: the best measured on
     the shipped Sudoku model's validation split, with the accept level chosen there too
-    (README, "MRO at few steps").
+    (docs/results.md, "Accuracy against cost").
   """
 
   stages: tuple = ("threshold=0.99", "threshold=0.999", "steps=L,threshold=none")
