@@ -68,7 +68,7 @@ def resolve_model(name_or_path: str | Path, task: str | None) -> Path:
   if not path.exists():
     close = difflib.get_close_matches(str(name_or_path), SHIPPED_MODELS, n=1)
     raise ValueError(f"model directory {path} does not exist"
-                     + (f"; did you mean {close[0]!r}?" if close else "")
+                     + (f"; did you mean {quoted(close[0])}?" if close else "")
                      + f" The shipped models are {', '.join(SHIPPED_MODELS)} (one per "
                      "--task); anything else is a model directory or a training workdir")
   return path
