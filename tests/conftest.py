@@ -5,15 +5,20 @@ Everything the tests read lives in the repository: the reference fixture under
 
 import os
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  # appended, so flags the caller set (e.g. to emulate another CPU) are kept
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_force_host_platform_device_count=8").strip()
+# Flags are appended, so flags the caller set (e.g. to emulate another CPU) are kept.
+# XLA's backend (code generation) optimisation level 0 compiles the tests' small programs
+# about 4x faster and runs them a little slower: compiling is most of the suite's time.
+for flag, value in (("xla_force_host_platform_device_count", "8"),
+                    ("xla_backend_optimization_level", "0")):
+  if flag not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{flag}={value}".strip()
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import gc  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
@@ -24,6 +29,49 @@ FIXTURE = ROOT / "tests" / "fixtures" / "llada_tiny"
 DREAM_FIXTURE = ROOT / "tests" / "fixtures" / "dream_tiny"
 LLADAMOE_FIXTURE = ROOT / "tests" / "fixtures" / "lladamoe_tiny"
 BENCHMARK_DATA = ROOT / "experiments" / "data"
+
+
+# --- JAX's persistent compilation cache ----------------------------------------------
+
+# The same program is compiled again after each module's clear_caches (below) and by
+# the many tests that build their own jitted functions (each `mro` verb run in-process).
+# With JAX's disk cache on, those read the executable back; the key is the program, the
+# compile options, the XLA flags, JAX's version and the devices, so an entry is never
+# used for anything else. The folder is MRO_TEST_JAX_CACHE if set (.ci/run keeps one
+# beside its fresh clones), else the pytest cache's (`.pytest_cache/d/jax-compilation`),
+# else this session's temporary one; it is kept between runs, so a rerun compiles only what
+# changed, and emptied when it passes JAX_CACHE_LIMIT. Only this process uses it, not its
+# subprocesses: executables of a multi-process CPU program (tests/test_multihost.py, the
+# 2-host Ray sweep) read back from the cache hang at their first collective.
+# JAX_COMPILATION_CACHE_DIR set by the caller is left alone (JAX has read it already).
+JAX_CACHE_LIMIT = 2 * 2**30  # bytes
+
+
+def pytest_configure(config):
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  folder = os.environ.get("MRO_TEST_JAX_CACHE")
+  if not folder:
+    cache = getattr(config, "cache", None)  # None under `-p no:cacheprovider`
+    folder = str(cache.mkdir("jax-compilation")) if cache else tempfile.mkdtemp(
+        prefix="mro-jax-cache-")
+    if not cache:
+      config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+  if not hasattr(config, "workerinput"):  # pytest-xdist's workers share the main's folder
+    _bound(Path(folder))
+  jax.config.update("jax_compilation_cache_dir", folder)  # before the first compilation
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # every program
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def _bound(folder: Path) -> None:
+  """Empties the cache folder when it has grown past JAX_CACHE_LIMIT: it grows only as
+  the code changes (JAX's own size limit would rescan the folder on every write)."""
+  if folder.is_dir():
+    entries = [p for p in folder.iterdir() if p.is_file()]
+    if sum(p.stat().st_size for p in entries) > JAX_CACHE_LIMIT:
+      for p in entries:
+        p.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True, scope="module")

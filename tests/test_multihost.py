@@ -39,8 +39,10 @@ def _launch(out: Path, mode: str, victim: int = 1, timeout: float = 240.0, fixtu
   """Runs both processes to the end (killing them at `timeout`); per process:
   (exit code, stdout, stderr, seconds after the start)."""
   out.mkdir(parents=True, exist_ok=True)
+  # JAX's disk cache off, even where the caller's JAX_COMPILATION_CACHE_DIR turns it on:
+  # executables of a multi-process CPU program read back from it hang (conftest.py)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+             JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_ENABLE_COMPILATION_CACHE="false")
   port, start = _free_port(), time.monotonic()
   procs = []
   for i in range(2):
