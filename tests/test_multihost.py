@@ -8,6 +8,7 @@ seconds with JAX's error naming the dead task, leaving only complete checkpoints
 """
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -39,9 +40,11 @@ def _launch(out: Path, mode: str, victim: int = 1, timeout: float = 240.0, fixtu
   """Runs both processes to the end (killing them at `timeout`); per process:
   (exit code, stdout, stderr, seconds after the start)."""
   out.mkdir(parents=True, exist_ok=True)
-  # JAX's disk cache off, even where the caller's JAX_COMPILATION_CACHE_DIR turns it on:
-  # executables of a multi-process CPU program read back from it hang (conftest.py)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  # 4 devices each, with the suite's other XLA flags (conftest.py); JAX's disk cache off,
+  # even where the caller's JAX_COMPILATION_CACHE_DIR turns it on: executables of a
+  # multi-process CPU program read back from it hang (conftest.py)
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ["XLA_FLAGS"])
+  env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_ENABLE_COMPILATION_CACHE="false")
   port, start = _free_port(), time.monotonic()
   procs = []
