@@ -136,9 +136,11 @@ CHEAP = {
 
 def test_the_readme_test_command_is_the_one_ci_runs():
   commands = readme_commands()
-  assert "experiments/venv.sh ray,lm-eval" in commands and ".venv/bin/pytest -q" in commands
+  setup = "experiments/venv.sh ray,lm-eval,dev"  # dev: pytest-xdist, for `-n`
+  tests = [c for c in commands if c.startswith(".venv/bin/pytest")]
+  assert setup in commands and tests == [".venv/bin/pytest -q -n 2 --dist loadfile"]
   ci = (ROOT / ".ci" / "run").read_text()
-  assert "experiments/venv.sh ray,lm-eval" in ci and re.search(r"\.venv/bin/pytest -q\b", ci)
+  assert setup in ci and re.search(rf"^{re.escape(tests[0])}( |$)", ci, flags=re.M)
   assert "source .venv/bin/activate" in commands  # the bare `mro` of every later command
 
 
