@@ -16,6 +16,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import collections  # noqa: E402
 import gc  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -48,6 +49,8 @@ JAX_CACHE_LIMIT = 2 * 2**30  # bytes
 
 
 def pytest_configure(config):
+  if getattr(config.option, "dist", "no") == "loadfile":  # the order set below, kept
+    config.option.loadscopereorder = False
   if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     return
   folder = os.environ.get("MRO_TEST_JAX_CACHE")
@@ -62,6 +65,27 @@ def pytest_configure(config):
   jax.config.update("jax_compilation_cache_dir", folder)  # before the first compilation
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # every program
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+# --- pytest-xdist: the longest files first -----------------------------------------------
+
+# `-n 2 --dist loadfile` hands each worker a whole file at a time, by default the files
+# with the most tests first, which leaves the few-test long ones (a Ray cluster, two
+# processes, training runs: the `integration` files) to the end, one worker running alone.
+# Here the integration files go first, then the rest by their number of tests.
+
+
+def pytest_collection_modifyitems(config, items):
+  if not os.environ.get("PYTEST_XDIST_WORKER"):
+    return  # one process: the files in their usual order
+  sizes = collections.Counter(item.nodeid.split("::")[0] for item in items)
+
+  def key(item):
+    path = item.nodeid.split("::")[0]
+    marks = getattr(getattr(item, "module", None), "pytestmark", [])
+    marks = marks if isinstance(marks, list) else [marks]
+    return (all(m.name != "integration" for m in marks), -sizes[path], path)
+  items.sort(key=key)  # stable: a file's tests keep their order
 
 
 def _bound(folder: Path) -> None:
