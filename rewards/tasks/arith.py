@@ -59,33 +59,44 @@ def compute(a: int, op: str, b: int) -> int:
   raise ValueError(f"unknown operation {op!r}; choose one of {OPS}")
 
 
-def addition_steps(a: int, b: int) -> list[str]:
-  xs, ys = str(a)[::-1], str(b)[::-1]
+def addition_steps(a: int, b: int, width: int = 0) -> list[str]:
+  """One `x+y+c=s` step per column, least significant first (the protocol's order), over
+  max(width, digits) columns: x, y the column digits, c the carry in, s two digits."""
+  n = max(width, len(str(a)), len(str(b)))
+  xs, ys = str(a).zfill(n)[::-1], str(b).zfill(n)[::-1]
   steps, carry = [], 0
-  for i in range(max(len(xs), len(ys))):
-    x = int(xs[i]) if i < len(xs) else 0
-    y = int(ys[i]) if i < len(ys) else 0
+  for x, y in zip(map(int, xs), map(int, ys)):
     total = x + y + carry
     steps.append(f"{x}+{y}+{carry}={total:02d}")
     carry = total // 10
   return steps
 
 
-def multiplication_steps(a: int, b: int) -> list[str]:
-  steps, running = [], 0
-  for j, digit in enumerate(str(b)[::-1]):
-    d = int(digit)
-    step = f"{d}>" + "0" * j + str(a * d)[::-1]
-    running += a * d * 10**j
-    if j:
-      step += "=" + str(running)[::-1]
-    steps.append(step)
-  return steps
+def multiplication_steps(a: int, b: int, width: int = 0) -> list[tuple[int, int, int]]:
+  """(d, partial, running) per digit d of b over max(width, digits) digits, least
+  significant first: partial = a * d * 10^j, running = the sum of partials so far."""
+  digits = str(b).zfill(max(width, len(str(b))))[::-1]
+  out, running = [], 0
+  for j, d in enumerate(map(int, digits)):
+    partial = a * d * 10**j
+    running += partial
+    out.append((d, partial, running))
+  return out
 
 
-def compact_target(a: int, op: str, b: int) -> str:
-  steps = addition_steps(a, b) if op == "+" else multiplication_steps(a, b)
-  return formats.compact_response(str(compute(a, op, b)), ",".join(steps))
+def compact_target(a: int, op: str, b: int, width: int) -> str:
+  """The fixed-width compact target: every number zero-padded, steps most significant
+  first, so the k-th digit of a step lines up with the k-th digit of the operands."""
+  if op == "+":
+    steps = addition_steps(a, b, width)[::-1]
+    result = str(a + b).zfill(len(steps) + 1)
+  else:
+    n = 2 * max(width, len(str(a)), len(str(b)))
+    rows = multiplication_steps(a, b, width)
+    steps = [f"{d}>{partial:0{n}d}" + (f"={running:0{n}d}" if j else "")
+             for j, (d, partial, running) in enumerate(rows)][::-1]
+    result = f"{a * b:0{n}d}"
+  return formats.compact_response(result, ",".join(steps))
 
 
 def protocol_reasoning(a: int, op: str, b: int) -> str:
@@ -97,13 +108,11 @@ def protocol_reasoning(a: int, op: str, b: int) -> str:
       lines.append(f"Column {i} from the right: {x} + {y} + carry {c} = {int(total)}, "
                    f"write {total[1]}, carry {total[0]}.")
     return "\n".join(lines + [f"So {a} + {b} = {a + b}."])
-  lines, running = [], 0
-  for j, digit in enumerate(str(b)[::-1]):
-    partial = a * int(digit) * 10**j
-    lines.append(f"{a} * {int(digit) * 10**j} = {partial}.")
+  lines = []
+  for j, (d, partial, running) in enumerate(multiplication_steps(a, b)):
+    lines.append(f"{a} * {d * 10**j} = {partial}.")
     if j:
-      lines.append(f"Running total: {running} + {partial} = {running + partial}.")
-    running += partial
+      lines.append(f"Running total: {running - partial} + {partial} = {running}.")
   return "\n".join(lines + [f"So {a} * {b} = {a * b}."])
 
 
@@ -138,6 +147,10 @@ class ArithTask:
       raise ValueError(f"arith.ops={self.ops}: choose a non-empty subset of {OPS}")
     _check_digits(self.add_digits, "add_digits")
     _check_digits(self.mul_digits, "mul_digits")
+
+  def width(self, op: str) -> int:
+    """Digits of the compact prompt's zero-padded operands for `op`."""
+    return (self.add_digits if op == "+" else self.mul_digits)[1]
 
   def generate(self, split: str, count: int, seed: int = 0) -> list[tuple[int, str, int]]:
     """`count` distinct (a, op, b) problems of `split`."""
@@ -178,7 +191,9 @@ class ArithTask:
     result = str(compute(a, op, b))
     meta = {"style": style, "a": a, "op": op, "b": b}
     if style == "compact":
-      return Example(id_, f"{a}{op}{b}=", compact_target(a, op, b), result, meta)
+      width = self.width(op)
+      return Example(id_, f"{a:0{width}d}{op}{b:0{width}d}=", compact_target(a, op, b, width),
+                     result, meta)
     prompt = formats.protocol_prompt(formats.D1_MATH_SYSTEM_PROMPT, f"What is {a} {op} {b}?")
     return Example(id_, prompt,
                    formats.protocol_response(protocol_reasoning(a, op, b), result),
