@@ -1,27 +1,29 @@
 """Multi-digit addition and multiplication with a worked scratchpad.
 
-Compact format (no spaces: with one token per digit, every character is a token). All
-intermediate numbers are written least-significant digit first, so each digit depends
-only on digits already to its left plus a carry: the order in which a left-to-right
-(semi-autoregressive) decoder commits them.
+Compact format (no spaces: with one token per digit, every character is a token). Fixed
+width: the operands are zero-padded to the task's widest operand (5 digits for sums, 3 for
+products by default) and every scratchpad number to its own fixed width, and the steps go
+most significant first, so the k-th digit of a step sits at a fixed offset from the k-th
+digit of the operands and every copy keeps its order (a bidirectional model reads digits
+by position, not by counting). The answer is zero-padded too (the scorer reads numbers).
 
-  addition        prompt `478+365=`
-                  target `<think>8+5+0=13,7+6+1=14,4+3+1=08</think><answer>843</answer>`
-    One step per column, least significant first: `x+y+c=s`, x and y the column digits
-    (0 past the end of the shorter operand), c the carry in, s the column sum as two
-    digits: its second digit is the answer digit, its first the carry out. A final carry
-    of 1 is the answer's leading digit.
+  addition        prompt `00478+00365=`
+                  target `<think>0+0+0=00,0+0+0=00,4+3+1=08,7+6+1=14,8+5+0=13</think>`
+                         `<answer>000843</answer>`
+    One step per column, most significant first: `x+y+c=s`, x and y the column digits,
+    c the carry in from the column to the right, s the column sum as two digits: its
+    second digit is the answer digit, its first the carry out. The answer is the first
+    step's carry followed by every step's answer digit.
 
   multiplication  prompt `478*365=`
-                  target `<think>5>0932,6>08682=07013,3>004341=074471</think>`
+                  target `<think>3>143400=174470,6>028680=031070,5>002390</think>`
                          `<answer>174470</answer>`
-    One step per digit d of the second operand, least significant first: `d>P`, P the
-    partial product a*d*10^j written least-significant first (it starts with j zeros);
-    from the second step on, `=S` follows, S the running sum of the partial products so
-    far, least-significant first. The answer is the final sum written normally.
+    One step per digit d of the second operand, most significant first: `d>P`, P the
+    partial product a*d*10^j (6 digits for 3-digit operands); every step but the last
+    (the units digit's) ends with `=S`, S the sum of P and the partials to its right.
+    The answer is the first step's sum.
 
-  Sizes with the defaults (1-5 digit sums, 1-3 digit products): at most ~57 tokens of
-  target for a 5+5-digit sum, ~47 for a 3x3-digit product (tags as one token each).
+  Sizes with the defaults: at most 54 tokens of target (tags as one token each).
 
 Protocol format: the d1 math prompt with "What is A + B?" / "What is A * B?", the steps
 in words in `<reasoning>`, the result boxed in `<answer>`.
