@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv with a Python >= 3.12 (JAX 0.12 needs it; with 3.11 pip quietly installs an
-# old JAX) and installs the project into it: `experiments/venv.sh [extra]` (e.g. `ray`).
+# old JAX) and installs the project into it: `experiments/venv.sh [extras]` (e.g. `ray`, or
+# several joined by commas: `ray,lm-eval,dev` as CI: the Ray backend, lm-evaluation-harness
+# and the linter).
 # Works where `python3.12` is only a pyenv shim that fails: it tries python3.13,
 # python3.12, python3 and every pyenv-installed 3.12+ until one really runs.
 set -euo pipefail

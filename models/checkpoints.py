@@ -1,4 +1,4 @@
-"""Hugging Face LLaDA checkpoints: strict, tensor-by-tensor reading and writing.
+"""Hugging Face checkpoints (LLaDA, Dream, LLaDA-MoE): strict, tensor-by-tensor I/O.
 
 A model directory holds `config.json` and either `model.safetensors` or sharded files
 listed in `model.safetensors.index.json`. Reading is strict: every missing, unexpected
@@ -21,34 +21,17 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from models import orbax_io
 from models import safetensors_io as st
-from models.config import ModelConfig, SpecialIds, load_hf_config, to_hf_dict
+from models.config import ModelConfig, SpecialIds
+from models.hf_config import load_hf_config, to_hf_dict
+from models.hf_names import Slot, hf_name_map
 from models.sharding import host_array, tree_shardings
 from models.transformer import Transformer, abstract_model
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-_PREFIX = "model.transformer."
-_BLOCK_ATTN = ("q_proj", "k_proj", "v_proj", "attn_out")
-_BLOCK_MLP = ("ff_proj", "up_proj", "ff_out")
-
-
-def hf_name_map(cfg: ModelConfig) -> dict[str, tuple[tuple, bool]]:
-  """HF tensor name -> (path in our nnx state, whether torch's [out, in] needs transposing)."""
-  names = {
-      _PREFIX + "wte.weight": (("wte",), False),
-      _PREFIX + "ln_f.weight": (("ln_f", "weight"), False),
-      _PREFIX + "ff_out.weight": (("ff_out", "kernel"), True),
-  }
-  for i in range(cfg.n_layers):
-    pre = f"{_PREFIX}blocks.{i}."
-    names[pre + "attn_norm.weight"] = (("blocks", i, "attn_norm", "weight"), False)
-    names[pre + "ff_norm.weight"] = (("blocks", i, "ff_norm", "weight"), False)
-    for n in _BLOCK_ATTN:
-      names[pre + f"{n}.weight"] = (("blocks", i, "attn", n, "kernel"), True)
-    for n in _BLOCK_MLP:
-      names[pre + f"{n}.weight"] = (("blocks", i, n, "kernel"), True)
-  return names
+__all__ = ["hf_name_map", "load_hf_state", "load_model", "save_hf", "write_hf"]
 
 
 def _get(tree, path):
@@ -92,9 +75,9 @@ def check_names_and_shapes(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]])
   """Raises one ValueError listing every missing, unexpected and mis-shaped tensor."""
   _, abstract = abstract_model(cfg)
   expected = {}
-  for name, (path, transpose) in hf_name_map(cfg).items():
-    shape = tuple(_get(abstract, path).shape)
-    expected[name] = shape[::-1] if transpose else shape
+  for name, slot in hf_name_map(cfg).items():
+    shape = tuple(_get(abstract, slot.path).shape)[slot.expert is not None:]
+    expected[name] = shape[::-1] if slot.transpose else shape
   problems = [f"missing weight {n} (expected shape {expected[n]})"
               for n in sorted(set(expected) - set(shapes))]
   problems += [f"unexpected weight {n} with shape {shapes[n]}"
@@ -126,10 +109,25 @@ def read_sharded(info: st.TensorInfo, sharding: jax.sharding.Sharding, dtype,
   return out
 
 
+def read_stacked(infos: list[st.TensorInfo], sharding: jax.sharding.Sharding, dtype,
+                 transpose: bool = False) -> jax.Array:
+  """One stacked weight [len(infos), ...] (an MoE layer's experts, one tensor each in the
+  file) placed straight onto `sharding`: each device's piece is read from the experts it
+  holds (only its slice of each), so the host holds one device's piece at a time."""
+  first = infos[0].shape[::-1] if transpose else infos[0].shape
+  shape = (len(infos),) + tuple(first)
+
+  def piece(index: tuple) -> np.ndarray:
+    experts = range(*index[0].indices(len(infos)))
+    return np.stack([infos[e].read(index[1:], dtype, transpose) for e in experts])
+
+  return jax.make_array_from_callback(shape, sharding, piece)
+
+
 def load_hf_state(model_dir: str | Path, cfg: ModelConfig,
                   sharding_of: Callable[[tuple], jax.sharding.Sharding] | None = None, *,
                   mesh: jax.sharding.Mesh | None = None):
-  """Reads a HF LLaDA checkpoint into an nnx state (graphdef, state) for `cfg`.
+  """Reads a HF checkpoint of `cfg`'s family into an nnx state (graphdef, state).
 
   Every name and shape is checked against `cfg` first (one error lists all problems).
   With `mesh`, each weight lands on its logical-axis sharding (models/sharding.py); with
@@ -142,16 +140,31 @@ def load_hf_state(model_dir: str | Path, cfg: ModelConfig,
   if mesh is not None:
     shardings = tree_shardings(state, mesh)
     sharding_of = lambda path: _get(shardings, path)
-  mapping = hf_name_map(cfg)
+  if sharding_of is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    sharding_of = lambda path: device
   dtype = np.dtype(cfg.jnp_param_dtype)
-  for name in sorted(infos, key=lambda n: (str(infos[n].path), infos[n].offset)):
-    path, transpose = mapping[name]
-    if sharding_of is None:
-      value = jax.device_put(infos[name].read(None, dtype, transpose))
+  for path, names, slot in _by_weight(hf_name_map(cfg), infos):
+    if slot.expert is None:
+      value = read_sharded(infos[names[0]], sharding_of(path), dtype, slot.transpose)
     else:
-      value = read_sharded(infos[name], sharding_of(path), dtype, transpose)
+      value = read_stacked([infos[n] for n in names], sharding_of(path), dtype, slot.transpose)
     _get(state, path[:-1])[path[-1]] = nnx.Param(value, **_get(state, path).get_metadata())
   return graphdef, state
+
+
+def _by_weight(mapping: dict[str, Slot], infos: dict[str, st.TensorInfo]):
+  """(path, HF names in expert order, a slot) per weight of our state, in file order of
+  their first tensor (reads then sweep each file forward)."""
+  groups: dict[tuple, list[str]] = {}
+  for name, slot in mapping.items():
+    groups.setdefault(slot.path, []).append(name)
+  order = lambda n: (str(infos[n].path), infos[n].offset)
+  out = []
+  for path, names in groups.items():
+    names.sort(key=lambda n: mapping[n].expert or 0)
+    out.append((path, names, mapping[names[0]]))
+  return sorted(out, key=lambda item: order(item[1][0]))
 
 
 def load_model(model_dir: str | Path, *, mesh: jax.sharding.Mesh | None = None,
@@ -159,7 +172,6 @@ def load_model(model_dir: str | Path, *, mesh: jax.sharding.Mesh | None = None,
   """A ready model from a model directory: config.json + HF safetensors, or + an Orbax
   copy made by `mro convert` (models/orbax_io.py). `mesh` shards it as it is read."""
   cfg, ids = load_hf_config(model_dir, **config_overrides)
-  from models import orbax_io  # orbax is only needed for Orbax copies
   if orbax_io.is_orbax_model(model_dir):
     graphdef, state = orbax_io.load_state(model_dir, cfg, mesh=mesh)
   else:
@@ -184,30 +196,50 @@ def _plan_shards(names: list[str], sizes: dict[str, int], max_shard_bytes: int |
 
 def save_hf(model_dir: str | Path, state, cfg: ModelConfig, ids: SpecialIds,
             max_shard_bytes: int | None = None) -> None:
-  """Writes config.json + safetensors (sharded with an index above `max_shard_bytes`).
+  """Writes config.json + safetensors (sharded with an index above `max_shard_bytes`) in
+  the format of `cfg.family`.
 
   Tensors are fetched and written one at a time (host memory: about one tensor), from
   arrays on any mesh; with several processes all must call this and process 0 writes.
   Files are written to temporary names and renamed, so a crash leaves either the old
   checkpoint or the new one, never a torn file.
   """
+  mapping = hf_name_map(cfg)
+  value = lambda name: _get(state, mapping[name].path)[...]
+  specs = {}
+  for name, slot in mapping.items():
+    v = value(name)
+    shape = tuple(v.shape)[slot.expert is not None:]
+    specs[name] = (shape[::-1] if slot.transpose else shape, np.dtype(v.dtype))
+  stacked: dict[tuple, np.ndarray] = {}  # the stacked expert weight being written
+
+  def fetch(name):
+    slot = mapping[name]
+    if slot.expert is None:
+      array = host_array(value(name))
+    else:  # one gather per stacked weight, not per expert
+      if slot.path not in stacked:
+        stacked.clear()
+        stacked[slot.path] = host_array(value(name))
+      array = stacked[slot.path][slot.expert]
+    return np.ascontiguousarray(array.T) if slot.transpose else array
+
+  write_hf(model_dir, cfg, ids, specs, fetch, max_shard_bytes)
+
+
+def write_hf(model_dir: str | Path, cfg: ModelConfig, ids: SpecialIds,
+             specs: dict[str, tuple[tuple[int, ...], np.dtype]], fetch: Callable,
+             max_shard_bytes: int | None = None) -> None:
+  """The file writing of `save_hf`, from tensor specs (HF name -> (shape, dtype), in file
+  order) and `fetch(name) -> np.ndarray` called once per tensor as it is written (so a
+  caller can make tensors on the fly: experiments/bench/real_width.py)."""
   model_dir = Path(model_dir)
   writer = jax.process_index() == 0
   if writer:
     model_dir.mkdir(parents=True, exist_ok=True)
-  mapping = hf_name_map(cfg)
-  value = lambda name: _get(state, mapping[name][0])[...]
-  specs = {}
-  for name, (_, transpose) in mapping.items():
-    v = value(name)
-    specs[name] = (tuple(v.shape[::-1]) if transpose else tuple(v.shape), np.dtype(v.dtype))
-  sizes = {n: int(np.prod(s, dtype=np.int64)) * d.itemsize for n, (s, d) in specs.items()}
-
-  def fetch(name):
-    array = host_array(value(name))
-    return np.ascontiguousarray(array.T) if mapping[name][1] else array
-
-  written = _plan_shards(list(mapping), sizes, max_shard_bytes)
+  sizes = {n: int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize
+           for n, (s, d) in specs.items()}
+  written = _plan_shards(list(specs), sizes, max_shard_bytes)
   for fname, names in written:
     if writer:
       st.write_file(model_dir / fname, [(n, *specs[n]) for n in names], fetch)

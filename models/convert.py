@@ -22,7 +22,8 @@ import jax
 import numpy as np
 
 from models import checkpoints, orbax_io
-from models.config import DTYPES, load_hf_config
+from models.config import DTYPES
+from models.hf_config import load_hf_config
 
 FORMATS = ("hf", "orbax")
 DEFAULT_SHARD_BYTES = 5_000_000_000  # as transformers' save_pretrained

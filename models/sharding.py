@@ -2,8 +2,9 @@
 
 Every weight carries `logical_axes` metadata (see models/transformer.py). A mesh has
 three axes: `data` (pure data parallel), `fsdp` (data parallel with sharded weights and
-optimizer state) and `tensor` (Megatron-style splits of heads, MLP and vocabulary). A
-single device is a 1x1x1 mesh: there is no second code path.
+optimizer state) and `tensor` (Megatron-style splits of heads, MLP and vocabulary, and
+the experts of a mixture-of-experts layer). A single device is a 1x1x1 mesh: there is no
+second code path.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ RULES: dict[str, str | tuple[str, ...] | None] = {
     "heads": "tensor",
     "kv_heads": "tensor",
     "mlp": "tensor",
+    "expert": "tensor",  # MoE experts: each device its own (then their mlp stays whole)
     "vocab": "tensor",
     "norm": None,
     "length": None,

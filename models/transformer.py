@@ -1,9 +1,12 @@
-"""The LLaDA mask predictor (and, with `causal=True`, the same network as an AR LM).
+"""The mask predictor of the LLaDA, Dream and LLaDA-MoE families (and, with `causal=True`,
+the same network as an AR LM).
 
 Pre-norm Transformer: RMSNorm in float32, half-split RoPE in float32, attention with
 grouped KV heads and an optional key padding mask, gated SiLU MLP, untied output layer.
-Parameter names follow the Hugging Face LLaDA checkpoint (`models/checkpoints.py`); every
-weight carries `logical_axes` metadata that `models/sharding.py` maps onto a mesh.
+Family options (ModelConfig): q/k/v biases and padding-aware RoPE positions (Dream),
+per-head q/k RMSNorm and routed experts (LLaDA-MoE, models/moe.py). Parameter names
+follow the LLaDA checkpoint (the other families' map onto them: models/hf_names.py);
+every weight carries `logical_axes` metadata that `models/sharding.py` maps onto a mesh.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from models.config import ModelConfig
+from models.moe import MoE
 from models.sharding import constrain
 
 ACT_BLD = ("act_batch", "act_length", "act_embed")  # the residual stream's logical axes
@@ -28,16 +32,19 @@ def _param(rngs: nnx.Rngs, shape, axes, std, dtype) -> nnx.Param:
 
 
 class Linear(nnx.Module):
-  """Bias-free projection with a kernel stored as [in, out]."""
+  """Projection with a kernel stored as [in, out] (and a bias when `bias`)."""
 
   def __init__(self, d_in: int, d_out: int, axes: tuple[str, str], cfg: ModelConfig,
-               rngs: nnx.Rngs, std: float | None = None):
+               rngs: nnx.Rngs, std: float | None = None, bias: bool = False):
     std = cfg.init_std if std is None else std
     self.kernel = _param(rngs, (d_in, d_out), axes, std, cfg.jnp_param_dtype)
+    self.bias = (nnx.Param(jnp.zeros((d_out,), cfg.jnp_param_dtype), logical_axes=axes[1:])
+                 if bias else None)
     self.dtype = cfg.jnp_compute_dtype
 
   def __call__(self, x):
-    return jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    y = jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -53,19 +60,20 @@ class RMSNorm(nnx.Module):
     return y.astype(x.dtype) * self.weight[...].astype(x.dtype)
 
 
-def rope_angles(length: int, head_dim: int, theta: float):
-  """cos, sin of shape [L, head_dim] for positions 0..L-1, half-split layout, float32."""
+def rope_angles(positions_BL, head_dim: int, theta: float):
+  """cos, sin of shape [B, L, head_dim] (B may be 1) for integer positions, half-split
+  layout, float32."""
   inv_freq = theta ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-  angle = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+  angle = jnp.asarray(positions_BL, jnp.float32)[..., None] * inv_freq
   angle = jnp.concatenate([angle, angle], axis=-1)
   return jnp.cos(angle), jnp.sin(angle)
 
 
-def apply_rope(x_BLHD, cos_LD, sin_LD):
+def apply_rope(x_BLHD, cos_BLD, sin_BLD):
   half = x_BLHD.shape[-1] // 2
   x32 = x_BLHD.astype(jnp.float32)
   rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
-  out = x32 * cos_LD[None, :, None, :] + rotated * sin_LD[None, :, None, :]
+  out = x32 * cos_BLD[:, :, None, :] + rotated * sin_BLD[:, :, None, :]
   return out.astype(x_BLHD.dtype)
 
 
@@ -74,20 +82,26 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     d, hd = cfg.d_model, cfg.resolved_head_dim
     self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, hd
-    self.causal, self.theta = cfg.causal, cfg.rope_theta
-    self.q_proj = Linear(d, cfg.n_heads * hd, ("embed", "heads"), cfg, rngs)
-    self.k_proj = Linear(d, cfg.n_kv_heads * hd, ("embed", "kv_heads"), cfg, rngs)
-    self.v_proj = Linear(d, cfg.n_kv_heads * hd, ("embed", "kv_heads"), cfg, rngs)
+    self.causal = cfg.causal
+    bias = cfg.qkv_bias
+    self.q_proj = Linear(d, cfg.n_heads * hd, ("embed", "heads"), cfg, rngs, bias=bias)
+    self.k_proj = Linear(d, cfg.n_kv_heads * hd, ("embed", "kv_heads"), cfg, rngs, bias=bias)
+    self.v_proj = Linear(d, cfg.n_kv_heads * hd, ("embed", "kv_heads"), cfg, rngs, bias=bias)
     self.attn_out = Linear(cfg.n_heads * hd, d, ("heads", "embed"), cfg, rngs)
+    # per-head RMSNorm of q and k (one weight of head_dim shared by the heads)
+    self.q_norm = RMSNorm(hd, cfg) if cfg.qk_norm else None
+    self.k_norm = RMSNorm(hd, cfg) if cfg.qk_norm else None
 
-  def project(self, x_BWD, cos_WD, sin_WD):
+  def project(self, x_BWD, cos_BWD, sin_BWD):
     """q [B, W, heads, hd], k and v [B, W, kv_heads, hd] of W positions (RoPE applied)."""
     B, W, _ = x_BWD.shape
     hd, kv = self.head_dim, self.n_kv_heads
     q = self.q_proj(x_BWD).reshape(B, W, self.n_heads, hd)
     k = self.k_proj(x_BWD).reshape(B, W, kv, hd)
     v = self.v_proj(x_BWD).reshape(B, W, kv, hd)
-    return apply_rope(q, cos_WD, sin_WD), apply_rope(k, cos_WD, sin_WD), v
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    return apply_rope(q, cos_BWD, sin_BWD), apply_rope(k, cos_BWD, sin_BWD), v
 
   def attend(self, q_BWHD, parts):
     """Attention of W queries over one or more key sets `parts` = ((k, v, bias), ...),
@@ -108,11 +122,11 @@ class Attention(nnx.Module):
       out = term if out is None else out + term
     return self.attn_out(out.reshape(B, W, self.n_heads * hd))
 
-  def full(self, x_BLD, key_mask_BL):
-    """Self-attention over the whole sequence: (output, k, v), k/v as `project` gives them."""
+  def full(self, x_BLD, key_mask_BL, rope):
+    """Self-attention over the whole sequence: (output, k, v), k/v as `project` gives them.
+    `rope` = (cos, sin) of the positions, [B or 1, L, head_dim]."""
     B, L, _ = x_BLD.shape
-    cos, sin = rope_angles(L, self.head_dim, self.theta)
-    q, k, v = self.project(x_BLD, cos, sin)
+    q, k, v = self.project(x_BLD, *rope)
     bias = jnp.zeros((B, 1, 1, L, L), jnp.float32)
     neg = jnp.finfo(jnp.float32).min
     if key_mask_BL is not None:
@@ -122,38 +136,45 @@ class Attention(nnx.Module):
       bias = jnp.where(allowed[None, None, None], bias, neg)
     return self.attend(q, ((k, v, bias),)), k, v
 
-  def __call__(self, x_BLD, key_mask_BL):
-    return self.full(x_BLD, key_mask_BL)[0]
+  def __call__(self, x_BLD, key_mask_BL, rope):
+    return self.full(x_BLD, key_mask_BL, rope)[0]
 
 
 class Block(nnx.Module):
 
-  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, layer: int = 0):
     d = cfg.d_model
     self.attn_norm = RMSNorm(d, cfg)
     self.attn = Attention(cfg, rngs)
     self.ff_norm = RMSNorm(d, cfg)
-    self.ff_proj = Linear(d, cfg.mlp_hidden, ("embed", "mlp"), cfg, rngs)  # the gate
-    self.up_proj = Linear(d, cfg.mlp_hidden, ("embed", "mlp"), cfg, rngs)
-    self.ff_out = Linear(cfg.mlp_hidden, d, ("mlp", "embed"), cfg, rngs)
+    if cfg.is_moe_layer(layer):  # routed experts (models/moe.py)
+      self.moe = MoE(cfg, rngs)
+      self.ff_proj = self.up_proj = self.ff_out = None
+    else:  # the dense gated SiLU MLP
+      self.ff_proj = Linear(d, cfg.mlp_hidden, ("embed", "mlp"), cfg, rngs)  # the gate
+      self.up_proj = Linear(d, cfg.mlp_hidden, ("embed", "mlp"), cfg, rngs)
+      self.ff_out = Linear(cfg.mlp_hidden, d, ("mlp", "embed"), cfg, rngs)
+      self.moe = None
 
   def mlp(self, h_BLD):
     n = self.ff_norm(h_BLD)
+    if self.moe is not None:
+      return h_BLD + self.moe(n)
     return h_BLD + self.ff_out(jax.nn.silu(self.ff_proj(n)) * self.up_proj(n))
 
-  def with_kv(self, x_BLD, key_mask_BL):
+  def with_kv(self, x_BLD, key_mask_BL, rope):
     """The block over the whole sequence, and the K/V its attention computed."""
-    out, k, v = self.attn.full(self.attn_norm(x_BLD), key_mask_BL)
+    out, k, v = self.attn.full(self.attn_norm(x_BLD), key_mask_BL, rope)
     return self.mlp(x_BLD + out), k, v
 
-  def windowed(self, x_BWD, cos_WD, sin_WD, cached, fresh_bias):
+  def windowed(self, x_BWD, rope_W, cached, fresh_bias):
     """The block on W window positions: queries attend to the cached K/V (`cached` =
     (k, v, bias) over the whole sequence) and to the window's own fresh K/V."""
-    q, k, v = self.attn.project(self.attn_norm(x_BWD), cos_WD, sin_WD)
+    q, k, v = self.attn.project(self.attn_norm(x_BWD), *rope_W)
     return self.mlp(x_BWD + self.attn.attend(q, (cached, (k, v, fresh_bias))))
 
-  def __call__(self, x_BLD, key_mask_BL):
-    return self.with_kv(x_BLD, key_mask_BL)[0]
+  def __call__(self, x_BLD, key_mask_BL, rope):
+    return self.with_kv(x_BLD, key_mask_BL, rope)[0]
 
 
 class Transformer(nnx.Module):
@@ -164,10 +185,21 @@ class Transformer(nnx.Module):
     self.wte = nnx.Param(
         jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.d_model)).astype(
             cfg.jnp_param_dtype), logical_axes=("vocab", "embed"))
-    self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+    self.blocks = nnx.List([Block(cfg, rngs, i) for i in range(cfg.n_layers)])
     self.ln_f = RMSNorm(cfg.d_model, cfg)
     self.ff_out = Linear(cfg.d_model, cfg.vocab_size, ("embed", "vocab"), cfg, rngs,
                          std=cfg.d_model ** -0.5)
+
+  def positions(self, key_mask_BL, length: int):
+    """int32 [B or 1, L] RoPE positions: column indices, or with `positions_skip_padding`
+    and a mask the count of real tokens before each position (0 on padding)."""
+    if key_mask_BL is None or not self.cfg.positions_skip_padding:
+      return jnp.arange(length, dtype=jnp.int32)[None]
+    return jnp.maximum(jnp.cumsum(key_mask_BL.astype(jnp.int32), axis=1) - 1, 0)
+
+  def rope(self, key_mask_BL, length: int):
+    return rope_angles(self.positions(key_mask_BL, length), self.cfg.resolved_head_dim,
+                       self.cfg.rope_theta)
 
   def hidden(self, tokens_BL, attention_mask_BL=None):
     """Final-norm hidden states [B, L, D]. `attention_mask_BL`: 1/True = real token."""
@@ -175,14 +207,15 @@ class Transformer(nnx.Module):
       raise ValueError(f"sequence length {tokens_BL.shape[1]} exceeds model.max_seq_len="
                        f"{self.cfg.max_seq_len}")
     key_mask = None if attention_mask_BL is None else attention_mask_BL.astype(bool)
+    rope = self.rope(key_mask, tokens_BL.shape[1])
     x = self.wte[...][tokens_BL].astype(self.cfg.jnp_compute_dtype)
     for block in self.blocks:
       if self.cfg.remat:  # pure jax.checkpoint: also valid inside lax loops (the sampler)
         graphdef, state = nnx.split(block)
-        run = lambda s, y, m, g=graphdef: nnx.merge(g, s)(y, m)
-        x = jax.checkpoint(run)(state, x, key_mask)
+        run = lambda s, y, m, r, g=graphdef: nnx.merge(g, s)(y, m, r)
+        x = jax.checkpoint(run)(state, x, key_mask, rope)
       else:
-        x = block(x, key_mask)
+        x = block(x, key_mask, rope)
     return self.ln_f(x)
 
   def logits_from_hidden(self, h_BKD):
@@ -218,10 +251,11 @@ class Transformer(nnx.Module):
     sequence: (logits [B, K, V], (k, v)) with k, v [n_layers, B, L, kv_heads, head_dim]."""
     self._check_cacheable(tokens_BL.shape[1])
     key_mask = None if attention_mask_BL is None else attention_mask_BL.astype(bool)
+    rope = self.rope(key_mask, tokens_BL.shape[1])
     x = self.wte[...][tokens_BL].astype(self.cfg.jnp_compute_dtype)
     ks, vs = [], []
     for block in self.blocks:
-      x, k, v = block.with_kv(x, key_mask)
+      x, k, v = block.with_kv(x, key_mask, rope)
       ks.append(k)
       vs.append(v)
     h = self.ln_f(x)
@@ -256,14 +290,12 @@ class Transformer(nnx.Module):
     bias = lambda ok: jnp.where(ok[:, None, None, None, :], 0.0, neg).astype(jnp.float32)
     cached_bias = bias(key_mask & ~stale[None])
     fresh_bias = bias(jax.lax.dynamic_slice_in_dim(key_mask, start, width, 1) & fresh[None])
-    cos, sin = rope_angles(L, self.cfg.resolved_head_dim, self.cfg.rope_theta)
-    cos = jax.lax.dynamic_slice_in_dim(cos, start, width, 0)
-    sin = jax.lax.dynamic_slice_in_dim(sin, start, width, 0)
+    positions = jax.lax.dynamic_slice_in_dim(self.positions(key_mask, L), start, width, 1)
+    rope = rope_angles(positions, self.cfg.resolved_head_dim, self.cfg.rope_theta)
     tokens_BW = jax.lax.dynamic_slice_in_dim(tokens_BL, start, width, 1)
     x = self.wte[...][tokens_BW].astype(self.cfg.jnp_compute_dtype)
     for layer, block in enumerate(self.blocks):
-      x = block.windowed(x, cos, sin, (cache_k[layer], cache_v[layer], cached_bias),
-                         fresh_bias)
+      x = block.windowed(x, rope, (cache_k[layer], cache_v[layer], cached_bias), fresh_bias)
     h = self.ln_f(x)
     offsets = positions_BK - start - lead
     h = jnp.take_along_axis(h, offsets[..., None], axis=1)

@@ -7,15 +7,28 @@ each flag onto a field of `SamplerConfig`, `SearchConfig` or `RewardConfig`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` can be imported
 
-from mro import options  # noqa: E402
-from mro.method.settings import CascadeConfig, SearchConfig  # noqa: E402
-from mro.sampling.schedule import SamplerConfig  # noqa: E402
-from rewards.combine import RewardConfig  # noqa: E402
+# The imports below follow the line above (pyproject: E402 is off for this file).
+from models import convert
+from models.sharding import make_mesh, parse_mesh
+from mro import config, options, plan, sweeps
+from mro.evaluation import diagnostic, plot, protocols, report
+from mro.evaluation.runner import run_eval
+from mro.evaluation.settings import EvalConfig
+from mro.files import append_jsonl, check_distinct_paths
+from mro.method.finetuning import reject_sampling, rl
+from mro.method.search.settings import CascadeConfig, SearchConfig
+from mro.sample import sample
+from mro.sampling.schedule import SamplerConfig
+from mro.training import loop
+from rewards.combine import RewardConfig
+from rewards.tasks import get_task
 
 STEPS_HELP = """\
 How gen-length, block-length and steps relate:
@@ -42,7 +55,6 @@ MODEL_HELP = ("a model directory (HF or Orbax), a training workdir, or a shipped
 
 def task_formats() -> str:
   """One prompt and the matching response per generated task (for --help)."""
-  from rewards.tasks import get_task
   lines = ["Prompt formats (compact style, what the shipped models were trained on):"]
   for name in ("sudoku", "countdown", "arith"):
     ex = get_task(name).examples("test", limit=1)[0]
@@ -56,17 +68,14 @@ def task_formats() -> str:
 
 
 # `mro train | reject-sample | rl`: the library function that runs each, and what it says
-TRAINING_VERBS = {"train": ("mro.training.loop", "trained"),
-                  "reject-sample": ("mro.method.reject", "reject sampling: trained"),
-                  "rl": ("mro.method.rl", "RL: trained")}
+TRAINING_VERBS = {"train": (loop.run, "trained"),
+                  "reject-sample": (reject_sampling.run, "reject sampling: trained"),
+                  "rl": (rl.run, "RL: trained")}
 
 
 def cmd_training(args) -> int:
-  import importlib
-  from mro import config
-  module, said = TRAINING_VERBS[args.verb]
-  record = importlib.import_module(module).run(config.load_config(args.config, args.set),
-                                               args.workdir)
+  run, said = TRAINING_VERBS[args.verb]
+  record = run(config.load_config(args.config, args.set, command=args.verb), args.workdir)
   where = (f"model in {args.workdir}/model" if args.verb == "train" else
            f"best model in {args.workdir}/best, last in {args.workdir}/model")
   loss = f" (loss {record['loss']:.4f})" if "loss" in record else ""
@@ -75,7 +84,6 @@ def cmd_training(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-  from mro import sweeps
   try:
     rows = sweeps.run_sweep(args.file, root=args.root, concurrency=args.concurrency,
                             backend=args.backend, address=args.address, dry_run=args.dry_run)
@@ -88,7 +96,6 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_sample(args) -> int:
-  from mro.sample import sample
   result = sample(args.model, args.prompt, task=args.task,
                   sampler={**options.overrides(args, SamplerConfig),
                            **({"steps": args.steps} if args.steps else {})},
@@ -108,16 +115,16 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-  from mro.evaluation import report
-  from mro.evaluation.runner import run_eval
-  from mro.evaluation.settings import EvalConfig
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
+  check_distinct_paths({"--data": args.data, "--out": args.out, "--plot": args.plot,
+                        "the generations file (from --out)":
+                            args.out and report.generations_path(args.out)})
   cfg = EvalConfig.build(
-      args.task, args.protocol, search=args.search, fast=args.fast, scorer=args.scorer,
-      steps=args.steps or (), data=args.data, split=args.split, limit=args.limit,
-      batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed, out=args.out,
-      force=args.force, **{f: getattr(args, f) for f in options.DESTS})
+      args.task, args.protocol, search=args.search, fast=args.fast, model=args.model,
+      scorer=args.scorer, steps=args.steps or (), data=args.data, split=args.split,
+      limit=args.limit, batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed,
+      out=args.out, force=args.force, **{f: getattr(args, f) for f in options.DESTS})
   progress = lambda r: print(report.progress_line(r), file=sys.stderr, flush=True)
   records = run_eval(args.model, cfg, on_record=progress)
   print(report.format_table(records))
@@ -125,46 +132,55 @@ def cmd_eval(args) -> int:
     print(f"results appended to {args.out}; generations to "
           f"{report.generations_path(args.out)}")
   if args.plot:
-    from mro.evaluation import plot
     print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
   return 0
 
 
+def cmd_lm_eval(argv: list[str]) -> int:
+  """`mro lm-eval ...`: lm-eval's own command line with the `mro` model registered."""
+  try:
+    from mro.evaluation import lm_harness  # needs lm-evaluation-harness: extra [lm-eval]
+  except ImportError as e:
+    raise ValueError(f"mro lm-eval needs lm-evaluation-harness: pip install -e '.[lm-eval]' "
+                     f"({e})") from None
+  return lm_harness.main(argv)
+
+
 def cmd_diagnose(args) -> int:
-  from mro.evaluation import diagnostic
-  from mro.evaluation.settings import EvalConfig
   try:
     n_verify = tuple(options.count_or_all(x.strip()) for x in args.n_verify.split(","))
   except argparse.ArgumentTypeError as e:
     raise ValueError(f"--n-verify: {e}") from None
+  try:
+    answer_rows = None if args.answer_rows == "none" else \
+        options.count_or_all(args.answer_rows)
+  except argparse.ArgumentTypeError as e:
+    raise ValueError(f"--answer-rows: {e}") from None
   cfg = diagnostic.DiagnosticConfig(EvalConfig.build(
       args.task, args.protocol, search="best-of-n", steps=args.steps, data=args.data,
       split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
       scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
-      n_verify=n_verify)
-  rows, head = diagnostic.run_diagnostic(args.model, cfg)
-  print(diagnostic.format_table(rows, head))
+      n_verify=n_verify, answer_rows=answer_rows)
+  check_distinct_paths({"--data": args.data, "--out": args.out})
+  rows, heads = diagnostic.run_diagnostic(args.model, cfg)
+  print(diagnostic.format_table(rows, heads))
   if args.out:
-    from mro.files import append_jsonl
     append_jsonl(args.out, [{"model": args.model, "task": args.task, "steps": args.steps,
-                             **head, **r} for r in rows])
+                             "data": args.data, **heads[r["subset"]], **r} for r in rows])
     print(f"rows appended to {args.out}")
   return 0
 
 
 def cmd_plot(args) -> int:
-  from pathlib import Path
-  from mro.evaluation import plot
   out = args.out or str(Path(args.results).with_suffix(".png"))
+  check_distinct_paths({"the results file": args.results, "--out": out})
   print(f"plot written to {plot.plot_results(args.results, out, x=args.x)}")
   return 0
 
 
 def cmd_convert(args) -> int:
-  from models import convert
   mesh = None
   if args.mesh:
-    from models.sharding import make_mesh, parse_mesh
     mesh = make_mesh(parse_mesh(args.mesh))
   out = convert.convert(args.src, args.dst, to=args.to,
                         max_shard_bytes=convert.parse_size(args.max_shard_size), mesh=mesh,
@@ -174,11 +190,9 @@ def cmd_convert(args) -> int:
 
 
 def cmd_plan(args) -> int:
-  import json
-  from models.sharding import parse_mesh
-  from mro import plan
   cfg = plan.PlanConfig(
-      preset=args.preset, mesh=parse_mesh(args.mesh), batch=args.batch, seq=args.seq,
+      preset=args.preset, layers=args.layers, mesh=parse_mesh(args.mesh), batch=args.batch,
+      seq=args.seq,
       prompt_len=args.prompt_len, grad_accum=args.grad_accum, remat=not args.no_remat,
       loss_chunk=args.loss_chunk, sample_batch=args.sample_batch,
       sample_prompt=args.sample_prompt, gen_length=args.gen_length,
@@ -295,7 +309,6 @@ override them and the results record the resolved values:
 
 
 def _add_eval_parser(verbs) -> None:
-  from mro.evaluation import protocols
   compact = protocols.get_protocol("compact")
   p = verbs.add_parser(
       "eval", help="benchmark accuracy at several step counts",
@@ -331,6 +344,10 @@ def _add_eval_parser(verbs) -> None:
                 "paper's tv,ppl,q by vote at temperature 0.25)", cascade=True)
   p.set_defaults(func=cmd_eval)
 
+  verbs.add_parser("lm-eval", add_help=False, help="run lm-evaluation-harness tasks on a "
+                   "model: lm-eval's own flags, --model mro added; --model_args takes "
+                   "`mro eval`'s options (docs/lm_eval.md; extra [lm-eval])")
+
   p = verbs.add_parser("diagnose", help="how well each reward ranks candidates by final "
                        "correctness (AUROC, within-prompt pairwise accuracy, pick accuracy "
                        "per group)")
@@ -347,14 +364,18 @@ def _add_eval_parser(verbs) -> None:
   p.add_argument("--n-verify", default="1,all",
                  help="R_tv variants: positions re-predicted per group, or 'all' the "
                       "group committed (default: 1,all)")
+  p.add_argument("--answer-rows", default="all",
+                 help="tv@answer, R_tv of each whole final answer: re-masked in N "
+                      "interleaved rows per candidate, 'all' (one per position) or 'none' "
+                      "(default: all)")
   p.add_argument("--scorer", default=None, help="causal scorer for R_ppl (default: the "
                  "shipped one for a shipped model; none: R_ppl is left out)")
   p.add_argument("--out", default=None, help="append the table's rows here as JSON lines")
   options.add_options(p, SamplerConfig, "sampler (default: the protocol's)",
                       show_default=False)
   options.add_options(p, SearchConfig, "candidates (k independent samples; select is not "
-                      "used)", skip=("select", "resample-temperature", "n-live"),
-                      defaults=compact.search)
+                      "used)", skip=("select", "resample-temperature", "n-live",
+                                     "final-verify"), defaults=compact.search)
   p.set_defaults(func=cmd_diagnose)
 
   p = verbs.add_parser("plot", help="draw accuracy vs steps from `mro eval` results")
@@ -383,7 +404,10 @@ def _add_real_scale_parsers(verbs) -> None:
 
   p = verbs.add_parser("plan", help="per-device memory and FLOPs of training and sampling "
                        "on a mesh, from XLA (compiled ahead of time on fake devices)")
-  p.add_argument("--preset", default="llada_8b", help="model preset (tiny, small, llada_8b)")
+  p.add_argument("--preset", default="llada_8b",
+                 help="model preset (tiny, small, llada_8b, dream_7b, llada_moe_7b)")
+  p.add_argument("--layers", type=int, default=0,
+                 help="the preset's shapes with this many layers (0 = the preset's own)")
   p.add_argument("--mesh", default="data=1", help="e.g. data=8,fsdp=4,tensor=2")
   p.add_argument("--batch", type=int, default=0,
                  help="training sequences per step, global (default: one per data-parallel "
@@ -406,9 +430,8 @@ def _add_real_scale_parsers(verbs) -> None:
   only.add_argument("--train-only", action="store_true", help="plan the training step only")
   only.add_argument("--sample-only", action="store_true", help="plan the sampler only")
   p.add_argument("--json", default=None, help="also write the full report here")
-  from mro.plan import MAX_DEVICES
-  p.add_argument("--max-devices", type=int, default=MAX_DEVICES,
-                 help=f"refuse larger meshes (default: {MAX_DEVICES})")
+  p.add_argument("--max-devices", type=int, default=plan.MAX_DEVICES,
+                 help=f"refuse larger meshes (default: {plan.MAX_DEVICES})")
   p.set_defaults(func=cmd_plan)
 
 
@@ -426,6 +449,12 @@ def build_parser(for_help: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  if argv[:1] == ["lm-eval"]:  # lm-eval parses its own flags
+    try:
+      return cmd_lm_eval(argv[1:])
+    except (ValueError, OSError) as e:
+      print(f"mro lm-eval: error: {e}", file=sys.stderr)
+      return 2
   args = build_parser(for_help=bool({"-h", "--help"} & set(argv))).parse_args(argv)
   try:
     return args.func(args)

@@ -35,115 +35,19 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
-from mro.method.settings import (CoupledGRPOConfig, DiffuGRPOConfig, RejectConfig, RLConfig,
-                                 SearchConfig, StartConfig, ValidationConfig, WD1Config)
+from mro.files import load_yaml, write_json_atomic
+from mro.method.finetuning.grpo_settings import CoupledGRPOConfig, DiffuGRPOConfig, WD1Config
+from mro.method.finetuning.settings import RejectConfig, RLConfig, StartConfig, ValidationConfig
+from mro.messages import quoted
+from mro.method.search.settings import SearchConfig
 from mro.sampling.schedule import SamplerConfig
+from mro.training.settings import DataConfig, TokenizerConfig, TrainConfig
 from rewards.combine import RewardConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenizerConfig:
-  """`path`: an existing tokenizer (a model dir); else sentencepiece is trained on the
-  training split with `vocab_size` pieces (the model's vocab_size follows the tokenizer)."""
-
-  path: str | None = None
-  vocab_size: int = 512
-  byte_fallback: bool = False  # 256 byte pieces so any text round-trips (costs 256 ids)
-
-  def __post_init__(self):
-    if self.vocab_size < 16:
-      raise ValueError(f"tokenizer.vocab_size must be >= 16, got {self.vocab_size}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """Where training sequences come from and how they are laid out.
-
-  Each example becomes [left-padded prompt (max_prompt_len)] + [response, EOS padding
-  (max_response_len)]. Examples that do not fit are an error unless `truncate` is set.
-  """
-
-  task: str = "arith"  # a task registered in rewards/tasks
-  path: str | None = None  # data file for the task (default: the task's own source)
-  style: str = "compact"  # prompt style of the task ("compact" or "protocol")
-  train_size: int = 0  # examples for generated tasks (0 = the task's default)
-  max_prompt_len: int = 32
-  max_response_len: int = 64
-  objective: str = "sft"  # "sft" (prompt never masked), "pretrain", or "ar" (causal scorer)
-  train_on_padding_eos: bool = True  # LLaDA trains on the EOS padding of the response
-  mask_eps: float = 1e-3
-  seed: int = 0
-  # > 0: the loss runs the output layer only on chunks of this many positions per row
-  # that hold masked tokens (mro/losses.chunked_masked_ce); same loss, less memory.
-  loss_chunk: int = 0
-
-  def __post_init__(self):
-    if self.objective not in ("sft", "pretrain", "ar"):
-      raise ValueError(f"data.objective must be 'sft', 'pretrain' or 'ar', got "
-                       f"{self.objective!r}")
-    for name in ("max_prompt_len", "max_response_len"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"data.{name} must be positive, got {getattr(self, name)}")
-    if self.train_size < 0:
-      raise ValueError(f"data.train_size must be >= 0, got {self.train_size}")
-    if not 0.0 < self.mask_eps < 1.0:
-      raise ValueError(f"data.mask_eps must be in (0, 1), got {self.mask_eps}")
-    if self.loss_chunk < 0:
-      raise ValueError(f"data.loss_chunk must be >= 0 (0 = off), got {self.loss_chunk}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  steps: int = 200
-  batch_size: int = 32  # sequences per optimizer step (all micro-batches together)
-  grad_accum: int = 1  # micro-batches per step; batch_size must divide evenly
-  lr: float = 3e-4
-  # linear warmup, capped at a tenth of the run (`effective_warmup`), so a short run of a
-  # long config (--set train.steps=20) just works
-  warmup_steps: int = 20
-  min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-  weight_decay: float = 0.1
-  b1: float = 0.9
-  b2: float = 0.95
-  grad_clip: float = 1.0
-  seed: int = 0
-  checkpoint_every: int = 100
-  keep_checkpoints: int = 3
-  log_every: int = 10
-  wandb: bool = False
-  wandb_project: str = "mro"
-  progress: bool = True
-
-  def __post_init__(self):
-    for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
-                 "log_every"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
-    if self.batch_size % self.grad_accum:
-      raise ValueError(f"train.batch_size={self.batch_size} is not divisible by "
-                       f"train.grad_accum={self.grad_accum}")
-    if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-      raise ValueError("train.lr must be > 0, train.warmup_steps >= 0 and "
-                       "train.min_lr_ratio in [0, 1]")
-    if self.grad_clip <= 0:
-      raise ValueError(f"train.grad_clip must be positive, got {self.grad_clip}")
-    for name in ("b1", "b2"):
-      if not 0.0 <= getattr(self, name) < 1.0:
-        raise ValueError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
-    if self.weight_decay < 0:
-      raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
-
-  @property
-  def effective_warmup(self) -> int:
-    """The warmup steps used: warmup_steps, at most a tenth of the run (at least 1)."""
-    return min(self.warmup_steps, max(1, self.steps // 10))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +58,8 @@ class ExperimentConfig:
   train: TrainConfig = TrainConfig()
   sampler: SamplerConfig = SamplerConfig()
   mesh: MeshConfig = MeshConfig()
-  # reject sampling and RL (mro/method/settings.py, rewards/combine.py)
+  # reject sampling and RL (mro/method/search/settings.py, mro/method/finetuning/,
+  # rewards/combine.py)
   start: StartConfig = StartConfig()
   search: SearchConfig = SearchConfig()
   rewards: RewardConfig = RewardConfig(quality_source="label")
@@ -166,34 +71,90 @@ class ExperimentConfig:
   validation: ValidationConfig = ValidationConfig()
 
   def __post_init__(self):
-    if (self.data.objective == "ar") != self.model.causal:
-      raise ValueError(f"data.objective={self.data.objective!r} with model.causal="
-                       f"{self.model.causal}: the 'ar' objective is for causal models only, "
-                       "and a causal model can only be trained with it")
-    needed = self.data.max_prompt_len + self.data.max_response_len
-    if needed > self.model.max_seq_len:
-      raise ValueError(f"data.max_prompt_len + data.max_response_len = {needed} exceeds "
-                       f"model.max_seq_len={self.model.max_seq_len}")
+    validate(self)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
 
 _SECTION_TYPES = typing.get_type_hints(ExperimentConfig)
+COMMANDS = ("train", "reject-sample", "rl")  # the verbs that run an experiment config
+
+
+def validate(cfg: ExperimentConfig, command: str | None = None) -> ExperimentConfig:
+  """Every check that spans sections, as a ValueError naming the fields: the model and the
+  data always (every config is checked as it is made), and what a run of `command`
+  (train, reject-sample, rl) needs of the others. It runs when a config is loaded for a
+  command, in `mro sweep`'s check of every run before any starts, and as a run starts, so
+  a config that a run would refuse is refused before anything is compiled."""
+  if command not in (None, *COMMANDS):
+    raise ValueError(f"command must be one of {COMMANDS}, got {command!r}")
+  if (cfg.data.objective == "ar") != cfg.model.causal:
+    raise ValueError(f"data.objective={cfg.data.objective!r} with model.causal="
+                     f"{cfg.model.causal}: the 'ar' objective is for causal models only, "
+                     "and a causal model can only be trained with it")
+  needed = cfg.data.max_prompt_len + cfg.data.max_response_len
+  if needed > cfg.model.max_seq_len:
+    raise ValueError(f"data.max_prompt_len + data.max_response_len = {needed} exceeds "
+                     f"model.max_seq_len={cfg.model.max_seq_len}")
+  if command == "reject-sample":
+    _check_reject(cfg)
+  elif command == "rl":
+    _check_rl(cfg)
+  return cfg
+
+
+def _check_reject(cfg: ExperimentConfig) -> None:
+  """Reject sampling: a sampler the search can run, and a keep rule its rewards feed."""
+  cfg.sampler.refuse_correction("reject sampling (sampler section)")
+  try:
+    cfg.search.check(cfg.sampler)
+  except ValueError as e:
+    raise ValueError(f"search section with the sampler section: {e}") from None
+  cfg.search.check_rewards(cfg.rewards)
+  if cfg.reject.keep == "quality" and not cfg.rewards.on("q"):
+    raise ValueError("reject.keep=quality filters on R_q, but rewards.use "
+                     f"{','.join(cfg.rewards.use) or 'none'} leaves q off")
+
+
+def _check_rl(cfg: ExperimentConfig) -> None:
+  """RL: batches of whole rollouts, checkpoints on rollout boundaries, groups that divide
+  the sampler's steps (MRO-RL, and the GRPO family with R_tv / R_ppl), a reward."""
+  m, t = cfg.rl, cfg.train
+  cfg.sampler.refuse_correction("RL (sampler section)")
+  if t.batch_size != m.prompts_per_batch * m.rollouts_per_prompt:
+    raise ValueError(f"train.batch_size={t.batch_size} must equal rl.prompts_per_batch x "
+                     f"rl.rollouts_per_prompt = {m.prompts_per_batch * m.rollouts_per_prompt}")
+  for name in ("steps", "checkpoint_every"):
+    if getattr(t, name) % m.inner_steps:
+      raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
+                       f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
+  fixed = cfg.sampler.steps % m.group_steps == 0 and cfg.sampler.threshold is None
+  if m.method == "mro" and not fixed:
+    raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
+                     f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
+  if m.method != "mro" and (cfg.rewards.on("tv") or cfg.rewards.on("ppl")) and not fixed:
+    raise ValueError(f"R_tv / R_ppl are measured per group: sampler.steps="
+                     f"{cfg.sampler.steps} must be a multiple of rl.group_steps="
+                     f"{m.group_steps}, with a fixed schedule (no threshold); or use "
+                     "rewards.use=q")
+  if m.method != "mro" and not cfg.rewards.use:
+    raise ValueError("rewards.use is empty: a GRPO-family run needs a reward")
 
 
 def _check_type(where: str, value: Any, annotation: Any) -> Any:
   """Value coerced to the field's declared type, or a ValueError naming the field."""
   if isinstance(value, float) and not math.isfinite(value):
-    raise ValueError(f"{where} must be a finite number, got {value!r}")
+    raise ValueError(f"{where} must be a finite number, got {quoted(value)}")
   options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) \
       else (annotation,)
   if value is None and type(None) in options:
     return None
   for t in options:
-    if typing.get_origin(t) is tuple and isinstance(value, (list, tuple)) \
-        and all(isinstance(v, str) for v in value):
-      return tuple(value)
+    if typing.get_origin(t) is tuple and isinstance(value, (list, tuple)):
+      item = (typing.get_args(t) or (str,))[0]  # tuple[str, ...], tuple[int, ...]
+      if all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        return tuple(value)
     if t is bool and isinstance(value, bool):
       return value
     if t is int and isinstance(value, int) and not isinstance(value, bool):
@@ -206,12 +167,12 @@ def _check_type(where: str, value: Any, annotation: Any) -> Any:
       except ValueError:
         continue
       if not math.isfinite(number):
-        raise ValueError(f"{where} must be a finite number, got {value!r}")
+        raise ValueError(f"{where} must be a finite number, got {quoted(value)}")
       return number
     if t is str and isinstance(value, str):
       return value
   names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
-  raise ValueError(f"{where} must be {names}, got {value!r}")
+  raise ValueError(f"{where} must be {names}, got {quoted(value)}")
 
 
 def _build_section(name: str, values: dict[str, Any]):
@@ -221,7 +182,7 @@ def _build_section(name: str, values: dict[str, Any]):
   if name == "model" and "preset" in values:
     preset_name = values.pop("preset")
     if not isinstance(preset_name, str):
-      raise ValueError(f"model.preset must be a preset name, got {preset_name!r}")
+      raise ValueError(f"model.preset must be a preset name, got {quoted(preset_name)}")
     base = model_config.preset(preset_name)
   fields = typing.get_type_hints(cls)
   unknown = sorted(set(values) - set(fields))
@@ -241,7 +202,7 @@ def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
   sections = {}
   for name, values in raw.items():
     if not isinstance(values, dict):
-      raise ValueError(f"config section {name!r} must be a mapping, got {values!r}")
+      raise ValueError(f"config section {name!r} must be a mapping, got {quoted(values)}")
     sections[name] = _build_section(name, values)
   return ExperimentConfig(**sections)
 
@@ -252,14 +213,15 @@ def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     raise ValueError(f"a config must be a mapping of sections, got {type(raw).__name__}")
   for name, values in raw.items():
     if values is not None and not isinstance(values, dict):
-      raise ValueError(f"config section {name!r} must be a mapping, got {values!r}")
+      raise ValueError(f"config section {name!r} must be a mapping, got {quoted(values)}")
   raw = {k: dict(v or {}) for k, v in raw.items()}
   for item in sets:
     key, sep, text = item.partition("=")
     section, dot, field = key.strip().partition(".")
     if not sep or not dot or not field:
-      raise ValueError(f"--set expects section.key=value, got {item!r}")
-    raw.setdefault(section, {})[field] = yaml.safe_load(text) if text.strip() else None
+      raise ValueError(f"--set expects section.key=value, got {quoted(item)}")
+    value = load_yaml(text, f"--set {quoted(item)}") if text.strip() else None
+    raw.setdefault(section, {})[field] = value
   return raw
 
 
@@ -277,17 +239,15 @@ def resolve_path(name_or_path: str) -> Path:
   return shipped
 
 
-def load_config(name_or_path: str, sets: list[str] = ()) -> ExperimentConfig:
+def load_config(name_or_path: str, sets: list[str] = (),
+                command: str | None = None) -> ExperimentConfig:
+  """A config file with `sets` applied, checked whole for a run of `command` (`validate`)."""
   path = resolve_path(name_or_path)
-  try:
-    raw = yaml.safe_load(path.read_text()) or {}
-  except yaml.YAMLError as e:
-    raise ValueError(f"{path} is not valid YAML: {e}") from e
-  return from_dict(apply_sets(raw, list(sets)))
+  raw = load_yaml(path.read_text(), str(path)) or {}
+  return validate(from_dict(apply_sets(raw, list(sets))), command)
 
 
 def save_resolved(cfg: ExperimentConfig, path: Path) -> None:
-  from mro.files import write_json_atomic
   write_json_atomic(path, cfg.to_dict())
 
 

@@ -2,8 +2,16 @@
 
 - `append_jsonl`: one JSON object per line, appended, flushed and fsynced, so a record
   that was reported is on disk (metrics, eval results, generations, sweep summaries).
+  A file whose last line was torn (no newline: a kill or a full disk mid-write) has that
+  fragment moved to `<file>.torn` first, said so on stderr, so the next record starts on
+  a fresh line and is never glued to it.
 - `read_jsonl`: the objects of a JSON-lines file, skipping lines that are not complete
   JSON objects (the last line of a file torn by a kill); a missing file has none.
+- `load_yaml`: a user's YAML (a config, a sweep, a `--set` value) as plain data, refusing
+  aliases (`*name`: configs need none, and nested ones expand without bound) and naming
+  the source of any error in a bounded message.
+- `check_distinct_paths`: refuses one command's outputs (and inputs) that name the same
+  file, before anything is written, so one never replaces another.
 - `write_atomic` / `write_json_atomic` / `save_npz_atomic`: write a temporary file beside
   the target, fsync it and rename it into place, so a reader sees the old file or the
   new one, never half of one.
@@ -13,22 +21,77 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+
+from mro.messages import shortened
 
 
 def append_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
-  """Appends one JSON line per record, then flushes and fsyncs."""
+  """Appends one JSON line per record, then flushes and fsyncs; a torn last line is set
+  aside first (`repair_torn_tail`)."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   text = "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records)
+  repair_torn_tail(path)
   with path.open("a", encoding="utf-8") as f:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())
+
+
+def torn_path(path: str | Path) -> Path:
+  """Where `repair_torn_tail` puts the torn fragments of `path`."""
+  path = Path(path)
+  return path.with_name(path.name + ".torn")
+
+
+def repair_torn_tail(path: str | Path) -> None:
+  """Makes `path` end on a line boundary. A last line without its newline is completed
+  when it is a whole JSON object; otherwise (a fragment torn by a kill or a full disk) it
+  is appended to `<path>.torn`, cut from `path`, and said so on stderr."""
+  path = Path(path)
+  if not path.exists() or path.stat().st_size == 0:
+    return
+  with path.open("r+b") as f:
+    f.seek(-1, os.SEEK_END)
+    if f.read(1) == b"\n":
+      return
+    cut = _last_line_start(f)
+    f.seek(cut)
+    fragment = f.read()
+    if parse_jsonl_line(fragment.decode("utf-8", errors="replace")) is not None:
+      f.seek(0, os.SEEK_END)
+      f.write(b"\n")  # a complete record that only lacks its newline: keep it
+    else:
+      with torn_path(path).open("ab") as t:
+        t.write(fragment + b"\n")
+        t.flush()
+        os.fsync(t.fileno())
+      f.truncate(cut)
+      print(f"[files] {path}: its last line was torn ({len(fragment)} bytes, no newline); "
+            f"moved to {torn_path(path)}, new records start on a fresh line",
+            file=sys.stderr, flush=True)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _last_line_start(f, chunk: int = 1 << 16) -> int:
+  """The offset just after the last newline of the open binary file `f` (0: none)."""
+  end = f.seek(0, os.SEEK_END)
+  while end > 0:
+    start = max(0, end - chunk)
+    f.seek(start)
+    i = f.read(end - start).rfind(b"\n")
+    if i >= 0:
+      return start + i + 1
+    end = start
+  return 0
 
 
 def parse_jsonl_line(line: str) -> dict[str, Any] | None:
@@ -47,6 +110,40 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return []
   with path.open(encoding="utf-8", errors="replace") as f:
     return [r for line in f if (r := parse_jsonl_line(line)) is not None]
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+  """YAML's safe loader that refuses an alias before it is expanded."""
+
+  def compose_node(self, parent, index):
+    if self.check_event(yaml.AliasEvent):
+      mark = self.peek_event().start_mark
+      raise yaml.YAMLError(f"YAML aliases (*name) are not allowed (line {mark.line + 1}, "
+                           f"column {mark.column + 1}): write the value out")
+    return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, where: str) -> Any:
+  """YAML `text` as plain data (no tags beyond YAML's own, no aliases), or a ValueError
+  that names `where` (a file, or an option and its value) in a bounded message."""
+  try:
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+  except yaml.YAMLError as e:
+    raise ValueError(f"{where} is not valid YAML: {shortened(str(e), 400)}") from None
+
+
+def check_distinct_paths(paths: Mapping[str, str | Path | None]) -> None:
+  """Raises ValueError naming both options when two of `paths` (option -> path; None:
+  not given) resolve to the same file."""
+  seen: dict[Path, str] = {}
+  for option, path in paths.items():
+    if path is None or path == "":
+      continue
+    resolved = Path(path).expanduser().resolve()
+    if resolved in seen:
+      raise ValueError(f"{seen[resolved]} and {option} name the same file ({resolved}); "
+                       "give each its own path")
+    seen[resolved] = option
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -16,8 +16,6 @@ of a workdir's config) and are the defaults of `mro sample`.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +25,18 @@ from models import checkpoints
 from models.config import ModelConfig, SpecialIds
 from models.tokenizers import load_tokenizer
 from models.transformer import Transformer
+from models.sharding import make_mesh
 from mro import config as exp_config
+from mro.method.search.runner import SearchRunner
+from mro.sampling.sampler_file import SAMPLER_FILE, read_sampler_file
 from mro.sampling.schedule import SamplerConfig
+from mro.sampling.textgen import TextSampler
+from mro.training.checkpointing import Checkpointer
+from mro.training.step import init_state, make_optimizer
 from mro.training.workdir import Workdir
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "models"
 SHIPPED_MODELS = ("default", "default-mro", "default-scorer")
-SAMPLER_FILE = "sampler.json"  # a model directory's recorded sampler settings
 
 
 def is_shipped(name: str | Path | None) -> bool:
@@ -90,15 +93,11 @@ def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, Mode
   if wd.model.joinpath("config.json").exists():
     return load_inference_model(wd.model, mesh)
   if wd.checkpoints.is_dir() and wd.config.exists():
-    from mro.training.checkpointing import Checkpointer  # orbax is only needed for workdirs
-    from mro.training.step import init_state, make_optimizer
-    from models.sharding import make_mesh
     cfg = exp_config.load_resolved(wd.config)
-    ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
     mesh = make_mesh(cfg.mesh)
     apply, like, _ = init_state(cfg.model, make_optimizer(cfg.train), cfg.train.seed, mesh)
-    restored = ckpt.restore_latest_intact(like)
-    ckpt.close()
+    with Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints) as ckpt:
+      restored = ckpt.restore_latest_intact(like)
     if restored is None:
       raise ValueError(f"{wd.checkpoints} holds no checkpoint yet")
     _, state, _ = restored
@@ -112,6 +111,25 @@ def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, Mode
     raise ValueError(f"{path}: config.json names mask/eos ids {ids.mask}/{ids.eos} but the "
                      f"tokenizer has {tokenizer.special.mask}/{tokenizer.special.eos}")
   return model, model_cfg, tokenizer.special, tokenizer
+
+
+def text_sampler(model, mesh=None) -> TextSampler:
+  """A TextSampler from a model dir or workdir, a TextSampler, or `load_inference_model`'s
+  tuple."""
+  if isinstance(model, TextSampler):
+    return model
+  net, model_cfg, _, tokenizer = model if isinstance(model, tuple) else \
+      load_inference_model(model, mesh)
+  return TextSampler(net, model_cfg, tokenizer, mesh=mesh)
+
+
+def search_runner(sampler: TextSampler, scorer: str | Path | None = None) -> SearchRunner:
+  """`sampler` bound to the causal scorer at `scorer` (a model dir, loaded once; None: no
+  R_ppl): what `mro.method.search.decode.decode` runs on."""
+  if scorer is None:
+    return SearchRunner(sampler)
+  model, _, _, tokenizer = load_inference_model(scorer)
+  return SearchRunner(sampler, model, tokenizer)
 
 
 def recorded_sampler_config(path: str | Path) -> SamplerConfig | None:
@@ -129,23 +147,3 @@ def recorded_sampler_config(path: str | Path) -> SamplerConfig | None:
       except (ValueError, KeyError, TypeError):
         return None
   return None
-
-
-def read_sampler_file(path: Path) -> SamplerConfig:
-  try:
-    raw = json.loads(path.read_text())
-    if not isinstance(raw, dict):
-      raise ValueError("expected a JSON object")
-    known = {f.name for f in dataclasses.fields(SamplerConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-      raise ValueError(f"unknown field(s) {unknown}; known: {sorted(known)}")
-    return SamplerConfig(**raw)
-  except (ValueError, TypeError) as e:
-    raise ValueError(f"{path}: not a valid sampler settings file: {e}") from e
-
-
-def write_sampler_file(model_dir: str | Path, cfg: SamplerConfig) -> None:
-  """Records `cfg` as the sampler settings of the model in `model_dir`."""
-  from mro.files import write_json_atomic
-  write_json_atomic(Path(model_dir) / SAMPLER_FILE, dataclasses.asdict(cfg))

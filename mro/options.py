@@ -5,7 +5,8 @@ of `SamplerConfig`, `SearchConfig`, `RewardConfig` or `CascadeConfig`; this tabl
 flag, the field and its help line once. The CLI builds its flags from it (defaults shown from the
 dataclasses), and `overrides` turns parsed arguments back into per-type field
 dictionaries. A flag left unset (None) keeps whatever the base settings say (a model's
-recorded sampler, a protocol's defaults).
+recorded sampler, a protocol's defaults). `decoder` turns the `--search` choice and its
+options into the settings of the decoder it names.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from mro.method.settings import SELECT, CascadeConfig, SearchConfig
-from mro.sampling.schedule import CACHES, REMASKING, SamplerConfig
+from mro.method.search.settings import SEARCHES, SELECT, CascadeConfig, SearchConfig
+from mro.sampling.schedule import CACHES, REMASKING, SCHEDULES, SamplerConfig
 from rewards.combine import RewardConfig
 from rewards.quality import SOURCES
 
@@ -29,12 +30,29 @@ class Option(NamedTuple):
   choices: tuple | None = None
 
 
+def count_or_all(text: str) -> int | str:
+  """A positive count or 'all' (n_verify)."""
+  if text == "all":
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+
+
 SAMPLER_OPTIONS = (
     Option("gen-length", "gen_length", int, "response length in tokens"),
     Option("block-length", "block_length", int,
            "semi-autoregressive block size; must divide gen-length"),
     Option("temperature", "temperature", float, "0 = greedy (argmax); else Gumbel-max"),
-    Option("remasking", "remasking", str, "which masked positions to commit first", REMASKING),
+    Option("remasking", "remasking", str,
+           "which masked positions to commit first (maskgit_plus and topk_margin are "
+           "Dream's names of low_confidence and margin)", REMASKING),
+    Option("schedule", "schedule", str,
+           "tokens per step: llada (equal shares of each block) or dream (Dream's "
+           "timesteps linspace(1, eps, steps+1), int(n_masked * (1 - s/t)) per step)",
+           SCHEDULES),
+    Option("schedule-eps", "schedule_eps", float, "the last timestep of --schedule dream"),
     Option("threshold", "threshold", float,
            "confidence-threshold parallel decoding: commit every masked token of the block "
            "whose confidence is >= T (0 < T <= 1), at least one per step"),
@@ -74,20 +92,16 @@ SEARCH_OPTIONS = (
     Option("resample-temperature", "resample_temperature", float,
            "τ of select=resample"),
     Option("n-live", "n_live", int, "live sequences per prompt"),
+    Option("branch-steps", "branch_steps", int,
+           "candidates sample at the search temperature only in the first N steps, then "
+           "decode greedily (1: branch at the first step; default: every step)"),
+    Option("final-verify", "final_verify", count_or_all,
+           "R_tv of the final group over the whole answer: re-mask it in N interleaved "
+           "rows per candidate, or 'all' (one row per position); default: off"),
     Option("forward-chunks", "forward_chunks", int,
            "run the candidates' forward passes in this many slices (default: k x n-live on "
            "CPU, where narrower batches are faster per row; 1 on accelerators)"),
 )
-
-def count_or_all(text: str) -> int | str:
-  """A positive count or 'all' (n_verify)."""
-  if text == "all":
-    return text
-  try:
-    return int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
-
 
 REWARD_OPTIONS = (
     Option("rewards", "use", str,
@@ -165,3 +179,47 @@ def flags_of(args: argparse.Namespace, *classes) -> dict[str, Any]:
   """{dest: value} of the given flags (set or not) of the settings types `classes`."""
   return {o.flag.replace("-", "_"): getattr(args, o.flag.replace("-", "_"), None)
           for cls in classes for o in TABLES[cls]}
+
+
+DECODERS = ("none", *SEARCHES, "cascade")  # what `--search` names
+
+
+def _flag_names(cls, fields) -> set[str]:
+  """The flags (argparse destinations) that set `fields` of `cls`."""
+  by_field = {o.field: o.flag.replace("-", "_") for o in TABLES[cls]}
+  return {by_field.get(f, f) for f in fields}
+
+
+def decoder(search: str, *, search_fields: Mapping[str, Any] | None = None,
+            reward_fields: Mapping[str, Any] | None = None,
+            cascade_fields: Mapping[str, Any] | None = None, scorer: bool = False,
+            search_base: SearchConfig | None = None) -> SearchConfig | CascadeConfig | None:
+  """The decoder `--search` names, built from its options: `none` (None: the plain
+  sampler), `mro` (the search: `search_base` with `search_fields`), `best-of-n` (that
+  search never selecting: select=none, the one way the settings write best-of-n) or
+  `cascade` (a CascadeConfig of `cascade_fields`). Options of another decoder are refused
+  naming their flags: search and reward options (and `scorer`, a --scorer given) belong to
+  mro and best-of-n, cascade options to cascade."""
+  if search not in DECODERS:
+    raise ValueError(f"search must be one of {DECODERS}, got {search!r}")
+  search_fields, cascade_fields = dict(search_fields or {}), dict(cascade_fields or {})
+  searching = _flag_names(SearchConfig, search_fields) | \
+      _flag_names(RewardConfig, reward_fields or {}) | ({"scorer"} if scorer else set())
+  if cascade_fields and search != "cascade":
+    raise ValueError(f"cascade option(s) {sorted(_flag_names(CascadeConfig, cascade_fields))}"
+                     " need --search cascade")
+  if search == "cascade" and searching:
+    raise ValueError(f"search option(s) {sorted(searching)} do not apply to --search "
+                     "cascade (its options: --stages, --accept, --verify-chunks)")
+  if search == "cascade":
+    return CascadeConfig(**cascade_fields)
+  if search == "none" and searching:
+    raise ValueError(f"search option(s) {sorted(searching)} need --search mro or best-of-n")
+  if search == "none":
+    return None
+  if search_fields.get("select") == "none":
+    raise ValueError("select=none is best-of-n; use --search best-of-n")
+  fields = {**dataclasses.asdict(search_base or SearchConfig()), **search_fields}
+  if search == "best-of-n":
+    fields["select"] = "none"
+  return SearchConfig(**fields)

@@ -14,6 +14,12 @@ analyses:
 - FLOPs (`compiled.cost_analysis()`), per device. XLA counts a loop body once: the
   sampler's figure is one denoising step, and with gradient accumulation the train
   step's is one micro-batch (the optimizer update is then counted with it).
+- Mixture-of-experts models (llada_moe_7b): parameters, optimizer state and memory count
+  every expert (all are stored, and the network runs every expert on every token as one
+  batched einsum: models/moe.py), so XLA's FLOPs are those of the dense dispatch. The
+  model FLOPs beside them (6·N·tokens for training, `model_flops_per_step` for the
+  sampler) count the active experts only (`ModelConfig.active_params`,
+  `flops_per_token`): their ratio is what a sparse dispatch would save.
 
 When this process has fewer devices than the mesh, the plan runs in a subprocess with
 that many fake CPU devices (`--xla_force_host_platform_device_count`). XLA:CPU compiles
@@ -41,10 +47,12 @@ import jax.numpy as jnp
 from models import config as model_config
 from models.sharding import (MeshConfig, activation_mesh, batch_sharding, check_batch_divides,
                              make_mesh)
-from mro.config import TrainConfig
-from mro.training.losses import make_mdm_loss
+from mro.training.settings import TrainConfig
 from mro.sampling.cache import kv_cache_bytes
+from mro.sampling.sampler import generate_compiled
 from mro.sampling.schedule import SamplerConfig
+from mro.training.losses import make_mdm_loss
+from mro.training.step import abstract_state, jit_train_step, make_optimizer
 
 GIB = 2**30
 MAX_DEVICES = 4096  # the largest TPU pods have 8960 chips; raise with --max-devices
@@ -56,6 +64,9 @@ class PlanConfig:
   SFT (the output layer runs after the prompt), 0 pretraining (everywhere)."""
 
   preset: str = "llada_8b"
+  layers: int = 0  # 0 = the preset's; else the preset's shapes with this many layers
+  # (field, value) pairs replacing preset fields (e.g. a narrower model of a benchmark)
+  model_overrides: tuple = ()
   mesh: MeshConfig = MeshConfig()
   batch: int = 0  # 0 = one sequence per data-parallel device (data x fsdp)
   seq: int = 2048
@@ -73,7 +84,9 @@ class PlanConfig:
   max_devices: int = MAX_DEVICES  # a larger mesh is refused (fake devices cost host memory)
 
   def __post_init__(self):
-    model = model_config.preset(self.preset)  # ValueError naming the known presets
+    if self.layers < 0:
+      raise ValueError(f"plan layers must be >= 0 (0 = the preset's), got {self.layers}")
+    model = self.model_config()  # ValueError naming the known presets
     devices = self.mesh.data * self.mesh.fsdp * self.mesh.tensor
     if devices > self.max_devices:
       raise ValueError(f"plan mesh {self.mesh.data}x{self.mesh.fsdp}x{self.mesh.tensor} has "
@@ -114,14 +127,21 @@ class PlanConfig:
                          steps=self.steps or self.gen_length)
 
   def model_config(self) -> model_config.ModelConfig:
-    return model_config.preset(self.preset, remat=self.remat)
+    layers = {"n_layers": self.layers} if self.layers else {}
+    base = model_config.preset(self.preset)
+    if layers and base.dense_layers:  # keep the dense layers that still exist
+      layers["dense_layers"] = tuple(i for i in base.dense_layers if i < self.layers)
+    return model_config.preset(self.preset, remat=self.remat,
+                               **{**layers, **dict(self.model_overrides)})
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> PlanConfig:
-    return cls(**{**d, "mesh": MeshConfig(**d["mesh"])})
+    overrides = tuple((k, tuple(v) if isinstance(v, list) else v)
+                      for k, v in d.get("model_overrides", ()))
+    return cls(**{**d, "mesh": MeshConfig(**d["mesh"]), "model_overrides": overrides})
 
 
 class _MeshShape:
@@ -165,7 +185,6 @@ def _saved_activations(apply, loss, mesh, params, batch, key):
 
 
 def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
-  from mro.training.step import abstract_state, jit_train_step, make_optimizer
   model = cfg.model_config()
   train_cfg = TrainConfig(batch_size=cfg.batch, grad_accum=cfg.grad_accum)
   optimizer = make_optimizer(train_cfg)
@@ -195,7 +214,7 @@ def plan_train(cfg: PlanConfig, mesh) -> dict[str, Any]:
       "batch_bytes": per_device_bytes(batch),
       "saved_activations": residuals.memory_analysis().output_size_in_bytes,
       **mem, "flops_per_device": flops, "flops_total": flops * mesh.size,
-      "model_flops_6nt": 6.0 * model.num_params() * tokens, "tokens": tokens,
+      "model_flops_6nt": 6.0 * model.active_params() * tokens, "tokens": tokens,
       "compile_seconds": seconds,
   }
 
@@ -214,8 +233,6 @@ def sample_cache_bytes(cfg: PlanConfig, guidance: bool = False) -> int:
 
 
 def plan_sample(cfg: PlanConfig, mesh) -> dict[str, Any]:
-  from mro.sampling.sampler import generate_compiled
-  from mro.training.step import abstract_state, make_optimizer
   model = cfg.model_config()
   apply, state, _ = abstract_state(model, make_optimizer(TrainConfig()), mesh)
   B, scfg = cfg.resolved_sample_batch, cfg.sampler_config()
@@ -228,6 +245,8 @@ def plan_sample(cfg: PlanConfig, mesh) -> dict[str, Any]:
                              model.vocab_size - 1).compile()
   seconds = time.perf_counter() - t0
   per_step = _flops(compiled)  # the loop body, counted once by XLA
+  length = cfg.sample_prompt + scfg.gen_length
+  model_step = B * length * model.flops_per_token(length, scfg.block_length / length)
   return {
       "batch": B, "prompt_len": cfg.sample_prompt, "gen_length": scfg.gen_length,
       "block_length": scfg.block_length, "steps": scfg.steps,
@@ -235,6 +254,7 @@ def plan_sample(cfg: PlanConfig, mesh) -> dict[str, Any]:
       "flops_per_step_per_device": per_step, "flops_per_device": per_step * scfg.steps,
       "flops_total": per_step * scfg.steps * mesh.size, "compile_seconds": seconds,
       "kv_cache": sample_cache_bytes(cfg),
+      "model_flops_per_step": model_step,  # active experts, the whole batch, all devices
   }
 
 
@@ -244,7 +264,8 @@ def plan_here(cfg: PlanConfig) -> dict[str, Any]:
   model = cfg.model_config()
   report: dict[str, Any] = {
       "config": cfg.to_dict(), "devices": cfg.mesh.size, "backend": jax.default_backend(),
-      "num_params": model.num_params(), "param_dtype": model.param_dtype}
+      "num_params": model.num_params(), "active_params": model.active_params(),
+      "n_layers": model.n_layers, "param_dtype": model.param_dtype}
   if cfg.train:
     report["train"] = plan_train(cfg, mesh)
   if cfg.sample:
@@ -277,7 +298,11 @@ def _gib(n: float) -> str:
 def format_report(report: dict[str, Any]) -> str:
   cfg = report["config"]
   mesh = cfg["mesh"]
-  lines = [f"{cfg['preset']}: {report['num_params'] / 1e9:.2f} B parameters "
+  active = report.get("active_params", report["num_params"])
+  sparse = (f", {active / 1e9:.2f} B active per token" if active != report["num_params"]
+            else "")
+  layers = f" with {cfg['layers']} layers" if cfg.get("layers") else ""
+  lines = [f"{cfg['preset']}{layers}: {report['num_params'] / 1e9:.2f} B parameters{sparse} "
            f"({report['param_dtype']}), mesh data={mesh['data']} fsdp={mesh['fsdp']} "
            f"tensor={mesh['tensor']} ({report['devices']} devices, compiled by XLA:"
            f"{report['backend']})"]
@@ -313,7 +338,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"    KV cache            {_gib(s['kv_cache'])}  (cache=prefix or dual adds this;"
         " x2 with guidance)",
         f"  FLOPs: {s['flops_per_step_per_device']:.3e} per step per device; "
-        f"{s['flops_total']:.3e} per call in total",
+        f"{s['flops_total']:.3e} per call in total (model count at the active experts: "
+        f"{s['model_flops_per_step']:.3e} per step)",
     ]
   return "\n".join(lines)
 

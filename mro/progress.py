@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 import time
 
+from tqdm import tqdm
+
 
 class Progress:
   """Progress of a long loop over examples: a tqdm bar on a terminal, else a plain line at
@@ -21,7 +23,6 @@ class Progress:
     self.start = self.last = time.perf_counter()
     self.bar = None
     if getattr(self.stream, "isatty", lambda: False)():
-      from tqdm import tqdm
       self.bar = tqdm(total=total, desc=label, unit="ex", file=self.stream, leave=False,
                       dynamic_ncols=True)
 

@@ -110,16 +110,6 @@ def parse_reward_spec(text: str) -> tuple[tuple[str, ...], dict[str, float]]:
   return tuple(names), weights
 
 
-def parse_rewards(text: str) -> tuple[str, ...]:
-  """'tv,ppl,q' or 'all' or 'none' (weights allowed, ignored) -> the reward names."""
-  return parse_reward_spec(text)[0]
-
-
-def reward_config(text: str, **settings) -> RewardConfig:
-  """A RewardConfig from a spec such as 'tv,ppl=0.5,q' plus its other fields."""
-  return RewardConfig(use=text, **settings)
-
-
 def total(cfg: RewardConfig, **values) -> np.ndarray:
   """Weighted sum of the given reward arrays (off rewards contribute nothing)."""
   out = 0.0

@@ -20,6 +20,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from models.transformer import ModelApply
 
 
 def ppl_reward(logp_sum, count, cap: float = 100.0, scale: float = 100.0):
@@ -66,8 +69,6 @@ class TextScorer:
   """Host-side scorer with its own tokenizer: prompt and response text in, log p out."""
 
   def __init__(self, model, tokenizer):
-    from flax import nnx
-    from models.transformer import ModelApply
     graphdef, self.params = nnx.split(model)
     self.scorer = CausalLMScorer(ModelApply(graphdef))
     self.tokenizer = tokenizer

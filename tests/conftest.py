@@ -5,18 +5,34 @@ Everything the tests read lives in the repository: the reference fixture under
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  # appended, so flags the caller set (e.g. to emulate another CPU) are kept
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import gc  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "llada_tiny"
+DREAM_FIXTURE = ROOT / "tests" / "fixtures" / "dream_tiny"
+LLADAMOE_FIXTURE = ROOT / "tests" / "fixtures" / "lladamoe_tiny"
 BENCHMARK_DATA = ROOT / "experiments" / "data"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops the compiled programs after each module: one process runs the whole suite, and
+  the executables of a thousand tests (8 fake devices each) would otherwise pile up."""
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +80,33 @@ def prompts(generate_ref):
   return generate_ref["prompts"]
 
 
+# --- the Dream and LLaDA-MoE reference fixtures (tests/fixtures/*/README.md) ----------
+
+
+@pytest.fixture(scope="session")
+def dream_dir() -> Path:
+  return DREAM_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def lladamoe_dir() -> Path:
+  return LLADAMOE_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def dream_tiny(dream_dir):
+  import helpers
+
+  return helpers.load(dream_dir)
+
+
+@pytest.fixture(scope="session")
+def lladamoe_tiny(lladamoe_dir):
+  import helpers
+
+  return helpers.load(lladamoe_dir)
+
+
 # --- one tiny training run, shared by test_train.py and test_cli.py ------------------
 
 # `mro train --config tiny` shrunk to seconds: a 32-wide 2-layer model, 200 arith
@@ -97,3 +140,71 @@ def tiny_run(tmp_path_factory):
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     code = cli.main(argv)
   return workdir, code, out.getvalue(), err.getvalue()
+
+
+# --- random tiny models and what is run on them, built once per session ---------------
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+  """A random tiny text model (HF format + sentencepiece), tiny_models.save_random_model."""
+  from tiny_models import save_random_model
+
+  return save_random_model(tmp_path_factory.mktemp("random_model") / "model")
+
+
+@pytest.fixture(scope="session")
+def text_sampler(model_dir):
+  """The random model of `model_dir` as a TextSampler."""
+  from mro.loading import text_sampler as open_text_sampler
+
+  return open_text_sampler(model_dir)
+
+
+@pytest.fixture(scope="session")
+def eval_run(model_dir, tmp_path_factory):
+  """`run_eval` of tiny_models.EVAL_BASE on the random model with --out: (config, records,
+  result lines, generation lines)."""
+  import json
+
+  from mro.evaluation.report import generations_path
+  from mro.evaluation.runner import EvalConfig, run_eval
+  from tiny_models import EVAL_BASE
+
+  out = tmp_path_factory.mktemp("eval") / "res.jsonl"
+  cfg = EvalConfig.build(**EVAL_BASE, out=str(out))
+  records = run_eval(model_dir, cfg)
+  lines = [json.loads(x) for x in out.read_text().splitlines()]
+  gens = [json.loads(x) for x in generations_path(out).read_text().splitlines()]
+  return cfg, records, lines, gens
+
+
+# `mro eval` on the tiny_run workdir: 5 arith problems, 32 tokens, steps L/4 and L/8.
+CLI_EVAL_ARGS = ("--task", "arith", "--limit", "5", "--gen-length", "32", "--steps", "L/4,L/8",
+                 "--batch-size", "4")
+
+
+@pytest.fixture(scope="session")
+def cli_evaluated(tiny_run, tmp_path_factory):
+  """One `mro eval --out --plot` run of CLI_EVAL_ARGS on the tiny_run workdir: (exit code,
+  stdout, stderr, results path, png)."""
+  import contextlib
+  import io
+
+  from mro import cli
+  folder = tmp_path_factory.mktemp("cli_eval")
+  out, png = folder / "res.jsonl", folder / "acc.png"
+  stdout, stderr = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    code = cli.main(["eval", "--model", str(tiny_run[0]), *CLI_EVAL_ARGS, "--out", str(out),
+                     "--plot", str(png)])
+  return code, stdout.getvalue(), stderr.getvalue(), out, png
+
+
+@pytest.fixture(scope="session")
+def start_models(tmp_path_factory):
+  """A random tiny mask predictor and causal scorer sharing a Sudoku tokenizer: the
+  starting models of the tiny MRO experiment (tiny_models.mro_config)."""
+  from tiny_models import save_start_models
+
+  return save_start_models(tmp_path_factory.mktemp("start"))

@@ -63,7 +63,7 @@ def fixed_mask_loss(apply, params, batch, key):
 
 
 def train_setup(mesh):
-  from mro.config import TrainConfig
+  from mro.training.settings import TrainConfig
   from mro.training.step import init_state, jit_train_step, make_optimizer
   cfg = TrainConfig(steps=10, batch_size=B, warmup_steps=1, lr=1e-2)
   optimizer = make_optimizer(cfg)
@@ -88,9 +88,8 @@ def run(out: Path, mesh, fixture: Path):
 
   apply, state, step = train_setup(mesh)
   state, metrics = step(state, shard_batch(fixed_batch(), mesh))
-  ckpt = Checkpointer(out / "ckpt", keep=2)
-  ckpt.save(1, state, {"step": 1})
-  ckpt.close()
+  with Checkpointer(out / "ckpt", keep=2) as ckpt:
+    ckpt.save(1, state, {"step": 1})
   checkpoints.save_hf(out / "hf", state.params, MODEL,
                       SpecialIds(mask=MASK_ID, eos=EOS_ID, pad=EOS_ID), max_shard_bytes=20_000)
   # Sampling: the reference fixture's weights, each process reading only its own pieces
@@ -121,14 +120,13 @@ def die(out: Path, mesh, victim: int, state=None, step=None) -> None:
   if state is None:
     _, state, step = train_setup(mesh)
   batch = shard_batch(fixed_batch(), mesh)
-  ckpt = Checkpointer(out / "ckpt_die", keep=10)
-  for i in range(1, 11):
-    state, _ = step(state, batch)
-    ckpt.save(i, state, {"step": i})
-    print(f"process {jax.process_index()} saved step {i}", flush=True)
-    if jax.process_index() == victim and i == 2:
-      os.kill(os.getpid(), signal.SIGKILL)
-  ckpt.close()
+  with Checkpointer(out / "ckpt_die", keep=10) as ckpt:
+    for i in range(1, 11):
+      state, _ = step(state, batch)
+      ckpt.save(i, state, {"step": i})
+      print(f"process {jax.process_index()} saved step {i}", flush=True)
+      if jax.process_index() == victim and i == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main() -> int:

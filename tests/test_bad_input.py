@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models.config import load_hf_config
+from models.hf_config import load_hf_config
 from mro import cli
 from mro.plan import PlanConfig
 from mro.sampling.schedule import SamplerConfig
@@ -147,9 +147,37 @@ def test_resume_skips_a_damaged_latest_checkpoint_naming_it(tmp_path, tiny_train
   assert _train(tmp_path, tiny_train_sets, "train.steps=7") == 0
   err = capsys.readouterr().err
   assert "checkpoints/7 is damaged and was skipped" in err
+  # found by the recorded file sizes, before Orbax read anything
+  assert ("has 100 bytes" if how == "truncated array" else "metadata has 0 bytes") in err
   steps = [json.loads(x)["step"] for x in (tmp_path / "wd" / "metrics.jsonl").read_text()
            .splitlines()]
   assert steps == list(range(1, 8))  # step 7 redone from checkpoint 6, once
+
+
+def test_a_checkpoint_file_whose_size_changed_is_named_before_orbax_reads_it(tmp_path,
+                                                                            capsys):
+  """An Orbax restore that fails midway leaves its other reads in flight, and their
+  completions then print "Event loop is closed" tracebacks (unraisable exceptions); the
+  file sizes recorded at save time find the truncated file before any read starts."""
+  import jax.numpy as jnp
+  import numpy as np
+  from mro.training.checkpointing import Checkpointer
+  rng = np.random.default_rng(0)  # incompressible: the largest file holds the arrays
+  state = {f"w{i}": jnp.asarray(rng.standard_normal(4096), jnp.float32) for i in range(8)}
+  with Checkpointer(tmp_path, keep=3) as ckpt:
+    for step in (1, 2):
+      ckpt.save(step, state, {"data_position": step})
+  victim = max((f for f in (tmp_path / "2").rglob("*") if f.is_file()),
+               key=lambda f: f.stat().st_size)
+  size = victim.stat().st_size
+  assert "/d/" in str(victim)  # an array data file
+  victim.write_bytes(victim.read_bytes()[:100])
+  with Checkpointer(tmp_path, keep=3) as ckpt:
+    step, restored, meta = ckpt.restore_latest_intact(state)
+  assert step == 1 and meta["data_position"] == 1
+  np.testing.assert_array_equal(restored["w5"], state["w5"])
+  name = victim.relative_to(tmp_path / "2")
+  assert f"(ValueError: {name} has 100 bytes, {size} when saved)" in capsys.readouterr().err
 
 
 def test_no_intact_checkpoint_is_a_named_error(tmp_path, tiny_train_sets, capsys):
@@ -159,6 +187,53 @@ def test_no_intact_checkpoint_is_a_named_error(tmp_path, tiny_train_sets, capsys
   assert _train(tmp_path, tiny_train_sets, "train.steps=3") == 2
   err = capsys.readouterr().err
   assert "no intact checkpoint" in err and "step 3" in err and "Traceback" not in err
+  assert (tmp_path / "wd" / "checkpoints" / "3.damaged").is_dir()  # kept, set aside
+  assert _train(tmp_path, tiny_train_sets, "train.steps=3") == 0
+  err = capsys.readouterr().err
+  assert "only 1 set aside as damaged (3.damaged); training starts over from step 1" in err
+
+
+def _saved_steps(directory, shape=(4, 3)):
+  import jax.numpy as jnp
+  import numpy as np
+  from mro.training.checkpointing import Checkpointer
+  rng = np.random.default_rng(0)
+  state = {"w": jnp.asarray(rng.standard_normal(shape), jnp.float32)}
+  with Checkpointer(directory, keep=3) as ckpt:
+    for step in (1, 2):
+      ckpt.save(step, state, {"data_position": step})
+  return state
+
+
+@pytest.mark.parametrize("set_aside", [False, True])
+def test_a_checkpoint_of_other_shapes_is_never_moved_and_is_named(tmp_path, set_aside):
+  import jax.numpy as jnp
+  from mro.training.checkpointing import Checkpointer
+  _saved_steps(tmp_path)
+  before = sorted(p.name for p in tmp_path.iterdir())
+  with Checkpointer(tmp_path, keep=3) as ckpt, pytest.raises(ValueError) as excinfo:
+    ckpt.restore_latest_intact({"w": jnp.zeros((5, 3))}, set_aside=set_aside)
+  message = str(excinfo.value)
+  assert f"checkpoint {tmp_path / '2'} does not restore" in message
+  assert "left in place" in message and "config.json" in message and len(message) < 800
+  assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing renamed
+
+
+def test_a_read_only_restore_skips_a_truncated_checkpoint_and_leaves_it_in_place(
+    tmp_path, capsys):
+  from mro.training.checkpointing import Checkpointer
+  state = _saved_steps(tmp_path)
+  victim = max((f for f in (tmp_path / "2").rglob("*") if f.is_file()),
+               key=lambda f: f.stat().st_size)
+  victim.write_bytes(victim.read_bytes()[:10])
+  with Checkpointer(tmp_path, keep=3) as ckpt:
+    assert ckpt.restore_latest_intact(state)[0] == 1  # read-only: the default
+  assert (tmp_path / "2").is_dir() and not list(tmp_path.glob("*.damaged*"))
+  assert "is damaged and was skipped" in capsys.readouterr().err
+  with Checkpointer(tmp_path, keep=3) as ckpt:
+    assert ckpt.restore_latest_intact(state, set_aside=True)[0] == 1  # training
+  assert (tmp_path / "2.damaged").is_dir() and not (tmp_path / "2").exists()
+  assert "moved to 2.damaged" in capsys.readouterr().err
 
 
 def test_a_nan_stop_is_one_error_line_naming_the_step_and_the_last_good_checkpoint(

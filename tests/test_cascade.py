@@ -1,23 +1,21 @@
-"""The verified cascade (mro/method/cascade.py) and its answer check, chunked R_tv.
+"""The verified cascade (mro/method/search/cascade.py) and its answer check, chunked R_tv.
 
 Compile budget: chunked verification on the fixture model (2 widths), the random text
-model of test_evaluate at gen 16 (two stages, a few padded bucket sizes), and the shipped
+model (conftest.model_dir) at gen 16 (two stages, a few padded bucket sizes), and the shipped
 Sudoku model for one ranking check.
 """
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.logprobs import loo_logprobs
 from mro.evaluation.runner import EvalConfig, run_eval
-from mro.method.cascade import bucket, run_cascade
-from mro.method.settings import CascadeConfig, parse_stage
+from mro.method.search.cascade import bucket, run_cascade
+from mro.method.search.settings import CascadeConfig, parse_stage
 from mro.sampling.schedule import SamplerConfig
-from rewards.verification import chunk_verification, content_mask, loo_logprobs
-from test_evaluate import model_dir, text_sampler  # noqa: F401 (the random text model)
+from rewards.verification import chunk_verification, content_mask
 
 BASE = SamplerConfig(gen_length=16, steps=16, block_length=16, temperature=1.0)
 STAGES = ("steps=4", "steps=16")
@@ -78,12 +76,13 @@ def test_only_the_answer_up_to_its_first_eos_is_scored(llada_tiny, prompts):
   np.testing.assert_allclose(no_eos[1], score[1], rtol=1e-6)  # no EOS: same
 
 
+@pytest.mark.integration  # the shipped models
 def test_chunked_verification_ranks_a_consistent_sudoku_above_a_swapped_one():
   """On the shipped Sudoku model, the default check (3 rows) accepts the model's own
   solved grids and rejects the same grids with two digits of their first row swapped (two
   columns break)."""
   from mro.loading import resolve_model
-  from mro.evaluation.runner import text_sampler as load_sampler
+  from mro.loading import text_sampler as load_sampler
   from rewards.tasks import get_task
   sampler = load_sampler(resolve_model("default", "sudoku"))
   tok = sampler.tokenizer
@@ -248,6 +247,7 @@ def evaluate_key(record):
   return setting_key(record)
 
 
+@pytest.mark.integration  # the shipped models
 def test_mro_sample_runs_the_cascade_on_the_shipped_model_and_names_misplaced_options():
   from mro.sample import sample
   from rewards.tasks import get_task

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from mro import cli
+
+pytestmark = pytest.mark.integration  # whole workflows: `mro` verbs end to end, a training run
+
 PROMPTS = ["12+34=", "5*6=", "100+2="]
 FAST = ["--gen-length", "16", "--steps", "8", "--block-length", "8"]
 
@@ -92,6 +95,21 @@ def test_sample_with_inconsistent_sampler_options_exits_2_naming_them(workdir, c
   assert err.startswith("mro sample: error:") and "Traceback" not in err
   for name in names:
     assert name in err, err
+
+
+def test_sample_from_a_workdir_whose_config_no_longer_fits_its_checkpoints_moves_nothing(
+    workdir, tmp_path, capsys):
+  wd = tmp_path / "wd"
+  shutil.copytree(workdir, wd)
+  shutil.rmtree(wd / "model")  # read the checkpoints, not the export
+  cfg = json.loads((wd / "config.json").read_text())
+  cfg["model"]["mlp_hidden"] *= 2  # config.json edited since: other shapes
+  (wd / "config.json").write_text(json.dumps(cfg))
+  before = sorted(p.name for p in (wd / "checkpoints").iterdir())
+  code, out, err = sample(capsys, "--model", str(wd), "--prompt", PROMPTS[0], *FAST)
+  assert code == 2 and out == "" and "Traceback" not in err
+  assert "does not restore" in err and "left in place" in err, err
+  assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == before
 
 
 def test_sample_from_a_missing_model_dir_exits_2(tmp_path, capsys):

@@ -1,5 +1,6 @@
-"""`mro eval` and `mro plot` in-process on the tiny trained workdir: table, files, plot,
-and bad input as exit code 2 with the problem named, before anything is compiled."""
+"""`mro eval` in-process on the tiny trained workdir: table, files, its --plot, and bad
+input as exit code 2 with the problem named, before anything is compiled. (`mro plot`:
+test_plot.py.)"""
 
 import json
 
@@ -9,9 +10,10 @@ import mro.sampling.sampler as sampler
 from mro import loading
 from mro import cli
 from mro.evaluation import runner as evaluate
+
+pytestmark = pytest.mark.integration  # whole workflows: `mro eval` on a trained workdir
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FAST = ["--task", "arith", "--limit", "5", "--gen-length", "32", "--steps", "L/4,L/8",
-        "--batch-size", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +27,6 @@ def run(capsys, *argv):
   return code, out, err
 
 
-@pytest.fixture(scope="module")
-def evaluated(workdir, tmp_path_factory):
-  """One `mro eval --out --plot` run: (exit code, stdout, stderr, results path, png)."""
-  import contextlib
-  import io
-
-  folder = tmp_path_factory.mktemp("cli_eval")
-  out, png = folder / "res.jsonl", folder / "acc.png"
-  stdout, stderr = io.StringIO(), io.StringIO()
-  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-    code = cli.main(["eval", "--model", str(workdir), *FAST, "--out", str(out),
-                     "--plot", str(png)])
-  return code, stdout.getvalue(), stderr.getvalue(), out, png
-
-
 @pytest.fixture
 def no_compile(monkeypatch):
   def fail(*args, **kwargs):
@@ -48,8 +35,8 @@ def no_compile(monkeypatch):
   monkeypatch.setattr(sampler, "generate_compiled", fail)
 
 
-def test_eval_prints_a_table_row_per_steps_value(evaluated):
-  code, out, err, _, _ = evaluated
+def test_eval_prints_a_table_row_per_steps_value(cli_evaluated):
+  code, out, err, _, _ = cli_evaluated
   assert code == 0, err
   lines = out.splitlines()
   assert lines[0].split()[:6] == ["task", "protocol", "search", "steps", "n", "accuracy"]
@@ -60,8 +47,8 @@ def test_eval_prints_a_table_row_per_steps_value(evaluated):
   assert "steps=8" in err and "steps=4" in err  # progress, one line per setting
 
 
-def test_eval_appends_results_and_generations_and_draws_the_plot(evaluated, workdir):
-  code, out, _, results, png = evaluated
+def test_eval_appends_results_and_generations_and_draws_the_plot(cli_evaluated, workdir):
+  code, out, _, results, png = cli_evaluated
   assert code == 0
   records = [json.loads(x) for x in results.read_text().splitlines()]
   assert [r["steps"] for r in records] == [8, 4]
@@ -70,15 +57,6 @@ def test_eval_appends_results_and_generations_and_draws_the_plot(evaluated, work
   assert len(gens) == 5 * 2
   assert png.read_bytes().startswith(PNG_SIGNATURE) and png.stat().st_size > 0
   assert f"plot written to {png}" in out and str(results) in out
-
-
-def test_plot_verb_draws_a_png_next_to_the_results_by_default(evaluated, tmp_path, capsys):
-  results = evaluated[3]
-  code, out, err = run(capsys, "plot", str(results))
-  assert code == 0, err
-  assert results.with_suffix(".png").read_bytes().startswith(PNG_SIGNATURE)
-  code, out, err = run(capsys, "plot", str(results), "--out", str(tmp_path / "p.png"))
-  assert code == 0 and (tmp_path / "p.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
 def bad_data_file(tmp_path):
@@ -110,6 +88,31 @@ def test_eval_with_bad_input_exits_2_naming_the_problem_before_compiling(
     assert name in err, err
 
 
+@pytest.mark.parametrize("argv, names", [
+    (["--out", "acc.png", "--plot", "./acc.png"], ["--out and --plot", "same file"]),
+    (["--out", "acc.png", "--plot", "ABS"], ["--out and --plot", "same file"]),
+    (["--data", "acc.png", "--out", "acc.png"], ["--data and --out", "same file"]),
+])
+def test_eval_refuses_two_options_naming_one_file_before_anything_is_written(
+    tmp_path, capsys, monkeypatch, no_compile, argv, names):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "acc.png").write_text('{"setting_id": "kept"}\n')  # results already saved
+  argv = [str(tmp_path / "acc.png") if a == "ABS" else a for a in argv]
+  code, out, err = run(capsys, "eval", "--model", str(tmp_path / "nowhere"),
+                       "--task", "arith", *argv)
+  assert code == 2 and out == "", err
+  assert "Traceback" not in err and all(name in err for name in names), err
+  assert (tmp_path / "acc.png").read_text() == '{"setting_id": "kept"}\n'
+
+
+def test_plot_refuses_to_draw_over_its_own_results_file(tmp_path, capsys):
+  results = tmp_path / "res.png"
+  results.write_text('{"setting_id": "kept"}\n')
+  code, _, err = run(capsys, "plot", str(results), "--out", str(results))
+  assert code == 2 and "the results file and --out name the same file" in err, err
+  assert results.read_text() == '{"setting_id": "kept"}\n'
+
+
 def test_eval_of_a_task_without_a_shipped_default_model_lists_what_exists(
     tmp_path, capsys, monkeypatch, no_compile):
   monkeypatch.setattr(loading, "MODELS_DIR", tmp_path)
@@ -123,11 +126,6 @@ def test_eval_of_a_task_without_a_shipped_default_model_lists_what_exists(
 def test_eval_of_a_missing_model_dir_exits_2(tmp_path, capsys, no_compile):
   code, _, err = run(capsys, "eval", "--model", str(tmp_path / "nowhere"), "--task", "arith")
   assert code == 2 and "does not exist" in err
-
-
-def test_plot_of_a_missing_results_file_exits_2(tmp_path, capsys):
-  code, _, err = run(capsys, "plot", str(tmp_path / "none.jsonl"))
-  assert code == 2 and err.startswith("mro plot: error:") and "does not exist" in err
 
 
 def test_eval_help_explains_step_fractions_and_lists_the_protocols(capsys):
@@ -169,7 +167,7 @@ def test_fast_eval_records_the_resolved_options_and_fewer_forward_passes(
 
 def test_search_defaults_are_the_measured_two_points_and_the_paper_protocol_keeps_four():
   from mro.evaluation.settings import EvalConfig
-  from mro.method.settings import SearchConfig
+  from mro.method.search.settings import SearchConfig
 
   scfg = EvalConfig.build("sudoku", steps="L/4").sampler_configs()[0]
   compact = EvalConfig.build("sudoku", search="mro", steps="L/4")

@@ -16,9 +16,9 @@ from mro import config as exp_config
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
 from mro.loading import load_inference_model, resolve_model
-from mro.method.settings import SearchConfig
-from mro.method.start import validation
-from mro.method.textsearch import SearchRunner
+from mro.method.search.settings import SearchConfig
+from mro.method.finetuning.starting_model import validation
+from mro.method.search.runner import SearchRunner
 from mro.sampling.schedule import SamplerConfig
 from mro.sampling.textgen import TextSampler
 from rewards.combine import RewardConfig
@@ -58,6 +58,7 @@ def sudoku_sampler():
   return TextSampler(model, model_cfg, tok)
 
 
+@pytest.mark.integration  # the shipped models
 def test_every_batch_of_an_eval_setting_runs_one_compiled_sampler(sudoku_sampler):
   cfg = EvalConfig.build("sudoku", steps="6", limit=5, batch_size=2)  # 2 + 2 + 1 (padded)
   with compiles() as counts:
@@ -66,6 +67,7 @@ def test_every_batch_of_an_eval_setting_runs_one_compiled_sampler(sudoku_sampler
   assert counts["generate_compiled"] == 1
 
 
+@pytest.mark.integration  # the shipped models
 def test_a_validation_with_a_short_last_batch_compiles_the_sampler_once(sudoku_sampler):
   cfg = exp_config.from_dict({"data": {"task": "sudoku"},
                               "sampler": {"gen_length": 24, "steps": 6, "block_length": 24},
@@ -77,6 +79,7 @@ def test_a_validation_with_a_short_last_batch_compiles_the_sampler_once(sudoku_s
   assert counts["generate_compiled"] == 1
 
 
+@pytest.mark.integration  # the shipped models
 def test_a_text_scored_search_compiles_one_group_step_and_one_scorer_for_all_groups(
     sudoku_sampler):
   model, _, _, _ = load_inference_model(resolve_model("default-scorer", "sudoku"))

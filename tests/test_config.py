@@ -144,3 +144,65 @@ def test_the_resolved_config_saves_and_loads_back_equal(tmp_path):
   assert set(saved) == {"model", "tokenizer", "data", "train", "sampler", "mesh", "start",
                         "search", "rewards", "reject", "rl", "diffu_grpo", "coupled_grpo",
                         "wd1", "validation"}
+
+
+# --- hostile YAML: alias bombs and huge values --------------------------------------------
+
+LAUGHS = "[" + ", ".join(["x"] * 9) + "]"
+
+
+def alias_bomb(levels: int) -> str:
+  """A flow-style 'billion laughs' of `levels` levels (9**levels items expanded)."""
+  rows = [f"&l0 {LAUGHS}"]
+  rows += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+  return "[" + ", ".join(rows) + "]"
+
+
+def assert_refused_briefly(excinfo, *names):
+  message = str(excinfo.value)
+  assert len(message) < 800, message[:200]
+  for name in names:
+    assert name in message, message
+
+
+@pytest.mark.parametrize("levels", [4, 9])
+def test_a_config_file_with_yaml_aliases_is_refused_naming_the_file(tmp_path, levels):
+  path = tmp_path / "bomb.yaml"
+  path.write_text(f"train:\n  steps: {alias_bomb(levels)}\n")
+  with pytest.raises(ValueError) as excinfo:
+    config.load_config(str(path))
+  assert_refused_briefly(excinfo, str(path), "aliases", "line 2")
+
+
+@pytest.mark.parametrize("levels", [4, 9])
+def test_a_set_value_with_yaml_aliases_is_refused_naming_the_option(levels):
+  with pytest.raises(ValueError) as excinfo:
+    config.load_config("tiny", [f"train.steps={alias_bomb(levels)}"])
+  assert_refused_briefly(excinfo, "--set 'train.steps=", "aliases")
+
+
+def test_a_sweep_file_and_its_set_values_refuse_yaml_aliases(tmp_path):
+  from mro.sweeps.spec import Run, load_sweep, validate_configs
+
+  path = tmp_path / "s.yaml"
+  path.write_text("runs: &r [{name: a}]\nmore: *r\n")
+  with pytest.raises(ValueError) as excinfo:
+    load_sweep(path)
+  assert_refused_briefly(excinfo, str(path), "aliases")
+  run = Run(name="a", command="train", config="tiny",
+            sets=(f"train.steps={alias_bomb(9)}",), eval=None, workdir=tmp_path / "a")
+  with pytest.raises(ValueError) as excinfo:
+    validate_configs([run])
+  assert_refused_briefly(excinfo, "run 'a'", "aliases")
+
+
+@pytest.mark.parametrize("item, names", [
+    ("train.steps=" + "9" * 100 + "x" * 100_000, ["train.steps must be int", "characters)"]),
+    ("train.lr=[" + ", ".join(["1"] * 50_000) + "]", ["train.lr must be float"]),
+    ("train.steps=!!python/object/apply:os.system [echo hi]", ["--set", "not valid YAML"]),
+    ("train.steps=[1, ", ["--set 'train.steps=[1, '", "not valid YAML"]),
+])
+def test_a_bad_set_value_gets_a_bounded_message_naming_the_field(item, names):
+  with pytest.raises(ValueError) as excinfo:
+    config.load_config("tiny", [item])
+  assert_refused_briefly(excinfo, *names)

@@ -152,7 +152,7 @@ PROBE = """
 import json, sys
 import jax, numpy as np
 from models.checkpoints import load_hf_state
-from models.config import load_hf_config
+from models.hf_config import load_hf_config
 from models.sharding import MeshConfig, make_mesh
 
 def status(field):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.config import SpecialIds
-from mro.config import DataConfig
+from mro.training.settings import DataConfig
 from mro.training.data import BatchStream, Sequences, build_sequences
 from rewards.tasks import Example
 

@@ -2,8 +2,9 @@
 
 A random model scores ~0: these tests check the machinery (records, generations,
 batch invariance, protocol resolution, crash safety, bad input before compiling).
-Compile budget: the settings of `run` (gen 16; steps 16, 4, 2; batch 3), which the crash
-and append tests reuse, plus one each for batch 8, threshold mode and the in-memory model.
+Compile budget: the settings of `eval_run` (conftest.py: gen 16; steps 16, 4, 2; batch 3),
+which the crash and append tests reuse, plus one each for batch 8, threshold mode and the
+in-memory model.
 """
 
 import dataclasses
@@ -11,64 +12,18 @@ import json
 
 import numpy as np
 import pytest
-from flax import nnx
 
 import mro.sampling.sampler as sampler
-from models.checkpoints import save_hf
-from models.config import preset
-from models.tokenizers import (LLADA_CHAT_TEMPLATE, build_hf_tokenizer, load_tokenizer,
-                               train_sentencepiece)
-from models.transformer import init_model
+from models.tokenizers import LLADA_CHAT_TEMPLATE, build_hf_tokenizer, load_tokenizer
 from mro import loading
 from mro.evaluation import runner as evaluate
-from mro.evaluation import plot
 from mro.evaluation import report
 from mro.evaluation import settings as eval_settings
 from mro.evaluation.runner import EvalConfig, run_eval
-from mro.training.loop import TASK_TAGS
 from mro.evaluation.protocols import Protocol, get_protocol, protocol_names
 from rewards.tasks import Example, get_task
+from tiny_models import EVAL_BASE as BASE
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# 7 arith problems in batches of 3 (the last one padded), 16 tokens, 3 step counts.
-BASE = dict(task="arith", steps="L,L/4,2", limit=7, gen_length=16, batch_size=3,
-            temperature=1.0, seed=3)
-
-
-def save_random_model(directory, max_seq_len: int = 96):
-  """A randomly initialised tiny model in HF format with a sentencepiece tokenizer."""
-  texts = [t for name in ("arith", "sudoku", "countdown")
-           for ex in get_task(name).examples("train", limit=100) for t in (ex.prompt, ex.target)]
-  tok = train_sentencepiece(texts, directory, 64, user_symbols=TASK_TAGS,
-                            byte_fallback=False, hard_vocab_limit=False)
-  cfg = preset("tiny", vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=2,
-               n_kv_heads=2, mlp_hidden=64, max_seq_len=max_seq_len)
-  save_hf(directory, nnx.state(init_model(cfg, seed=0)), cfg, tok.special)
-  return directory
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-  return save_random_model(tmp_path_factory.mktemp("random_model") / "model")
-
-
-@pytest.fixture(scope="module")
-def text_sampler(model_dir):
-  from mro.sampling.textgen import TextSampler
-  from mro.loading import load_inference_model
-  model, model_cfg, _, tok = load_inference_model(model_dir)
-  return TextSampler(model, model_cfg, tok)
-
-
-@pytest.fixture(scope="module")
-def run(model_dir, tmp_path_factory):
-  """(config, records, result lines, generation lines) of one run with --out."""
-  out = tmp_path_factory.mktemp("eval") / "res.jsonl"
-  cfg = EvalConfig.build(**BASE, out=str(out))
-  records = run_eval(model_dir, cfg)
-  lines = [json.loads(x) for x in out.read_text().splitlines()]
-  gens = [json.loads(x) for x in evaluate.generations_path(out).read_text().splitlines()]
-  return cfg, records, lines, gens
 
 
 @pytest.fixture
@@ -82,8 +37,8 @@ def no_compile(monkeypatch):
 # --- records and generations ---------------------------------------------------------
 
 
-def test_each_steps_value_appends_one_line_with_the_resolved_config(run, model_dir):
-  cfg, records, lines, _ = run
+def test_each_steps_value_appends_one_line_with_the_resolved_config(eval_run, model_dir):
+  cfg, records, lines, _ = eval_run
   assert lines == records
   assert [r["steps"] for r in lines] == [16, 4, 2]  # L, L/4, 2 with gen_length 16
   for r in lines:
@@ -94,7 +49,8 @@ def test_each_steps_value_appends_one_line_with_the_resolved_config(run, model_d
                             "temperature": 1.0, "remasking": "low_confidence",
                             "threshold": None, "cfg_scale": 0.0, "factor": None,
                             "cache": "none", "refresh_every": None, "stop_at_eos": False,
-                            "correct_below": None, "correct_rows": None, "correct_max": 1}
+                            "correct_below": None, "correct_rows": None, "correct_max": 1,
+                            "schedule": "llada", "schedule_eps": 1e-3}
     assert (r["seed"], r["batch_size"], r["n"], r["batches"]) == (3, 3, 7, 3)
     assert r["nfe"] == r["steps"] * 3 and r["denoising_steps"] == r["steps"]
     assert r["timestamp"] and r["seconds"] >= r["sample_seconds"] > 0
@@ -105,8 +61,8 @@ def test_each_steps_value_appends_one_line_with_the_resolved_config(run, model_d
 
 
 def test_generations_file_holds_every_example_of_every_setting_with_a_score_that_recomputes(
-    run):
-  cfg, records, _, gens = run
+    eval_run):
+  cfg, records, _, gens = eval_run
   assert len(gens) == 7 * len(records)
   task = get_task("arith")
   examples = {ex.id: ex for ex in task.examples("test", limit=7)}
@@ -127,8 +83,8 @@ def outputs_of(gens, setting_id):
   return {g["example_id"]: g["output"] for g in gens if g["setting_id"] == setting_id}
 
 
-def test_outputs_do_not_depend_on_the_batch_size(run, model_dir, tmp_path):
-  _, records, _, gens = run
+def test_outputs_do_not_depend_on_the_batch_size(eval_run, model_dir, tmp_path):
+  _, records, _, gens = eval_run
   at_batch_3 = outputs_of(gens, records[1]["setting_id"])  # steps 4
   assert len(set(at_batch_3.values())) > 1  # temperature 1: the rows really differ
   out = tmp_path / "b8.jsonl"
@@ -170,11 +126,11 @@ def test_a_crash_in_the_second_setting_keeps_the_first_line_intact(model_dir, tm
   assert len(gens) == 7 and all(json.loads(g)["steps"] == 16 for g in gens)
 
 
-def test_a_rerun_skips_recorded_settings_and_force_appends_them_again(run, model_dir,
+def test_a_rerun_skips_recorded_settings_and_force_appends_them_again(eval_run, model_dir,
                                                                        tmp_path, no_compile):
   out = tmp_path / "res.jsonl"
   cfg = EvalConfig.build(**{**BASE, "steps": "2,4"}, out=str(out))
-  _, records, lines, _ = run  # the same settings, recorded in run's own file
+  _, records, lines, _ = eval_run  # the same settings, recorded in eval_run's own file
   out.write_text("".join(json.dumps(r) + "\n" for r in lines[1:]) + '{"torn": ')
   again = run_eval(model_dir, cfg)  # both recorded already: nothing compiles
   assert [r["setting_id"] for r in again] == [lines[2]["setting_id"], lines[1]["setting_id"]]
@@ -184,7 +140,38 @@ def test_a_rerun_skips_recorded_settings_and_force_appends_them_again(run, model
     run_eval(model_dir, other_seed)  # a different resolved config is not skipped
 
 
-def test_force_re_runs_and_appends_a_recorded_setting(run, model_dir, tmp_path):
+def test_a_torn_last_line_is_set_aside_and_a_rerun_finds_the_finished_record(
+    eval_run, model_dir, tmp_path, monkeypatch):
+  out = tmp_path / "res.jsonl"
+  gens = evaluate.generations_path(out)
+  out.write_text('{"setting_id": "torn", "accur')  # a kill or a full disk mid-write
+  gens.write_text('{"setting_id": "torn", "ste')
+  cfg = EvalConfig.build(**{**BASE, "steps": "2"}, out=str(out))
+  first = run_eval(model_dir, cfg)  # steps 2 compiled by eval_run already
+  monkeypatch.setattr(sampler, "generate_compiled", lambda *a, **k: pytest.fail("re-ran"))
+  again = run_eval(model_dir, cfg)
+  assert [r["setting_id"] for r in again] == [first[0]["setting_id"]]
+  assert len(out.read_text().splitlines()) == 1
+  assert len(gens.read_text().splitlines()) == first[0]["n"]
+  assert all("setting_id" in json.loads(g) for g in gens.read_text().splitlines())
+  assert "torn" in (tmp_path / "res.jsonl.torn").read_text()
+
+
+def test_results_written_before_a_sampler_option_existed_are_still_skipped(
+    eval_run, model_dir, tmp_path, no_compile):
+  out = tmp_path / "res.jsonl"
+  _, _, lines, _ = eval_run
+  old = [{**r, "sampler": {k: v for k, v in r["sampler"].items()
+                           if k not in ("schedule", "schedule_eps")}} for r in lines]
+  out.write_text("".join(json.dumps(r) + "\n" for r in old))
+  again = run_eval(model_dir, EvalConfig.build(**{**BASE, "steps": "2"}, out=str(out)))
+  assert [r["setting_id"] for r in again] == [lines[2]["setting_id"]]
+  with pytest.raises(AssertionError, match="reached the compiled sampler"):
+    run_eval(model_dir, EvalConfig.build(**{**BASE, "steps": "2", "schedule": "dream"},
+                                         out=str(out)))  # not the default: not skipped
+
+
+def test_force_re_runs_and_appends_a_recorded_setting(eval_run, model_dir, tmp_path):
   out = tmp_path / "res.jsonl"
   cfg = EvalConfig.build(**{**BASE, "steps": "2"}, out=str(out))
   run_eval(model_dir, cfg)
@@ -200,8 +187,8 @@ def test_an_in_memory_model_is_labelled_by_model_name(text_sampler):
   assert record["model"] == "mine" and record["model_path"] is None and record["n"] == 2
 
 
-def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(run):
-  _, records, _, _ = run
+def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(eval_run):
+  _, records, _, _ = eval_run
   lines = report.format_table(records).splitlines()
   assert lines[0].split() == ["task", "protocol", "search", "steps", "n", "accuracy",
                               "answered", "digit_accuracy", "format", "NFE/prompt",
@@ -263,9 +250,9 @@ def test_explicit_options_override_the_protocol_and_steps_follow_the_new_length(
 
 
 def test_unknown_protocol_lists_the_known_ones():
-  with pytest.raises(ValueError, match="compact, llada, d1, mro"):
+  with pytest.raises(ValueError, match="compact, llada, d1, mro, dream"):
     get_protocol("d2")
-  assert protocol_names() == ("compact", "llada", "d1", "mro")
+  assert protocol_names() == ("compact", "llada", "d1", "mro", "dream")
 
 
 def test_an_invalid_protocol_field_raises_naming_it():
@@ -380,40 +367,82 @@ def test_an_empty_data_file_raises(model_dir, tmp_path, no_compile):
     run_eval(model_dir, EvalConfig.build(task="sudoku", data=str(data)))
 
 
-# --- plot ---------------------------------------------------------------------------------
-
-
-def test_plot_writes_a_png_from_the_results_file_alone(run, tmp_path):
-  cfg, _, _, _ = run
-  png = plot.plot_results(cfg.out, tmp_path / "acc.png")
-  data = png.read_bytes()
-  assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
-
-
-def test_plot_draws_one_line_per_model_task_and_protocol_and_skips_torn_lines(run, tmp_path):
-  _, records, _, _ = run
-  other = [dict(r, protocol="d1") for r in records]
-  path = tmp_path / "res.jsonl"
-  path.write_text("".join(json.dumps(r) + "\n" for r in records + other) + '{"torn": ')
-  lines = plot.curves(plot.read_results(path))
-  assert len(lines) == 2
-  for pts in lines.values():
-    assert [x for x, _ in pts] == [2.0, 4.0, 16.0]
-
-
-def test_plot_refuses_a_missing_or_empty_results_file_and_a_non_png_path(run, tmp_path):
-  with pytest.raises(ValueError, match="does not exist"):
-    plot.plot_results(tmp_path / "none.jsonl", tmp_path / "a.png")
-  (tmp_path / "empty.jsonl").write_text("\n")
-  with pytest.raises(ValueError, match="no `mro eval` result"):
-    plot.plot_results(tmp_path / "empty.jsonl", tmp_path / "a.png")
-  with pytest.raises(ValueError, match="PNG"):
-    plot.plot_results(run[0].out, tmp_path / "a.pdf")
-
-
 def test_search_reward_weights_reach_the_reward_config():
   cfg = EvalConfig.build(task="sudoku", steps="L/4", search="mro", rewards="tv=2,q=0.5")
   rewards = cfg.resolved_rewards()
-  assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_ppl, rewards.w_q) == (2.0, 1.0, 0.5)
+  assert rewards.use == ("tv", "q")
+  assert (rewards.w_tv, rewards.w_ppl, rewards.w_q) == (2.0, 1.0, 0.5)
   with pytest.raises(ValueError, match="not a number"):
     EvalConfig.build(task="sudoku", steps="L/4", search="mro", rewards="tv=two")
+
+
+# --- accuracy per example group (Sudoku: unique / several solutions) -------------------
+
+
+def test_group_accuracy_scores_each_group_of_examples_apart():
+  task = get_task("sudoku")
+  several, unique = "1200340021000000", "4100000113002000"
+  examples = [task._example(f"x{i}", p, _a_solution(p), "compact")
+              for i, p in enumerate([several, unique, unique, several, unique])]
+  correct = [0.0, 1.0, 1.0, 1.0, 0.0]
+  gens = [{"index": i, "score": {"correct": c}} for i, c in enumerate(correct)]
+  groups = evaluate.group_accuracy(task, examples, gens)
+  assert groups == {"several": {"n": 2, "accuracy": 0.5},
+                    "unique": {"n": 3, "accuracy": pytest.approx(2 / 3)}}
+  assert evaluate.group_accuracy(get_task("arith"), examples, gens) is None
+
+
+def _a_solution(puzzle):
+  from rewards.tasks.sudoku import solutions
+  return solutions(puzzle)[0]
+
+
+def test_a_sudoku_eval_records_and_prints_accuracy_for_unique_and_several(model_dir,
+                                                                         tmp_path):
+  from rewards.tasks.sudoku import read_csv, solutions
+  data = loading.MODELS_DIR.parent / "data" / "sudoku_test_8blanks_any.csv"
+  rows = read_csv(data)[:24]
+  counts = [len(solutions(p)) for p, _ in rows]
+  assert 1 in counts and max(counts) > 1
+  out = tmp_path / "res.jsonl"
+  cfg = EvalConfig.build(task="sudoku", data=str(data), limit=24, steps="4", batch_size=8,
+                         temperature=1.0, out=str(out))
+  (record,) = run_eval(model_dir, cfg)
+  assert json.loads(out.read_text())["groups"] == record["groups"]
+  several = sum(c > 1 for c in counts)
+  assert {k: v["n"] for k, v in record["groups"].items()} == {"several": several,
+                                                             "unique": 24 - several}
+  gens = [json.loads(x) for x in evaluate.generations_path(out).read_text().splitlines()]
+  for name, want in (("several", lambda c: c > 1), ("unique", lambda c: c == 1)):
+    mine = [g["score"]["correct"] for g in gens if want(counts[g["index"]])]
+    assert record["groups"][name]["accuracy"] == np.mean(mine)
+  shown = {**record, "groups": {"several": {"n": 2, "accuracy": 0.25},
+                                 "unique": {"n": 6, "accuracy": 0.75}}}
+  head, row = (line.split() for line in report.format_table([shown]).splitlines())
+  assert head[6:10] == ["acc", "several", "acc", "unique"] and row[6:8] == ["0.2500", "0.7500"]
+  assert "| several % | unique % |" in report.markdown_table([shown])
+  assert "| 25.0 | 75.0 |" in report.markdown_table([shown])
+
+
+def test_a_task_without_groups_records_none(eval_run):
+  _, records, _, _ = eval_run
+  assert all("groups" not in r for r in records)
+  assert "acc" not in report.format_table(records).splitlines()[0].split()
+
+
+def test_the_search_options_for_several_answers_name_their_settings_apart():
+  search = {"method": "best-of-n", "k": 4, "n_live": 1, "group_steps": 3,
+            "temperature": 1.0, "select": "none"}
+  rewards = {"spec": "tv", "use": ["tv"], "quality_source": "vote"}
+  base = {"steps": 6, "rewards": rewards, "sampler": {}}
+  rows = [{**base, "search": search},
+          {**base, "search": {**search, "branch_steps": 1}},
+          {**base, "search": {**search, "final_verify": "all"}},
+          {**base, "search": {**search, "branch_steps": 2, "final_verify": 3}}]
+  labels = [report.setting_label(r) for r in rows]
+  assert len(set(labels)) == 4 and len(report.latest(rows)) == 4
+  assert labels[3] == ("best-of-4 (tv, sampled in the first 2 steps then greedy, final tv "
+                       "over the whole answer (3 rows))")
+  assert "one row per position" in labels[2]
+  assert [report.search_label(r) for r in rows] == [
+      "best-of-4:tv", "best-of-4:tv:b1", "best-of-4:tv:fvall", "best-of-4:tv:b2:fv3"]

@@ -5,14 +5,16 @@ import numpy as np
 import pytest
 
 from mro import config as exp_config
-from mro.method import rl
+from mro.method.finetuning import rl
 from mro.training.workdir import read_metrics
-from test_mro_training import _cli_sets, config, start_models  # noqa: F401 (fixture)
+from tiny_models import mro_cli_sets, mro_config
+
+pytestmark = pytest.mark.integration  # whole workflows: GRPO-family runs through `mro rl`
 
 
-def grpo_config(start_models, method, rewards="q", **sections):  # noqa: F811
-  return config(start_models, rewards=rewards, rl={"method": method, **sections.pop("rl", {})},
-                **sections)
+def grpo_config(start_models, method, rewards="q", **sections):
+  return mro_config(start_models, rewards=rewards,
+                    rl={"method": method, **sections.pop("rl", {})}, **sections)
 
 
 def rows_of(workdir):
@@ -20,7 +22,7 @@ def rows_of(workdir):
 
 
 def test_an_interrupted_coupled_grpo_run_resumes_to_the_uninterrupted_losses(
-    start_models, tmp_path):  # noqa: F811
+    start_models, tmp_path):
   cfg = grpo_config(start_models, "coupled_grpo", rewards="tv,q",
                     coupled_grpo={"kl_coef": 0.1})
   rl.run(cfg, tmp_path / "full")
@@ -38,7 +40,7 @@ def test_an_interrupted_coupled_grpo_run_resumes_to_the_uninterrupted_losses(
     ("wd1", {"wd1": {"negative_weight": 0.5}}),
 ])
 def test_grpo_methods_train_with_ratio_one_on_each_fresh_rollout_batch(
-    start_models, tmp_path, method, options):  # noqa: F811
+    start_models, tmp_path, method, options):
   rl.run(grpo_config(start_models, method, rewards="tv,q", **options), tmp_path)
   rows = rows_of(tmp_path)
   assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(np.isfinite(r["loss"])
@@ -55,10 +57,10 @@ def test_grpo_methods_train_with_ratio_one_on_each_fresh_rollout_batch(
 
 
 def test_mro_rl_selects_a_grpo_method_and_passes_the_sampler_mode_through_from_the_cli(
-    start_models, tmp_path, capsys):  # noqa: F811
+    start_models, tmp_path, capsys):
   from mro.cli import main
   code = main(["rl", "--config", "mro_sudoku", "--workdir", str(tmp_path),
-               *_cli_sets(start_models), "--set", "rl.method=wd1", "--set", "rewards.use=q",
+               *mro_cli_sets(start_models), "--set", "rl.method=wd1", "--set", "rewards.use=q",
                "--set", "sampler.threshold=0.9"])  # a fast mode: GRPO needs no fixed schedule
   assert code == 0, capsys.readouterr().err
   assert "trained to step 4" in capsys.readouterr().out
@@ -87,10 +89,12 @@ def test_grpo_config_values_are_refused_naming_the_field(sets, match):
     exp_config.from_dict(exp_config.apply_sets({}, sets))
 
 
-def test_grpo_settings_that_need_a_fixed_schedule_or_a_reward_are_refused(start_models):  # noqa: F811,E501
+def test_grpo_settings_that_need_a_fixed_schedule_or_a_reward_are_refused(start_models):
   threshold = {"sampler": {"threshold": 0.9}}
   with pytest.raises(ValueError, match="rl.group_steps"):
-    rl.check(grpo_config(start_models, "diffu_grpo", rewards="tv,q", **threshold))
-  rl.check(grpo_config(start_models, "diffu_grpo", rewards="q", **threshold))  # fine
+    exp_config.validate(grpo_config(start_models, "diffu_grpo", rewards="tv,q", **threshold),
+                        "rl")
+  exp_config.validate(grpo_config(start_models, "diffu_grpo", rewards="q", **threshold),
+                      "rl")  # fine
   with pytest.raises(ValueError, match="rewards.use"):
-    rl.check(grpo_config(start_models, "wd1", rewards="none"))
+    exp_config.validate(grpo_config(start_models, "wd1", rewards="none"), "rl")

@@ -4,60 +4,21 @@ import json
 
 import numpy as np
 import pytest
-from flax import nnx
 
-from models.checkpoints import save_hf
-from models.config import preset
-from models.tokenizers import train_sentencepiece
-from models.transformer import init_model
 from mro import config as exp_config
-from mro.method import reject
-from mro.method import rl
+from mro.method.finetuning import reject_sampling
+from mro.method.finetuning import rl
 from mro.training.workdir import read_metrics
 from rewards.tasks import get_task
+from tiny_models import mro_cli_sets as _cli_sets
+from tiny_models import mro_config as config
 
-SHAPES = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64, max_seq_len=64)
-
-
-@pytest.fixture(scope="module")
-def start_models(tmp_path_factory):
-  """A random tiny mask predictor and causal scorer sharing a Sudoku tokenizer."""
-  root = tmp_path_factory.mktemp("start")
-  examples = get_task("sudoku").examples("train", limit=300)
-  tok = train_sentencepiece([t for e in examples for t in (e.prompt, e.target)], root / "tok",
-                            64, user_symbols=("<answer>", "</answer>"), byte_fallback=False,
-                            hard_vocab_limit=False)
-  dirs = {}
-  for name, causal in (("mdm", False), ("scorer", True)):
-    cfg = preset("tiny", vocab_size=tok.vocab_size, causal=causal, **SHAPES)
-    save_hf(root / name, nnx.split(init_model(cfg, seed=1))[1], cfg, tok.special)
-    tok.save(root / name)
-    dirs[name] = root / name
-  return dirs
-
-
-def config(start_models, rewards=None, **sections) -> exp_config.ExperimentConfig:
-  """The tiny MRO experiment; `sections` are {section: {key: value}} overrides."""
-  raw = {"data": {"task": "sudoku", "train_size": 8, "max_prompt_len": 20,
-                  "max_response_len": 24},
-         "sampler": {"gen_length": 24, "steps": 4, "block_length": 24},
-         "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
-                   "log_every": 1, "progress": False, "lr": 1e-3},
-         "start": {"model": str(start_models["mdm"]), "scorer": str(start_models["scorer"])},
-         "search": {"k": 2, "group_steps": 2, "temperature": 0.25},
-         "rl": {"group_steps": 2, "rollouts_per_prompt": 2, "prompts_per_batch": 2,
-                "inner_steps": 2},
-         "validation": {"every": 2, "limit": 4}}
-  if rewards is not None:
-    raw["rewards"] = {"use": rewards}
-  for section, values in sections.items():
-    raw[section] = {**raw.get(section, {}), **values}
-  return exp_config.from_dict(raw)
+pytestmark = pytest.mark.integration  # whole workflows: reject sampling and MRO-RL runs
 
 
 def test_reject_sampling_keeps_one_searched_trajectory_per_prompt_and_trains(start_models,
                                                                              tmp_path):
-  record = reject.run(config(start_models), tmp_path)
+  record = reject_sampling.run(config(start_models), tmp_path)
   with np.load(tmp_path / "trajectories.npz") as z:
     tokens, commit, P = z["tokens"], z["commit_step"], int(z["prompt_len"])
   assert tokens.shape[0] == 8  # top1: one per training prompt
@@ -72,14 +33,14 @@ def test_reject_sampling_keeps_one_searched_trajectory_per_prompt_and_trains(sta
 
 def test_reject_sampling_with_a_threshold_keeps_every_passing_candidate(start_models,
                                                                         tmp_path):
-  reject.run(config(start_models, reject={"keep": "threshold", "keep_threshold": -1e9},
+  reject_sampling.run(config(start_models, reject={"keep": "threshold", "keep_threshold": -1e9},
                     rewards="tv"), tmp_path)
   with np.load(tmp_path / "trajectories.npz") as z:
     assert z["tokens"].shape[0] == 8 * 2  # every candidate of every prompt
 
 
 def _searched(totals, r_q):
-  from mro.method.textsearch import SearchResult
+  from mro.method.search.runner import SearchResult
   n = len(totals)
   toks = np.arange(n * 3, dtype=np.int32).reshape(n, 3)  # candidate n's tokens: 3n..3n+2
   best = int(np.argmax(totals))
@@ -89,18 +50,20 @@ def _searched(totals, r_q):
 
 def test_the_quality_keep_rule_keeps_the_best_scored_right_answer_or_nothing():
   r = _searched([3.0, 2.0, 2.5, 0.1], r_q=[0.5, 1.5, 1.5, 1.5])  # the top total is wrong
-  (kept,) = reject.kept_candidates(r, "quality", 1.0)
+  (kept,) = reject_sampling.kept_candidates(r, "quality", 1.0)
   assert kept[0].tolist() == [6, 7, 8] and kept[2] == 2.5  # candidate 2: best right one
-  assert reject.kept_candidates(_searched([1.0, 2.0], [0.5, 0.0]), "quality", 1.0) == []
-  (top,) = reject.kept_candidates(r, "top1", 1.0)
+  assert reject_sampling.kept_candidates(_searched([1.0, 2.0], [0.5, 0.0]), "quality", 1.0) == []
+  (top,) = reject_sampling.kept_candidates(r, "top1", 1.0)
   assert top[0].tolist() == [0, 1, 2]  # top1 keeps the wrong top-total candidate
-  assert [k[2] for k in reject.kept_candidates(r, "threshold", 2.0)] == [3.0, 2.0, 2.5]
+  assert [k[2] for k in reject_sampling.kept_candidates(r, "threshold", 2.0)] == [3.0, 2.0, 2.5]
 
 
 def test_the_quality_keep_rule_needs_the_quality_reward(start_models):
   with pytest.raises(ValueError, match="keep=quality.*leaves q off"):
-    reject.check(config(start_models, reject={"keep": "quality"}, rewards="tv,ppl"))
-  reject.check(config(start_models, reject={"keep": "quality"}, rewards="tv,q"))
+    exp_config.validate(config(start_models, reject={"keep": "quality"}, rewards="tv,ppl"),
+                        "reject-sample")
+  exp_config.validate(config(start_models, reject={"keep": "quality"}, rewards="tv,q"),
+                      "reject-sample")
 
 
 def test_an_interrupted_rl_run_resumes_to_the_uninterrupted_losses(start_models, tmp_path):
@@ -136,24 +99,24 @@ def test_rl_options_run_end_to_end_with_ratio_one_on_each_fresh_rollout_batch(
 
 def test_reject_sampling_can_train_with_the_plain_sft_loss_on_final_answers(start_models,
                                                                             tmp_path):
-  record = reject.run(config(start_models, reject={"stepwise": False}), tmp_path)
+  record = reject_sampling.run(config(start_models, reject={"stepwise": False}), tmp_path)
   rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
   assert record["step"] == 4 and all(np.isfinite(r["loss"]) for r in rows)
   stepwise = tmp_path.parent / "stepwise"
-  reject.run(config(start_models), stepwise)
+  reject_sampling.run(config(start_models), stepwise)
   other = [r for r in read_metrics(stepwise / "metrics.jsonl") if "loss" in r]
   assert rows[0]["loss"] != other[0]["loss"]  # a different objective on the same data
 
 
 def test_rl_settings_that_break_rollout_boundaries_are_refused(start_models):
   with pytest.raises(ValueError, match="batch_size"):
-    rl.check(exp_config.from_dict({**json.loads(json.dumps(
+    exp_config.validate(exp_config.from_dict({**json.loads(json.dumps(
         config(start_models).to_dict())), "train": {"steps": 4, "batch_size": 6,
-                                                    "warmup_steps": 1}}))
+                                                    "warmup_steps": 1}}), "rl")
   bad = config(start_models).to_dict()
   bad["train"]["checkpoint_every"] = 3
   with pytest.raises(ValueError, match="inner_steps"):
-    rl.check(exp_config.from_dict(bad))
+    exp_config.validate(exp_config.from_dict(bad), "rl")
 
 
 def test_mro_config_values_are_checked():
@@ -170,18 +133,6 @@ def test_reward_weights_in_the_config_reach_the_training_rewards():
   cfg = exp_config.from_dict(exp_config.apply_sets({}, ["rewards.use=tv=0.5,q"]))
   rewards = cfg.rewards
   assert rewards.use == ("tv", "q") and (rewards.w_tv, rewards.w_q) == (0.5, 1.0)
-
-
-def _cli_sets(start_models) -> list[str]:
-  """The tiny settings of `config()` as --set flags on top of the shipped mro_sudoku."""
-  flat = {"data.path": "null", "data.train_size": 8, "sampler.steps": 4,
-          "train.steps": 4, "train.batch_size": 4, "train.warmup_steps": 1,
-          "train.checkpoint_every": 2, "train.progress": "false",
-          "start.model": start_models["mdm"], "start.scorer": start_models["scorer"],
-          "search.group_steps": 2, "search.k": 2, "rl.group_steps": 2,
-          "validation.every": 2, "validation.limit": 4, "validation.data": "null",
-          "rl.rollouts_per_prompt": 2, "rl.prompts_per_batch": 2}
-  return [arg for k, v in flat.items() for arg in ("--set", f"{k}={v}")]
 
 
 @pytest.mark.parametrize("verb", ["reject-sample", "rl"])

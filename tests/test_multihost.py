@@ -24,6 +24,7 @@ from models.checkpoints import load_model
 from models.sharding import MeshConfig, make_mesh, shard_batch
 from mro.training.checkpointing import Checkpointer
 
+pytestmark = pytest.mark.integration  # two processes joined by jax.distributed
 WORKER = Path(__file__).with_name("multihost_worker.py")
 DEATH_MESSAGE = "Terminating process because the JAX distributed service detected fatal errors"
 
@@ -120,9 +121,8 @@ def test_checkpoints_of_two_processes_restore_in_one(two_process_run, single_pro
   out, _ = two_process_run
   got = _params(np.load(out / "result.npz"))
   like, _ = single_process_step
-  ckpt = Checkpointer(out / "ckpt", keep=2)
-  state, meta = ckpt.restore(1, like)
-  ckpt.close()
+  with Checkpointer(out / "ckpt", keep=2) as ckpt:
+    state, meta = ckpt.restore(1, like)
   assert meta == {"step": 1} and int(state.step) == 1
   model, _, _ = load_model(out / "hf")  # the HF export, gathered tensor by tensor
   for tree in (state.params, nnx.state(model)):
@@ -141,13 +141,12 @@ def _check_death(out: Path, results, victim: int, like):
   assert t_survivor - t_victim < 60, (t_victim, t_survivor)
   assert f"process {survivor} saved step 2" in stdout_s
   # Only complete checkpoints are listed, and each restores (in this single process).
-  ckpt = Checkpointer(out / "ckpt_die", keep=10)
-  steps = ckpt.all_steps()
-  assert steps and max(steps) <= 3 and 2 in steps, steps
-  for step in steps:
-    state, meta = ckpt.restore(step, like)
-    assert meta == {"step": step} and int(state.step) > 0
-  ckpt.close()
+  with Checkpointer(out / "ckpt_die", keep=10) as ckpt:
+    steps = ckpt.all_steps()
+    assert steps and max(steps) <= 3 and 2 in steps, steps
+    for step in steps:
+      state, meta = ckpt.restore(step, like)
+      assert meta == {"step": step} and int(state.step) > 0
 
 
 def test_when_a_process_dies_the_other_stops_with_a_clear_error(two_process_run,

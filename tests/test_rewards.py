@@ -128,13 +128,13 @@ def test_verifier_source_needs_no_label_and_is_refused_where_the_task_has_none()
 
 
 def test_reward_flags_select_the_papers_ablations():
-  assert combine.parse_rewards("tv+q") == ("tv", "q")
-  assert combine.parse_rewards("all") == combine.REWARDS
-  cfg = combine.RewardConfig(use=combine.parse_rewards("ppl,q"), w_q=2.0)
+  assert combine.RewardConfig(use="tv+q").use == ("tv", "q")
+  assert combine.RewardConfig(use="all").use == combine.REWARDS
+  cfg = combine.RewardConfig(use="ppl,q", w_q=2.0)
   total = combine.total(cfg, tv=np.ones(2), ppl=np.full(2, 0.5), q=np.ones(2))
   np.testing.assert_allclose(total, [2.5, 2.5])
   with pytest.raises(ValueError, match="unknown reward"):
-    combine.parse_rewards("tv,foo")
+    combine.RewardConfig(use="tv,foo")
   with pytest.raises(ValueError, match="n_verify"):
     combine.RewardConfig(n_verify=0)
   with pytest.raises(ValueError, match="quality source"):
@@ -143,12 +143,12 @@ def test_reward_flags_select_the_papers_ablations():
 
 def test_reward_weights_are_given_beside_their_rewards():
   assert combine.parse_reward_spec("tv,ppl=0.5,q") == (("tv", "ppl", "q"), {"ppl": 0.5})
-  cfg = combine.reward_config("tv=2+q=-1", n_verify=3)
+  cfg = combine.RewardConfig(use="tv=2+q=-1", n_verify=3)
   assert cfg.use == ("tv", "q") and cfg.n_verify == 3
   assert (cfg.weight("tv"), cfg.weight("ppl"), cfg.weight("q")) == (2.0, 0.0, -1.0)
   total = combine.total(cfg, tv=np.ones(2), ppl=np.ones(2), q=np.full(2, 0.5))
   np.testing.assert_allclose(total, [1.5, 1.5])
-  assert combine.parse_rewards("ppl=0") == ("ppl",)
+  assert combine.RewardConfig(use="ppl=0").use == ("ppl",)
   for text, match in (("tv=abc", "'abc' is not a number"), ("tv=inf", "finite"),
                       ("foo=1", "unknown reward")):
     with pytest.raises(ValueError, match=match):

@@ -13,7 +13,7 @@ import pytest
 import helpers
 import mro.sampling.sampler as sampler
 from mro.sampling.sampler import PROMPT, left_pad, state_at
-from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
+from mro.sampling.schedule import REMASKING, SamplerConfig, block_of_step, tokens_per_step
 
 SMALL = SamplerConfig(gen_length=16, steps=8, block_length=8)  # 2 blocks, 2 tokens per step
 HOT = dataclasses.replace(SMALL, temperature=1.0)
@@ -234,8 +234,7 @@ def test_left_pad_refuses_empty_prompts(rows):
 # --- remasking modes, threshold mode, guidance -----------------------------------------------
 
 
-@pytest.mark.parametrize("remasking", ["low_confidence", "random", "margin",
-                                       "entropy"])
+@pytest.mark.parametrize("remasking", REMASKING)
 def test_every_remasking_mode_commits_each_position_once(llada_tiny, prompts, remasking):
   scfg = dataclasses.replace(SMALL, remasking=remasking)
   out = llada_tiny.generate(prompts, scfg)

@@ -12,8 +12,8 @@ from models.config import preset
 from models.transformer import ModelApply, init_model
 from mro.sampling.sampler import NOT_COMMITTED
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, run_search, search_nfe, select
-from mro.method.settings import SearchConfig
+from mro.method.search.mro_search import Scoring, forward_chunks, run_search, search_nfe, select
+from mro.method.search.settings import SearchConfig
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer
 
@@ -130,15 +130,18 @@ def test_running_the_candidates_in_chunks_gives_the_same_search(models, chunks):
   np.testing.assert_allclose(wide.r_ppl, sliced.r_ppl, rtol=1e-5, atol=1e-6)
 
 
-def test_forward_chunks_default_to_the_pool_on_cpu_and_are_checked():
-  assert SearchConfig(k=3, n_live=2).chunks() == (6 if jax.default_backend() == "cpu" else 1)
-  assert SearchConfig(k=3, forward_chunks=1).chunks() == 1
+def test_forward_chunks_are_left_to_the_search_where_it_runs_and_are_checked():
+  unset = SearchConfig(k=3, n_live=2)
+  assert unset.forward_chunks is None  # the config says the same on every backend
+  assert forward_chunks(unset, "cpu") == 6 and forward_chunks(unset, "gpu") == 1
+  assert forward_chunks(unset) == forward_chunks(unset, jax.default_backend())
+  assert forward_chunks(SearchConfig(k=3, forward_chunks=1), "cpu") == 1
   with pytest.raises(ValueError, match="forward_chunks"):
     SearchConfig(forward_chunks=0)
 
 
 def test_chunked_apply_equals_one_call_and_keeps_row_order(models):
-  from mro.method.search import ChunkedApply
+  from mro.method.search.mro_search import ChunkedApply
   apply, params, _, _ = models
   tokens = jnp.asarray(np.random.default_rng(1).integers(0, 30, (6, 7)), jnp.int32)
   mask = jnp.ones((6, 7), bool).at[0, :2].set(False)
@@ -205,7 +208,7 @@ def test_a_cached_search_with_groups_ending_inside_blocks_is_complete_and_batch_
 
 
 def test_selection_gathers_the_survivors_cache_rows_with_their_tokens():
-  from mro.method.search import _Carry, select_survivors
+  from mro.method.search.mro_search import _Carry, select_survivors
   from mro.sampling.cache import KVCache
   from mro.sampling.sampler import DecodeState
   B, N = 2, 3

@@ -15,6 +15,7 @@ from mro.evaluation.runner import EvalConfig, run_eval
 MODELS = loading.MODELS_DIR
 SHIPPED = sorted(p.parent for p in MODELS.glob("*/*/config.json"))
 PREDICTORS = [p for p in SHIPPED if p.parent.name in ("default", "default-mro")]
+pytestmark = pytest.mark.integration  # every test reads the shipped models
 
 
 def _id(path: Path) -> str:
@@ -111,9 +112,9 @@ def test_a_scorer_with_another_tokenizer_scores_decoded_text_once_per_group():
   leaves jit once per group to score decoded candidates, and the R_ppl it records for the
   last group is the scorer's reward on the decoded final candidates."""
   from mro.sampling.schedule import SamplerConfig
-  from mro.method.settings import SearchConfig
+  from mro.method.search.settings import SearchConfig
   from mro.sampling.textgen import TextSampler
-  from mro.method.textsearch import SearchRunner, same_tokenizer
+  from mro.method.search.runner import SearchRunner, same_tokenizer
   from mro.loading import load_inference_model
   from rewards.combine import RewardConfig
   from rewards.perplexity import TextScorer, ppl_reward

@@ -11,7 +11,10 @@ import pytest
 import yaml
 
 from mro import cli, sweeps
+from mro.evaluation.settings import option_names
 from mro.sweeps import RayOptions, RunSpec, SweepSpec
+
+pytestmark = pytest.mark.integration  # whole workflows: sweeps of training runs
 
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=2",
         "model.mlp_hidden=64", "data.train_size=64", "train.batch_size=8", "train.steps=2",
@@ -110,6 +113,14 @@ def test_bad_sweep_files_are_refused(tmp_path, spec, match):
     runs_of(tmp_path, spec)
 
 
+def test_a_sweeps_eval_keys_are_the_options_of_mro_eval():
+  """The sweep checks `eval:` against EvalConfig's options (not the CLI parser); the two
+  name the same keys, less those the CLI or the sweep owns (--plot, --out)."""
+  verbs = next(a for a in cli.build_parser()._actions if a.dest == "verb")
+  flags = {a.dest for a in verbs.choices["eval"]._actions} - {"help", "plot", "out"}
+  assert flags == set(option_names()) - {"out"}
+
+
 @pytest.mark.parametrize("where", ["sweep", "run"])
 @pytest.mark.parametrize("name", ["..", "../escaped", "a/b", "/tmp/abs"])
 def test_a_name_that_would_leave_the_root_is_refused(tmp_path, where, name):
@@ -134,6 +145,21 @@ def test_bad_set_keys_are_found_before_any_run_starts(tmp_path, bad, match):
   with pytest.raises(ValueError, match="run 'odd': " + match):
     sweeps.run_sweep(write(tmp_path, spec), root=tmp_path)
   assert not (tmp_path / "bad").exists()  # no run started
+
+
+def test_mro_sweep_refuses_a_config_its_command_would_refuse_before_any_run_starts(
+    tmp_path, capsys):
+  """The checks across sections run in the sweep's check: an RL run whose batch is not
+  whole rollouts (train.batch_size != prompts_per_batch x rollouts_per_prompt) stops the
+  sweep before its first run, not mid-sweep."""
+  spec = {"name": "rl", "command": "rl", "config": "rl_sudoku",
+          "runs": [{"name": "fine"}, {"name": "odd", "set": ["train.batch_size=24"]}]}
+  code = cli.main(["sweep", str(write(tmp_path, spec)), "--root", str(tmp_path / "root")])
+  err = capsys.readouterr().err
+  assert code == 2 and "run 'odd': train.batch_size=24 must equal rl.prompts_per_batch" in err
+  assert not (tmp_path / "root").exists()  # no run started
+  spec["runs"][1]["set"] = ["train.batch_size=32"]
+  sweeps.validate_configs(runs_of(tmp_path, spec))  # whole rollouts: fine
 
 
 def test_a_relaunched_sweep_skips_finished_runs_and_summarises_from_workdirs(tmp_path, capsys):
@@ -246,3 +272,20 @@ def test_a_ray_run_that_no_node_can_hold_is_reported_as_waiting(tmp_path, capsys
       "run waits until they join (ray status lists the nodes)"]
   ray_backend._warn_unplaceable(Cluster, runs[2:], "SPREAD", Progress("w"))
   assert capsys.readouterr().err == ""
+
+
+def test_the_summary_shows_accuracy_per_example_group_when_the_eval_names_groups(tmp_path):
+  spec = script_sweep(tmp_path, [0.5], name="g")
+  (run,) = runs_of(tmp_path, spec)
+  run.workdir.mkdir(parents=True)
+  rows = [{"task": "sudoku", "steps": s, "n": 8, "accuracy": a,
+           "groups": {"unique": {"n": 6, "accuracy": u}, "several": {"n": 2, "accuracy": v}}}
+          for s, a, u, v in ((24, 1.0, 1.0, 1.0), (6, 0.75, 0.875, 0.375))]
+  (run.workdir / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  table = sweeps.summary.rows([run])
+  assert [r["groups"] for r in table] == [{"unique": 1.0, "several": 1.0},
+                                          {"unique": 0.875, "several": 0.375}]
+  head, _, line = sweeps.format_summary(table).splitlines()
+  assert head == ("| run | best val | steps 24 | steps 6 | steps 24 several | "
+                  "steps 24 unique | steps 6 several | steps 6 unique |")
+  assert line == "| r0 | - | 100.0 | 75.0 | 100.0 | 100.0 | 37.5 | 87.5 |"

@@ -20,7 +20,8 @@ from safetensors.numpy import load_file
 ray = pytest.importorskip("ray")
 # ray.init starts its processes with a preexec_fn, i.e. a plain fork of this (JAX) process
 # that execs at once: JAX's warning about forking does not apply.
-pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+pytestmark = [pytest.mark.integration,  # a local Ray cluster (and two hosts on it)
+              pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")]
 
 from mro import sweeps  # noqa: E402
 from mro.files import parse_jsonl_line  # noqa: E402

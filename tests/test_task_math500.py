@@ -12,7 +12,8 @@ TASK = get_task("math500")
 
 @pytest.fixture(scope="module")
 def rows(benchmark_data):
-  return {e.meta["unique_id"]: e for e in TASK.examples("test", path=str(benchmark_data / "math500"))}
+  return {e.meta["unique_id"]: e
+          for e in TASK.examples("test", path=str(benchmark_data / "math500"))}
 
 
 def test_all_500_rows_are_read_in_order(rows, benchmark_data):

@@ -1,6 +1,7 @@
 """4x4 Sudoku: grids, held-out generator, CSV reader, extraction and the two metrics."""
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,61 @@ def test_malformed_csv_rows_raise_value_errors_naming_the_line(tmp_path, body, m
 def test_a_missing_csv_file_is_a_value_error(tmp_path):
   with pytest.raises(ValueError, match="not found"):
     get_task("sudoku").examples("test", path=str(tmp_path / "none.csv"))
+
+
+def test_a_solution_count_range_keeps_only_puzzles_with_that_many_solutions():
+  several = SudokuTask(unique=False, solutions=(2, 3)).examples("test", limit=64)
+  assert all(2 <= e.meta["n_solutions"] <= 3 for e in several)
+  assert all(e.meta["n_solutions"] == len(S.solutions(e.meta["puzzle"])) for e in several)
+  assert {e.meta["n_solutions"] for e in several} == {2, 3}
+  assert SudokuTask(unique=False, solutions=[1, 1]).solutions == (1, 1)  # YAML lists
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"solutions": (2, 4)}, "needs unique=False"),
+    ({"unique": False, "solutions": (0, 2)}, "1 <= min <= max"),
+    ({"unique": False, "solutions": (3, 2)}, "1 <= min <= max"),
+    ({"unique": False, "solutions": (2,)}, "two integers"),
+    ({"unique": False, "solutions": 2}, "two integers"),
+    ({"unique": False, "solutions": (1.5, 2)}, "two integers"),
+])
+def test_bad_solution_ranges_raise_value_errors_naming_the_field(fields, message):
+  with pytest.raises(ValueError, match=f"sudoku.solutions.*{message}"):
+    SudokuTask(**fields)
+
+
+def test_an_impossible_solution_range_fails_with_a_clear_error():
+  with pytest.raises(ValueError, match="solutions=\\(50, 60\\)"):
+    SudokuTask(blanks=4, unique=False, solutions=(50, 60)).generate("test", 1)
+
+
+def test_the_group_of_an_example_is_unique_or_several_by_its_solution_count():
+  task = get_task("sudoku")
+  loose = SudokuTask(unique=False).examples("test", limit=128)
+  groups = [task.group(e) for e in loose]
+  assert groups == ["unique" if e.meta["n_solutions"] == 1 else "several" for e in loose]
+  assert set(groups) == {"unique", "several"}
+  assert task.group(task._example("x", D1_PUZZLE, D1_SOLUTION, "compact")) == "unique"
+
+
+DATA = Path(__file__).resolve().parents[1] / "experiments" / "data"
+
+
+def test_the_shipped_d1_kind_files_have_enough_puzzles_with_several_solutions():
+  splits = S.split_grids()
+  for name, split, least in (("sudoku_test_8blanks_any.csv", "test", 256),
+                             ("sudoku_validation_8blanks_any.csv", "validation", 64)):
+    rows = S.read_csv(DATA / name)
+    assert all(p.count("0") == 8 and s in splits[split] for p, s in rows)
+    assert len({p for p, _ in rows}) == len(rows)
+    assert sum(len(S.solutions(p)) > 1 for p, _ in rows) >= least
+  train = S.read_csv(DATA / "sudoku_train_8to10blanks_any.csv")
+  assert all(8 <= p.count("0") <= 10 and s in splits["train"] for p, s in train)
+  assert sum(len(S.solutions(p)) > 1 for p, _ in train) > len(train) // 4
+
+
+def test_the_shipped_d1_kind_files_are_what_the_generator_makes():
+  loose = SudokuTask(blanks=8, train_blanks=(8, 10), unique=False)
+  assert S.read_csv(DATA / "sudoku_test_8blanks_any.csv") == loose.generate("test", 1536)
+  assert S.read_csv(DATA / "sudoku_validation_8blanks_any.csv") == \
+      loose.generate("validation", 512)

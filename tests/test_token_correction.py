@@ -182,18 +182,18 @@ def test_bad_correction_settings_raise_naming_the_field(kwargs, field):
 
 def test_reject_sampling_rl_and_the_search_refuse_correction():
   from mro import config as exp_config
-  from mro.method import reject, rl, rollouts
-  from mro.method.settings import SearchConfig
+  from mro.method.finetuning import rollouts
+  from mro.method.search.settings import SearchConfig
   cfg = exp_config.ExperimentConfig(sampler=CORRECT)
   with pytest.raises(ValueError, match="reject sampling.*correct_below"):
-    reject.check(cfg)
+    exp_config.validate(cfg, "reject-sample")
   with pytest.raises(ValueError, match="RL.*correct_below"):
-    rl.check(cfg)
+    exp_config.validate(cfg, "rl")
   with pytest.raises(ValueError, match="RL rollouts.*correct_below"):
     rollouts.sample_rollouts(None, ["x"], CORRECT, 2, seed=0)
   with pytest.raises(ValueError, match="search.*correct_below"):
     SearchConfig().resolve(CORRECT)
-  reject.check(exp_config.ExperimentConfig(sampler=PLAIN))  # without correction: fine
+  exp_config.validate(exp_config.ExperimentConfig(sampler=PLAIN), "reject-sample")  # fine
 
 
 def test_eval_and_sample_accept_the_flags():
@@ -207,7 +207,7 @@ def test_eval_and_sample_accept_the_flags():
 
 
 def test_eval_records_the_leave_one_out_passes_and_the_remasked_tokens(tmp_path):
-  from test_evaluate import save_random_model
+  from tiny_models import save_random_model
 
   from mro.evaluation.runner import EvalConfig, run_eval
   model = save_random_model(tmp_path / "model")

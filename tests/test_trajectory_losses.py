@@ -8,11 +8,11 @@ from flax import nnx
 
 from models.config import preset
 from models.transformer import ModelApply, init_model
-from mro.method import losses
-from mro.method import sgro
+from mro.method.finetuning import losses
+from mro.method.finetuning import sgro
 from mro.sampling.sampler import generate, state_at
 from mro.sampling.schedule import SamplerConfig
-from mro.method.trajectory import step_logprobs
+from mro.method.finetuning.trajectory import step_logprobs
 
 VOCAB, MASK = 32, 31
 P, GEN, T, W = 4, 8, 4, 2  # prompt, response, steps, steps per group -> G = 2 groups
@@ -132,8 +132,11 @@ def test_importance_weighted_group_selection_is_unbiased(rule):
   keys = jax.random.split(jax.random.key(11), draws)
   groups, weights = jax.vmap(lambda k: sgro.select_groups(k, q, 2))(keys)
   coef = jnp.zeros((draws, 6)).at[jnp.arange(draws)[:, None], groups[:, 0]].add(weights[:, 0])
-  estimate = (coef * adv).mean(0)
-  np.testing.assert_allclose(np.asarray(estimate), np.asarray(adv[0]), atol=0.08)
+  terms = np.asarray(coef * adv, np.float64)
+  # Within 5 standard errors of the Monte Carlo mean (each group's own spread).
+  error = np.abs(terms.mean(0) - np.asarray(adv[0]))
+  standard_error = terms.std(0, ddof=1) / np.sqrt(draws)
+  assert (error <= 5 * standard_error).all(), (error, standard_error)
 
 
 def test_group_mean_baseline_is_the_leave_one_out_mean():

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+import jax
+import numpy as np
+from flax import nnx
+
+from models.config import preset
+from models.transformer import ModelApply, init_model
+
 
 def sampler_shape_parser(description: str, *, prompt_len: int, gen: int, steps,
                          repeats: int) -> argparse.ArgumentParser:
@@ -23,13 +30,6 @@ def sampler_shape_parser(description: str, *, prompt_len: int, gen: int, steps,
 def random_model(preset_name: str, batch: int, prompt_len: int):
   """A preset model with random weights and a random prompt batch: (model config, apply,
   params, MASK id, prompts int32 [batch, prompt_len] as NumPy)."""
-  import jax
-  import numpy as np
-  from flax import nnx
-
-  from models.config import preset
-  from models.transformer import ModelApply, init_model
-
   model_cfg = preset(preset_name)
   graphdef, params = nnx.split(init_model(model_cfg, seed=0))
   mask_id = model_cfg.vocab_size - 1

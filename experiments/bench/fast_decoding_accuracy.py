@@ -12,8 +12,10 @@ The shipped models decode the response as ONE block (block_length = gen_length);
 block a prefix and a dual cache are the same thing (the prompt's K/V, filled at the first
 step). Caches across blocks need several blocks, so the grid also runs block_length 8.
 
-Every setting is compiled ahead of time (not timed) and then times its batches (all
-examples, `--batch-size` rows per call, row i keyed by example index i); all settings of a
+Every setting decodes through `mro.method.search.decode.decode`, the decoder `mro eval`
+runs: a first call on one batch compiles (`compile_seconds`, not timed), then each timed
+pass decodes every example (`--batch-size` rows per call, row i keyed by example index i;
+the time includes turning tokens into text, as `mro eval` times it); all settings of a
 task run in this one process, so their ratios are measured together. `--shots k` prepends
 k solved training examples to every prompt (the prompt-heavy variant; the model's
 max_seq_len is raised to fit, beyond what the shipped models were trained on).
@@ -29,13 +31,13 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from experiments.bench.fast_decoding_report import plot_frontier, tables
 from models import checkpoints
-from models.tokenizers import load_tokenizer, truncate_at_eos
-from mro.loading import resolve_model
+from models.tokenizers import load_tokenizer
+from mro.loading import resolve_model, search_runner
+from mro.method.search.decode import decode
 from mro.sampling import sampler as S
 from mro.sampling.schedule import SamplerConfig, fast
 from mro.sampling.textgen import TextSampler
@@ -107,46 +109,39 @@ def load(task_name: str, shots: int):
 
 
 class Setting:
-  """One sampler setting on a task's examples: compiled ahead of time (not timed); each
-  `timed_pass` samples every example in batches of `batch_size` and returns the seconds."""
+  """One sampler setting on a task's examples, decoded in batches of `batch_size`: the first
+  call (one batch) compiles and is not timed; each `timed_pass` decodes every example and
+  returns the seconds."""
 
   def __init__(self, sampler: TextSampler, prompts, width: int, cfg: SamplerConfig,
                batch_size: int):
-    self.sampler, self.cfg, self.n = sampler, cfg, len(prompts)
-    self.tokens, self.mask = sampler.encode_prompts(prompts, width)
+    self.runner, self.prompts, self.width = search_runner(sampler), prompts, width
+    self.cfg, self.n = cfg, len(prompts)
     idx = np.concatenate([np.arange(self.n), np.zeros((-self.n) % batch_size, int)])
     self.batches = idx.reshape(-1, batch_size)
-    ids = sampler.tokenizer.special
-    rows = self.batches[0]
     t0 = time.perf_counter()
-    self.compiled = S.generate_compiled.lower(
-        sampler.apply, sampler.params, self.tokens[rows], self.mask[rows], self._keys(rows),
-        cfg, ids.mask, ids.eos).compile()
-    self.compile_seconds = time.perf_counter() - t0
+    self._decode(self.batches[0])
+    self.compile_seconds = time.perf_counter() - t0  # the compile and one batch
     self.passes: list[float] = []
     self.outs = None
 
-  def _keys(self, rows):
-    return S.row_keys(jax.random.key(0), len(rows), rows)
+  def _decode(self, rows):
+    return decode(self.runner, [self.prompts[i] for i in rows], self.cfg, row_ids=rows,
+                  width=self.width)
 
   def timed_pass(self) -> float:
     outs, seconds = [], 0.0
     for rows in self.batches:
       t0 = time.perf_counter()
-      out = jax.device_get(self.compiled(self.sampler.params, self.tokens[rows],
-                                         self.mask[rows], self._keys(rows)))
+      outs.append(self._decode(rows))
       seconds += time.perf_counter() - t0
-      outs.append(out)
     self.outs = self.outs or outs  # every pass gives the same outputs
     self.passes.append(seconds)
     return seconds
 
   def metrics(self, task, examples) -> tuple[dict, list[str]]:
-    eos = self.sampler.tokenizer.special.eos
-    width = self.tokens.shape[1]
-    toks = np.concatenate([o.tokens for o in self.outs])[:self.n, width:]
-    nfe_rows = np.concatenate([o.nfe_per_row for o in self.outs])[:self.n]
-    texts = [self.sampler.tokenizer.decode(truncate_at_eos(t.tolist(), eos)) for t in toks]
+    texts = [t for o in self.outs for t in o.texts][:self.n]
+    nfe_rows = np.asarray([n for o in self.outs for n in o.prompt_nfe][:self.n])
     correct = [task.score(ex, text)["correct"] for ex, text in zip(examples, texts)]
     seconds = min(self.passes)
     return {"accuracy": float(np.mean(correct)), "correct": [int(c) for c in correct],
@@ -191,7 +186,7 @@ def _record(task, examples, task_name, label, settings, shots, batch_size, out: 
   metrics["same_text_as_exact_L"] = float(np.mean([a == b for a, b in zip(texts, reference)]))
   setting = settings[label]
   record = {"task": task_name, "setting": label, "shots": shots, "n": len(examples),
-            "batch_size": batch_size, "prompt_width": setting.tokens.shape[1],
+            "batch_size": batch_size, "prompt_width": setting.width,
             "passes": len(setting.passes), "sampler": dataclasses.asdict(setting.cfg),
             **metrics}
   with out.open("a") as f:

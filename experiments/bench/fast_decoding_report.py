@@ -105,8 +105,8 @@ def _family(label: str) -> tuple[str, str]:
 
 def plot_frontier(path: str | Path, png: str | Path) -> Path:
   """Accuracy vs wall time, one panel per task, one marker per setting."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: tables need none
+  from matplotlib.figure import Figure  # deferred: matplotlib loads only to draw
   groups = latest(path)
   fig = Figure(figsize=(5.2 * len(groups), 4.6), dpi=110)
   FigureCanvasAgg(fig)

@@ -25,11 +25,11 @@ import jax
 
 from experiments.bench.sampler_bench import matmul_peak, sampler_flops
 from mro import config as exp_config
-from mro.method.start import load_start
-from mro.method.losses import make_sgro_loss
+from mro.method.finetuning.starting_model import load_start
+from mro.method.finetuning.losses import make_sgro_loss
 from mro.training.loop import training_examples
-from mro.method.rl import RolloutBatches, check
-from mro.method.rollouts import intra_rewards, sample_rollouts
+from mro.method.finetuning.rollout_batches import RolloutBatches
+from mro.method.finetuning.rollouts import intra_rewards, sample_rollouts
 from models.sharding import make_mesh
 from mro.training.step import init_state, jit_train_step, make_optimizer
 
@@ -46,7 +46,7 @@ def best_time(fn, repeats: int) -> tuple[float, object]:
 
 def run(config: str, repeats: int) -> dict:
   cfg = exp_config.load_config(config)
-  check(cfg)
+  exp_config.validate(cfg, "rl")
   cfg, start = load_start(cfg)
   m, sc = cfg.rl, cfg.sampler
   examples = training_examples(cfg)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from mro import sweeps
+
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=2",
         "model.mlp_hidden=64", "tokenizer.vocab_size=64", "data.train_size=200",
         "data.max_prompt_len=16", "data.max_response_len=64", "train.steps=200",
@@ -43,7 +45,6 @@ def sweep_file(tmp: Path, kind: str, backend: str, runs: int, cpus: int) -> Path
 
 
 def timed_sweep(path: Path) -> float:
-  from mro import sweeps
   start = time.monotonic()
   with contextlib.redirect_stderr(io.StringIO()):
     sweeps.run_sweep(path)
@@ -55,7 +56,7 @@ def main() -> None:
   parser.add_argument("--runs", type=int, default=4)
   parser.add_argument("--cpus", type=int, default=2)
   args = parser.parse_args()
-  import ray
+  import ray  # optional dependency (pip install -e '.[ray]')
   tmp = Path(tempfile.mkdtemp(prefix="bench_ray_"))
   start = time.monotonic()
   ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,

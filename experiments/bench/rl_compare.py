@@ -17,13 +17,17 @@ SWEEP/base_validation.json).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mro import config as exp_config
+from mro.evaluation.plot import new_axes, save_axes
 from mro.files import read_jsonl, write_atomic
+from mro.method.finetuning.starting_model import load_start, validation
 
 
 def run_row(workdir: Path) -> dict[str, Any] | None:
@@ -64,9 +68,6 @@ def base_validation(sweep_dir: Path, rows: list[dict[str, Any]]) -> float | None
   trained = [r for r in rows if r.get("curve")]
   if not trained:
     return None
-  import dataclasses
-  from mro import config as exp_config
-  from mro.method.start import load_start, validation
   cfg = exp_config.load_resolved(sweep_dir / trained[0]["run"] / "config.json")
   cfg = dataclasses.replace(cfg, rewards=dataclasses.replace(cfg.rewards, use=("q",)))
   cfg, start = load_start(cfg)
@@ -91,7 +92,6 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], out: Path, title: str, base: float | None) -> Path:
-  from mro.evaluation.plot import new_axes, save_axes
   fig, ax = new_axes()
   for r in rows:
     if r.get("curve"):

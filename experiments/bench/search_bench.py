@@ -8,8 +8,8 @@ times (one batch of B*k rows, the shape the search runs at), and the search on t
 with rewards off (expansion, selection and bookkeeping only), with tv, with ppl, and with
 tv+ppl. The ratio search / (k x plain) is what the rewards and selection cost on top of
 running k candidates (against both baselines: k runs of batch B, and one run of batch B*k;
-on a CPU a batch k times larger is not always k times slower); the quality reward (decode + answer check on the host) is timed
-separately.
+on a CPU a batch k times larger is not always k times slower); the quality reward (decode +
+answer check on the host) is timed separately.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import jax
 import numpy as np
 
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, run_search
-from mro.method.settings import SearchConfig
+from mro.method.search.mro_search import Scoring, forward_chunks, run_search
+from mro.method.search.settings import SearchConfig
 from mro.sampling.textgen import TextSampler
-from mro.method.textsearch import SearchRunner
+from mro.method.search.runner import SearchRunner
 from mro.loading import load_inference_model, resolve_model
 from rewards.combine import RewardConfig
 from rewards.tasks import get_task
@@ -69,7 +69,7 @@ def main() -> None:
   t_plain = best_time(lambda: sampler.generate_tokens(texts, cfg)[0].tokens, a.repeats)
   t_wide = best_time(lambda: sampler.generate_tokens(texts * a.k, cfg)[0].tokens, a.repeats)
   scfg = SearchConfig(k=a.k, group_steps=a.w, temperature=1.0, forward_chunks=a.forward_chunks)
-  chunks = scfg.chunks()
+  chunks = forward_chunks(scfg)
   print(f"{a.task}: batch {a.batch}, gen {cfg.gen_length}, steps {a.steps}, k {a.k}, w {a.w}, "
         f"n_verify {a.n_verify}, forward_chunks {chunks}; plain sampler "
         f"{t_plain:.3f}s, k x plain "

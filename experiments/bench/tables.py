@@ -4,8 +4,8 @@
 
 One row per evaluated setting (the latest, if a setting was run twice): the method (plain
 sampler, best-of-N, MRO search with its selection, rewards and quality source), steps,
-accuracy (%), the task's extra metric, mask-predictor forward passes per prompt, the causal scorer's forward passes per prompt
-(R_ppl; a smaller model), and seconds.
+accuracy (%), the task's extra metric, mask-predictor forward passes per prompt, the causal
+scorer's forward passes per prompt (R_ppl; a smaller model), and seconds.
 """
 
 from __future__ import annotations

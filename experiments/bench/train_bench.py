@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
 import time
 
 import jax
@@ -104,7 +105,6 @@ def measure(name: str, batch: int, steps: int, tmp: str, chunk: int = 0) -> dict
 
 
 def main() -> None:
-  import tempfile
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--configs", default="default_sudoku,default_countdown,default_arith")
   ap.add_argument("--batches", default="32,64,128")

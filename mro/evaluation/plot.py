@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mro.evaluation.protocols import get_protocol
+from mro.evaluation.report import setting_label
 from mro.files import read_jsonl
 
 
@@ -65,8 +67,6 @@ def curve_label(record: dict[str, Any], x: str = "steps") -> str:
     # the default w follows the steps: one curve for every step count
     record = {**record, "search": {**search, "group_steps": f"steps/{points}",
                                    "search_points": None}}
-  from mro.evaluation.protocols import get_protocol
-  from mro.evaluation.report import setting_label
   parts = [str(record.get("model", "?")), record["task"], record["protocol"]]
   if record.get("data"):
     parts.append(Path(record["data"]).name)
@@ -99,7 +99,7 @@ def plot_results(results: str | Path | Sequence[dict[str, Any]], out: str | Path
                  x: str = "steps") -> Path:
   """Draws accuracy vs `x` (steps, nfe: forward passes per prompt, or seconds: X_AXES)
   for a results file (or its records) into the PNG `out`."""
-  from matplotlib.ticker import FixedLocator, ScalarFormatter
+  from matplotlib.ticker import FixedLocator, ScalarFormatter  # deferred: loads to draw
 
   records = read_results(results) if isinstance(results, (str, Path)) else list(results)
   if not records:
@@ -136,8 +136,8 @@ def split_labels(labels: list[str]) -> tuple[str, list[str]]:
 
 def new_axes(figsize=(6.4, 4.4)):
   """(figure, axes) of a PNG plot, drawn off-screen (no display needed)."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: matplotlib
+  from matplotlib.figure import Figure  # loads only when a plot is drawn
   fig = Figure(figsize=figsize, dpi=120)
   FigureCanvasAgg(fig)
   return fig, fig.add_subplot()

@@ -12,10 +12,16 @@ Explicit options override it; the results record the resolved values.
   llada     protocol  256; math500 512          8; math500 64              L      0
   d1        protocol  256                       32                         L/2    0
   mro       protocol  256; math500 512          64; gsm8k 8, arith 8       L/2    0.25
+  dream     protocol  256; math500 512          gen_length (one block)     L      0
 
-All use low_confidence remasking. Items: the task's default (256 for the generated test
-sets, the whole file for GSM8K/MATH500) except d1: 256 for countdown and sudoku. d1
-appends "<reasoning>" to the prompt (below). `mro eval --help` prints the resolved table.
+All but dream use low_confidence remasking and LLaDA's even schedule. dream is Dream's own
+`diffusion_generate` (Dream-v0-Instruct's model card: the whole response as one block,
+steps = length, alg "entropy"; greedy here, where the card samples at 0.2 with top_p),
+with Dream's timestep schedule (SamplerConfig.schedule "dream").
+
+Items: the task's default (256 for the generated test sets, the whole file for
+GSM8K/MATH500) except d1: 256 for countdown and sudoku. d1 appends "<reasoning>" to the
+prompt (below). `mro eval --help` prints the resolved table.
 
 compact: the project's own small models (one token per digit and tag). Each gen_length
 covers the task's longest compact target plus EOS (sudoku 18 + 1, countdown 35 + 1,
@@ -35,10 +41,10 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from mro.method.settings import SearchConfig
-from mro.sampling.schedule import REMASKING, SamplerConfig
+from mro.method.search.settings import SearchConfig
+from mro.sampling.schedule import REMASKING, SCHEDULES, SamplerConfig
 from rewards.combine import RewardConfig
-from rewards.tasks import STYLES
+from rewards.tasks import STYLES, task_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Protocol:
   temperature: float = 0.0
   remasking: str = "low_confidence"
   limit: int | None = None
+  schedule: str = "llada"  # SamplerConfig.schedule
   assistant_prefix: str = ""  # text appended to the (templated) prompt, e.g. "<reasoning>"
   # what `--search mro` / `best-of-n` and their rewards mean when no other flag is given
   search: SearchConfig = SearchConfig()
@@ -78,14 +85,19 @@ class Protocol:
     if self.remasking not in REMASKING:
       raise ValueError(f"protocol {self.name}: remasking must be one of {REMASKING}, got "
                        f"{self.remasking!r}")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"protocol {self.name}: schedule must be one of {SCHEDULES}, got "
+                       f"{self.schedule!r}")
     if self.limit is not None and self.limit < 1:
       raise ValueError(f"protocol {self.name}: limit must be None or >= 1, got {self.limit}")
 
-  def sampler_config(self) -> SamplerConfig:
-    """The protocol's sampler settings at its steps."""
-    return SamplerConfig(gen_length=self.gen_length, steps=self.steps_for(self.gen_length),
+  def sampler_config(self, steps: int | None = None) -> SamplerConfig:
+    """The protocol's sampler settings at `steps` (None: the protocol's steps)."""
+    steps = self.steps_for(self.gen_length) if steps is None else steps
+    return SamplerConfig(gen_length=self.gen_length, steps=steps,
                          block_length=self.block_length or self.gen_length,
-                         temperature=self.temperature, remasking=self.remasking)
+                         temperature=self.temperature, remasking=self.remasking,
+                         schedule=self.schedule)
 
   def steps_for(self, gen_length: int) -> int:
     """The protocol's number of steps for a response of `gen_length` tokens."""
@@ -144,11 +156,14 @@ register(Protocol("mro", style="protocol", gen_length=256, block_length=64, step
                   rewards=RewardConfig(use=("tv", "ppl", "q"), quality_source="vote")),
          {"gsm8k": {"block_length": 8}, "arith": {"block_length": 8},
           "math500": {"gen_length": 512}})
+# Dream's diffusion_generate: one block, steps = length, entropy confidence, its schedule.
+register(Protocol("dream", style="protocol", gen_length=256, block_length=None,
+                  remasking="entropy", schedule="dream"),
+         {"math500": {"gen_length": 512}})
 
 
 def describe() -> str:
   """One line per protocol and task (for `mro eval --help`)."""
-  from rewards.tasks import task_names
   lines = []
   for name in protocol_names():
     for task in task_names():
@@ -157,5 +172,7 @@ def describe() -> str:
       lines.append(f"  {name:8s} {task:10s} style={p.style:8s} gen={p.gen_length:<4d} "
                    f"block={block:<4d} steps={p.steps_for(p.gen_length):<4d} "
                    f"temp={p.temperature:<5g} limit={p.limit or 'task'}"
-                   + (f" prefix={p.assistant_prefix}" if p.assistant_prefix else ""))
+                   + (f" prefix={p.assistant_prefix}" if p.assistant_prefix else "")
+                   + (f" remasking={p.remasking} schedule={p.schedule}"
+                      if p.schedule != "llada" else ""))
   return "\n".join(lines)

@@ -22,16 +22,31 @@ def generations_path(out: str | Path) -> Path:
 _MAIN_KEYS = ("correct", "format")  # shown as accuracy and format
 
 
+def group_names(records: Sequence[dict[str, Any]]) -> list[str]:
+  """The example groups the records report accuracy for (e.g. several, unique)."""
+  return sorted({k for r in records for k in (r.get("groups") or {})})
+
+
+def group_cell(record: dict[str, Any], group: str, percent: bool = False) -> str:
+  g = (record.get("groups") or {}).get(group)
+  if g is None:
+    return "-"
+  return f"{100 * g['accuracy']:.1f}" if percent else f"{g['accuracy']:.4f}"
+
+
 def format_table(records: Sequence[dict[str, Any]]) -> str:
-  """A plain-text table: one row per record, the task's extra metrics as columns."""
+  """A plain-text table: one row per record, accuracy per example group (when the task
+  names groups) and the task's extra metrics as columns."""
   extras = sorted({k for r in records for k in r["metrics"] if k not in _MAIN_KEYS})
-  head = ["task", "protocol", "search", "steps", "n", "accuracy", *extras, "format",
+  groups = group_names(records)
+  head = ["task", "protocol", "search", "steps", "n", "accuracy",
+          *(f"acc {g}" for g in groups), *extras, "format",
           "NFE/prompt", "scorer NFE", "tok/s", "seconds"]
   rows = [head]
   for r in records:
     tps = r.get("tokens_per_second")
     rows.append([r["task"], r["protocol"], search_label(r), str(r["steps"]), str(r["n"]),
-                 f"{r['accuracy']:.4f}",
+                 f"{r['accuracy']:.4f}", *(group_cell(r, g) for g in groups),
                  *(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "-" for k in extras),
                  f"{r['format_rate']:.4f}", nfe_text(r.get('nfe_per_prompt', 0)),
                  f"{r.get('scorer_nfe_per_prompt', 0):.0f}",
@@ -54,9 +69,12 @@ def search_label(record: dict[str, Any]) -> str:
     return "-"
   if s["method"] == "cascade":
     return f"cascade:{len(s['stages'])}"
+  extra = "".join(f":{tag}{s[key]}" for key, tag in (("branch_steps", "b"),
+                                                     ("final_verify", "fv"))
+                  if s.get(key) is not None)
   if s["method"] == "best-of-n":
-    return f"best-of-{s['k'] * s['n_live']}:{_rewards_text(record)}"
-  return f"mro:k{s['k']}:w{s['group_steps']}:{s['select']}:{_rewards_text(record)}"
+    return f"best-of-{s['k'] * s['n_live']}:{_rewards_text(record)}{extra}"
+  return f"mro:k{s['k']}:w{s['group_steps']}:{s['select']}:{_rewards_text(record)}{extra}"
 
 
 def nfe_text(nfe: float) -> str:
@@ -87,6 +105,12 @@ def setting_label(record: dict[str, Any]) -> str:
   if "tv" in r.get("use", ()) and n_verify != 1:
     q = f", tv over {'all' if n_verify == 'all' else n_verify} positions" + q
   temp = "" if s["temperature"] == 1.0 else f", τ={s['temperature']:g}"
+  if s.get("branch_steps") is not None:
+    temp += f", sampled in the first {s['branch_steps']} steps then greedy"
+  if s.get("final_verify") is not None:
+    rows = "one row per position" if s["final_verify"] == "all" else \
+        f"{s['final_verify']} rows"
+    temp += f", final tv over the whole answer ({rows})"
   inside = f"{_rewards_text(record)}{q}{temp}{extra}"
   if s["method"] == "best-of-n":
     return f"best-of-{s['k'] * s['n_live']} ({inside})"
@@ -105,11 +129,13 @@ def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def markdown_table(records: list[dict[str, Any]]) -> str:
   """The README's result tables: one row per setting (its latest result)."""
   extra = "cell_accuracy" if any("cell_accuracy" in r["metrics"] for r in records) else None
-  head = ["method", "steps", "accuracy %"] + (["cell acc. %"] if extra else []) + [
-      "NFE / prompt", "scorer NFE", "seconds"]
+  groups = group_names(records)
+  head = ["method", "steps", "accuracy %"] + [f"{g} %" for g in groups] + (
+      ["cell acc. %"] if extra else []) + ["NFE / prompt", "scorer NFE", "seconds"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in latest(records):
-    row = [setting_label(r), str(r["steps"]), f"{100 * r['accuracy']:.1f}"]
+    row = [setting_label(r), str(r["steps"]), f"{100 * r['accuracy']:.1f}",
+           *(group_cell(r, g, percent=True) for g in groups)]
     if extra:
       row.append(f"{100 * r['metrics'][extra]:.1f}")
     row += [nfe_text(r['nfe_per_prompt']), str(r.get("scorer_nfe_per_prompt", 0)),

@@ -1,14 +1,16 @@
-"""`mro eval`: a benchmark at several step counts, batched through the compiled sampler
-(or the MRO search), as configured by an `EvalConfig` (mro/evaluation/settings.py).
+"""`mro eval`: a benchmark at several step counts, batched through `decode` (the plain
+sampler, the MRO search, best-of-n or the verified cascade; mro/method/search/decode.py), as
+configured by an `EvalConfig` (mro/evaluation/settings.py).
 
 For each steps value the task's examples run in batches of `batch_size` (the last batch
 padded with copies of a real prompt, its extra rows dropped), every prompt left-padded to
 the width of the longest prompt of the run: one compile per sampler setting, whatever
 the batch. Row `i`'s random stream is keyed by the example index `i`, so results do not
-depend on the batch size. Each response is scored by the task; the setting's record
-(config, metrics, timing) is appended to `out` and every response with its score to
-`<out stem>.generations.jsonl`, both flushed and fsynced per setting, so a crash keeps
-the settings already done.
+depend on the batch size. Each response is scored by the task (for a task that names
+groups of examples, e.g. Sudoku's unique / several-solution puzzles, accuracy per group
+is recorded as `groups`); the setting's record (config, metrics, timing) is appended to
+`out` and every response with its score to `<out stem>.generations.jsonl`, both flushed
+and fsynced per setting, so a crash keeps the settings already done.
 
 Timing: `tokens_per_second` = generated tokens (n x gen_length, EOS padding included) /
 seconds spent in the sampler, the setting's one compile included (it falls in the first
@@ -42,13 +44,13 @@ from mro.evaluation.protocols import Protocol
 from mro.evaluation.report import generations_path
 from mro.evaluation.settings import EvalConfig
 from mro.files import append_jsonl, read_jsonl
+from mro.loading import resolve_model, resolve_scorer, search_runner, text_sampler
+from mro.method.search.decode import Decoded, decode
 from mro.progress import Progress
-from mro.loading import load_inference_model, resolve_model, resolve_scorer
-from mro.method.cascade import run_cascade
-from mro.method.search import search_nfe
 from mro.sampling.sampler import check_lengths
 from mro.sampling.schedule import SamplerConfig
 from mro.sampling.textgen import batches
+from rewards.combine import RewardConfig
 from rewards.tasks import Example, Task, get_task
 
 
@@ -72,25 +74,6 @@ def uses_chat_template(tokenizer) -> bool:
           and getattr(tokenizer, "chat_template", None) is not None)
 
 
-def text_sampler(model, mesh=None):
-  """A TextSampler from a model dir, a TextSampler, or `load_inference_model`'s tuple."""
-  from mro.sampling.textgen import TextSampler
-  if isinstance(model, TextSampler):
-    return model
-  net, model_cfg, _, tokenizer = model if isinstance(model, tuple) else \
-      load_inference_model(model, mesh)
-  return TextSampler(net, model_cfg, tokenizer, mesh=mesh)
-
-
-def _searcher(sampler, scorer: Path | None):
-  """A SearchRunner with the causal scorer at `scorer` (loaded once per run)."""
-  from mro.method.textsearch import SearchRunner
-  if scorer is None:
-    return SearchRunner(sampler)
-  model, _, _, tokenizer = load_inference_model(scorer)
-  return SearchRunner(sampler, model, tokenizer)
-
-
 def _rate(tokens: int, seconds: float) -> float | None:
   return tokens / seconds if tokens and seconds > 0 else None
 
@@ -100,37 +83,32 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
   return {k: float(np.mean([s.get(k, 0.0) for s in scores])) for k in keys}
 
 
-def _run_batch(sampler, searcher, cfg: EvalConfig, scfg: SamplerConfig, task, examples,
-               prompts, idx, width):
-  """(texts, search details or None, batch-sized forward passes, forward passes per row
-  or None, token correction's (batch-sized leave-one-out passes, re-masked tokens per row)
-  or None) for one padded batch."""
-  batch = [prompts[i] for i in idx]
-  if cfg.cascade is not None:
-    results = run_cascade(sampler, batch, scfg, cfg.cascade, seed=cfg.seed, row_ids=idx,
-                          width=width)
-    details = [{"stage": r.stage, "stages_run": r.stages_run, "scores": list(r.scores),
-                "nfe": r.nfe} for r in results]
-    rows = [r.nfe for r in results]
-    return [r.text for r in results], details, max(rows), rows, None
-  if searcher is None:
-    out, prompt_len = sampler.generate_tokens(batch, scfg, seed=cfg.seed, row_ids=idx,
-                                              width=width)
-    rows = None if out.nfe_per_row is None else [int(n) for n in out.nfe_per_row]
-    corr = None if out.remasked is None else (int(out.correction_nfe),
-                                              [int(n) for n in out.remasked])
-    return [g.text for g in sampler.decode(out, prompt_len)], None, int(out.nfe), rows, corr
-  results, counts = searcher.search(batch, scfg, cfg.search, cfg.resolved_rewards(),
-                                    task=task, examples=[examples[i] for i in idx],
-                                    seed=cfg.seed, row_ids=idx, width=width)
-  details = [{"total_reward": r.total, "candidate_totals": r.totals,
-              "candidate_r_q": r.r_q, "candidate_r_tv": r.r_tv, "candidate_r_ppl": r.r_ppl}
-             for r in results]
-  return [r.text for r in results], details, counts["nfe"], None, None
+def group_accuracy(task: Task, examples, gens) -> dict[str, dict[str, float]] | None:
+  """{group: {"n", "accuracy"}} over the scored generations, for a task that names an
+  example's group (`task.group(example)`, e.g. Sudoku's unique / several); else None."""
+  name = getattr(task, "group", None)
+  if name is None:
+    return None
+  scores: dict[str, list[float]] = {}
+  for g in gens:
+    group = name(examples[g["index"]])
+    if group is not None:
+      scores.setdefault(group, []).append(g["score"]["correct"])
+  return {k: {"n": len(v), "accuracy": float(np.mean(v))}
+          for k, v in sorted(scores.items())} or None
 
 
-def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerConfig,
-                 cfg: EvalConfig, searcher=None, progress: Progress | None = None
+def _decode_batch(runner, cfg: EvalConfig, scfg: SamplerConfig, rewards, task, examples,
+                  prompts, idx, width) -> Decoded:
+  """One padded batch through the configured decoder (row i keyed by example index i)."""
+  method = cfg.cascade if cfg.cascade is not None else cfg.search
+  return decode(runner, [prompts[i] for i in idx], scfg, method, rewards=rewards, task=task,
+                examples=[examples[i] for i in idx], seed=cfg.seed, row_ids=idx, width=width)
+
+
+def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConfig,
+                 cfg: EvalConfig, rewards: RewardConfig | None = None,
+                 progress: Progress | None = None
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
   """Samples and scores every example at one sampler setting: (metrics, generations)."""
   start = time.perf_counter()
@@ -140,17 +118,17 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
   correction_nfe, remasked = 0, []  # token correction's leave-one-out passes, re-masks
   for idx, real in batches(len(examples), cfg.batch_size):
     t0 = time.perf_counter()
-    texts, details, batch_nfe, rows, corr = _run_batch(sampler, searcher, cfg, scfg, task,
-                                                       examples, prompts, idx, width)
+    out = _decode_batch(runner, cfg, scfg, rewards, task, examples, prompts, idx, width)
     batch_seconds.append(time.perf_counter() - t0)
-    nfe += batch_nfe
-    row_nfe += (rows or [])[:real]
-    if corr is not None:
-      correction_nfe += corr[0]
-      remasked += corr[1][:real]
+    details = out.details()
+    nfe += out.nfe
+    if cfg.search is None:  # a search's passes are the same for every prompt
+      row_nfe += list(out.prompt_nfe[:real])
+    correction_nfe += out.correction_nfe
+    remasked += list(out.remasked[:real])
     correct = 0.0
     for j, i in enumerate(idx[:real]):
-      ex, text = examples[i], texts[j]
+      ex, text = examples[i], out.texts[j]
       score = task.score(ex, text)
       correct += score["correct"]
       gens.append({"example_id": ex.id, "index": int(i), "prompt": prompts[i], "output": text,
@@ -163,7 +141,7 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
   scores = [g["score"] for g in gens]
   sample_seconds, n_batches = sum(batch_seconds), len(batch_seconds)
   later = sum(batch_seconds[1:])  # the first batch includes this setting's compile
-  counts = None if cfg.search is None else search_nfe(scfg, cfg.search, cfg.resolved_rewards())
+  counts = None if cfg.search is None else {"nfe": out.nfe, "scorer_nfe": out.scorer_nfe}
   metrics = {
       "accuracy": float(np.mean([s["correct"] for s in scores])),
       "format_rate": float(np.mean([g["format_ok"] for g in gens])),
@@ -184,6 +162,9 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
       "denoising_steps": ((nfe - correction_nfe) / n_batches / (2 if scfg.cfg_scale else 1)
                           if counts is None else scfg.steps),
   }
+  groups = group_accuracy(task, examples, gens)
+  if groups is not None:  # accuracy per subset the task names (Sudoku: unique / several)
+    metrics["groups"] = groups
   if cfg.cascade is not None:  # how far the prompts went down the cascade
     stages = np.array([g["search"]["stages_run"] for g in gens])
     metrics["stages_run"] = [float(np.mean(stages >= s + 1)) for s in range(stages.max())]
@@ -195,11 +176,25 @@ def _run_setting(sampler, task: Task, examples, prompts, width, scfg: SamplerCon
 
 
 def setting_key(record: dict[str, Any]) -> str:
-  """A digest of everything that determines a setting's results (for resuming)."""
+  """A digest of everything that determines a setting's results (for resuming). Sampler
+  fields at their defaults are left out, so a sampler option added later (whose default
+  keeps the old behaviour, as `schedule`) keeps the keys of results written before it; so
+  do the search options added later (`_LATER_SEARCH_FIELDS`) while unset."""
   keys = ("model_path", "model", "task", "data", "split", "limit", "protocol", "style",
           "assistant_prefix", "seed", "data_seed", "sampler", "search", "rewards", "scorer")
-  text = json.dumps({k: record.get(k) for k in keys}, sort_keys=True, default=str)
+  fields = {k: record.get(k) for k in keys}
+  if isinstance(fields["sampler"], dict):
+    fields["sampler"] = {k: v for k, v in fields["sampler"].items()
+                         if k not in _SAMPLER_DEFAULTS or v != _SAMPLER_DEFAULTS[k]}
+  if isinstance(fields["search"], dict):
+    fields["search"] = {k: v for k, v in fields["search"].items()
+                        if k not in _LATER_SEARCH_FIELDS or v is not None}
+  text = json.dumps(fields, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_SAMPLER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplerConfig)}
+_LATER_SEARCH_FIELDS = ("branch_steps", "final_verify")  # None: the search as before them
 
 
 def _model_label(model, model_name):
@@ -219,13 +214,7 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
   protocol = cfg.resolved_protocol()
   task = get_task(cfg.task)
   label = _model_label(model, model_name)
-  scorer = None
-  if cfg.search is not None and cfg.resolved_rewards().on("ppl"):
-    scorer = resolve_scorer(cfg.scorer, cfg.task, model if isinstance(model, (str, Path))
-                            else None)
-    if scorer is None:
-      raise ValueError("the ppl reward needs --scorer (a causal model dir or 'default'); "
-                       "or drop ppl from --rewards")
+  rewards, scorer = _rewards_and_scorer(cfg, model)
   shipped_name = model if isinstance(model, (str, Path)) else None
   if shipped_name is not None:
     model = resolve_model(model, cfg.task)
@@ -251,12 +240,12 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
           "data_seed": cfg.data_seed, "batch_size": cfg.batch_size, "prompt_width": width,
           "scorer": None if scorer is None else str(scorer.resolve())}
   done = {} if cfg.out is None or cfg.force else \
-      {r.get("setting_key"): r for r in read_jsonl(cfg.out)}
-  searcher = None
+      {setting_key(r): r for r in read_jsonl(cfg.out)}
+  runner = None
   records = []
   for scfg in settings:
     record = {**base, "sampler": dataclasses.asdict(scfg), "steps": scfg.steps,
-              **_search_fields(cfg, scfg)}
+              **_search_fields(cfg, scfg, rewards)}
     record["setting_key"] = setting_key(record)
     if record["setting_key"] in done:
       previous = done[record["setting_key"]]
@@ -265,12 +254,12 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
             file=sys.stderr, flush=True)
       records.append(previous)
       continue
-    if cfg.search is not None and searcher is None:
-      searcher = _searcher(sampler, scorer)
+    if runner is None:  # the scorer is loaded once, and only for a setting that runs
+      runner = search_runner(sampler, scorer)
     bar = Progress(f"{cfg.task} steps={scfg.steps}", len(examples)) if progress else None
     try:
-      metrics, gens = _run_setting(sampler, task, examples, prompts, width, scfg, cfg,
-                                   searcher, bar)
+      metrics, gens = _run_setting(runner, task, examples, prompts, width, scfg, cfg,
+                                   rewards, bar)
     finally:
       if bar is not None:
         bar.close()
@@ -288,7 +277,24 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
   return records
 
 
-def _search_fields(cfg: EvalConfig, scfg: SamplerConfig) -> dict[str, Any]:
+def _rewards_and_scorer(cfg: EvalConfig, model) -> tuple[RewardConfig | None, Path | None]:
+  """The search's rewards (`EvalConfig.resolved_rewards`: the protocol's leave R_ppl out
+  when no scorer is known) and the scorer R_ppl reads (None: off or no search)."""
+  if cfg.search is None:
+    return None, None
+  scorer = None
+  if cfg.resolved_rewards().on("ppl"):
+    scorer = resolve_scorer(cfg.scorer, cfg.task, model if isinstance(model, (str, Path))
+                            else None)
+  rewards = cfg.resolved_rewards(has_scorer=scorer is not None)
+  if rewards.on("ppl") and scorer is None:
+    raise ValueError("the ppl reward needs --scorer (a causal model dir or 'default'); "
+                     "or drop ppl from --rewards")
+  return rewards, scorer if rewards.on("ppl") else None
+
+
+def _search_fields(cfg: EvalConfig, scfg: SamplerConfig,
+                   rewards: RewardConfig | None) -> dict[str, Any]:
   """The record's search settings: the resolved search and its rewards (None: plain)."""
   if cfg.cascade is not None:
     return {"search": {"method": "cascade", **dataclasses.asdict(cfg.cascade),
@@ -298,6 +304,5 @@ def _search_fields(cfg: EvalConfig, scfg: SamplerConfig) -> dict[str, Any]:
   if cfg.search is None:
     return {"search": None, "rewards": None}
   search = cfg.search.resolve(scfg)
-  rewards = cfg.resolved_rewards()
   return {"search": {"method": search.method, **dataclasses.asdict(search)},
           "rewards": {"spec": rewards.spec, **dataclasses.asdict(rewards)}}

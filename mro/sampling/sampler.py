@@ -1,4 +1,5 @@
-"""The LLaDA sampler as one compiled program.
+"""The sampler as one compiled program (LLaDA's `generate()`, Dream's `diffusion_generate`
+and everything between: `SamplerConfig`).
 
 A `DecodeState` (tokens, commit step per position, per-row keys, step, per-row step count,
 optional KV cache) advanced by a pure `denoise_step` inside a `lax` loop: all blocks and
@@ -35,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.logprobs import loo_logprobs
 from models.sharding import place_params, shard_batch
 from models.transformer import ModelApply  # noqa: F401  (re-exported for callers)
 from mro.sampling.cache import KVCache, cache_rows, cached_logits, check_cacheable, new_cache
 from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
-from rewards.verification import loo_logprobs
 
 NOT_COMMITTED = 2**30  # commit_step of a position that is still MASK
 PROMPT = -1  # commit_step of prompt positions (visible at every step)
@@ -131,9 +132,9 @@ def confidence(logits_BKV, x0_BK, remasking: str, keys_B, step):
                                            x0_BK.shape[1:])
     return jax.vmap(draw)(keys_B, _per_row(step, keys_B))
   probs = jax.nn.softmax(logits_BKV, axis=-1)
-  if remasking == "low_confidence":
+  if remasking in ("low_confidence", "maskgit_plus"):  # Dream's name for the same rule
     return jnp.take_along_axis(probs, x0_BK[..., None], axis=-1)[..., 0]
-  if remasking == "margin":
+  if remasking in ("margin", "topk_margin"):
     top2 = jax.lax.top_k(probs, 2)[0]
     return top2[..., 0] - top2[..., 1]
   if remasking == "entropy":

@@ -2,10 +2,17 @@
 
 The response (gen_length tokens, all MASK at the start) is split into
 gen_length / block_length blocks decoded left to right. The `steps` denoising steps
-are shared equally between blocks (steps / num_blocks each), and inside a block the
-block_length masked tokens are shared equally between its steps, the first
+are shared equally between blocks (steps / num_blocks each). Inside a block, schedule
+"llada" shares the block_length masked tokens equally between its steps, the first
 `block_length % steps_per_block` steps committing one extra. Example: gen_length=256,
 block_length=32, steps=128 -> 8 blocks, 16 steps per block, 2 tokens per step.
+
+Schedule "dream" is Dream's `diffusion_generate`: timesteps t = linspace(1, eps,
+steps_per_block + 1); step i commits int(n * (1 - t[i+1] / t[i])) of the n tokens still
+masked in the block (float32 arithmetic, as the reference), and the block's last step all
+that are left. Early steps may commit nothing (e.g. 24 tokens in 24 steps: 0 at the first
+step, 2 at the last); such a step still runs the network. With one block this is Dream's
+own sampler; with several, each block runs the schedule over its own tokens.
 """
 
 from __future__ import annotations
@@ -15,13 +22,17 @@ import math
 
 import numpy as np
 
-REMASKING = ("low_confidence", "random", "margin", "entropy")
+# maskgit_plus and topk_margin are Dream's names of low_confidence (top-1 probability)
+# and margin (top-1 minus top-2 probability); entropy is the same rule in both.
+REMASKING = ("low_confidence", "random", "margin", "entropy", "maskgit_plus", "topk_margin")
 CACHES = ("none", "prefix", "dual")
+SCHEDULES = ("llada", "dream")
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-  """Options of the LLaDA sampler.
+  """Options of the sampler: LLaDA's `generate()` by default, Dream's
+  `diffusion_generate` with schedule "dream" and one block (docs/families.md).
 
   threshold: if set (0 < τ <= 1), the confidence-threshold parallel mode: every step
     commits all masked tokens of the current block whose confidence (a probability, or
@@ -59,6 +70,9 @@ class SamplerConfig:
   correct_rows: leave-one-out rows per row and step (None: the schedule's largest step,
     or the block length with an adaptive rule).
   correct_max: most tokens re-masked per row and step.
+  schedule: how many tokens each step of the fixed schedule commits: "llada" (equal
+    shares) or "dream" (Dream's timestep schedule, see the module docstring).
+  schedule_eps: the last timestep of the "dream" schedule (Dream's `eps`).
   """
 
   gen_length: int = 64
@@ -75,6 +89,8 @@ class SamplerConfig:
   correct_below: float | None = None
   correct_rows: int | None = None
   correct_max: int = 1
+  schedule: str = "llada"
+  schedule_eps: float = 1e-3
 
   def __post_init__(self):
     if self.gen_length <= 0:
@@ -102,6 +118,10 @@ class SamplerConfig:
       raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
     if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
       raise ValueError(f"cfg_scale must be a finite number >= 0, got {self.cfg_scale}")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+    if not 0.0 < self.schedule_eps < 1.0:  # NaN fails too
+      raise ValueError(f"schedule_eps must be in (0, 1), got {self.schedule_eps}")
     self._check_fast_options()
 
   def _check_fast_options(self):
@@ -203,9 +223,29 @@ def resolve_steps(item: int | str, gen_length: int) -> int:
 def tokens_per_step(cfg: SamplerConfig) -> np.ndarray:
   """int32[steps]: how many tokens every row commits at each step (fixed schedule)."""
   spb = cfg.steps_per_block
-  base, extra = divmod(cfg.block_length, spb)
-  per_block = base + (np.arange(spb) < extra).astype(np.int32)
+  if cfg.schedule == "dream":
+    per_block = dream_transfers(cfg.block_length, spb, cfg.schedule_eps)
+  else:
+    base, extra = divmod(cfg.block_length, spb)
+    per_block = base + (np.arange(spb) < extra).astype(np.int32)
   return np.tile(per_block, cfg.num_blocks).astype(np.int32)
+
+
+def dream_transfers(masked: int, steps: int, eps: float) -> np.ndarray:
+  """int32[steps]: Dream's tokens per step for `masked` tokens, in float32 as its
+  reference computes them (torch.linspace's two-sided float32 formula, then
+  int(n * (1 - s / t)) of the n still masked; the last step takes the rest)."""
+  f32 = np.float32
+  one, end = f32(1.0), f32(eps)
+  delta = (end - one) / f32(steps)  # torch.linspace: start + i * step for the first half,
+  t = [one + delta * f32(i) if i < (steps + 1) // 2  # end - (steps - i) * step after
+       else end - delta * f32(steps - i) for i in range(steps + 1)]
+  out, left = [], masked
+  for i in range(steps):
+    k = left if i == steps - 1 else int(f32(left) * (one - t[i + 1] / t[i]))
+    out.append(k)
+    left -= k
+  return np.asarray(out, np.int32)
 
 
 def block_of_step(cfg: SamplerConfig) -> np.ndarray:

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mro.sweeps.local import run_local
 from mro.sweeps.progress import Event, Progress
+from mro.sweeps.ray_backend import run_ray
 from mro.sweeps.spec import SweepSpec, expand, load_sweep, validate_configs
 from mro.sweeps.summary import is_done, summarize
 
@@ -51,10 +53,8 @@ def run_sweep(sweep: str | Path | SweepSpec, *, root: str | Path | None = None,
   validate_configs(runs)
   progress = Progress(spec.name, spec.ray.max_retries + 1, on_event)
   if spec.backend == "ray" and not dry_run:
-    from mro.sweeps.ray_backend import run_ray
     failed, rows = run_ray(spec, runs, progress)
   else:
-    from mro.sweeps.local import run_local
     todo = [r for r in runs if not is_done(r)]
     for run in runs:
       if run not in todo or dry_run:

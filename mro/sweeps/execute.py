@@ -5,6 +5,7 @@ last program succeeds, so a relaunched sweep skips the run."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -60,7 +61,6 @@ def argv(command: list[str], host: Host | None = None) -> list[str]:
 def _die_with_parent() -> None:
   """In the child, before exec: SIGKILL when the parent (a Ray worker) dies (Linux)."""
   try:
-    import ctypes
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
   except (OSError, AttributeError):
     pass

@@ -13,9 +13,10 @@ import os
 import runpy
 import sys
 
+import jax
+
 
 def initialize() -> None:
-  import jax
   jax.distributed.initialize(
       coordinator_address=os.environ["MRO_COORDINATOR_ADDRESS"],
       num_processes=int(os.environ["MRO_NUM_PROCESSES"]),

@@ -33,7 +33,7 @@ class ProcessDied(RuntimeError):
 
 def import_ray():
   try:
-    import ray
+    import ray  # an optional dependency: only the ray backend needs it
   except ImportError as e:
     raise ValueError("the ray backend needs Ray, an optional dependency: pip install -e "
                      "'.[ray]' (or pip install 'mro-diffusion[ray]')") from e
@@ -105,8 +105,8 @@ def _wait_hosts(ray, refs) -> int | None:
 def _many_hosts(run: Run, sweep_env: dict[str, str], events, cwd: str, retries: int,
                 placement: str, heartbeat_s: int) -> dict[str, Any]:
   ray = import_ray()
-  from ray.util.placement_group import placement_group, remove_placement_group
-  from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as InGroup
+  from ray.util.placement_group import placement_group, remove_placement_group  # optional
+  from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as InGroup  # ditto
   for _ in range(retries + 1):
     group = placement_group([_bundle(run.resources)] * run.hosts, strategy=placement)
     try:
@@ -171,7 +171,7 @@ def run_ray(spec: SweepSpec, runs: list[Run], progress: Progress
             ) -> tuple[list[str], list[dict[str, Any]]]:
   """Runs the unfinished `runs` on the cluster; (names of failed runs, summary rows)."""
   ray = import_ray()
-  from ray.util.queue import Queue
+  from ray.util.queue import Queue  # Ray is optional: imported once a sweep runs on it
   if not ray.is_initialized():
     ray.init(address=spec.ray.address)
   on_cluster = lambda f, *args: ray.get(ray.remote(f).options(num_cpus=0).remote(*args))

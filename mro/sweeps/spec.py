@@ -15,14 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-import yaml
+from mro.config import load_config
+from mro.files import load_yaml
+from mro.evaluation.settings import option_names
 
 MRO_COMMANDS = ("train", "reject-sample", "rl", "eval")
 COMMANDS = MRO_COMMANDS + ("script",)
 BACKENDS = ("local", "ray")
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 # `mro eval` options the sweep sets itself
-_EVAL_OWN = ("out", "plot", "help")
+_EVAL_OWN = ("out",)
 
 
 def check_name(what: str, name: Any) -> str:
@@ -195,10 +197,8 @@ def _grid(grid: Any) -> dict[str, tuple]:
 
 
 def _eval_options(ev: Any) -> dict[str, Any]:
-  from mro import cli
   ev = _mapping("sweep eval", ev)
-  parser = cli.build_parser()._subparsers._group_actions[0].choices["eval"]
-  known = sorted(a.dest for a in parser._actions if a.dest not in _EVAL_OWN)
+  known = sorted(option_names() - set(_EVAL_OWN))
   unknown = sorted(set(ev) - set(known))
   if unknown:
     raise ValueError(f"unknown key(s) {unknown} in eval (options of `mro eval`); known: "
@@ -214,10 +214,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
   if path.suffix == ".py":
     raw = runpy.run_path(str(path)).get("SWEEP")
   elif path.suffix in (".yaml", ".yml"):
-    try:
-      raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-      raise ValueError(f"{path} is not valid YAML: {e}") from e
+    raw = load_yaml(path.read_text(), str(path))
   else:
     raise ValueError(f"sweep file {path} must be .yaml or .py")
   if not isinstance(raw, Mapping):
@@ -330,12 +327,13 @@ def commands(run: Run) -> list[list[str]]:
 
 
 def validate_configs(runs: list[Run]) -> None:
-  """Loads every training run's config with its overrides (unknown section or key, wrong
-  type, a section's own checks), so a bad `set:` fails before any run starts."""
-  from mro.config import load_config
+  """Loads every training run's config with its overrides and checks it whole for its
+  command (unknown section or key, wrong type, a section's own checks, the checks across
+  sections that the run would make as it starts: `mro.config.validate`), so a bad `set:`
+  fails before any run starts."""
   for run in runs:
     if run.config is not None:
       try:
-        load_config(run.config, list(run.sets))
+        load_config(run.config, list(run.sets), command=run.command)
       except (ValueError, OSError) as e:
         raise ValueError(f"run {run.name!r}: {e}") from e

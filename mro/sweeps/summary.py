@@ -48,8 +48,10 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
     if not records:
       out.append(base)
     for e in records:
+      groups = {k: g["accuracy"] for k, g in (e.get("groups") or {}).items()}
       out.append({**base, "task": e["task"], "eval_steps": e["steps"], "n": e["n"],
-                  "accuracy": e["accuracy"], "nfe_per_prompt": e.get("nfe_per_prompt")})
+                  "accuracy": e["accuracy"], "nfe_per_prompt": e.get("nfe_per_prompt"),
+                  **({"groups": groups} if groups else {})})
   return out
 
 
@@ -62,17 +64,24 @@ def summarize(runs: list[Run], sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
-  """Markdown table: one row per run, accuracy per evaluated step count as columns."""
+  """Markdown table: one row per run, accuracy per evaluated step count as columns, then
+  (for a task that names example groups, e.g. Sudoku's unique / several) accuracy per
+  step count and group."""
   steps = sorted({r["eval_steps"] for r in rows if "eval_steps" in r}, reverse=True)
+  groups = sorted({g for r in rows for g in r.get("groups", {})})
   by_run: dict[str, dict] = {}
   for r in rows:
     entry = by_run.setdefault(r["run"], {"run": r["run"], "best_val": r.get("best_val")})
     if "eval_steps" in r:
       entry[r["eval_steps"]] = r["accuracy"]
-  head = ["run", "best val"] + [f"steps {s}" for s in steps]
+      for g, acc in r.get("groups", {}).items():
+        entry[(r["eval_steps"], g)] = acc
+  columns = steps + [(s, g) for s in steps for g in groups]
+  head = ["run", "best val"] + [f"steps {c}" if isinstance(c, int) else
+                                f"steps {c[0]} {c[1]}" for c in columns]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"
   for e in by_run.values():
     lines.append("| " + " | ".join([e["run"], fmt(e["best_val"])]
-                                   + [fmt(e.get(s)) for s in steps]) + " |")
+                                   + [fmt(e.get(c)) for c in columns]) + " |")
   return "\n".join(lines) + "\n"

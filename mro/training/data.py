@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mro.config import DataConfig
+from mro.training.settings import DataConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,25 +27,25 @@ from models import checkpoints
 from models.config import replace as replace_model
 from models.sharding import check_batch_divides, make_mesh
 from models.tokenizers import load_tokenizer, train_sentencepiece
-from mro import config as exp_config
+from mro.sampling.sampler_file import write_sampler_file
 from mro.training import workdir as wdlib
-from mro.training.checkpointing import Checkpointer
+from mro.training.checkpointing import Checkpointer, set_aside_checkpoints
 from mro.training.data import BatchStream, build_sequences
 from mro.training.losses import make_mdm_loss
+from mro.training.settings import RunConfig
 from mro.training.step import (LossFn, NonFiniteLossError, TrainState, init_state, jit_train_step,
                        make_optimizer)
 from rewards.tasks import get_task
+from rewards.tasks.formats import COMPACT_TAGS
 
-TASK_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
-
-def training_examples(cfg: exp_config.ExperimentConfig, split: str = "train"):
+def training_examples(cfg: RunConfig, split: str = "train"):
   task = get_task(cfg.data.task)
   return task.examples(split, path=cfg.data.path, limit=cfg.data.train_size or None,
                        seed=cfg.data.seed, style=cfg.data.style)
 
 
-def prepare_tokenizer(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, examples):
+def prepare_tokenizer(cfg: RunConfig, wd: wdlib.Workdir, examples):
   if wd.tokenizer.exists():
     return load_tokenizer(wd.tokenizer)
   if cfg.tokenizer.path:
@@ -53,14 +54,14 @@ def prepare_tokenizer(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, examp
     return tok
   texts = [t for ex in examples for t in (ex.prompt, ex.target)]
   return train_sentencepiece(texts, wd.tokenizer, cfg.tokenizer.vocab_size,
-                             user_symbols=TASK_TAGS, byte_fallback=cfg.tokenizer.byte_fallback,
+                             user_symbols=COMPACT_TAGS, byte_fallback=cfg.tokenizer.byte_fallback,
                              hard_vocab_limit=False)
 
 
-def _wandb_run(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir):
+def _wandb_run(cfg: RunConfig, wd: wdlib.Workdir):
   if not cfg.train.wandb:
     return None
-  import wandb
+  import wandb  # deferred: a slow import, needed only with train.wandb
   return wandb.init(project=cfg.train.wandb_project, dir=str(wd.root), config=cfg.to_dict(),
                     id=wd.root.resolve().name, resume="allow")
 
@@ -82,18 +83,18 @@ class Objective:
   validate_every: int = 0
 
 
-def setup(cfg: exp_config.ExperimentConfig, workdir: str | Path, examples=None):
+def setup(cfg: RunConfig, workdir: str | Path, examples=None):
   """(workdir, resolved config, tokenizer): claims the workdir and records the config."""
   wd = wdlib.claim(workdir, cfg)
   tokenizer = prepare_tokenizer(cfg, wd, examples if examples is not None else
                                 training_examples(cfg))
   cfg = dataclasses.replace(cfg, model=replace_model(cfg.model,
                                                      vocab_size=tokenizer.vocab_size))
-  exp_config.save_resolved(cfg, wd.config)
+  wdlib.record_config(wd, cfg)
   return wd, cfg, tokenizer
 
 
-def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossFn | None = None,
+def run(cfg: RunConfig, workdir: str | Path, *, loss_fn: LossFn | None = None,
         stop_after: int | None = None) -> dict[str, Any]:
   """`mro train`: trains (or resumes) in `workdir`; returns the final metrics record.
 
@@ -111,7 +112,7 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *, loss_fn: LossF
   return train_loop(cfg, wd, tokenizer, Objective(loss_fn, batches), stop_after=stop_after)
 
 
-def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
+def train_loop(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
                objective: Objective, *, init_params=None,
                stop_after: int | None = None) -> dict[str, Any]:
   """The one training loop: jitted step, checkpoints + exact resume, NaN stop, metrics,
@@ -130,9 +131,21 @@ def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
   apply, state, shardings = init_state(cfg.model, optimizer, cfg.train.seed, mesh,
                                        params=init_params)
   step_fn = jit_train_step(apply, objective.loss_fn, optimizer, cfg.train, shardings, mesh)
-  ckpt = Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints)
+  with Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints) as ckpt:  # closed on errors too
+    return _resume_and_train(cfg, wd, tokenizer, objective, ckpt, state, step_fn, stop_after)
+
+
+def _resume_and_train(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
+                      objective: Objective, ckpt: Checkpointer, state: TrainState, step_fn,
+                      stop_after: int | None) -> dict[str, Any]:
+  """`train_loop` from the latest intact checkpoint to the end (or `stop_after`)."""
   position, start, best = 0, 0, -math.inf
-  restored = ckpt.restore_latest_intact(state)
+  restored = ckpt.restore_latest_intact(state, set_aside=True)
+  if restored is None and (aside := set_aside_checkpoints(wd.checkpoints)):
+    names = ", ".join(p.name for p in aside[:5]) + (", ..." if len(aside) > 5 else "")
+    print(f"{wd.checkpoints} holds no intact checkpoint, only {len(aside)} set aside as "
+          f"damaged ({names}); training starts over from step 1", file=sys.stderr,
+          flush=True)
   if restored is not None:
     start, state, meta = restored
     position, best = meta["data_position"], meta.get("best_score", -math.inf)
@@ -140,7 +153,8 @@ def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
   end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
   record: dict[str, Any] = (wdlib.read_metrics(wd.metrics) or [{}])[-1]
   if start >= end:
-    ckpt.close()
+    if end == cfg.train.steps and not (wd.model / "model.safetensors").is_file():
+      export(wd, cfg, jax.device_get(state.params), tokenizer)  # stopped before its export
     return record
   pending = objective.next_batch(start + 1, position, state)
   step_fn = step_fn.lower(state, pending[0]).compile()  # keep compile out of timing
@@ -158,7 +172,6 @@ def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
     now = time.perf_counter()
     seconds, last_read = now - max(t0, last_read), now
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-      ckpt.close()
       raise NonFiniteLossError(
           f"loss {loss}, gradient norm {grad_norm} at step {step_n}; stopped. The last good "
           f"checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
@@ -196,7 +209,6 @@ def train_loop(cfg: exp_config.ExperimentConfig, wd: wdlib.Workdir, tokenizer,
       if save:
         check_finite_weights(state.params, step, ckpt, wd)
         ckpt.save(step, state, {"data_position": position, "step": step, "best_score": best})
-  ckpt.close()
   if run_wandb is not None:
     run_wandb.finish()
   if end == cfg.train.steps:
@@ -219,16 +231,14 @@ def _params_finite(params) -> jax.Array:
 def check_finite_weights(params, step: int, ckpt: Checkpointer, wd: wdlib.Workdir) -> None:
   """Refuses to checkpoint non-finite weights (the previous checkpoint stays the last)."""
   if not bool(_params_finite(params)):
-    ckpt.close()
     raise NonFiniteLossError(
         f"non-finite weights after step {step}; stopped before checkpointing them. The "
         f"last good checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
 
 
-def export(wd: wdlib.Workdir, cfg: exp_config.ExperimentConfig, params, tokenizer,
+def export(wd: wdlib.Workdir, cfg: RunConfig, params, tokenizer,
            directory: Path | None = None) -> Path:
   """A model as a portable HF-format directory with its tokenizer (default: workdir/model)."""
-  from mro.loading import write_sampler_file
   directory = wd.model if directory is None else directory
   checkpoints.save_hf(directory, params, cfg.model, tokenizer.special)
   tokenizer.save(directory)

@@ -20,7 +20,7 @@ from flax import nnx
 from models.config import ModelConfig
 from models.sharding import abstract_arrays, activation_mesh, batch_sharding, tree_shardings
 from models.transformer import ModelApply, init_model
-from mro.config import TrainConfig
+from mro.training.settings import TrainConfig
 
 LossFn = Callable[[Any, Any, dict, jax.Array], tuple[jax.Array, dict]]
 

@@ -5,6 +5,9 @@
     workdir/checkpoints/N/   Orbax checkpoints: train state + {"data_position": ...}
     workdir/metrics.jsonl    one JSON object per logged step
     workdir/model/           the final model in portable HF format (+ tokenizer)
+    workdir/extensions.jsonl each time a finished or running run was given more train.steps
+                             (the only setting that may grow on resume; the schedule's
+                             cosine then ends at the new last step)
 
 Opening a workdir or a model directory for inference is `mro.loading`.
 """
@@ -16,8 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mro import config as exp_config
-from mro.files import append_jsonl, read_jsonl, write_atomic
+from mro.files import append_jsonl, read_jsonl, write_atomic, write_json_atomic
+from mro.sampling.schedule import SamplerConfig
+from mro.training.settings import RunConfig
 @dataclasses.dataclass(frozen=True)
 class Workdir:
   root: Path
@@ -47,7 +51,7 @@ class Workdir:
 IGNORED_ON_RESUME = {"train": ("progress", "wandb", "wandb_project", "log_every",
                                "keep_checkpoints", "checkpoint_every"),
                      "data": ("loss_chunk",),  # the same loss, computed in chunks
-                     "sampler": tuple(f.name for f in dataclasses.fields(exp_config.SamplerConfig))}
+                     "sampler": tuple(f.name for f in dataclasses.fields(SamplerConfig))}
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -61,27 +65,42 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
   return out
 
 
-def claim(root: str | Path, cfg: exp_config.ExperimentConfig) -> Workdir:
+def claim(root: str | Path, cfg: RunConfig) -> Workdir:
   """Creates the workdir, or checks that an existing one was started with this config."""
   wd = Workdir(Path(root))
   wd.root.mkdir(parents=True, exist_ok=True)
   if wd.config.exists():
     saved = json.loads(wd.config.read_text())
     now = json.loads(json.dumps(cfg.to_dict()))  # as saved: tuples become lists
-    # A section added to the schema after the run started counts as its defaults.
-    for section, values in exp_config.ExperimentConfig().to_dict().items():
-      saved.setdefault(section, values)
+    # A section or field added to the schema after the run started counts as its default.
+    for section, values in json.loads(json.dumps(type(cfg)().to_dict())).items():
+      saved_section = saved.setdefault(section, values)
+      if isinstance(saved_section, dict) and isinstance(values, dict):
+        for key, value in values.items():
+          saved_section.setdefault(key, value)
     # model.vocab_size follows the tokenizer; the rest of IGNORED cannot change results.
     now["model"]["vocab_size"] = saved.get("model", {}).get("vocab_size")
     for section, keys in IGNORED_ON_RESUME.items():
       for key in keys:
         saved.get(section, {}).pop(key, None)
         now.get(section, {}).pop(key, None)
+    old_steps, new_steps = saved.get("train", {}).get("steps"), now["train"].get("steps")
+    extends = isinstance(old_steps, int) and isinstance(new_steps, int) and new_steps > old_steps
+    if extends:  # a longer run continues this one; the cosine schedule follows the new end
+      saved["train"]["steps"] = new_steps
     differences = _diff(saved, now)
+    if extends and not differences:
+      append_jsonl(wd.root / "extensions.jsonl", [{"from_steps": old_steps,
+                                                   "to_steps": new_steps}])
     if differences:
       raise ValueError(f"{wd.root} holds a run with a different config; use a new workdir or "
                        "the same settings. Differences:\n  " + "\n  ".join(differences))
   return wd
+
+
+def record_config(wd: Workdir, cfg: RunConfig) -> None:
+  """Writes the run's resolved config (every field) to workdir/config.json."""
+  write_json_atomic(wd.config, cfg.to_dict())
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:

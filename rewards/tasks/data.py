@@ -30,7 +30,7 @@ def is_hub(path: str | None) -> bool:
 
 def read_hub(spec: str, split: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
   """Rows of split `split` of the hub dataset `hf:NAME[:CONFIG]` (string `fields`)."""
-  import datasets
+  import datasets  # deferred: a heavy import, needed only to read a hub dataset
 
   name, _, config = spec[len(HUB_PREFIX):].partition(":")
   if not name:

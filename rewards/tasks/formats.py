@@ -30,6 +30,9 @@ D1_MATH_SYSTEM_PROMPT = (
     "You are a math expert. You will be given a question to solve. Solve it step by "
     "step. Wrap the final answer in a \\boxed{}. \n" + D1_BOXED_FORMAT)
 
+# The compact format's tags: a tokenizer trained on a task's texts (`mro train`) makes each
+# one token.
+COMPACT_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _TAG_RE = re.compile(r"</?(?:think|reasoning|answer)>")
 
 

@@ -32,7 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 import re
+import select
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -80,7 +85,7 @@ def _costly(parsed: object) -> bool:
   an exponent above MAX_EXPONENT, a numeric power tower (9^{9^{9}}), a factorial or
   binomial of an argument above MAX_EXPONENT. Such answers are judged wrong at once
   instead of spending the whole math-verify timeout."""
-  import sympy
+  import sympy  # deferred: a slow import that only MATH500's judge needs
 
   if isinstance(parsed, sympy.MatrixBase):
     return any(_costly(item) for item in parsed)
@@ -121,7 +126,7 @@ def equivalent(gold: str, predicted: str) -> bool:
 
 def _equivalent_here(gold: str, predicted: str) -> bool:
   """The comparison itself (in the worker process)."""
-  from math_verify import verify
+  from math_verify import verify  # deferred: importing sympy takes about a second
 
   gold_parsed = list(_parse_gold(gold))
   predicted_parsed = _parse(predicted)
@@ -187,9 +192,6 @@ class Judge:
     self._proc = None
 
   def _start(self) -> None:
-    import os
-    import subprocess
-    import sys
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -202,8 +204,6 @@ class Judge:
       raise RuntimeError("the math-verify worker process did not start")
 
   def _read(self, timeout: float):
-    import json
-    import select
     ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
     if not ready:
       return None
@@ -217,7 +217,6 @@ class Judge:
     self._proc = None
 
   def __call__(self, gold: str, predicted: str) -> bool:
-    import json
     with self._lock:
       if self._proc is None or self._proc.poll() is not None:
         self._start()
@@ -234,8 +233,6 @@ class Judge:
 
 def _serve() -> None:
   """The worker's loop: [gold, predicted] lines in, true/false lines out."""
-  import json
-  import sys
   import math_verify  # noqa: F401  (the slow import, before saying ready)
 
   print(json.dumps("ready"), flush=True)

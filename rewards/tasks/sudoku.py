@@ -14,6 +14,14 @@ first 58 (20%) are test-only, the next 29 (10%) validation-only, the other 201 t
 A generated puzzle is a grid of its split with cells blanked, so train and test
 puzzles never share a solution grid. Puzzles within one call are distinct.
 
+Solution counts: `unique=True` (the default) keeps only puzzles with one solution.
+`unique=False` keeps them as they fall (at 8 blanks about 18% have 2-4 solutions, as in
+d1's benchmark), or, with `solutions=(lo, hi)`, only those with lo..hi solutions. A
+puzzle with several solutions is still made from a grid of its split, but its other
+solutions may be grids of another split. Every example's meta records `n_solutions`,
+and `group(example)` names it "unique" or "several" (`mro eval` reports accuracy per
+group).
+
 Answer: the extracted answer (`\\boxed{}` else `<answer>`) with whitespace and commas
 removed must be exactly 16 digits ("1234 3412 ..." and one row per line are fine);
 anything else, e.g. 17 digits or a stray letter, is no answer. (d1 keeps the digits and
@@ -179,6 +187,19 @@ def read_csv(path: str | Path) -> list[tuple[str, str]]:
   return rows
 
 
+def _solution_range(value, unique: bool) -> None:
+  if value is None:
+    return
+  if unique:
+    raise ValueError(f"sudoku.solutions={value} needs unique=False (unique keeps exactly "
+                     "one solution)")
+  integers = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+      isinstance(v, int) and not isinstance(v, bool) for v in value)
+  if not integers or not 1 <= value[0] <= value[1]:
+    raise ValueError(f"sudoku.solutions={value}: need two integers 1 <= min <= max "
+                     "(the range of solution counts to keep)")
+
+
 def _blank_range(value: tuple[int, int], unique: bool, field: str) -> None:
   lo, hi = value
   top = 12 if unique else SIZE  # a unique 4x4 puzzle has at least 4 givens
@@ -191,17 +212,29 @@ def _blank_range(value: tuple[int, int], unique: bool, field: str) -> None:
 class SudokuTask:
   """`blanks` empty cells in validation/test puzzles; train puzzles draw the number of
   blanks uniformly from `train_blanks`. `unique=True` keeps only puzzles with exactly
-  one solution."""
+  one solution; with `unique=False`, `solutions=(lo, hi)` keeps only puzzles with lo..hi
+  solutions (None: any count, as they fall)."""
 
   name: str = "sudoku"
   blanks: int = 8
   train_blanks: tuple[int, int] = (4, 10)
   unique: bool = True
+  solutions: tuple[int, int] | None = None
   has_verifier: ClassVar[bool] = True
 
   def __post_init__(self):
     _blank_range((self.blanks, self.blanks), self.unique, "blanks")
     _blank_range(tuple(self.train_blanks), self.unique, "train_blanks")
+    _solution_range(self.solutions, self.unique)
+    if self.solutions is not None:
+      object.__setattr__(self, "solutions", tuple(self.solutions))
+
+  def keeps(self, puzzle: str) -> bool:
+    """Whether the generator keeps `puzzle` (its solution count is in range)."""
+    if not self.unique and self.solutions is None:
+      return True
+    lo, hi = (1, 1) if self.unique else self.solutions
+    return lo <= len(solutions(puzzle)) <= hi
 
   def generate(self, split: str, count: int, seed: int = 0) -> list[tuple[str, str]]:
     """`count` distinct (puzzle, solution) pairs from the grids of `split`."""
@@ -216,11 +249,12 @@ class SudokuTask:
       grid = rng.choice(grids)
       empty = set(rng.sample(range(SIZE), rng.randint(lo, hi)))
       puzzle = "".join("0" if i in empty else d for i, d in enumerate(grid))
-      if puzzle in seen or (self.unique and len(solutions(puzzle)) != 1):
+      if puzzle in seen or not self.keeps(puzzle):
         rejects += 1
         if rejects > MAX_CONSECUTIVE_REJECTS:
           raise ValueError(f"could only make {len(pairs)} distinct {split} puzzles with "
-                           f"blanks in [{lo}, {hi}], unique={self.unique}; ask for fewer")
+                           f"blanks in [{lo}, {hi}], unique={self.unique}, solutions="
+                           f"{self.solutions}; ask for fewer")
         continue
       rejects = 0
       seen.add(puzzle)
@@ -255,6 +289,11 @@ class SudokuTask:
                        SYSTEM_PROMPT, f"Solve the following Sudoku puzzle: {puzzle}\n"),
                    formats.protocol_response(reasoning, solution, boxed=False), solution,
                    meta)
+
+  def group(self, example: Example) -> str | None:
+    """"unique" or "several" by the puzzle's solution count (None if unknown)."""
+    count = example.meta.get("n_solutions")
+    return None if count is None else "unique" if count == 1 else "several"
 
   def extract_answer(self, text: str) -> str | None:
     content = extract_answer_text(text)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from mro import config as exp_config
-from mro.method import grpo
-from mro.method.losses import make_coupled_grpo_loss, make_diffu_grpo_loss, make_wd1_loss
-from mro.method.rl import RolloutBatches
-from mro.method.rollouts import decode_states, intra_rewards, sample_rollouts
+from mro.method.finetuning import grpo
+from mro.method.finetuning.losses import make_coupled_grpo_loss, make_diffu_grpo_loss, make_wd1_loss
+from mro.method.finetuning.rollout_batches import RolloutBatches
+from mro.method.finetuning.rollouts import decode_states, intra_rewards, sample_rollouts
 from rewards.quality import quality_reward
 
 FINAL = np.iinfo(np.int32).max  # decode_states(t=FINAL): every committed token
@@ -138,15 +138,3 @@ class GRPOBatches(RolloutBatches):
             "r_ppl": float(np.mean(parts["ppl"])), "r_q": float(np.mean(parts["q"])),
             "zero_std": float(np.mean(spread < 1e-6))}
     return batch, info
-
-
-def check(cfg: exp_config.ExperimentConfig) -> None:
-  """What a GRPO-family run needs beyond MRO-RL's rollout-boundary checks."""
-  if cfg.rewards.on("tv") or cfg.rewards.on("ppl"):
-    w = cfg.rl.group_steps
-    if cfg.sampler.steps % w or cfg.sampler.threshold is not None:
-      raise ValueError(f"R_tv / R_ppl are measured per group: sampler.steps="
-                       f"{cfg.sampler.steps} must be a multiple of rl.group_steps={w}, "
-                       "with a fixed schedule (no threshold); or use rewards.use=q")
-  if not cfg.rewards.use:
-    raise ValueError("rewards.use is empty: a GRPO-family run needs a reward")

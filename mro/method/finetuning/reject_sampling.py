@@ -28,22 +28,14 @@ from mro.files import save_npz_atomic
 from mro.progress import Progress
 from mro.sampling.textgen import batches
 from mro.training.data import BatchStream
-from mro.method.start import begin, validation
+from mro.method.finetuning.starting_model import begin, validation
 from mro.training.loop import Objective, train_loop
-from mro.method.losses import make_stepwise_loss
+from mro.method.finetuning.losses import make_stepwise_loss
 from mro.training.losses import make_mdm_loss
-from mro.method.textsearch import SearchRunner
+from mro.method.search.runner import SearchRunner
 from rewards.tasks import get_task
 
 GEN_BATCH = 64
-
-
-def check(cfg: exp_config.ExperimentConfig) -> None:
-  """Refuses settings reject sampling cannot use (ValueError naming the field)."""
-  cfg.sampler.refuse_correction("reject sampling (sampler section)")
-  if cfg.reject.keep == "quality" and not cfg.rewards.on("q"):
-    raise ValueError("reject.keep=quality filters on R_q, but rewards.use "
-                     f"{','.join(cfg.rewards.use) or 'none'} leaves q off")
 
 
 def kept_candidates(result, keep: str, threshold: float) -> list[tuple]:
@@ -99,7 +91,7 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
 
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
-  check(cfg)
+  exp_config.validate(cfg, "reject-sample")
   cfg, start, examples, wd, tokenizer = begin(cfg, workdir)
   path = wd.root / "trajectories.npz"
   if not path.exists():

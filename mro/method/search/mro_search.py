@@ -29,14 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.sharding import place_params, shard_batch
-from mro.method.settings import SearchConfig
+from mro.method.search.settings import SearchConfig
 from mro.sampling.cache import new_cache
 from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
                                   map_rows, response_attention, row_keys, run_steps)
 from mro.sampling.schedule import SamplerConfig, tokens_per_step
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
-from rewards.verification import token_verification
+from rewards.verification import chunk_verification, token_verification
 
 # Random streams derived from per-row keys (kept apart from the sampler's per-step folds).
 _VERIFY_STREAM = 2**31 - 1
@@ -155,6 +155,29 @@ def select_survivors(carry: _Carry, g, prompt_keys, scfg: SearchConfig,
   return _Carry(state, pick(tv), pick(ppl))
 
 
+def advance(apply, params, state: DecodeState, attn_mask, prompt_len, cfg: SamplerConfig,
+            scfg: SearchConfig, scoring: Scoring, stop) -> DecodeState:
+  """The candidates' steps up to `stop`: at the search temperature, or with
+  `branch_steps`, at it only before step branch_steps and greedily after."""
+  run = lambda s, c, end: run_steps(apply, params, s, attn_mask, prompt_len, c,
+                                    scoring.mask_id, stop=end, eos_id=scoring.fill_id)
+  if scfg.branch_steps is None:
+    return run(state, cfg, stop)
+  state = run(state, cfg, jnp.minimum(stop, scfg.branch_steps))
+  return run(state, dataclasses.replace(cfg, temperature=0.0), stop)
+
+
+def final_verification(apply, params, carry: _Carry, attn_mask, prompt_len: int,
+                       cfg: SamplerConfig, scfg: SearchConfig, scoring: Scoring) -> _Carry:
+  """With `final_verify`: the final group's R_tv becomes the whole answer's
+  (`chunk_verification` in final_rows rows per candidate)."""
+  if scfg.final_verify is None or not scoring.rewards.on("tv"):
+    return carry
+  score, _ = chunk_verification(apply, params, carry.state.tokens, attn_mask, prompt_len,
+                                scfg.final_rows(cfg), scoring.mask_id, scoring.fill_id)
+  return carry._replace(tv=carry.tv.at[:, -1].set(score))
+
+
 def _group_step(apply, params, scorer_params, carry: _Carry, g, prompt_keys, attn_mask,
                 prompt_len, cfg: SamplerConfig, scfg: SearchConfig, scoring: Scoring):
   """Selection among the previous group's candidates, expansion, w steps, scoring."""
@@ -162,8 +185,8 @@ def _group_step(apply, params, scorer_params, carry: _Carry, g, prompt_keys, att
     carry = select_survivors(carry, g, prompt_keys, scfg, scoring.rewards)
   state, tv, ppl = carry
   start = state.step
-  state = run_steps(apply, params, state, attn_mask, prompt_len, cfg, scoring.mask_id,
-                    stop=start + scfg.group_steps, eos_id=scoring.fill_id)
+  state = advance(apply, params, state, attn_mask, prompt_len, cfg, scfg, scoring,
+                  start + scfg.group_steps)
   r_tv, r_ppl = group_rewards(apply, params, scorer_params, state, attn_mask, prompt_len,
                               start, scoring)
   return _Carry(state, tv.at[:, g].set(r_tv), ppl.at[:, g].set(r_ppl))
@@ -202,11 +225,14 @@ def _search_compiled(apply, params, scorer_params, prompt_BP, prompt_mask_BP, pr
   # prompt, with rewards 0, and gets back the keys it started with), so one trace serves
   # every group.
   carry = jax.lax.fori_loop(0, cfg.steps // scfg.group_steps, body, carry)
+  carry = final_verification(apply, params, carry, attn, P, cfg, scfg, scoring)
   return _output(carry, scoring.rewards, B, scfg.pool)
 
 
 _group_step_jit = jax.jit(_group_step, static_argnames=("apply", "prompt_len", "cfg", "scfg",
                                                       "scoring"))
+_final_jit = jax.jit(final_verification, static_argnames=("apply", "prompt_len", "cfg", "scfg",
+                                                          "scoring"))
 
 
 def group_positions(cfg: SamplerConfig, group_steps: int) -> int:
@@ -233,9 +259,20 @@ def search_nfe(cfg: SamplerConfig, scfg: SearchConfig, rewards: RewardConfig) ->
   scfg = scfg.resolve(cfg)
   rewards = verify_count(rewards, cfg, scfg.group_steps)
   groups = cfg.steps // scfg.group_steps
-  verify = scfg.pool * groups * rewards.n_verify if rewards.on("tv") else 0
+  verify = scfg.pool * (groups * rewards.n_verify + scfg.final_rows(cfg)) \
+      if rewards.on("tv") else 0
   scorer = scfg.pool * groups if rewards.on("ppl") else 0
   return {"nfe": scfg.pool * cfg.steps + verify, "scorer_nfe": scorer}
+
+
+def forward_chunks(scfg: SearchConfig, backend: str | None = None) -> int:
+  """The slices the candidates' forward passes run in: `scfg.forward_chunks`, or where the
+  config leaves it (None) the pool on a CPU backend (narrower batches are faster per row
+  there) and 1 on accelerators. `backend`: the JAX backend (default: this process's)."""
+  if scfg.forward_chunks is not None:
+    return scfg.forward_chunks
+  backend = jax.default_backend() if backend is None else backend
+  return scfg.pool if backend == "cpu" else 1
 
 
 def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
@@ -250,10 +287,12 @@ def run_search(apply, params, prompt_BP, cfg: SamplerConfig, scfg: SearchConfig,
   `mro.sampling.sampler.generate` does (rows over data x fsdp, which must divide the batch).
   """
   scfg = scfg.resolve(cfg)
+  scfg.check_rewards(scoring.rewards)
   scoring = resolve_scoring(scoring, cfg, scfg.group_steps)
   check_options(apply, cfg, scoring.fill_id)
-  if scfg.chunks() > 1:
-    apply = ChunkedApply(apply, scfg.chunks())
+  chunks = forward_chunks(scfg)
+  if chunks > 1:
+    apply = ChunkedApply(apply, chunks)
   prompt_BP = jnp.asarray(prompt_BP, jnp.int32)
   key = jax.random.key(0) if key is None else key
   prompt_keys = row_keys(key, prompt_BP.shape[0], row_ids)
@@ -275,6 +314,9 @@ def _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, sc
   cfg_tau = dataclasses.replace(cfg, temperature=scfg.temperature)
   carry, attn = _init(apply, params, prompt_BP, mask, prompt_keys, cfg_tau, scfg,
                       scoring.mask_id)
+  # Commit every leaf where it lies: arrays made outside jit are uncommitted, the group
+  # step's outputs are committed, and the two would compile the group step twice.
+  carry = jax.device_put(carry, jax.tree.map(lambda x: x.sharding, carry))
   for g in range(cfg.steps // scfg.group_steps):  # g is traced: one compile for all groups
     carry = _group_step_jit(apply, params, None, carry, jnp.int32(g), prompt_keys, attn,
                             prompt_len=P, cfg=cfg_tau, scfg=scfg, scoring=scoring)
@@ -286,4 +328,6 @@ def _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, sc
       r = ppl_reward(jnp.asarray(logp), jnp.asarray(count), scoring.rewards.ppl_cap,
                      scoring.rewards.ppl_scale)
       carry = carry._replace(ppl=carry.ppl.at[:, g].set(r))
+  carry = _final_jit(apply, params, carry, attn, prompt_len=P, cfg=cfg, scfg=scfg,
+                     scoring=scoring)
   return _output(carry, scoring.rewards, B, scfg.pool)

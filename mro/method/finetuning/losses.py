@@ -3,7 +3,7 @@ plugged into the one train step.
 
 Each is `loss_fn(apply, params, batch, key) -> (loss, metrics)` like the masked-diffusion
 losses of `mro.training.losses`; the batches are stored trajectories (final tokens +
-commit step per position, `mro.method.trajectory`) with per-step annotations.
+commit step per position, `mro.method.finetuning.trajectory`) with per-step annotations.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mro.method import grpo
-from mro.method.settings import STEP_TARGETS
-from mro.method.trajectory import step_logprobs
+from mro.method.finetuning import grpo
+from mro.method.finetuning.settings import STEP_TARGETS
+from mro.method.finetuning.trajectory import step_logprobs
 
 
 def make_stepwise_loss(mask_id: int, resp_start: int, n_opt: int, targets: str = "committed"):
@@ -85,10 +85,11 @@ def make_sgro_loss(mask_id: int, resp_start: int, clip_eps: float | None = None,
 
 # --- the GRPO family (docs/rl.md) -----------------------------------------------------
 #
-# Their batches (mro/method/grpo_rl.py) hold, per completion row:
+# Their batches (mro/method/finetuning/grpo_batches.py) hold, per completion row:
 #   tokens, attn_mask  [B, L]       prompt + completion, as sampled
 #   loss_mask          f32[B, R]    the completion's tokens up to its first EOS
-#   noise, pick        [B, S, L], [B, S, R]: the estimator's masked copies (mro/method/grpo.py)
+#   noise, pick        [B, S, L], [B, S, R]: the estimator's masked copies
+#                      (mro/method/finetuning/grpo.py)
 #   advantage          f32[B]       group-relative (diffu-GRPO, coupled-GRPO)
 #   old_logp, ref_logp f32[B, R]    π_old / π_ref estimates under the same masks
 #   weight             f32[B]       wd1: G (w+ - λ w-) of the row

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mro.method.settings import BASELINES, Q_RULES
+from mro.method.finetuning.settings import BASELINES, Q_RULES
 
 
 
@@ -39,8 +39,18 @@ def baseline(rewards_PKG, kind: str) -> np.ndarray:
   raise ValueError(f"unknown baseline {kind!r}; choose one of {BASELINES}")
 
 
+def tokens_per_group(commit_step_BR, num_groups: int, w: int) -> np.ndarray:
+  """int[B, G]: the response tokens each group of w steps committed (`commit_step_BR`: the
+  step that committed each response position): what q_rule=tokens weighs groups by."""
+  commit = np.asarray(commit_step_BR)
+  return np.stack([((commit >= g * w) & (commit < (g + 1) * w)).sum(1)
+                   for g in range(num_groups)], 1)
+
+
 def selection_probs(rule: str, advantage_BG, tokens_BG, floor: float = 1e-3):
-  """q_g per trajectory [B, G] (rows sum to 1)."""
+  """q_g per trajectory [B, G] (rows sum to 1): `uniform`; `advantage`, ∝ |A_g| + floor;
+  `tokens`, ∝ the group's committed tokens + floor. The floor keeps every q_g > 0, so the
+  importance weight 1 / (n_opt q_g) of a drawn group stays finite."""
   if rule == "uniform":
     q = jnp.ones_like(advantage_BG)
   elif rule == "advantage":

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mro.method.settings import CascadeConfig
+from mro.method.search.settings import CascadeConfig
 from mro.sampling.sampler import response_attention
 from mro.sampling.schedule import SamplerConfig
 from rewards.verification import chunk_verification

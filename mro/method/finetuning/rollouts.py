@@ -4,9 +4,9 @@ A rollout is stored compactly (final tokens + commit step per position). Its gro
 rewards are computed after the fact inside jit: the state at the end of each group is
 rebuilt from the commit steps, then R_tv (leave-one-out re-prediction of positions the
 group committed) and R_ppl (causal scorer on the committed tokens) are measured exactly
-as the search measures them (`mro.method.search.group_rewards`). R_q needs decoded text and a
-task, so it is added on the host, to the last group (and, with shaping, as the potential
-Φ = R_q of each group's end state: λ Φ(s_end) - Φ(s_start)).
+as the search measures them (`mro.method.search.mro_search.group_rewards`). R_q needs
+decoded text and a task, so it is added on the host, to the last group (and, with shaping,
+as the potential Φ = R_q of each group's end state: λ Φ(s_end) - Φ(s_start)).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from models.tokenizers import truncate_at_eos
 from mro.sampling.sampler import NOT_COMMITTED, DecodeState, row_keys
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, group_rewards
+from mro.method.search.mro_search import Scoring, group_rewards
 from rewards.quality import QualityConfig, quality_reward
 
 
@@ -102,8 +102,16 @@ def quality_per_group(task, examples, tokenizer, rollouts: Rollouts, num_groups:
   score = lambda t: quality_reward(task, ex, decode_states(tokenizer, rollouts, t), groups, cfg)
   out = np.zeros((R, num_groups), np.float32)
   out[:, -1] = score(num_groups * w)
-  if shaping:
-    phi = [np.zeros(R)] + [score((g + 1) * w) for g in range(num_groups)]
-    for g in range(num_groups):
-      out[:, g] += shaping_lambda * phi[g + 1] - phi[g]
+  if shaping:  # Φ(s_0) = 0: nothing is committed before the first group
+    phi = np.stack([np.zeros(R)] + [score((g + 1) * w) for g in range(num_groups)], 1)
+    out += potential_shaping(phi, shaping_lambda)
   return out
+
+
+def potential_shaping(phi_RG1, shaping_lambda: float) -> np.ndarray:
+  """float64[R, G]: the shaping reward λ Φ(s_end) - Φ(s_start) of each group, from the
+  potential at the G + 1 group boundaries ([R, G + 1], Φ(s_0) first). Potential-based:
+  over a trajectory it sums, discounted by λ, to λ^G Φ(s_T) - Φ(s_0) whatever path it took,
+  so it changes which groups get credit, not which answers are best."""
+  phi = np.asarray(phi_RG1, np.float64)
+  return shaping_lambda * phi[:, 1:] - phi[:, :-1]

@@ -6,6 +6,8 @@ The scorer runs inside the compiled search when it shares the sampler's tokenize
 between groups (`TextScorer`). The quality reward R_q needs a task (answer extraction,
 verifier or label) and is computed on the decoded final candidates, which is also where
 the final pick happens: the highest lineage intra reward + w_q * R_q per prompt.
+A SearchRunner is also what `decode` (decode.py) takes: the model bound once, for every
+decoder.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from flax import nnx
 from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
 from mro.sampling.schedule import SamplerConfig
-from mro.method.search import Scoring, run_search, search_nfe
-from mro.method.settings import SearchConfig
+from mro.method.search.mro_search import Scoring, run_search, search_nfe
+from mro.method.search.settings import SearchConfig
 from mro.sampling.textgen import TextSampler
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer
@@ -64,6 +66,11 @@ class SearchRunner:
       else:
         self.text_scorer = TextScorer(scorer_model, scorer_tokenizer)
 
+  @property
+  def has_scorer(self) -> bool:
+    """Whether R_ppl can be computed (a perplexity scorer is bound)."""
+    return self.scorer is not None or self.text_scorer is not None
+
   def _decode_for_scorer(self, prompt_texts, pool: int, gen_length: int):
     tok = self.sampler.tokenizer
 
@@ -77,7 +84,7 @@ class SearchRunner:
   def search(self, prompts: Sequence[str], cfg: SamplerConfig, scfg: SearchConfig,
              rewards: RewardConfig, *, task=None, examples=None, seed: int = 0,
              row_ids=None, width: int | None = None) -> tuple[list[SearchResult], dict]:
-    if rewards.on("ppl") and self.scorer is None and self.text_scorer is None:
+    if rewards.on("ppl") and not self.has_scorer:
       raise ValueError("the ppl reward needs a scorer (--scorer); or drop ppl from --rewards")
     if rewards.on("q") and task is None:
       raise ValueError("the quality reward q needs a task (answer extraction / verifier)")

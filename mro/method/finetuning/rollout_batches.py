@@ -1,59 +1,33 @@
-"""`mro rl`: MRO-RL, REINFORCE over SGRO groups with importance sampling (method.md §3-§5),
-or with `rl.method: diffu_grpo | coupled_grpo | wd1` a GRPO-family objective on the same
-rollouts, rewards, train step and loop (mro/method/grpo_rl.py, docs/rl.md).
+"""MRO-RL's rollout batches (`rl.method: mro`, method.md §3-§5): what the training loop
+trains on, drawn from the current policy every rl.inner_steps steps.
 
 Every rollout batch: rl.prompts_per_batch training prompts, rl.rollouts_per_prompt
 trajectories each from the current policy (compiled sampler at rl.temperature).
 Each trajectory's G = steps / w groups get rewards (R_tv, R_ppl at the group's end; R_q
 on the last group; optional shaping), minus a baseline (`none`, the paper, or
 `group_mean`, leave-one-out over the prompt's rollouts). n_opt groups per trajectory
-are drawn with probabilities q_g and weighted 1 / (n_opt q_g) (mro/method/sgro.py); log π_old of
-their steps is recorded, and rl.inner_steps gradient steps of the SGRO loss
-(mro/losses.make_sgro_loss: ratio π_θ / π_old, optional clipping, optional KL to the
-frozen starting model) run on the batch. Checkpoints fall on rollout boundaries, so a
-resumed run regenerates exactly the rollouts the uninterrupted run drew.
+are drawn with probabilities q_g and weighted 1 / (n_opt q_g)
+(mro/method/finetuning/sgro.py); log π_old of their steps is recorded for the SGRO loss.
+The GRPO family's batches (grpo_batches.py) extend these.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mro import config as exp_config
-from mro.method import sgro
-from mro.method.start import Start, begin, validation
-from mro.training.loop import Objective, train_loop
-from mro.method.losses import make_sgro_loss
-from mro.method.rollouts import intra_rewards, quality_per_group, sample_rollouts
-from mro.method.search import Scoring, resolve_scoring
-from mro.method.textsearch import SearchRunner
-from mro.method.trajectory import step_logprobs
+from mro.method.finetuning import sgro
+from mro.method.finetuning.rollouts import intra_rewards, quality_per_group, sample_rollouts
+from mro.method.finetuning.starting_model import Start
+from mro.method.finetuning.trajectory import step_logprobs
+from mro.method.search.mro_search import Scoring, resolve_scoring
+from mro.method.search.runner import SearchRunner
 from rewards.tasks import get_task
-
-
-def check(cfg: exp_config.ExperimentConfig) -> None:
-  """Refuses settings that break rollout boundaries (ValueError naming the field)."""
-  m, t = cfg.rl, cfg.train
-  cfg.sampler.refuse_correction("RL (sampler section)")
-  if t.batch_size != m.prompts_per_batch * m.rollouts_per_prompt:
-    raise ValueError(f"train.batch_size={t.batch_size} must equal rl.prompts_per_batch x "
-                     f"rl.rollouts_per_prompt = {m.prompts_per_batch * m.rollouts_per_prompt}")
-  for name in ("steps", "checkpoint_every"):
-    if getattr(t, name) % m.inner_steps:
-      raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
-                       f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
-  if m.method != "mro":
-    from mro.method import grpo_rl
-    grpo_rl.check(cfg)
-  elif cfg.sampler.steps % m.group_steps or cfg.sampler.threshold is not None:
-    raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
-                     f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "resp_start", "mask_id"))
@@ -113,10 +87,8 @@ class RolloutBatches:
     base = sgro.baseline(reward.reshape(-1, K, G), m.baseline).reshape(reward.shape)
     adv = jnp.asarray(reward - base)
     P = ro.prompt_len
-    commit = ro.commit_step[:, P:]
-    tokens_per_group = np.stack([((commit >= g * w) & (commit < (g + 1) * w)).sum(1)
-                                 for g in range(G)], 1)
-    q_probs = sgro.selection_probs(m.q_rule, adv, jnp.asarray(tokens_per_group))
+    tokens = sgro.tokens_per_group(ro.commit_step[:, P:], G, w)
+    q_probs = sgro.selection_probs(m.q_rule, adv, jnp.asarray(tokens))
     groups, weights = sgro.select_groups(jax.random.key(seed), q_probs, m.n_opt)
     steps, _ = sgro.group_steps(groups, w)
     args = (jnp.asarray(ro.tokens), jnp.asarray(ro.commit_step), jnp.asarray(ro.attn_mask),
@@ -131,20 +103,3 @@ class RolloutBatches:
     info = {"reward": float(reward.sum(1).mean()), "r_tv": float(tv.mean()),
             "r_ppl": float(ppl.mean()), "r_q": float(q[:, -1].mean())}
     return batch, info
-
-
-def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
-        stop_after: int | None = None) -> dict[str, Any]:
-  check(cfg)
-  cfg, start, examples, wd, tokenizer = begin(cfg, workdir)
-  if cfg.rl.method == "mro":
-    batches = RolloutBatches(cfg, start, examples, tokenizer)
-    loss_fn = make_sgro_loss(tokenizer.special.mask, batches.width, cfg.rl.clip_eps,
-                             cfg.rl.kl_coef)
-  else:
-    from mro.method import grpo_rl
-    batches = grpo_rl.GRPOBatches(cfg, start, examples, tokenizer)
-    loss_fn = grpo_rl.make_loss(cfg, tokenizer.special.mask, batches.width)
-  objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.validation.every)
-  return train_loop(cfg, wd, tokenizer, objective, init_params=start.params,
-                    stop_after=stop_after)

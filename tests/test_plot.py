@@ -1,0 +1,114 @@
+"""Plots of `mro eval` results (mro/evaluation/plot.py, `mro plot`): one curve per model,
+task, protocol, data and decoder settings, x axes at their cost, PNGs from a results file
+alone, and bad input refused by name."""
+
+import json
+
+import pytest
+
+from mro import cli
+from mro.evaluation import plot
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run(capsys, *argv):
+  code = cli.main(list(argv))
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def record(**kw):
+  base = {"model": "m", "task": "sudoku", "protocol": "compact", "steps": 24, "accuracy": 0.5,
+          "data": None, "search": None, "rewards": None,
+          "sampler": {"gen_length": 24, "block_length": 24, "temperature": 0.0,
+                      "remasking": "low_confidence", "threshold": None, "cfg_scale": 0.0}}
+  return {**base, **kw}
+
+
+def test_plot_curves_keep_search_data_and_sampler_settings_apart():
+  search = {"method": "mro", "k": 4, "n_live": 1, "group_steps": 3, "temperature": 1.0,
+            "select": "argmax"}
+  rewards = {"spec": "tv,ppl", "use": ["tv", "ppl"], "quality_source": "vote"}
+  rows = [record(), record(steps=6), record(steps=6, search=search, rewards=rewards),
+          record(data="a/sudoku_12.csv"), record(data="b/sudoku_8.csv"),
+          record(sampler={**record()["sampler"], "block_length": 8})]
+  lines = plot.curves(rows)
+  assert len(lines) == 5  # only the two plain rows on the default data share a curve
+  assert any(len(points) == 2 for points in lines.values())
+  labels = " | ".join(lines)
+  assert "MRO search k=4 w=3 argmax (tv+ppl)" in labels and "sudoku_12.csv" in labels
+  assert "block_length=8" in labels
+
+
+def test_plot_x_axes_put_thresholds_and_steps_at_their_cost(tmp_path):
+  thr = {**record()["sampler"], "threshold": 0.9}
+  rows = [record(nfe_per_prompt=24, seconds=20.0),
+          record(steps=12, nfe_per_prompt=12, seconds=10.0, accuracy=0.4),
+          record(sampler=thr, nfe_per_prompt=3.5, seconds=4.0, accuracy=0.3),
+          record(sampler={**thr, "threshold": 0.7}, nfe_per_prompt=2.0, seconds=3.0,
+                 accuracy=0.2)]
+  by_nfe = plot.curves(rows, x="nfe")
+  assert sorted(by_nfe.values()) == [[(2.0, 0.2), (3.5, 0.3)], [(12.0, 0.4), (24.0, 0.5)]]
+  assert sorted(plot.curves(rows, x="seconds").values())[0] == [(3.0, 0.2), (4.0, 0.3)]
+  assert plot.plot_results(rows, tmp_path / "nfe.png", x="nfe").stat().st_size > 0
+  with pytest.raises(ValueError, match="x must be one of"):
+    plot.curves(rows, x="flops")
+
+
+def test_curve_labels_name_verification_and_correction_and_share_their_common_prefix():
+  search = {"method": "mro", "k": 4, "n_live": 1, "group_steps": 3, "temperature": 1.0,
+            "select": "argmax"}
+  tv_all = {"spec": "tv,ppl", "use": ["tv", "ppl"], "quality_source": "vote",
+            "n_verify": "all"}
+  corrected = {**record()["sampler"], "correct_below": 0.5, "correct_rows": None}
+  rows = [record(search=search, rewards={**tv_all, "n_verify": 1}),
+          record(search=search, rewards=tv_all), record(sampler=corrected)]
+  labels = list(plot.curves(rows))
+  assert len(labels) == 3 and "tv over all positions" in labels[1]
+  assert labels[2].endswith("plain sampler, token correction < 0.5")
+  shared, short = plot.split_labels(labels)
+  assert shared == "m · sudoku · compact" and short[2] == "plain sampler, token correction < 0.5"
+
+
+def test_plot_writes_a_png_from_the_results_file_alone(eval_run, tmp_path):
+  cfg, _, _, _ = eval_run
+  png = plot.plot_results(cfg.out, tmp_path / "acc.png")
+  data = png.read_bytes()
+  assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+def test_plot_draws_one_line_per_model_task_and_protocol_and_skips_torn_lines(eval_run,
+                                                                            tmp_path):
+  _, records, _, _ = eval_run
+  other = [dict(r, protocol="d1") for r in records]
+  path = tmp_path / "res.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records + other) + '{"torn": ')
+  lines = plot.curves(plot.read_results(path))
+  assert len(lines) == 2
+  for pts in lines.values():
+    assert [x for x, _ in pts] == [2.0, 4.0, 16.0]
+
+
+def test_plot_refuses_a_missing_or_empty_results_file_and_a_non_png_path(eval_run, tmp_path):
+  with pytest.raises(ValueError, match="does not exist"):
+    plot.plot_results(tmp_path / "none.jsonl", tmp_path / "a.png")
+  (tmp_path / "empty.jsonl").write_text("\n")
+  with pytest.raises(ValueError, match="no `mro eval` result"):
+    plot.plot_results(tmp_path / "empty.jsonl", tmp_path / "a.png")
+  with pytest.raises(ValueError, match="PNG"):
+    plot.plot_results(eval_run[0].out, tmp_path / "a.pdf")
+
+
+def test_plot_verb_draws_a_png_next_to_the_results_by_default(cli_evaluated, tmp_path, capsys):
+  results = cli_evaluated[3]
+  code, out, err = run(capsys, "plot", str(results))
+  assert code == 0, err
+  assert results.with_suffix(".png").read_bytes().startswith(PNG_SIGNATURE)
+  code, out, err = run(capsys, "plot", str(results), "--out", str(tmp_path / "p.png"))
+  assert code == 0 and (tmp_path / "p.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_plot_of_a_missing_results_file_exits_2(tmp_path, capsys):
+  code, _, err = run(capsys, "plot", str(tmp_path / "none.jsonl"))
+  assert code == 2 and err.startswith("mro plot: error:") and "does not exist" in err
