@@ -204,7 +204,7 @@ def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(eval_r
 @pytest.mark.parametrize("protocol, task, want", [
     ("compact", "sudoku", dict(gen_length=24, block_length=24, steps=24, temperature=0.0)),
     ("compact", "countdown", dict(gen_length=48, block_length=48, steps=48)),
-    ("compact", "arith", dict(gen_length=64, block_length=64, steps=64)),
+    ("compact", "arith", dict(gen_length=56, block_length=56, steps=56)),
     ("llada", "gsm8k", dict(gen_length=256, block_length=8, steps=256, temperature=0.0)),
     ("llada", "math500", dict(gen_length=512, block_length=64, steps=512)),
     ("d1", "gsm8k", dict(gen_length=256, block_length=32, steps=128, temperature=0.0)),
