@@ -424,10 +424,27 @@ def test_a_sudoku_eval_records_and_prints_accuracy_for_unique_and_several(model_
   assert "| 25.0 | 75.0 |" in report.markdown_table([shown])
 
 
+def test_an_arith_eval_reports_addition_and_multiplication_apart(eval_run):
+  cfg, records, lines, gens = eval_run
+  examples = get_task("arith").examples("test", limit=cfg.limit)
+  op = {i: "addition" if e.meta["op"] == "+" else "multiplication"
+        for i, e in enumerate(examples)}
+  for record, line in zip(records, lines):
+    assert line["groups"] == record["groups"]
+    mine = [g for g in gens if g["setting_id"] == record["setting_id"]]
+    assert sum(v["n"] for v in record["groups"].values()) == len(mine) == cfg.limit
+    for name, got in record["groups"].items():
+      scores = [g["score"]["correct"] for g in mine if op[g["index"]] == name]
+      assert got == {"n": len(scores), "accuracy": pytest.approx(np.mean(scores))}
+
+
 def test_a_task_without_groups_records_none(eval_run):
   _, records, _, _ = eval_run
-  assert all("groups" not in r for r in records)
-  assert "acc" not in report.format_table(records).splitlines()[0].split()
+  gens = [{"index": 0, "score": {"correct": 1.0}}]
+  examples = get_task("countdown").examples("test", limit=1)
+  assert evaluate.group_accuracy(get_task("countdown"), examples, gens) is None
+  plain = [{k: v for k, v in r.items() if k != "groups"} for r in records]
+  assert "acc" not in report.format_table(plain).splitlines()[0].split()
 
 
 def test_the_search_options_for_several_answers_name_their_settings_apart():

@@ -201,6 +201,11 @@ class ArithTask:
                    formats.protocol_response(protocol_reasoning(a, op, b), result),
                    result, meta)
 
+  def group(self, example: Example) -> str | None:
+    """"addition" or "multiplication": `mro eval` reports the two apart."""
+    op = example.meta.get("op")
+    return None if op is None else "addition" if op == "+" else "multiplication"
+
   def extract_answer(self, text: str) -> str | None:
     return numeric_answer(text)
 
