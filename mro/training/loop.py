@@ -21,12 +21,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from models import checkpoints
 from models.config import replace as replace_model
 from models.sharding import check_batch_divides, make_mesh
 from models.tokenizers import load_tokenizer, train_sentencepiece
+from mro.progress import Progress
 from mro.sampling.sampler_file import write_sampler_file
 from mro.training import workdir as wdlib
 from mro.training.checkpointing import Checkpointer, set_aside_checkpoints
@@ -94,9 +94,11 @@ def setup(cfg: RunConfig, workdir: str | Path, examples=None):
   return wd, cfg, tokenizer
 
 
+@wdlib.holding_lock
 def run(cfg: RunConfig, workdir: str | Path, *, loss_fn: LossFn | None = None,
         stop_after: int | None = None) -> dict[str, Any]:
-  """`mro train`: trains (or resumes) in `workdir`; returns the final metrics record.
+  """`mro train`: trains (or resumes) in `workdir`, holding its lock; returns the final
+  metrics record.
 
   `loss_fn` replaces the masked-diffusion objective (later objectives plug in here);
   `stop_after` ends the run early at that step, as an interruption would (for tests).
@@ -159,8 +161,8 @@ def _resume_and_train(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
   pending = objective.next_batch(start + 1, position, state)
   step_fn = step_fn.lower(state, pending[0]).compile()  # keep compile out of timing
   run_wandb = _wandb_run(cfg, wd)
-  bar = tqdm(total=cfg.train.steps, initial=start, disable=not cfg.train.progress,
-             desc="train", dynamic_ncols=True)
+  bar = Progress("train", cfg.train.steps, unit="steps", initial=start,
+                 enabled=cfg.train.progress)  # a bar on a terminal, else plain lines
   unread = None  # (step, metrics, info, position, tokens, t0) of a step not read yet
   last_read = time.perf_counter()
 
@@ -175,8 +177,7 @@ def _resume_and_train(cfg: RunConfig, wd: wdlib.Workdir, tokenizer,
       raise NonFiniteLossError(
           f"loss {loss}, gradient norm {grad_norm} at step {step_n}; stopped. The last good "
           f"checkpoint is step {ckpt.latest_step()} in {wd.checkpoints}")
-    bar.update(1)
-    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
+    bar.update(1, loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
     return {"step": step_n, "data_position": pos, "seconds": seconds,
             "tokens_per_s": tokens / seconds,
             **{k: float(np.asarray(v)) for k, v in metrics.items()}, **info}
