@@ -241,11 +241,15 @@ def test_an_in_memory_model_is_labelled_by_model_name(text_sampler):
 def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(eval_run):
   _, records, _, _ = eval_run
   lines = report.format_table(records).splitlines()
+  groups = report.group_names(records)  # arith: addition / multiplication, those drawn
+  assert groups and set(groups) <= {"addition", "multiplication"}
   assert lines[0].split() == ["task", "protocol", "search", "steps", "n", "accuracy",
+                              *(w for g in groups for w in ("acc", g)),
                               "answered", "digit_accuracy", "format", "NFE/prompt",
                               "scorer", "NFE", "tok/s", "seconds"]
   assert [line.split()[3] for line in lines[1:]] == ["16", "4", "2"]
-  assert [line.split()[9] for line in lines[1:]] == ["16", "4", "2"]  # NFE per prompt
+  nfe = 9 + len(groups)  # NFE per prompt, after one accuracy cell per group
+  assert [line.split()[nfe] for line in lines[1:]] == ["16", "4", "2"]
   assert all(line.split()[:2] == ["arith", "compact"] for line in lines[1:])
 
 
