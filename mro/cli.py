@@ -141,7 +141,7 @@ def cmd_eval(args) -> int:
   if args.out:
     print(f"results appended to {args.out}; generations to "
           f"{report.generations_path(args.out)}")
-  if args.plot:
+  if args.plot and hosts.is_main():
     print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
   return 0
 
