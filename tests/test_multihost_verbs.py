@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def commands(root: Path, start_models, model_dir) -> list[tuple[str, list[str], 
               "--gen-length", "16", "--steps", "L/4", "--batch-size", "2", "--temperature",
               "1.0", "--out", str(root / "eval" / "res.jsonl")]
   lr = lambda value: [*TRAIN, "--workdir", str(root / "mismatch"), "--set", f"train.lr={value}"]
-  grpo = mro("rl", "rl_grpo", "--set", "rl.method=diffu_grpo", "--set", "rewards.use=q")
+  grpo = mro("rl", "rl_grpo", "--set", "rl.method=diffu_grpo", "--set", "rewards.use=tv,q")
   return [("mismatch", lr("0.001"), lr("0.002")),
           ("train", [*TRAIN, "--workdir", str(root / "train")],
            [*TRAIN, "--workdir", str(root / "train1")]),  # its checkpoints/: a link
@@ -88,7 +89,9 @@ def runs(tmp_path_factory, start_models, model_dir):
   two, one = tmp_path_factory.mktemp("two"), tmp_path_factory.mktemp("one")
   (two / "train1").mkdir()
   (two / "train1" / "checkpoints").symlink_to(two / "train" / "checkpoints")
-  t0 = time.perf_counter()
+  t0, cpu0 = time.perf_counter(), time.process_time()
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu_children = before.ru_utime + before.ru_stime
   procs = _start(two, commands(two, start_models, model_dir))
   alone = {}
   try:
@@ -102,6 +105,7 @@ def runs(tmp_path_factory, start_models, model_dir):
       if proc.poll() is None:
         proc.kill()
   t_two = time.perf_counter() - t0
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
   codes = {}
   for i in range(2):
     for line in (two / f"p{i}.out").read_text().splitlines():
@@ -110,7 +114,9 @@ def runs(tmp_path_factory, start_models, model_dir):
         codes.setdefault(name, []).append(int(code))
   for name, code in alone.items():
     codes.setdefault(name, []).append(code)
-  print(f"one process (in pytest, overlapping): {t_one:.0f} s; two processes: {t_two:.0f} s")
+  print(f"wall: one process (in pytest) {t_one:.0f} s, two processes {t_two:.0f} s "
+        f"(overlapping); CPU: this process {time.process_time() - cpu0:.0f} s, the two "
+        f"{children.ru_utime + children.ru_stime - cpu_children:.0f} s")
   return two, one, codes
 
 
