@@ -99,7 +99,7 @@ def runs(tmp_path_factory, start_models, model_dir):
       alone[name] = cli.main(argv)
     t_one = time.perf_counter() - t0
     for proc in procs:
-      proc.wait(timeout=900)
+      proc.wait(timeout=3600)
   finally:
     for proc in procs:
       if proc.poll() is None:

@@ -1,8 +1,8 @@
 """The local backend: each run is a chain of processes on this machine, `concurrency` runs
 at a time (threads wait on them). A run with `hosts: N` is N processes on this machine
-joined by jax.distributed (coordinator: a free port on localhost), each its own share of
-the devices (e.g. CUDA_VISIBLE_DEVICES per process is the user's, through `env:`): for
-testing multi-host runs and for one node with several processes. When one of them fails
+joined by jax.distributed (coordinator: a free port on localhost), each with the sweep's
+environment: for testing multi-host runs (on CPU, XLA_FLAGS gives each process its fake
+devices; one node's GPUs are not split between the processes). When one of them fails
 the others are stopped and the run has failed (a relaunch resumes it)."""
 
 from __future__ import annotations
