@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
   prompts = [e.prompt for e in examples]
   width = runner.sampler.encode_prompts(prompts)[0].shape[1]
   kept: dict[str, list] = {"tokens": [], "commit_step": [], "attn_mask": [], "reward": []}
-  progress = Progress("reject-sample: searching training prompts", len(prompts))
+  progress = Progress("reject-sample: searching training prompts", len(prompts),
+                      stream=None if hosts.is_main() else io.StringIO())  # process 0 shows it
   size = batch_rows(len(prompts), GEN_BATCH, runner.sampler.mesh)
   for idx, real in batches(len(prompts), size):  # one compile
     batch = [prompts[j] for j in idx]
