@@ -117,9 +117,11 @@ def test_bad_sweep_files_are_refused(tmp_path, spec, match):
 
 def test_a_sweeps_eval_keys_are_the_options_of_mro_eval():
   """The sweep checks `eval:` against EvalConfig's options (not the CLI parser); the two
-  name the same keys, less those the CLI or the sweep owns (--plot, --out)."""
+  name the same keys, less those the CLI or the sweep owns (--plot, --out, and joining
+  the other processes of a multi-host run, which the sweep's environment says)."""
   verbs = next(a for a in cli.build_parser()._actions if a.dest == "verb")
-  flags = {a.dest for a in verbs.choices["eval"]._actions} - {"help", "plot", "out"}
+  flags = {a.dest for a in verbs.choices["eval"]._actions} - {
+      "help", "plot", "out", "coordinator", "num_processes", "process_id"}
   assert flags == set(option_names()) - {"out"}
 
 
