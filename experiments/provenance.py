@@ -1,18 +1,24 @@
 """Provenance of a shipped model: what made it and what it measured, next to its weights.
 
     python -m experiments.provenance MODEL_DIR --config CONFIG --command "mro train ..."
-        [--metrics runs/x/metrics.jsonl] [--eval RESULTS.jsonl ...] [--commit REV]
+        [--metrics runs/x/metrics.jsonl | --steps N] [--eval RESULTS.jsonl ...]
+        [--commit REV | --commit unknown] [--note TEXT]
 
 writes MODEL_DIR/provenance.json:
   config        the experiment config it was trained from (a name under experiments/configs
                 or a file), as committed
   command       the command that trained it (and converted it, if it was)
-  commit        the git commit of the code that trained it
-  steps, final_loss   the last record of the run's metrics
-  weights_sha256      of model.safetensors (tests/test_shipped_models.py checks it)
-  evals         the accuracy records it ships with: split, data, steps, search, n, accuracy
+  commit        the git commit of the code that trained it (null: not recorded)
+  steps, final_loss   the last record of the run's metrics (or the configured steps and
+                a null loss when the metrics were not kept)
+  weights_sha256      of model.safetensors (tests/test_provenance.py checks it)
+  evals         the accuracy records it ships with (those of the `--eval` files whose
+                model_path is this model, or that name none): split, data, steps,
+                search, n, accuracy
+  note          what is not known, or how the record was reconstructed (optional)
 
-Only repository-relative paths are stored.
+Only repository-relative paths are stored. Nothing is guessed: what the repository does
+not record is null and said so in `note`.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from mro import paths
+
 EVAL_KEYS = ("task", "split", "data", "protocol", "search", "n", "accuracy", "nfe_per_prompt",
              "groups")
 
@@ -36,17 +42,9 @@ def sha256(path: Path) -> str:
   return digest.hexdigest()
 
 
-def relative(path: str | Path | None) -> str | None:
-  """`path` relative to the repository root when it lies inside it."""
-  if path is None:
-    return None
-  p = Path(path).resolve()
-  return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
-
-
 def eval_summary(record: dict) -> dict:
   out = {k: record[k] for k in EVAL_KEYS if k in record}
-  out["data"] = relative(out.get("data"))
+  out["data"] = paths.relative(out.get("data"))
   sampler = record.get("sampler") or {}
   out["sampler"] = {k: sampler.get(k) for k in ("gen_length", "steps", "block_length",
                                                 "threshold") if k in sampler}
@@ -60,18 +58,29 @@ def last_metrics(path: Path) -> dict:
   return json.loads(lines[-1])
 
 
-def build(model_dir: Path, config: str, command: str, commit: str,
-          metrics: Path | None, evals: list[Path]) -> dict:
+def of_model(record: dict, model_dir: Path) -> bool:
+  """Whether an eval record was measured on `model_dir` (a record naming no model path,
+  such as a sweep summary's, is taken as given)."""
+  where = record.get("model_path")
+  return where is None or Path(where).parts[-2:] == model_dir.resolve().parts[-2:]
+
+
+def build(model_dir: Path, config: str, command: str, commit: str | None,
+          metrics: Path | None, evals: list[Path], steps: int | None = None,
+          note: str | None = None) -> dict:
   weights = model_dir / "model.safetensors"
   if not weights.is_file():
     raise ValueError(f"{model_dir} holds no model.safetensors")
   record = {"config": config, "command": command, "commit": commit,
-            "weights_sha256": sha256(weights)}
+            "weights_sha256": sha256(weights), "steps": steps, "final_loss": None}
   if metrics is not None:
     last = last_metrics(metrics)
     record.update(steps=last.get("step"), final_loss=last.get("loss"))
-  record["evals"] = [eval_summary(json.loads(line)) for path in evals
-                     for line in path.read_text().splitlines() if line.strip()]
+  if note:
+    record["note"] = note
+  records = [json.loads(line) for path in evals for line in path.read_text().splitlines()
+             if line.strip()]
+  record["evals"] = [eval_summary(r) for r in records if of_model(r, model_dir)]
   return record
 
 
@@ -83,14 +92,18 @@ def main(argv: list[str] | None = None) -> None:
   ap.add_argument("--metrics", type=Path, help="the training run's metrics.jsonl")
   ap.add_argument("--eval", type=Path, action="append", default=[],
                   help="mro eval results (JSONL) measured on this model; repeatable")
-  ap.add_argument("--commit", help="git commit of the training code (default: HEAD)")
+  ap.add_argument("--steps", type=int,
+                  help="the run's steps when its metrics were not kept (final_loss: null)")
+  ap.add_argument("--commit", help="git commit of the training code (default: HEAD; "
+                                   "'unknown': not recorded, stored as null)")
+  ap.add_argument("--note", help="what is not known, or how this record was made")
   a = ap.parse_args(argv)
-  commit = a.commit or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True,
-                                      capture_output=True, text=True).stdout.strip()
-  record = build(a.model_dir, a.config, a.command, commit, a.metrics, a.eval)
+  commit = None if a.commit == "unknown" else a.commit or paths.git_commit()
+  record = build(a.model_dir, a.config, a.command, commit, a.metrics, a.eval, a.steps,
+                 a.note)
   out = a.model_dir / "provenance.json"
   out.write_text(json.dumps(record, indent=2) + "\n")
-  print(f"wrote {relative(out)}")
+  print(f"wrote {paths.relative(out)}")
 
 
 if __name__ == "__main__":

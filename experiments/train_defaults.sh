@@ -2,7 +2,7 @@
 # Trains the shipped default models from their committed configs and copies them into
 # experiments/models/: the mask predictors (default/<task>) and their causal perplexity
 # scorers (default-scorer/<task>), which share the predictor's tokenizer. The shipped copies
-# are stored in bfloat16 (half the size; accuracy unchanged, see README).
+# are stored in bfloat16 (half the size; accuracy unchanged: docs/training.md).
 # Usage (from the repository root): experiments/train_defaults.sh [task ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

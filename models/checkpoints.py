@@ -5,7 +5,7 @@ listed in `model.safetensors.index.json`. Reading is strict: every missing, unex
 or mis-shaped weight is reported (all of them, with names and shapes) before anything is
 read. Tensors are read one at a time, each device's piece straight from a memory map of
 the file onto its target sharding, so peak host memory stays near the largest single
-tensor (measured in tests/test_convert.py; README "Real-scale path"). Writing streams
+tensor (measured in tests/test_convert.py; docs/results.md, "Scale"). Writing streams
 tensors one at a time too.
 """
 

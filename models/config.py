@@ -9,6 +9,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from mro.messages import quoted
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 # Checkpoint formats (HF parameter names and config.json): LLaDA, Dream (Qwen2-style) and
 # LLaDA-MoE (OLMoE-style). The network itself reads only the architecture fields below.
@@ -62,7 +64,7 @@ class ModelConfig:
                  "mlp_hidden", "max_seq_len", "head_dim"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"model.{name} must be an integer, got {value!r}")
+        raise ValueError(f"model.{name} must be an integer, got {quoted(value)}")
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
                  "mlp_hidden", "max_seq_len"):
       if getattr(self, name) <= 0:
@@ -71,11 +73,11 @@ class ModelConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, float)) \
           or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"model.{name} must be a positive finite number, got {value!r}")
+        raise ValueError(f"model.{name} must be a positive finite number, got {quoted(value)}")
     for name in ("causal", "shift_logits", "remat", "qkv_bias", "qk_norm",
                  "positions_skip_padding"):
       if not isinstance(getattr(self, name), bool):
-        raise ValueError(f"model.{name} must be true or false, got {getattr(self, name)!r}")
+        raise ValueError(f"model.{name} must be true or false, got {quoted(getattr(self, name))}")
     if self.head_dim < 0:
       raise ValueError(f"model.head_dim must be >= 0, got {self.head_dim}")
     if self.head_dim == 0 and self.d_model % self.n_heads:
@@ -89,7 +91,8 @@ class ModelConfig:
       raise ValueError(f"head dim {self.resolved_head_dim} must be even for RoPE")
     for name in ("param_dtype", "compute_dtype"):
       if getattr(self, name) not in DTYPES:
-        raise ValueError(f"model.{name}={getattr(self, name)!r}; choose one of {sorted(DTYPES)}")
+        raise ValueError(f"model.{name}={quoted(getattr(self, name))}; choose one of "
+                         f"{sorted(DTYPES)}")
     self._check_experts()
     self._check_family()
 
@@ -97,11 +100,11 @@ class ModelConfig:
     for name in ("n_experts", "experts_per_token", "expert_hidden"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"model.{name} must be an integer >= 0, got {value!r}")
+        raise ValueError(f"model.{name} must be an integer >= 0, got {quoted(value)}")
     if not isinstance(self.dense_layers, tuple) or any(
         isinstance(i, bool) or not isinstance(i, int) for i in self.dense_layers):
       raise ValueError(f"model.dense_layers must be a tuple of layer indices, got "
-                       f"{self.dense_layers!r}")
+                       f"{quoted(self.dense_layers)}")
     if not self.n_experts:
       if self.experts_per_token or self.expert_hidden or self.dense_layers:
         raise ValueError("model.experts_per_token, model.expert_hidden and "
@@ -121,7 +124,7 @@ class ModelConfig:
   def _check_family(self):
     """Each checkpoint format can write only some architectures (models/checkpoints.py)."""
     if self.family not in FAMILIES:
-      raise ValueError(f"model.family={self.family!r}; choose one of {FAMILIES}")
+      raise ValueError(f"model.family={quoted(self.family)}; choose one of {FAMILIES}")
     want: dict[str, bool] = {}
     if self.family == "llada":
       want = {"qkv_bias": False, "qk_norm": False}
@@ -134,10 +137,10 @@ class ModelConfig:
     for name, value in want.items():
       if getattr(self, name) != value:
         raise ValueError(f"model.{name}={getattr(self, name)} is not possible with "
-                         f"model.family={self.family!r} (its checkpoints need {value})")
+                         f"model.family={quoted(self.family)} (its checkpoints need {value})")
     if (self.family == "lladamoe") != (self.n_experts > 0):
       raise ValueError(f"model.n_experts={self.n_experts} with model.family="
-                       f"{self.family!r}: experts are stored in the lladamoe format only, "
+                       f"{quoted(self.family)}: experts are stored in the lladamoe format only, "
                        "and it needs them")
 
   def is_moe_layer(self, layer: int) -> bool:
@@ -242,7 +245,7 @@ def check_derived_head_dim(cfg: ModelConfig, family: str) -> None:
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
   if name not in PRESETS:
-    raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    raise ValueError(f"unknown model preset {quoted(name)}; choose one of {sorted(PRESETS)}")
   return replace(PRESETS[name], **overrides)
 
 

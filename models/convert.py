@@ -24,6 +24,7 @@ import numpy as np
 from models import checkpoints, orbax_io
 from models.config import DTYPES
 from models.hf_config import load_hf_config
+from mro.messages import quoted
 
 FORMATS = ("hf", "orbax")
 DEFAULT_SHARD_BYTES = 5_000_000_000  # as transformers' save_pretrained
@@ -44,7 +45,7 @@ def parse_size(text: str) -> int:
   except ValueError:
     value = -1.0
   if unit not in _UNITS or value <= 0:
-    raise ValueError(f"bad size {text!r}; use e.g. 5GB, 500MB, 2GiB")
+    raise ValueError(f"bad size {quoted(text)}; use e.g. 5GB, 500MB, 2GiB")
   return int(value * _UNITS[unit])
 
 
@@ -86,10 +87,10 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None,
   src, dst = Path(src), Path(dst)
   source = detect_format(src)
   if dtype is not None and dtype not in DTYPES:
-    raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    raise ValueError(f"unknown dtype {quoted(dtype)}; choose one of {sorted(DTYPES)}")
   to = to or (source if dtype else "orbax" if source == "hf" else "hf")
   if to not in FORMATS:
-    raise ValueError(f"unknown target format {to!r}; choose one of {FORMATS}")
+    raise ValueError(f"unknown target format {quoted(to)}; choose one of {FORMATS}")
   if to == source and dtype is None:
     raise ValueError(f"{src} is already in {source} format")
   if max_shard_bytes <= 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.config import ModelConfig, SpecialIds, check_derived_head_dim
+from mro.messages import quoted
 
 MODEL_TYPE = "Dream"
 # config.json fields whose other values this network does not implement: refused rather
@@ -28,7 +29,8 @@ def config_fields(hf: dict[str, Any]) -> dict[str, Any]:
   """ModelConfig fields of a Dream `config.json`."""
   for key, want in _REQUIRED.items():
     if key in hf and hf[key] != want:
-      raise ValueError(f"config.json: {key}={hf[key]!r} is not supported (need {want!r})")
+      raise ValueError(f"config.json: {key}={quoted(hf[key])} is not supported "
+                       f"(need {quoted(want)})")
   missing = [k for k in _FIELDS if k not in hf]
   if missing:
     raise ValueError(f"config.json lacks required Dream field(s) {missing}")

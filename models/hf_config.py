@@ -11,6 +11,7 @@ from typing import Any
 
 from models import dream, lladamoe
 from models.config import DTYPES, ModelConfig, SpecialIds
+from mro.messages import quoted
 
 # HF fields whose values our network does not implement. A config that sets them
 # differently is refused rather than silently mis-read.
@@ -33,7 +34,7 @@ def from_hf_dict(hf: dict[str, Any], **overrides: Any) -> tuple[ModelConfig, Spe
   elif model_type == lladamoe.MODEL_TYPE:
     fields = lladamoe.config_fields(hf)
   else:
-    raise ValueError(f"config.json: model_type {model_type!r} is not supported; known: "
+    raise ValueError(f"config.json: model_type {quoted(model_type)} is not supported; known: "
                      "llada, Dream, lladamoe")
   return build_config(hf, fields, overrides)
 
@@ -42,7 +43,8 @@ def llada_fields(hf: dict[str, Any]) -> dict[str, Any]:
   """ModelConfig fields of a LLaDA `config.json`."""
   for key, want in _HF_REQUIRED.items():
     if key in hf and hf[key] is not None and hf[key] != want:
-      raise ValueError(f"config.json: {key}={hf[key]!r} is not supported (need {want!r})")
+      raise ValueError(f"config.json: {key}={quoted(hf[key])} is not supported "
+                       f"(need {quoted(want)})")
   missing = [k for k in ("d_model", "n_layers", "n_heads", "mlp_hidden_size") if k not in hf]
   if missing:
     raise ValueError(f"config.json lacks required LLaDA field(s) {missing}")
@@ -68,7 +70,8 @@ def build_config(hf: dict[str, Any], fields: dict[str, Any],
   known = {f.name for f in dataclasses.fields(ModelConfig)}
   unknown = sorted(set(overrides) - known)
   if unknown:
-    raise ValueError(f"unknown model config key(s) {unknown}; known keys: {sorted(known)}")
+    raise ValueError(f"unknown model config key(s) {quoted(unknown)}; known keys: "
+                     f"{sorted(known)}")
   fields.update(overrides)
   if "mask_token_id" not in hf or "eos_token_id" not in hf:
     raise ValueError("config.json must name mask_token_id and eos_token_id")
@@ -77,7 +80,7 @@ def build_config(hf: dict[str, Any], fields: dict[str, Any],
     value = hf.get(key)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                               or not 0 <= value < cfg.vocab_size):
-      raise ValueError(f"config.json: {key}={value!r} must be a token id in "
+      raise ValueError(f"config.json: {key}={quoted(value)} must be a token id in "
                        f"[0, {cfg.vocab_size})")
   pad = hf.get("pad_token_id")
   ids = SpecialIds(mask=hf["mask_token_id"], eos=hf["eos_token_id"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.config import ModelConfig, SpecialIds, check_derived_head_dim
+from mro.messages import quoted
 
 MODEL_TYPE = "lladamoe"
 _REQUIRED = {"hidden_act": "silu", "tie_word_embeddings": False, "rope_scaling": None,
@@ -30,10 +31,10 @@ def _check(hf: dict[str, Any]) -> None:
   for key, want in _REQUIRED.items():
     value = hf.get(key, want)
     if value != want and not (want is None and value is False):
-      raise ValueError(f"config.json: {key}={value!r} is not supported (need {want!r})")
+      raise ValueError(f"config.json: {key}={quoted(value)} is not supported (need {quoted(want)})")
   score = hf.get("moe_router_score_function")
   if score not in (None, "softmax"):
-    raise ValueError(f"config.json: moe_router_score_function={score!r} is not supported "
+    raise ValueError(f"config.json: moe_router_score_function={quoted(score)} is not supported "
                      "(need 'softmax')")
   missing = [k for k in _FIELDS if k not in hf]
   if missing:
@@ -41,7 +42,7 @@ def _check(hf: dict[str, Any]) -> None:
   freq = hf["moe_layer_freq"]
   if (not isinstance(freq, list) or len(freq) != hf["num_hidden_layers"]
       or any(f not in (0, 1) or isinstance(f, bool) for f in freq)):
-    raise ValueError(f"config.json: moe_layer_freq={freq!r} must list 0 (dense) or 1 (MoE) "
+    raise ValueError(f"config.json: moe_layer_freq={quoted(freq)} must list 0 (dense) or 1 (MoE) "
                      f"for each of the {hf['num_hidden_layers']} layers")
   if 0 in freq and not hf.get("dense_intermediate_size"):
     raise ValueError("config.json: moe_layer_freq has dense layers (0) but "

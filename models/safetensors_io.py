@@ -23,6 +23,8 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from mro.messages import quoted
+
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
@@ -107,21 +109,51 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
       header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise ValueError(f"{path}: the safetensors header is not valid JSON: {e}") from e
+  if not isinstance(header, dict):
+    raise ValueError(f"{path}: the safetensors header must be a JSON object (tensor name -> "
+                     f"dtype, shape, data_offsets), got a JSON {_json_type(header)}")
   start = 8 + n
   out = {}
   for name, entry in header.items():
     if name == "__metadata__":
       continue
-    code = entry.get("dtype")
-    if code not in _DTYPES:
-      raise ValueError(f"{path}: tensor {name} has dtype {code!r}; supported: {sorted(_DTYPES)}")
-    begin, end = entry["data_offsets"]
-    info = TensorInfo(path, name, np.dtype(_DTYPES[code]), tuple(entry["shape"]), start + begin)
+    info, (begin, end) = _tensor_info(path, name, entry, start)
     if end - begin != info.nbytes or start + end > size:
-      raise ValueError(f"{path}: tensor {name} {info.shape} {code} does not fit its byte range "
-                       f"[{begin}, {end}) (file is truncated or corrupt)")
+      raise ValueError(f"{path}: tensor {quoted(name)} {info.shape} {entry['dtype']} does not "
+                       f"fit its byte range [{begin}, {end}) (file is truncated or corrupt)")
     out[name] = info
   return out
+
+
+def _json_type(value) -> str:
+  return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+          float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _tensor_info(path: Path, name: str, entry,
+                 start: int) -> tuple[TensorInfo, tuple[int, int]]:
+  """One header entry as a TensorInfo and its data_offsets, or a ValueError naming the file
+  and the tensor when the entry is not of the format's types."""
+  where = f"{path}: tensor {quoted(name)}"
+  if not isinstance(entry, dict):
+    raise ValueError(f"{where}: its header entry must be a JSON object, got a JSON "
+                     f"{_json_type(entry)}")
+  code, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+  if not isinstance(code, str) or code not in _DTYPES:
+    raise ValueError(f"{where} has dtype {quoted(code)}; supported: {sorted(_DTYPES)}")
+  if not _naturals(shape):
+    raise ValueError(f"{where}: shape must be a list of non-negative integers, got "
+                     f"{quoted(shape)}")
+  if not (_naturals(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1]):
+    raise ValueError(f"{where}: data_offsets must be [begin, end] byte offsets, got "
+                     f"{quoted(offsets)}")
+  info = TensorInfo(path, name, np.dtype(_DTYPES[code]), tuple(shape), start + offsets[0])
+  return info, (offsets[0], offsets[1])
+
+
+def _naturals(value) -> bool:
+  return isinstance(value, list) and all(
+      isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
 
 
 def write_file(path: str | Path, specs: Iterable[tuple[str, tuple[int, ...], np.dtype]],

@@ -20,6 +20,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from mro.messages import quoted
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical axis -> mesh axis (or tuple of axes, or None = replicated)
@@ -92,7 +94,7 @@ def parse_mesh(text: str) -> MeshConfig:
   for part in filter(None, (p.strip() for p in text.split(","))):
     name, _, value = part.partition("=")
     if name not in MESH_AXES or not value.strip().isdigit():
-      raise ValueError(f"bad mesh entry {part!r}; expected e.g. data=8,fsdp=4,tensor=2")
+      raise ValueError(f"bad mesh entry {quoted(part)}; expected e.g. data=8,fsdp=4,tensor=2")
     fields[name] = int(value)
   return MeshConfig(**fields)
 
@@ -120,7 +122,7 @@ def spec_for(axes: tuple[str | None, ...], shape: tuple[int, ...], mesh) -> Part
   spec = []
   for name, dim in zip(axes, shape):
     if name is not None and name not in RULES:
-      raise ValueError(f"logical axis {name!r} has no sharding rule; known: {sorted(RULES)}")
+      raise ValueError(f"logical axis {quoted(name)} has no sharding rule; known: {sorted(RULES)}")
     target = RULES.get(name) if name else None
     mesh_axes = (target,) if isinstance(target, str) else tuple(target or ())
     mesh_axes = tuple(a for a in mesh_axes if mesh.shape[a] > 1 and a not in used)

@@ -21,6 +21,7 @@ import sentencepiece as spm
 import tokenizers as hf
 
 from models.config import SpecialIds
+from mro.messages import quoted, shortened
 
 try:  # Optional: LLaDA's own templates also render natively (`render_llada_chat`).
   from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -117,7 +118,13 @@ class SentencePieceTokenizer:
     if not (d / SP_FILE).is_file():
       raise ValueError(f"{d / SP_FILE} does not exist")
     mask = _read_json(d / CONFIG_FILE).get("mask_token", MASK_TOKEN)
-    return cls((d / SP_FILE).read_bytes(), mask_token=mask)
+    try:
+      return cls((d / SP_FILE).read_bytes(), mask_token=mask)
+    except RuntimeError as e:  # sentencepiece's parse error names no file
+      raise ValueError(f"{d / SP_FILE} is not a sentencepiece model (damaged or another "
+                       f"format): {shortened(' '.join(str(e).split()), 200)}") from None
+    except ValueError as e:
+      raise ValueError(f"{d / SP_FILE}: {e}") from None
 
   def _find(self, token: str) -> int | None:
     i = self._sp.piece_to_id(token)
@@ -126,7 +133,7 @@ class SentencePieceTokenizer:
   def token_id(self, token: str) -> int:
     i = self._find(token)
     if i is None:
-      raise ValueError(f"{token!r} is not a piece of this sentencepiece model")
+      raise ValueError(f"{quoted(token)} is not a piece of this sentencepiece model")
     return i
 
   def encode(self, text: str) -> list[int]:
@@ -242,7 +249,11 @@ class HFTokenizer:
     d = Path(directory)
     if not (d / HF_FILE).is_file():
       raise ValueError(f"{d / HF_FILE} does not exist")
-    tok = hf.Tokenizer.from_file(str(d / HF_FILE))
+    try:
+      tok = hf.Tokenizer.from_file(str(d / HF_FILE))
+    except Exception as e:  # tokenizers raises its own Exception type, naming no file
+      raise ValueError(f"{d / HF_FILE} is not a Hugging Face tokenizer file (damaged or "
+                       f"another format): {shortened(' '.join(str(e).split()), 200)}") from None
     config = _read_json(d / CONFIG_FILE)
     ids = _hf_role_ids(tok, d, config)
     if missing := [r for r in ("mask", "eos") if r not in ids]:
@@ -260,7 +271,7 @@ class HFTokenizer:
   def token_id(self, token: str) -> int:
     i = self._tok.token_to_id(token)
     if i is None:
-      raise ValueError(f"{token!r} is not a token of this tokenizer")
+      raise ValueError(f"{quoted(token)} is not a token of this tokenizer")
     return i
 
   def encode(self, text: str) -> list[int]:
@@ -288,7 +299,7 @@ class HFTokenizer:
     for m in messages:
       if not (isinstance(m, dict) and isinstance(m.get("role"), str)
               and isinstance(m.get("content"), str)):
-        raise ValueError(f"each message needs str 'role' and 'content', got {m!r}")
+        raise ValueError(f"each message needs str 'role' and 'content', got {quoted(m)}")
     tokens = {"bos_token": "", **self._role_names()}
     if ImmutableSandboxedEnvironment is not None:
       env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
@@ -329,7 +340,7 @@ def _hf_role_ids(tok: hf.Tokenizer, d: Path, config: Mapping[str, Any]) -> dict[
       if role in ids or not name:
         continue
       if tok.token_to_id(name) is None:
-        raise ValueError(f"{d / fname}: {role}_token {name!r} is not in {d / HF_FILE}")
+        raise ValueError(f"{d / fname}: {role}_token {quoted(name)} is not in {d / HF_FILE}")
       ids[role] = tok.token_to_id(name)
   model = _read_json(d / MODEL_CONFIG_FILE)
   vocab = tok.get_vocab_size(with_added_tokens=True)

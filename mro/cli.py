@@ -17,11 +17,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` can be im
 # The imports below follow the line above (pyproject: E402 is off for this file).
 from models import convert
 from models.sharding import make_mesh, parse_mesh
-from mro import config, hosts, options, plan, sweeps
+from mro import config, hosts, options, paths, plan, sweeps
 from mro.evaluation import diagnostic, plot, protocols, report
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
-from mro.files import append_jsonl, check_distinct_paths
+from mro.files import append_jsonl, check_distinct_paths, check_writable
+from mro.messages import MESSAGE_LIMIT, shortened
 from mro.method.finetuning import reject_sampling, rl
 from mro.method.search.settings import CascadeConfig, SearchConfig
 from mro.sample import sample
@@ -47,8 +48,12 @@ How gen-length, block-length and steps relate:
 """
 
 FAST_HELP = ("the recommended fast decoding, measured on the shipped tasks: threshold-0.99 "
-             "parallel commits (README, Fast decoding); explicit sampler options override "
+             "parallel commits (docs/sampling.md); explicit sampler options override "
              "it, e.g. --fast --cache dual for long outputs")
+DATA_HELP = ("data file or directory (default: the task's own: generated for sudoku, "
+             "countdown and arith, where Sudoku's test puzzles have 8 blanks; the copy in "
+             "experiments/data/ for gsm8k and math500). The Sudoku tables of docs/results.md "
+             "use experiments/data/sudoku_test_12blanks.csv")
 MODEL_HELP = ("a model directory (HF or Orbax), a training workdir, or a shipped name: "
               "default, default-mro (the shipped model of --task, in experiments/models/)")
 
@@ -98,7 +103,7 @@ def cmd_sweep(args) -> int:
                             backend=args.backend, address=args.address, dry_run=args.dry_run)
   except sweeps.SweepFailed as e:
     print(sweeps.format_summary(e.rows), end="")
-    print(f"mro sweep: error: {e}", file=sys.stderr)
+    print(f"mro sweep: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
     return 1
   print(sweeps.format_summary(rows), end="")
   return 0
@@ -107,7 +112,7 @@ def cmd_sweep(args) -> int:
 def cmd_sample(args) -> int:
   result = sample(args.model, args.prompt, task=args.task,
                   sampler={**options.overrides(args, SamplerConfig),
-                           **({"steps": args.steps} if args.steps else {})},
+                           **({"steps": args.steps} if args.steps is not None else {})},
                   search=args.search, search_fields=options.overrides(args, SearchConfig),
                   reward_fields=options.overrides(args, RewardConfig), scorer=args.scorer,
                   seed=args.seed, fast=args.fast,
@@ -127,20 +132,29 @@ def cmd_eval(args) -> int:
   join_hosts(args)
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
-  check_distinct_paths({"--data": args.data, "--out": args.out, "--plot": args.plot,
-                        "the generations file (from --out)":
-                            args.out and report.generations_path(args.out)})
+  outputs = {"--out": args.out, "--plot": args.plot, "the generations file (from --out)":
+             args.out and report.generations_path(args.out)}
+  check_distinct_paths({"--data": args.data, **outputs})
+  hosts.on_main(lambda: check_writable(outputs))  # process 0 writes them
   cfg = EvalConfig.build(
       args.task, args.protocol, search=args.search, fast=args.fast, model=args.model,
-      scorer=args.scorer, steps=args.steps or (), data=args.data, split=args.split,
-      limit=args.limit, batch_size=args.batch_size, seed=args.seed, data_seed=args.data_seed,
+      scorer=args.scorer, steps=() if args.steps is None else args.steps, data=args.data,
+      split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+      data_seed=args.data_seed,
       out=args.out, force=args.force, **{f: getattr(args, f) for f in options.DESTS})
-  progress = lambda r: print(report.progress_line(r), file=sys.stderr, flush=True)
+  ran = []  # the settings run now (the others were already in --out)
+
+  def progress(record) -> None:
+    ran.append(record)
+    print(report.progress_line(record), file=sys.stderr, flush=True)
+
   records = run_eval(args.model, cfg, on_record=progress)
   print(report.format_table(records))
-  if args.out:
-    print(f"results appended to {args.out}; generations to "
+  if args.out and ran:
+    print(f"{len(ran)} setting(s) appended to {args.out}; generations to "
           f"{report.generations_path(args.out)}")
+  elif args.out:
+    print(f"nothing appended: every setting was already in {args.out} (--force re-runs)")
   if args.plot and hosts.is_main():
     print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
   return 0
@@ -172,11 +186,14 @@ def cmd_diagnose(args) -> int:
       scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
       n_verify=n_verify, answer_rows=answer_rows)
   check_distinct_paths({"--data": args.data, "--out": args.out})
+  check_writable({"--out": args.out})
   rows, heads = diagnostic.run_diagnostic(args.model, cfg)
   print(diagnostic.format_table(rows, heads))
   if args.out:
-    append_jsonl(args.out, [{"model": args.model, "task": args.task, "steps": args.steps,
-                             "data": args.data, **heads[r["subset"]], **r} for r in rows])
+    append_jsonl(args.out, [{"model": args.model, "commit": paths.git_commit(),
+                             "task": args.task, "steps": args.steps,
+                             "data": paths.relative(args.data), **heads[r["subset"]], **r}
+                            for r in rows])
     print(f"rows appended to {args.out}")
   return 0
 
@@ -184,11 +201,13 @@ def cmd_diagnose(args) -> int:
 def cmd_plot(args) -> int:
   out = args.out or str(Path(args.results).with_suffix(".png"))
   check_distinct_paths({"the results file": args.results, "--out": out})
+  check_writable({"--out": out})
   print(f"plot written to {plot.plot_results(args.results, out, x=args.x)}")
   return 0
 
 
 def cmd_convert(args) -> int:
+  check_writable({"dst": args.dst}, directory=True)
   mesh = None
   if args.mesh:
     mesh = make_mesh(parse_mesh(args.mesh))
@@ -208,6 +227,7 @@ def cmd_plan(args) -> int:
       sample_prompt=args.sample_prompt, gen_length=args.gen_length,
       block_length=args.block_length, steps=args.steps, train=not args.sample_only,
       sample=not args.train_only, max_devices=args.max_devices)
+  check_writable({"--json": args.json})
   try:
     report = plan.plan(cfg)
   except RuntimeError as e:
@@ -338,9 +358,7 @@ def _add_eval_parser(verbs) -> None:
       epilog=EVAL_HELP.format(protocols=protocols.describe(), steps_help=STEPS_HELP))
   p.add_argument("--model", default="default", help=MODEL_HELP + " (default: default)")
   p.add_argument("--task", required=True, help="sudoku, countdown, arith, gsm8k, math500")
-  p.add_argument("--data", default=None,
-                 help="data file or directory (default: the task's own: generated, or the "
-                      "copy in experiments/data/)")
+  p.add_argument("--data", default=None, help=DATA_HELP)
   p.add_argument("--split", default="test", choices=("train", "validation", "test"),
                  help="which split of a generated task or of GSM8K (default: test)")
   p.add_argument("--limit", type=int, default=None,
@@ -376,7 +394,7 @@ def _add_eval_parser(verbs) -> None:
                        "per group)")
   p.add_argument("--model", default="default", help=MODEL_HELP + " (default: default)")
   p.add_argument("--task", required=True, help="sudoku, countdown, arith, gsm8k, math500")
-  p.add_argument("--data", default=None, help="data file or directory (default: the task's)")
+  p.add_argument("--data", default=None, help=DATA_HELP)
   p.add_argument("--split", default="test", choices=("train", "validation", "test"),
                  help="which split (default: test)")
   p.add_argument("--limit", type=int, default=128, help="prompts (default: 128)")
@@ -476,13 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
       return cmd_lm_eval(argv[1:])
     except (ValueError, OSError) as e:
-      print(f"mro lm-eval: error: {e}", file=sys.stderr)
+      print(f"mro lm-eval: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
       return 2
   args = build_parser(for_help=bool({"-h", "--help"} & set(argv))).parse_args(argv)
   try:
     return args.func(args)
-  except (ValueError, OSError) as e:
-    print(f"mro {args.verb}: error: {e}", file=sys.stderr)
+  except (ValueError, OSError) as e:  # a bounded message, whatever value it quotes
+    print(f"mro {args.verb}: error: {shortened(str(e), MESSAGE_LIMIT)}", file=sys.stderr)
     return 2
 
 

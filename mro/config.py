@@ -38,6 +38,7 @@ from typing import Any
 from models import config as model_config
 from models.config import ModelConfig
 from models.sharding import MeshConfig
+from mro import paths
 from mro.files import load_yaml, write_json_atomic
 from mro.method.finetuning.grpo_settings import CoupledGRPOConfig, DiffuGRPOConfig, WD1Config
 from mro.method.finetuning.settings import RejectConfig, RLConfig, StartConfig, ValidationConfig
@@ -47,7 +48,7 @@ from mro.sampling.schedule import SamplerConfig
 from mro.training.settings import DataConfig, TokenizerConfig, TrainConfig
 from rewards.combine import RewardConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIG_DIR = paths.CONFIGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +89,9 @@ def validate(cfg: ExperimentConfig, command: str | None = None) -> ExperimentCon
   command, in `mro sweep`'s check of every run before any starts, and as a run starts, so
   a config that a run would refuse is refused before anything is compiled."""
   if command not in (None, *COMMANDS):
-    raise ValueError(f"command must be one of {COMMANDS}, got {command!r}")
+    raise ValueError(f"command must be one of {COMMANDS}, got {quoted(command)}")
   if (cfg.data.objective == "ar") != cfg.model.causal:
-    raise ValueError(f"data.objective={cfg.data.objective!r} with model.causal="
+    raise ValueError(f"data.objective={quoted(cfg.data.objective)} with model.causal="
                      f"{cfg.model.causal}: the 'ar' objective is for causal models only, "
                      "and a causal model can only be trained with it")
   needed = cfg.data.max_prompt_len + cfg.data.max_response_len
@@ -185,10 +186,10 @@ def _build_section(name: str, values: dict[str, Any]):
       raise ValueError(f"model.preset must be a preset name, got {quoted(preset_name)}")
     base = model_config.preset(preset_name)
   fields = typing.get_type_hints(cls)
-  unknown = sorted(set(values) - set(fields))
+  unknown = sorted(set(values) - set(fields), key=str)  # YAML keys may be numbers
   if unknown:
-    raise ValueError(f"unknown config key(s) {[f'{name}.{k}' for k in unknown]}; "
-                     f"known keys of {name!r}: {sorted(fields)}")
+    raise ValueError(f"unknown config key(s) {quoted([f'{name}.{k}' for k in unknown])}; "
+                     f"known keys of {quoted(name)}: {sorted(fields)}")
   typed = {k: _check_type(f"{name}.{k}", v, fields[k]) for k, v in values.items()}
   return dataclasses.replace(base, **typed)
 
@@ -196,13 +197,14 @@ def _build_section(name: str, values: dict[str, Any]):
 def from_dict(raw: dict[str, Any]) -> ExperimentConfig:
   if not isinstance(raw, dict):
     raise ValueError(f"a config must be a mapping of sections, got {type(raw).__name__}")
-  unknown = sorted(set(raw) - set(_SECTION_TYPES))
+  unknown = sorted(set(raw) - set(_SECTION_TYPES), key=str)
   if unknown:
-    raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(_SECTION_TYPES)}")
+    raise ValueError(f"unknown config section(s) {quoted(unknown)}; known: "
+                     f"{sorted(_SECTION_TYPES)}")
   sections = {}
   for name, values in raw.items():
     if not isinstance(values, dict):
-      raise ValueError(f"config section {name!r} must be a mapping, got {quoted(values)}")
+      raise ValueError(f"config section {quoted(name)} must be a mapping, got {quoted(values)}")
     sections[name] = _build_section(name, values)
   return ExperimentConfig(**sections)
 
@@ -213,7 +215,7 @@ def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     raise ValueError(f"a config must be a mapping of sections, got {type(raw).__name__}")
   for name, values in raw.items():
     if values is not None and not isinstance(values, dict):
-      raise ValueError(f"config section {name!r} must be a mapping, got {quoted(values)}")
+      raise ValueError(f"config section {quoted(name)} must be a mapping, got {quoted(values)}")
   raw = {k: dict(v or {}) for k, v in raw.items()}
   for item in sets:
     key, sep, text = item.partition("=")
@@ -234,7 +236,7 @@ def resolve_path(name_or_path: str) -> Path:
   shipped = CONFIG_DIR / f"{name_or_path}.yaml"
   if not shipped.is_file():
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise ValueError(f"unknown config {name_or_path!r}; shipped configs: {known}, "
+    raise ValueError(f"unknown config {quoted(name_or_path)}; shipped configs: {known}, "
                      "or give a path to a .yaml file")
   return shipped
 

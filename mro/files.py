@@ -8,10 +8,14 @@
 - `read_jsonl`: the objects of a JSON-lines file, skipping lines that are not complete
   JSON objects (the last line of a file torn by a kill); a missing file has none.
 - `load_yaml`: a user's YAML (a config, a sweep, a `--set` value) as plain data, refusing
-  aliases (`*name`: configs need none, and nested ones expand without bound) and naming
-  the source of any error in a bounded message.
+  aliases (`*name`: configs need none, and nested ones expand without bound) and tags
+  that are not YAML's own (`!!python/...`), and naming the source, line and column of any
+  error in one bounded line.
 - `check_distinct_paths`: refuses one command's outputs (and inputs) that name the same
   file, before anything is written, so one never replaces another.
+- `check_writable`: refuses outputs that could not be written (a directory, a path under a
+  file, a read-only place), before the work that would fill them.
+- `make_directory`: creates a directory (a workdir) or says why it cannot be one.
 - `write_atomic` / `write_json_atomic` / `save_npz_atomic`: write a temporary file beside
   the target, fsync it and rename it into place, so a reader sees the old file or the
   new one, never half of one.
@@ -112,24 +116,54 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [r for line in f if (r := parse_jsonl_line(line)) is not None]
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-  """YAML's safe loader that refuses an alias before it is expanded."""
+class _PlainLoader(yaml.SafeLoader):
+  """YAML's safe loader that refuses an alias before it is expanded, and a tag it has no
+  constructor for (`!!python/...`) before it is read."""
 
   def compose_node(self, parent, index):
-    if self.check_event(yaml.AliasEvent):
-      mark = self.peek_event().start_mark
-      raise yaml.YAMLError(f"YAML aliases (*name) are not allowed (line {mark.line + 1}, "
-                           f"column {mark.column + 1}): write the value out")
+    event = self.peek_event()
+    if isinstance(event, yaml.AliasEvent):
+      raise _Refused("YAML aliases (*name) are not allowed: write the value out",
+                     event.start_mark)
+    tag = getattr(event, "tag", None)
+    if tag and tag not in self.yaml_constructors:
+      written = "!!" + tag[len(_STANDARD):] if tag.startswith(_STANDARD) else tag
+      raise _Refused(f"YAML tags such as {shortened(written, 60)} are not allowed: "
+                     "write plain values", event.start_mark)
     return super().compose_node(parent, index)
+
+
+_STANDARD = "tag:yaml.org,2002:"
+
+
+class _Refused(yaml.YAMLError):
+  def __init__(self, problem: str, mark):
+    super().__init__(problem)
+    self.problem, self.problem_mark = problem, mark
 
 
 def load_yaml(text: str, where: str) -> Any:
   """YAML `text` as plain data (no tags beyond YAML's own, no aliases), or a ValueError
-  that names `where` (a file, or an option and its value) in a bounded message."""
+  of one bounded line that names `where` (a file, or an option and its value), what is
+  wrong and where (line, column)."""
   try:
-    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
   except yaml.YAMLError as e:
-    raise ValueError(f"{where} is not valid YAML: {shortened(str(e), 400)}") from None
+    raise ValueError(f"{where}: {_yaml_problem(e)}") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+  """What is wrong, on one line: the problem and its line and column (not yaml's quoted
+  excerpt of the input)."""
+  problem = getattr(e, "problem", None)
+  if problem is None:
+    return f"not valid YAML: {shortened(' '.join(str(e).split()), 200)}"
+  mark = getattr(e, "problem_mark", None)
+  at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+  if not isinstance(e, _Refused):
+    context = getattr(e, "context", None)
+    problem = f"not valid YAML: {problem}" + (f", {context}" if context else "")
+  return shortened(" ".join(problem.split()), 300) + at
 
 
 def check_distinct_paths(paths: Mapping[str, str | Path | None]) -> None:
@@ -144,6 +178,63 @@ def check_distinct_paths(paths: Mapping[str, str | Path | None]) -> None:
       raise ValueError(f"{seen[resolved]} and {option} name the same file ({resolved}); "
                        "give each its own path")
     seen[resolved] = option
+
+
+def _existing_ancestor(path: Path) -> Path:
+  """`path` or its nearest ancestor that exists (as anything)."""
+  while not path.exists() and path != path.parent:
+    path = path.parent
+  return path
+
+
+def _not_a_directory(path: Path) -> Path | None:
+  """The first ancestor of `path` that exists and is not a directory, if any."""
+  for ancestor in reversed(path.parents):
+    if ancestor.exists() and not ancestor.is_dir():
+      return ancestor
+  return None
+
+
+def check_writable(paths: Mapping[str, str | Path | None], *, directory: bool = False) -> None:
+  """Raises ValueError naming the option when one of `paths` (option -> path; None: not
+  given) could not be written as a file (as a directory, with `directory`): an empty
+  name, a directory where a file should be (or a file where a directory should be), a
+  path under a file, or a place this process may not write. Creates nothing."""
+  kind = "directory" if directory else "file"
+  for option, given in paths.items():
+    if given is None:
+      continue
+    if str(given).strip() == "":
+      raise ValueError(f"{option} is empty: give a {kind} path")
+    path = Path(given).expanduser().absolute()
+    if not directory and (path.is_dir() or str(given).endswith(os.sep)):
+      raise ValueError(f"{option} {given} is a directory: give a file path")
+    if directory and path.exists() and not path.is_dir():
+      raise ValueError(f"{option} {given} is a file: give a directory path")
+    if (blocker := _not_a_directory(path)) is not None:
+      raise ValueError(f"{option} {given} cannot be written: {blocker} is a file, not a "
+                       "directory")
+    target = path if path.exists() else _existing_ancestor(path)
+    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
+      raise ValueError(f"{option} {given} cannot be written: {target} is not writable "
+                       "by this user")
+
+
+def make_directory(path: str | Path, what: str) -> Path:
+  """Creates the directory `path` (and its parents) unless it exists, or raises
+  ValueError naming `what` when it cannot be one (a file there, a file above it, no
+  permission)."""
+  path = Path(path)
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"{what} {path} is a file, not a directory: give a directory")
+  if (blocker := _not_a_directory(path)) is not None:
+    raise ValueError(f"{what} {path} cannot be created: {blocker} is a file, not a "
+                     "directory")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"{what} {path} cannot be created: {e.strerror or e}") from None
+  return path
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -15,20 +15,22 @@ After joining, process 0 is the writer of a run's record; the others take part i
 collectives. The helpers below carry small Python values between processes (pickled,
 through the JAX collectives over every process's devices, so they need no other
 channel): `broadcast` process 0's value, `allgather` everyone's, `on_main` runs a step on
-process 0 and gives every process its result or its error, `agree` refuses processes that
-were started with different settings, naming the fields. With one process each is a
-plain call.
+process 0 and gives every process its result or its error, `held_by_main` holds a lock
+on process 0 for all (the workdir's or the results file's: one writer, so one holder),
+`agree` refuses processes that were started with different settings, naming the fields.
+With one process each is a plain call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import json
 import os
 import pickle
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -169,6 +171,18 @@ def on_main(fn: Callable[[], T]) -> T:
   if status[0] == "error":
     raise ValueError(f"process 0 stopped: {status[1]}")
   return status[1]
+
+
+@contextlib.contextmanager
+def held_by_main(hold: Callable[[], contextlib.AbstractContextManager]) -> Iterator[None]:
+  """`hold()` (a lock) entered on process 0 only and held while the block runs, for every
+  process: the others take no lock of their own (they would refuse each other on a shared
+  workdir), and a refusal on process 0 stops every process at once (`on_main`)."""
+  with contextlib.ExitStack() as stack:
+    def enter() -> None:
+      stack.enter_context(hold())
+    on_main(enter)
+    yield
 
 
 def shared_directory(directory: str | Path, load: Callable[[Path], T]) -> T:

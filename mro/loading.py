@@ -16,6 +16,9 @@ of a workdir's config) and are the defaults of `mro sample`.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,13 @@ from flax import nnx
 
 from models import checkpoints
 from models.config import ModelConfig, SpecialIds
+from models.orbax_io import ORBAX_DIR, is_orbax_model
 from models.tokenizers import load_tokenizer
 from models.transformer import Transformer
 from models.sharding import MeshConfig, make_mesh
 from mro import config as exp_config
+from mro import paths
+from mro.messages import quoted
 from mro.method.search.runner import SearchRunner
 from mro.sampling.sampler_file import SAMPLER_FILE, read_sampler_file
 from mro.sampling.schedule import SamplerConfig
@@ -36,7 +42,7 @@ from mro.training.checkpointing import Checkpointer
 from mro.training.step import init_state, make_optimizer
 from mro.training.workdir import Workdir
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "models"
+MODELS_DIR = paths.MODELS
 SHIPPED_MODELS = ("default", "default-mro", "default-scorer")
 
 
@@ -55,13 +61,17 @@ def resolve_model(name_or_path: str | Path, task: str | None) -> Path:
                        f"--task (one of: {', '.join(have) or 'none shipped yet'})")
     path = root / task
     if not (path / "config.json").is_file():
-      raise ValueError(f"no shipped {name_or_path!r} model for task {task!r} (looked in "
-                       f"{path}); shipped {name_or_path!r} models: "
+      raise ValueError(f"no shipped {quoted(name_or_path)} model for task {quoted(task)} "
+                       f"(looked in {path}); shipped {quoted(name_or_path)} models: "
                        f"{', '.join(have) or 'none yet'}. Pass a model directory instead")
     return path
   path = Path(name_or_path).expanduser()
   if not path.exists():
-    raise ValueError(f"model directory {path} does not exist")
+    close = difflib.get_close_matches(str(name_or_path), SHIPPED_MODELS, n=1)
+    raise ValueError(f"model directory {path} does not exist"
+                     + (f"; did you mean {quoted(close[0])}?" if close else "")
+                     + f" The shipped models are {', '.join(SHIPPED_MODELS)} (one per "
+                     "--task); anything else is a model directory or a training workdir")
   return path
 
 
@@ -116,6 +126,52 @@ def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, Mode
     raise ValueError(f"{path}: config.json names mask/eos ids {ids.mask}/{ids.eos} but the "
                      f"tokenizer has {tokenizer.special.mask}/{tokenizer.special.eos}")
   return model, model_cfg, tokenizer.special, tokenizer
+
+
+def model_files(path: str | Path) -> list[Path]:
+  """The files that define a model's network: `config.json` and the weights (a model
+  directory's safetensors or its `orbax/` tree; a workdir's exported model, else its
+  newest checkpoint)."""
+  path = Path(path)
+  wd = Workdir(path)
+  if wd.model.joinpath("config.json").exists():
+    return model_files(wd.model)
+  if is_orbax_model(path):
+    weights = sorted(f for f in (path / ORBAX_DIR).rglob("*") if f.is_file())
+  else:
+    weights = sorted(path.glob("*.safetensors"))
+  if not weights and wd.checkpoints.is_dir():
+    steps = sorted((int(p.name), p) for p in wd.checkpoints.iterdir() if p.name.isdigit())
+    weights = sorted(f for f in steps[-1][1].rglob("*") if f.is_file()) if steps else []
+  config = path / "config.json"
+  return ([config] if config.is_file() else []) + weights
+
+
+def model_digest(path: str | Path) -> str | None:
+  """sha256 of a model's content (`model_files`: names relative to the model and bytes),
+  not of where it lies: the same model in another clone has the same digest, and a
+  retrained one another. Read once per process while the files are unchanged (their
+  sizes and modification times are the cache key). None: no model files there."""
+  path = Path(path).resolve()
+  if Workdir(path).model.joinpath("config.json").exists():
+    return model_digest(Workdir(path).model)  # the same digest as the model directory's
+  files = model_files(path)
+  if not files:
+    return None
+  stamp = tuple((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+                for f in files)
+  return _digest(path, stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(path: Path, stamp: tuple) -> str:
+  digest = hashlib.sha256()
+  for name, _, _ in stamp:
+    digest.update(name.encode() + b"\0")
+    with open(path / name, "rb") as f:
+      for block in iter(lambda: f.read(1 << 24), b""):
+        digest.update(block)
+  return digest.hexdigest()
 
 
 def text_sampler(model, mesh=None) -> TextSampler:

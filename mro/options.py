@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from mro.messages import quoted
 from mro.method.search.settings import SEARCHES, SELECT, CascadeConfig, SearchConfig
 from mro.sampling.schedule import CACHES, REMASKING, SCHEDULES, SamplerConfig
 from rewards.combine import RewardConfig
@@ -37,7 +38,7 @@ def count_or_all(text: str) -> int | str:
   try:
     return int(text)
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {quoted(text)}")
 
 
 SAMPLER_OPTIONS = (
@@ -201,7 +202,7 @@ def decoder(search: str, *, search_fields: Mapping[str, Any] | None = None,
   naming their flags: search and reward options (and `scorer`, a --scorer given) belong to
   mro and best-of-n, cascade options to cascade."""
   if search not in DECODERS:
-    raise ValueError(f"search must be one of {DECODERS}, got {search!r}")
+    raise ValueError(f"search must be one of {DECODERS}, got {quoted(search)}")
   search_fields, cascade_fields = dict(search_fields or {}), dict(cascade_fields or {})
   searching = _flag_names(SearchConfig, search_fields) | \
       _flag_names(RewardConfig, reward_fields or {}) | ({"scorer"} if scorer else set())

@@ -3,7 +3,7 @@
 The paper sums the rewards without weights; weights here default to 1.0 (= the paper)
 and a reward is off when it is not listed in `use`, so the paper's ablations are one flag
 each: tv, ppl, q, tv+q, ppl+q, tv+ppl, all. A weight is given beside its reward in the
-same spec: `--rewards tv,ppl=0.5,q=2` (CLI) or `mro.rewards: "tv,ppl=0.5,q=2"` (config).
+same spec: `--rewards tv,ppl=0.5,q=2` (CLI) or `rewards.use: "tv,ppl=0.5,q=2"` (config).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from mro.messages import quoted
 from rewards.quality import QualityConfig
 
 REWARDS = ("tv", "ppl", "q")
@@ -46,13 +47,13 @@ class RewardConfig:
     object.__setattr__(self, "use", tuple(self.use))
     unknown = sorted(set(self.use) - set(REWARDS))
     if unknown:
-      raise ValueError(f"unknown reward(s) {unknown}; choose from {REWARDS}")
+      raise ValueError(f"unknown reward(s) {quoted(unknown)}; choose from {REWARDS}")
     if len(set(self.use)) != len(self.use):
       raise ValueError(f"rewards listed twice in {self.use}")
     if self.n_verify != "all" and (isinstance(self.n_verify, bool)
                                    or not isinstance(self.n_verify, int)
                                    or self.n_verify < 1):
-      raise ValueError(f"n_verify must be a positive integer or 'all', got {self.n_verify!r}")
+      raise ValueError(f"n_verify must be a positive integer or 'all', got {quoted(self.n_verify)}")
     if not (self.ppl_cap > 0 and self.ppl_scale > 0):
       raise ValueError("ppl_cap (C) and ppl_scale (F) must be positive")
     for name in ("w_tv", "w_ppl", "w_q", "correct_value", "format_value"):
@@ -99,13 +100,14 @@ def parse_reward_spec(text: str) -> tuple[tuple[str, ...], dict[str, float]]:
       try:
         weights[name] = float(value)
       except ValueError:
-        raise ValueError(f"reward weight {item!r}: {value!r} is not a number") from None
+        raise ValueError(f"reward weight {quoted(item)}: {quoted(value)} is not a number") from None
       if not np.isfinite(weights[name]):
-        raise ValueError(f"reward weight {item!r} must be finite")
+        raise ValueError(f"reward weight {quoted(item)} must be finite")
     names.append(name)
   unknown = sorted(set(names) - set(REWARDS))
   if unknown:
-    raise ValueError(f"unknown reward(s) {unknown}; choose from {REWARDS}, 'all' or 'none' "
+    raise ValueError(f"unknown reward(s) {quoted(unknown)}; choose from {REWARDS}, 'all' or "
+                     "'none' "
                      "(a weight as name=value, e.g. 'tv,ppl=0.5')")
   return tuple(names), weights
 
@@ -115,6 +117,6 @@ def total(cfg: RewardConfig, **values) -> np.ndarray:
   out = 0.0
   for name, value in values.items():
     if name not in REWARDS:
-      raise ValueError(f"unknown reward {name!r}")
+      raise ValueError(f"unknown reward {quoted(name)}")
     out = out + cfg.weight(name) * value
   return out

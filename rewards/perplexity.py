@@ -8,7 +8,7 @@ positions are skipped: DECISION in method.md) after the prompt. Two scorers:
   per scoring point, usually far smaller than the mask predictor).
 - `TextScorer`: any scorer with its own tokenizer. It works on text, so the search
   leaves the compiled program once per scoring point to decode, re-tokenise and score
-  (a host round trip plus a separate forward per group; see README, "Rewards").
+  (a host round trip plus a separate forward per group; see docs/search.md, "The rewards").
 """
 
 from __future__ import annotations

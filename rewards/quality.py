@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mro.messages import quoted
 from rewards.tasks import Example, Task, majority_answer
 
 SOURCES = ("label", "vote", "verifier")
@@ -31,7 +32,7 @@ class QualityConfig:
 
   def __post_init__(self):
     if self.source not in SOURCES:
-      raise ValueError(f"quality source must be one of {SOURCES}, got {self.source!r}")
+      raise ValueError(f"quality source must be one of {SOURCES}, got {quoted(self.source)}")
 
 
 def correctness(task: Task, examples: Sequence[Example], texts: Sequence[str],
@@ -43,7 +44,8 @@ def correctness(task: Task, examples: Sequence[Example], texts: Sequence[str],
     return np.array([task.score(e, t)["correct"] for e, t in zip(examples, texts)], float)
   if source == "verifier":
     if not getattr(task, "has_verifier", True):
-      raise ValueError(f"task {task.name!r} has no label-free verifier; use 'vote' or 'label'")
+      raise ValueError(f"task {quoted(task.name)} has no label-free verifier; use 'vote' or "
+                       "'label'")
     return np.array([float(task.verify(e, t)) for e, t in zip(examples, texts)])
   if source == "vote":
     answers = [task.extract_answer(t) for t in texts]
@@ -57,7 +59,7 @@ def correctness(task: Task, examples: Sequence[Example], texts: Sequence[str],
         out[i] = float(winner is not None and answers[i] is not None
                        and answers[i].strip() == winner.strip())
     return out
-  raise ValueError(f"quality source must be one of {SOURCES}, got {source!r}")
+  raise ValueError(f"quality source must be one of {SOURCES}, got {quoted(source)}")
 
 
 def quality_reward(task: Task, examples: Sequence[Example], texts: Sequence[str],

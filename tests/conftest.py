@@ -179,11 +179,6 @@ def eval_run(model_dir, tmp_path_factory):
   return cfg, records, lines, gens
 
 
-# `mro eval` on the tiny_run workdir: 5 arith problems, 32 tokens, steps L/4 and L/8.
-CLI_EVAL_ARGS = ("--task", "arith", "--limit", "5", "--gen-length", "32", "--steps", "L/4,L/8",
-                 "--batch-size", "4")
-
-
 @pytest.fixture(scope="session")
 def cli_evaluated(tiny_run, tmp_path_factory):
   """One `mro eval --out --plot` run of CLI_EVAL_ARGS on the tiny_run workdir: (exit code,
@@ -192,6 +187,7 @@ def cli_evaluated(tiny_run, tmp_path_factory):
   import io
 
   from mro import cli
+  from tiny_models import CLI_EVAL_ARGS
   folder = tmp_path_factory.mktemp("cli_eval")
   out, png = folder / "res.jsonl", folder / "acc.png"
   stdout, stderr = io.StringIO(), io.StringIO()

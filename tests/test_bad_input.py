@@ -3,6 +3,8 @@ hostile data rows and answers cost little, nonsense options are refused at confi
 damaged checkpoints are skipped by name, a NaN stop is one error line."""
 
 import json
+import shutil
+import struct
 import threading
 import time
 from pathlib import Path
@@ -29,6 +31,23 @@ def test_a_countdown_row_with_too_many_numbers_is_refused_by_name_at_once(tmp_pa
   from rewards.tasks.countdown import solve
   with pytest.raises(ValueError, match="at most|1 to 5"):
     solve(list(range(1, 8)), 10)
+
+
+@pytest.mark.parametrize("row, field, digits", [
+    ({"input": "3," + "7" * 5000, "output": "10"}, "input", 5000),  # past Python's int limit
+    ({"input": ",".join(["9" * 4000] * 5), "output": "10"}, "input", 4000),  # 27 s of solve
+    ({"input": "1,2,3", "output": "-" + "1" * 5000}, "output", 5000),
+])
+def test_countdown_numbers_of_thousands_of_digits_are_refused_by_file_and_line_at_once(
+    tmp_path, row, field, digits):
+  data = tmp_path / "cd.jsonl"
+  data.write_text('{"input": "1,2,3", "output": "6"}\n' + json.dumps(row) + "\n")
+  start = time.perf_counter()
+  with pytest.raises(ValueError) as excinfo:
+    get_task("countdown").examples("test", path=str(data))
+  assert time.perf_counter() - start < 2.0  # refused on the text: nothing parsed or solved
+  assert str(excinfo.value) == (f"{data} line 2: '{field}' has a number of {digits} digits; "
+                                "a Countdown number has at most 18")
 
 
 def test_number_extraction_is_bounded_on_hostile_responses():
@@ -92,6 +111,61 @@ def test_a_model_config_json_with_a_bad_field_is_refused_naming_file_and_field(
   (tmp_path / "config.json").write_text(json.dumps(hf))
   with pytest.raises(ValueError, match=f"config.json.*{match}"):
     load_hf_config(tmp_path)
+
+
+def write_safetensors(path: Path, header: bytes) -> None:
+  path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(64))
+
+
+@pytest.mark.parametrize("header, why", [
+    (b"[1, 2, 3]", "header must be a JSON object.*got a JSON array"),
+    (b'"weights"', "got a JSON string"),
+    (b'{"w": [1]}', "tensor 'w'.*entry must be a JSON object, got a JSON array"),
+    (b'{"w": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}', "'w'.*shape must be"),
+    (b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": null}}', "'w'.*data_offsets"),
+    (b'{"w": {"dtype": 7, "shape": [4], "data_offsets": [0, 16]}}', "'w' has dtype 7"),
+])
+def test_a_safetensors_header_that_is_not_the_format_is_named_with_the_file(
+    tmp_path, header, why):
+  from models.safetensors_io import read_header
+
+  path = tmp_path / "model.safetensors"
+  write_safetensors(path, header)
+  with pytest.raises(ValueError, match=f"model.safetensors: .*{why}"):
+    read_header(path)
+
+
+def shipped_model_copy(tmp_path) -> Path:
+  model = tmp_path / "model"
+  shutil.copytree(Path(__file__).resolve().parents[1] / "experiments/models/default/arith",
+                  model)
+  return model
+
+
+def test_mro_sample_on_weights_with_an_array_header_exits_2_naming_the_file(tmp_path, capsys):
+  model = shipped_model_copy(tmp_path)
+  write_safetensors(model / "model.safetensors", b"[1, 2, 3]")
+  code = cli.main(["sample", "--model", str(model), "--prompt", "1+2="])
+  err = capsys.readouterr().err
+  assert code == 2 and f"{model / 'model.safetensors'}: the safetensors header" in err, err
+
+
+@pytest.mark.parametrize("name, what", [("tokenizer.model", "sentencepiece model"),
+                                        ("tokenizer.json", "Hugging Face tokenizer")])
+def test_a_garbage_tokenizer_file_is_refused_naming_its_path(tmp_path, name, what):
+  from models.tokenizers import load_tokenizer
+
+  (tmp_path / name).write_bytes(bytes(range(256)) * 2)
+  with pytest.raises(ValueError, match=f"{tmp_path / name} is not a {what}"):
+    load_tokenizer(tmp_path)
+
+
+def test_mro_sample_with_a_garbage_tokenizer_model_exits_2_naming_it(tmp_path, capsys):
+  model = shipped_model_copy(tmp_path)
+  (model / "tokenizer.model").write_bytes(b"\x00garbage" * 30)
+  code = cli.main(["sample", "--model", str(model), "--prompt", "1+2="])
+  err = capsys.readouterr().err
+  assert code == 2 and f"{model / 'tokenizer.model'} is not a sentencepiece model" in err, err
 
 
 def test_a_non_utf8_data_file_is_refused_naming_the_file(tmp_path):
@@ -243,3 +317,4 @@ def test_a_nan_stop_is_one_error_line_naming_the_step_and_the_last_good_checkpoi
   assert code == 2 and "Traceback" not in err
   (line,) = [x for x in err.splitlines() if x.startswith("mro train: error:")]
   assert "step" in line and "checkpoint" in line
+  assert not (tmp_path / "wd" / "run.lock").exists()  # released as the error left the run

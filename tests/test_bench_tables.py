@@ -1,5 +1,5 @@
-"""The README's result tables (mro/evaluation/report.py, printed by experiments/bench/tables.py)
-label each setting correctly."""
+"""The result tables of docs/results.md (mro/evaluation/report.py, printed by
+experiments/bench/tables.py) label each setting correctly."""
 
 from mro.evaluation import report
 

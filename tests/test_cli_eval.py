@@ -9,6 +9,7 @@ import pytest
 import mro.sampling.sampler as sampler
 from mro import loading
 from mro import cli
+from tiny_models import CLI_EVAL_ARGS
 from mro.evaluation import runner as evaluate
 
 pytestmark = pytest.mark.integration  # whole workflows: `mro eval` on a trained workdir
@@ -56,7 +57,19 @@ def test_eval_appends_results_and_generations_and_draws_the_plot(cli_evaluated, 
   gens = evaluate.generations_path(results).read_text().splitlines()
   assert len(gens) == 5 * 2
   assert png.read_bytes().startswith(PNG_SIGNATURE) and png.stat().st_size > 0
-  assert f"plot written to {png}" in out and str(results) in out
+  assert f"plot written to {png}" in out and f"2 setting(s) appended to {results}" in out
+
+
+def test_a_rerun_that_skips_every_setting_says_nothing_was_appended(cli_evaluated, workdir,
+                                                                    capsys, no_compile):
+  _, _, _, results, _ = cli_evaluated
+  before = results.read_text()
+  code, out, err = run(capsys, "eval", "--model", str(workdir), *CLI_EVAL_ARGS, "--out",
+                       str(results))
+  assert code == 0, err
+  assert "appended to" not in out and f"nothing appended: every setting was already in " \
+      f"{results}" in out
+  assert results.read_text() == before
 
 
 def bad_data_file(tmp_path):
@@ -126,6 +139,12 @@ def test_eval_of_a_task_without_a_shipped_default_model_lists_what_exists(
 def test_eval_of_a_missing_model_dir_exits_2(tmp_path, capsys, no_compile):
   code, _, err = run(capsys, "eval", "--model", str(tmp_path / "nowhere"), "--task", "arith")
   assert code == 2 and "does not exist" in err
+
+
+def test_a_misspelt_shipped_name_is_answered_with_the_shipped_names(capsys, no_compile):
+  code, _, err = run(capsys, "eval", "--model", "defualt", "--task", "sudoku")
+  assert code == 2 and "did you mean 'default'?" in err
+  assert "default, default-mro, default-scorer" in err
 
 
 def test_eval_help_explains_step_fractions_and_lists_the_protocols(capsys):

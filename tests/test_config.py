@@ -199,10 +199,38 @@ def test_a_sweep_file_and_its_set_values_refuse_yaml_aliases(tmp_path):
 @pytest.mark.parametrize("item, names", [
     ("train.steps=" + "9" * 100 + "x" * 100_000, ["train.steps must be int", "characters)"]),
     ("train.lr=[" + ", ".join(["1"] * 50_000) + "]", ["train.lr must be float"]),
-    ("train.steps=!!python/object/apply:os.system [echo hi]", ["--set", "not valid YAML"]),
+    ("train.steps=!!python/object/apply:os.system [echo hi]", ["--set", "are not allowed"]),
     ("train.steps=[1, ", ["--set 'train.steps=[1, '", "not valid YAML"]),
 ])
 def test_a_bad_set_value_gets_a_bounded_message_naming_the_field(item, names):
   with pytest.raises(ValueError) as excinfo:
     config.load_config("tiny", [item])
   assert_refused_briefly(excinfo, *names)
+
+
+@pytest.mark.parametrize("item, why", [
+    ("train.steps=!!python/object/apply:os.system [echo hi]",
+     "YAML tags such as !!python/object/apply:os.system are not allowed"),
+    ("train.steps=[!!python/name:os.system x]", "YAML tags such as !!python/name:os.system"),
+    ("train.steps=[1, ", "not valid YAML: expected the node content"),
+    ("train.lr={a: 1", "not valid YAML: expected ',' or '}'"),
+])
+def test_a_set_value_that_is_not_plain_yaml_is_one_line_naming_key_value_and_why(item, why):
+  with pytest.raises(ValueError) as excinfo:
+    config.load_config("tiny", [item])
+  message = str(excinfo.value)
+  assert message.startswith(f"--set {item!r}: {why}"), message
+  assert "\n" not in message and "<unicode string>" not in message  # no yaml excerpt
+  assert "(line 1, column " in message
+
+
+def test_a_sweep_set_value_with_a_python_tag_is_one_line_naming_the_run(tmp_path, capsys):
+  from mro import cli
+
+  path = tmp_path / "s.yaml"
+  path.write_text('name: s\ncommand: train\nconfig: tiny\n'
+                  'set: ["train.steps=!!python/name:os.system"]\n')
+  code = cli.main(["sweep", str(path), "--root", str(tmp_path / "runs"), "--dry-run"])
+  err = capsys.readouterr().err
+  assert code == 2 and err.count("\n") == 1, err
+  assert "run 'base': --set 'train.steps=!!python/name:os.system': YAML tags" in err

@@ -9,13 +9,15 @@ in-memory model.
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mro.sampling.sampler as sampler
 from models.tokenizers import LLADA_CHAT_TEMPLATE, build_hf_tokenizer, load_tokenizer
-from mro import loading
+from mro import loading, paths
 from mro.evaluation import runner as evaluate
 from mro.evaluation import report
 from mro.evaluation import settings as eval_settings
@@ -43,6 +45,8 @@ def test_each_steps_value_appends_one_line_with_the_resolved_config(eval_run, mo
   assert [r["steps"] for r in lines] == [16, 4, 2]  # L, L/4, 2 with gen_length 16
   for r in lines:
     assert r["model_path"] == str(model_dir.resolve()) and r["task"] == "arith"
+    assert r["model_digest"] == loading.model_digest(model_dir) and r["scorer_digest"] is None
+    assert r["commit"] == paths.git_commit()
     assert (r["protocol"], r["style"], r["split"], r["limit"]) == ("compact", "compact",
                                                                    "test", 7)
     assert r["sampler"] == {"gen_length": 16, "steps": r["steps"], "block_length": 16,
@@ -58,6 +62,7 @@ def test_each_steps_value_appends_one_line_with_the_resolved_config(eval_run, mo
     assert {"correct", "digit_accuracy", "answered", "format"} <= set(r["metrics"])
     assert r["accuracy"] == r["metrics"]["correct"]
   assert len({r["setting_id"] for r in lines}) == 3
+  assert not Path(cfg.out + ".lock").exists()  # the results file's lock went with the run
 
 
 def test_generations_file_holds_every_example_of_every_setting_with_a_score_that_recomputes(
@@ -157,6 +162,24 @@ def test_a_torn_last_line_is_set_aside_and_a_rerun_finds_the_finished_record(
   assert "torn" in (tmp_path / "res.jsonl.torn").read_text()
 
 
+def test_a_data_file_replaced_at_the_same_path_is_run_again(model_dir, tmp_path, monkeypatch):
+  data, out = tmp_path / "cd.jsonl", tmp_path / "res.jsonl"
+  rows = ['{"input": "3,5,8", "output": "16"}\n', '{"input": "2,7,9", "output": "23"}\n']
+  data.write_text("".join(rows))
+  cfg = EvalConfig.build(task="countdown", data=str(data), steps="2", gen_length=16,
+                         batch_size=2, out=str(out))
+  first = run_eval(model_dir, cfg)
+  assert first[0]["data_sha256"] and first[0]["n"] == 2
+  data.write_text("".join(rows))  # rewritten, the same content: still recorded
+  monkeypatch.setattr(sampler, "generate_compiled", lambda *a, **k: pytest.fail("re-ran"))
+  assert run_eval(model_dir, cfg)[0]["setting_id"] == first[0]["setting_id"]
+  data.write_text(rows[1])  # replaced: other content at the same path
+  monkeypatch.undo()
+  again = run_eval(model_dir, cfg)
+  assert again[0]["setting_id"] != first[0]["setting_id"] and again[0]["n"] == 1
+  assert again[0]["data_sha256"] != first[0]["data_sha256"]
+
+
 def test_results_written_before_a_sampler_option_existed_are_still_skipped(
     eval_run, model_dir, tmp_path, no_compile):
   out = tmp_path / "res.jsonl"
@@ -169,6 +192,34 @@ def test_results_written_before_a_sampler_option_existed_are_still_skipped(
   with pytest.raises(AssertionError, match="reached the compiled sampler"):
     run_eval(model_dir, EvalConfig.build(**{**BASE, "steps": "2", "schedule": "dream"},
                                          out=str(out)))  # not the default: not skipped
+
+
+def test_the_resume_key_follows_the_models_content_not_its_path(eval_run, model_dir,
+                                                                tmp_path, no_compile):
+  """A copy of the model elsewhere (a fresh clone) resumes from the recorded rows; the same
+  path holding other weights (a retrained model) does not reuse them."""
+  out = tmp_path / "res.jsonl"
+  _, _, lines, _ = eval_run
+  out.write_text(json.dumps(lines[2]) + "\n")  # steps 2
+  cfg = EvalConfig.build(**{**BASE, "steps": "2"}, out=str(out))
+  copy = shutil.copytree(model_dir, tmp_path / "elsewhere" / "model")
+  again = run_eval(copy, cfg)
+  assert [r["setting_id"] for r in again] == [lines[2]["setting_id"]]
+  weights = copy / "model.safetensors"
+  data = bytearray(weights.read_bytes())
+  data[-4:] = np.float32(0.5).tobytes() if data[-4:] != np.float32(0.5).tobytes() else \
+      np.float32(0.25).tobytes()  # the last weight's last value: the file stays valid
+  weights.write_bytes(bytes(data))
+  with pytest.raises(AssertionError, match="reached the compiled sampler"):
+    run_eval(copy, cfg)
+
+
+def test_records_store_paths_inside_the_repository_relative_to_it(tmp_path):
+  inside = paths.MODELS / "default" / "sudoku"
+  assert paths.relative(inside) == "experiments/models/default/sudoku"
+  assert paths.relative(str(tmp_path)) == str(tmp_path.resolve())  # outside: absolute
+  assert paths.relative("hf:openai/gsm8k:main") == "hf:openai/gsm8k:main"  # not a file
+  assert paths.relative(None) is None
 
 
 def test_force_re_runs_and_appends_a_recorded_setting(eval_run, model_dir, tmp_path):

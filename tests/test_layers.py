@@ -2,9 +2,11 @@
 inside a function is of an optional package outside the project and says why it waits.
 
 Layers, lowest first (a module may import its own layer and the ones below):
-models <- rewards <- mro utilities <- mro/sampling <- mro/training <- mro/method/search
-<- mro/method/finetuning (with the experiment config and model loading) <- mro/evaluation
-(with the options table and `mro sample`) <- mro/sweeps <- the CLI. experiments/ sits on
+mro/paths.py (where the repository's files are) and mro/messages.py (how errors quote
+values): they import nothing of ours <- models <- rewards <- mro utilities <- mro/sampling
+<- mro/training <- mro/method/search <- mro/method/finetuning (with the experiment config
+and model loading) <- mro/evaluation (with the options table and `mro sample`) <-
+mro/sweeps <- the CLI. experiments/ sits on
 top of everything. The imports are read from the source (every `import` statement, at
 module level or in a function), so nothing is executed.
 """
@@ -19,9 +21,11 @@ PACKAGES = ("models", "rewards", "mro", "experiments")
 
 # (layer, module prefixes), lowest first; the longest matching prefix places a module.
 LAYERS = (
+    ("mro/paths", ("mro.paths",)),
+    ("messages", ("mro.messages",)),  # bounded quotes of values in errors, for every layer
     ("models", ("models",)),
     ("rewards", ("rewards",)),
-    ("mro utilities", ("mro", "mro.files", "mro.progress")),
+    ("mro utilities", ("mro", "mro.files", "mro.locks", "mro.progress")),
     ("mro/sampling", ("mro.sampling",)),
     ("mro/training", ("mro.training", "mro.plan")),
     ("mro/method/search", ("mro.method", "mro.method.search")),

@@ -8,6 +8,7 @@ import pytest
 from mro import config as exp_config
 from mro.method.finetuning import reject_sampling
 from mro.method.finetuning import rl
+from mro.method.finetuning.starting_model import validation
 from mro.training.workdir import read_metrics
 from rewards.tasks import get_task
 from tiny_models import mro_cli_sets as _cli_sets
@@ -181,3 +182,33 @@ def test_search_flags_that_cannot_work_exit_2(start_models, capsys):
   assert "group_steps" in capsys.readouterr().err
   assert main(base + ["--rewards", "tv,ppl"]) == 2  # ppl without a scorer
   assert "scorer" in capsys.readouterr().err
+
+
+class _RecordingSampler:
+  """Stands in for TextSampler: records the sampler config of each validation decode."""
+
+  def __init__(self):
+    self.configs = []
+
+  def encode_prompts(self, prompts):
+    return (np.zeros((len(prompts), 4), np.int32),)
+
+  def generate(self, prompts, sampler_cfg, **_):
+    self.configs.append(sampler_cfg)
+    return [type("G", (), {"text": ""})() for _ in prompts]
+
+
+def test_validation_decodes_at_its_own_steps_when_given():
+  base = {"data": {"task": "sudoku"},
+          "sampler": {"gen_length": 24, "steps": 24, "block_length": 24},
+          "validation": {"limit": 2}}
+  for steps, expected in ((None, 24), (6, 6)):
+    cfg = exp_config.from_dict({**base, "validation": {"limit": 2, "steps": steps}})
+    sampler = _RecordingSampler()
+    validation(cfg, sampler)(1, None)
+    assert [c.steps for c in sampler.configs] == [expected]
+  cfg = exp_config.from_dict({**base, "validation": {"limit": 2, "steps": 48}})
+  with pytest.raises(ValueError, match="validation.steps=48"):
+    validation(cfg, _RecordingSampler())
+  with pytest.raises(ValueError, match="validation.steps must be >= 1"):
+    exp_config.from_dict({**base, "validation": {"steps": 0}})

@@ -54,6 +54,24 @@ def test_progress_prints_plain_lines_when_not_on_a_terminal():
   assert lines[-1].startswith("[arith steps=8] 10/10 examples") and "0.6000" in lines[-1]
 
 
+def test_training_progress_is_plain_lines_with_the_loss_when_not_on_a_terminal():
+  """`mro train` with its output in a file: lines, not a bar's carriage-return updates."""
+  stream = io.StringIO()
+  bar = Progress("train", 10, stream=stream, every=0.0, unit="steps", initial=6)  # resumed
+  bar.update(1, loss="0.4321", tok_s="1,234")
+  bar.update(3, loss="0.2100", tok_s="1,300")
+  bar.close()
+  text = stream.getvalue()
+  assert "\r" not in text
+  lines = text.splitlines()
+  assert lines[0].startswith("[train] 7/10 steps,") and lines[0].endswith(
+      ", loss 0.4321, tok_s 1,234")
+  assert lines[-1].startswith("[train] 10/10 steps,") and "loss 0.2100" in lines[-1]
+  quiet = io.StringIO()
+  Progress("train", 10, stream=quiet, every=0.0, enabled=False).update(10, loss="1")
+  assert quiet.getvalue() == ""  # train.progress=false
+
+
 def _actions(parser: argparse.ArgumentParser):
   for action in parser._actions:
     if isinstance(action, argparse._SubParsersAction):

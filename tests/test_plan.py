@@ -92,14 +92,15 @@ def test_mro_plan_reports_bad_input_as_an_error():
 
 @pytest.mark.slow
 def test_llada_8b_plans_on_a_64_device_mesh():
-  """The README's numbers: abstract shapes only (nothing allocated), 1-2 minutes."""
+  """The numbers of docs/results.md ("Scale"): abstract shapes only (nothing allocated),
+  1-2 minutes."""
   report = plan(PlanConfig(preset="llada_8b", mesh=MeshConfig(8, 4, 2), batch=64, seq=2048,
                            prompt_len=512))
   t = report["train"]
   assert report["num_params"] == 8_015_581_184
   gib = 2**30
   assert 1.8 * gib < t["parameters"] < 1.9 * gib  # 16 GB of bfloat16 over fsdp x tensor = 8
-  assert t["peak"] < 95 * gib  # fits a v5p chip / an 80 GB GPU? (see README)
+  assert t["peak"] < 95 * gib  # fits a v5p chip / an 80 GB GPU? (docs/results.md)
 
 
 def test_plan_reports_the_kv_cache_per_device_from_the_formula(report_222):

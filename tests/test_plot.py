@@ -37,8 +37,47 @@ def test_plot_curves_keep_search_data_and_sampler_settings_apart():
   assert len(lines) == 5  # only the two plain rows on the default data share a curve
   assert any(len(points) == 2 for points in lines.values())
   labels = " | ".join(lines)
-  assert "MRO search k=4 w=3 argmax (tv+ppl)" in labels and "sudoku_12.csv" in labels
+  assert "MRO search k=4 argmax (tv+ppl)" in labels and "sudoku_12.csv" in labels
   assert "block_length=8" in labels
+
+
+def test_mro_points_of_one_setting_share_a_line_whatever_their_w_unless_they_collide():
+  search = {"method": "mro", "k": 4, "n_live": 1, "group_steps": 3, "temperature": 1.0,
+            "select": "argmax"}
+  rewards = {"spec": "tv,ppl", "use": ["tv", "ppl"], "quality_source": "vote"}
+  at = lambda steps, w, acc: record(steps=steps, accuracy=acc, rewards=rewards,
+                                    search={**search, "group_steps": w})
+  lines = plot.curves([at(6, 3, 0.9), at(3, 1, 0.6), at(12, 6, 0.96)])
+  assert list(lines.values()) == [[(3.0, 0.6), (6.0, 0.9), (12.0, 0.96)]]
+  assert plot._points([at(6, 3, 0.9), at(3, 1, 0.6)], "steps")[next(iter(lines))][0] == \
+      (3.0, (0.6, "w=1"))  # w is written beside its point
+  both = plot.curves([at(6, 3, 0.9), at(6, 2, 0.8), at(12, 6, 0.96)])
+  assert len(both) == 3 and all(" w=" in label for label in both)  # two w at x = 6
+
+
+def test_adaptive_decoders_are_drawn_at_their_forward_passes_and_say_so():
+  thr = {**record()["sampler"], "threshold": 0.99}
+  cascade = {"method": "cascade", "stages": ["threshold=0.99", "steps=L"], "verify_chunks": 3,
+             "accept": None}
+  rows = [record(nfe_per_prompt=24), record(sampler=thr, nfe_per_prompt=3.5, denoising_steps=4),
+          record(search=cascade, nfe_per_prompt=12.1, denoising_steps=None)]
+  lines = plot.curves(rows)  # x = steps
+  assert sorted(lines.values()) == [[(3.5, 0.5)], [(12.1, 0.5)], [(24.0, 0.5)]]
+  adaptive = [label for label in lines if label.endswith(plot.ADAPTIVE_NOTE)]
+  assert len(adaptive) == 2 and not any("plain sampler ·" in a for a in adaptive)
+
+
+def test_a_curve_names_its_data_and_the_axis_is_in_percent(tmp_path, monkeypatch):
+  rows = [record(), record(steps=12, accuracy=0.75), record(data="x/sudoku_test_12blanks.csv")]
+  labels = list(plot.curves(rows))
+  assert "test split (8 blanks)" in labels[0] and "sudoku_test_12blanks.csv" in labels[1]
+  drawn = {}
+  save = plot.save_axes
+  monkeypatch.setattr(plot, "save_axes", lambda fig, ax, out, **kw: drawn.update(
+      ys=[y for line in ax.get_lines() for y in line.get_ydata()], **kw) or save(
+          fig, ax, out, **kw))
+  plot.plot_results(rows, tmp_path / "acc.png")
+  assert drawn["ylabel"] == "accuracy %" and sorted(drawn["ys"]) == [50.0, 50.0, 75.0]
 
 
 def test_plot_x_axes_put_thresholds_and_steps_at_their_cost(tmp_path):
@@ -68,7 +107,8 @@ def test_curve_labels_name_verification_and_correction_and_share_their_common_pr
   assert len(labels) == 3 and "tv over all positions" in labels[1]
   assert labels[2].endswith("plain sampler, token correction < 0.5")
   shared, short = plot.split_labels(labels)
-  assert shared == "m · sudoku · compact" and short[2] == "plain sampler, token correction < 0.5"
+  assert shared == "m · sudoku · compact · test split (8 blanks)"
+  assert short[2] == "plain sampler, token correction < 0.5"
 
 
 def test_plot_writes_a_png_from_the_results_file_alone(eval_run, tmp_path):

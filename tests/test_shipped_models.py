@@ -1,4 +1,4 @@
-"""The models shipped in experiments/models/ load strictly, are what the README says they
+"""The models shipped in experiments/models/ load strictly, are what docs/training.md says they
 are, and still solve held-out puzzles (a broken conversion or a mismatched tokenizer would
 show here before a user runs the main command)."""
 
@@ -59,7 +59,7 @@ def test_the_shipped_sudoku_models_solve_held_out_puzzles(kind):
 
 
 def test_the_shipped_mro_sudoku_model_beats_its_base_at_a_quarter_of_the_steps():
-  """default-mro/sudoku was tuned for few steps (README, "MRO at few steps"): on the first
+  """default-mro/sudoku was tuned for few steps (docs/results.md, "Few-step tuning"): on the first
   64 test puzzles with 12 blanks, greedy at L/4 = 6 steps, it solves 57 against the base
   model's 53 (measured); a margin of 3 puzzles leaves room for float rounding."""
   cfg = EvalConfig.build(task="sudoku", limit=64, steps="L/4", batch_size=64,

@@ -327,3 +327,24 @@ def test_the_summary_shows_accuracy_per_example_group_when_the_eval_names_groups
   assert head == ("| run | best val | steps 24 | steps 6 | steps 24 several | "
                   "steps 24 unique | steps 6 several | steps 6 unique |")
   assert line == "| r0 | - | 100.0 | 75.0 | 100.0 | 100.0 | 37.5 | 87.5 |"
+
+
+# A program that records each attempt, then fails the first one (a run killed mid-eval).
+FLAKY = """import json, pathlib, sys
+out = pathlib.Path(sys.argv[2]) / "eval.jsonl"
+attempt = len(out.read_text().splitlines()) + 1 if out.exists() else 1
+with open(out, "a") as f:
+  f.write(json.dumps({"task": "arith", "steps": attempt, "n": 8, "accuracy": 0.5}) + "\\n")
+sys.exit(3 if attempt == 1 else 0)
+"""
+
+
+def test_a_rerun_keeps_the_results_an_unfinished_run_already_wrote(tmp_path):
+  script = tmp_path / "flaky.py"
+  script.write_text(FLAKY)
+  spec = write(tmp_path, {"name": "k", "command": "script", "script": str(script),
+                          "runs": [{"name": "r"}]})
+  assert cli.main(["sweep", str(spec), "--root", str(tmp_path)]) != 0
+  assert cli.main(["sweep", str(spec), "--root", str(tmp_path)]) == 0
+  rows = (tmp_path / "k" / "r" / "eval.jsonl").read_text().splitlines()
+  assert [json.loads(r)["steps"] for r in rows] == [1, 2]  # the first attempt's row kept

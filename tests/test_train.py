@@ -290,8 +290,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_losses_and_weights(refere
   before = records(workdir)
   assert before and before == records(reference)[:len(before)]
 
+  assert json.loads((workdir / "run.lock").read_text())["pid"] == proc.pid  # left by the kill
+
   done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
+  assert f"names PID {proc.pid} on " in done.stderr and "taken over" in done.stderr
+  assert not (workdir / "run.lock").exists()
   assert records(workdir) == records(reference)
   assert_same_weights(workdir / "model", reference / "model")
 

@@ -19,6 +19,9 @@ from rewards.tasks.formats import COMPACT_TAGS
 SHAPES = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, mlp_hidden=64, max_seq_len=64)
 # The eval of the random model (conftest.eval_run): 7 arith problems in batches of 3 (the
 # last one padded), 16 tokens, 3 step counts.
+# `mro eval` on the tiny_run workdir: 5 arith problems, 32 tokens, steps L/4 and L/8.
+CLI_EVAL_ARGS = ("--task", "arith", "--limit", "5", "--gen-length", "32", "--steps", "L/4,L/8",
+                 "--batch-size", "4")
 EVAL_BASE = dict(task="arith", steps="L,L/4,2", limit=7, gen_length=16, batch_size=3,
                  temperature=1.0, seed=3)
 

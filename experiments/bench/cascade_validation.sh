@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the verified cascade's defaults were chosen (README, "MRO at few steps"): its stages,
+# How the verified cascade's defaults were chosen (docs/results.md, "Findings at few steps"): its stages,
 # verification rows and accept level against plain and threshold decoding on the Sudoku
 # VALIDATION split (the test split is then reported with the chosen setting, not re-tuned),
 # and the same check on the generated validation splits of arithmetic and Countdown.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Few steps at full-step accuracy? (README, "MRO at few steps"): accuracy against cost on
+# Few steps at full-step accuracy? (docs/results.md, "Findings at few steps"): accuracy against cost on
 # a task's test split for the plain sampler (steps L..L/8), confidence-threshold decoding,
 # best-of-N at equal NFE, the MRO search (defaults, more candidates, fewer groups, token
 # correction inside the sampler), the verified cascade (threshold decoding first, R_tv over

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole MRO stack on Sudoku (README, "MRO at few steps"): the few-step tuned model
+# The whole MRO stack on Sudoku (docs/results.md, "Findings at few steps"): the few-step tuned model
 # (`--model default-mro`, MRO reject sampling at L/4) decoded plainly, by threshold, by
 # the MRO group search and by the verified cascade, beside the base model's plain rows;
 # the 256 test puzzles with 12 blanks, greedy. Writes one JSONL (mro plot --x nfe draws it).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The MRO test-time search table (README, "MRO test-time search"): the plain sampler,
+# The MRO test-time search table (docs/results.md, "MRO test-time search"): the plain sampler,
 # best-of-N at equal NFE, MRO search with argmax and with importance resampling, the reward
 # ablations, and the verifier variant, on the shipped default models.
 # Usage (repository root): experiments/bench/search_table.sh [sudoku|countdown ...]

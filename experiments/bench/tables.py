@@ -1,4 +1,4 @@
-"""Markdown tables from `mro eval` results (the README's tables are printed by this).
+"""Markdown tables from `mro eval` results (the tables of docs/results.md are printed by this).
 
     python -m experiments.bench.tables runs/search/sudoku.jsonl [more.jsonl ...]
 

@@ -14,7 +14,9 @@ together mean anything):
   the host (data), the step itself, and what a loop that blocks on the loss after every
   step (`float(loss)`, as the loop did before it read metrics one step late) adds;
 - the same step with the output layer chunked over masked positions only
-  (`data.loss_chunk`), which skips the head where the loss does not need it.
+  (`data.loss_chunk`), which skips the head where the loss does not need it;
+- the same step with bfloat16 matmuls (`model.compute_dtype`, `--dtypes`): whether this
+  CPU gains from them is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from experiments.bench.sampler_bench import matmul_peak
 from models.config import replace as replace_model
 from models.sharding import make_mesh
 from mro import config as exp_config
+from mro.files import append_jsonl
 from mro.training.data import BatchStream, build_sequences
 from mro.training.loop import prepare_tokenizer, training_examples
 from mro.training.losses import make_mdm_loss
@@ -44,9 +47,10 @@ def step_flops(model_cfg, batch: int, seq: int, response: int) -> float:
   return 3.0 * batch * forward
 
 
-def _setup(name: str, batch: int, chunk: int, tmp: str):
+def _setup(name: str, batch: int, chunk: int, tmp: str, dtype: str):
   cfg = exp_config.load_config(name, [f"train.batch_size={batch}",
-                                      f"data.loss_chunk={chunk}", "data.train_size=2000"])
+                                      f"data.loss_chunk={chunk}", "data.train_size=2000",
+                                      f"model.compute_dtype={dtype}"])
   examples = training_examples(cfg)
   wd = Workdir(__import__("pathlib").Path(tmp) / f"{name}")
   wd.root.mkdir(parents=True, exist_ok=True)
@@ -64,8 +68,9 @@ def _setup(name: str, batch: int, chunk: int, tmp: str):
   return cfg, stream, state, step
 
 
-def measure(name: str, batch: int, steps: int, tmp: str, chunk: int = 0) -> dict:
-  cfg, stream, state, step = _setup(name, batch, chunk, tmp)
+def measure(name: str, batch: int, steps: int, tmp: str, chunk: int = 0,
+            dtype: str = "float32") -> dict:
+  cfg, stream, state, step = _setup(name, batch, chunk, tmp, dtype)
   batches = [stream.batch(i * batch) for i in range(steps + 1)]
   step = step.lower(state, batches[0]).compile()
   state, m = step(state, batches[0])
@@ -98,7 +103,7 @@ def measure(name: str, batch: int, steps: int, tmp: str, chunk: int = 0) -> dict
   t_deferred = (time.perf_counter() - t) / steps
   seq = cfg.data.max_prompt_len + cfg.data.max_response_len
   flops = step_flops(cfg.model, batch, seq, cfg.data.max_response_len)
-  return {"config": name, "batch": batch, "chunk": chunk, "seq": seq,
+  return {"config": name, "batch": batch, "chunk": chunk, "dtype": dtype, "seq": seq,
           "params_m": cfg.model.num_params() / 1e6, "step_s": t_step, "data_s": t_data,
           "blocking_loop_s": t_blocking, "deferred_loop_s": t_deferred,
           "gflop_s": flops / t_step / 1e9, "tokens_s": batch * seq / t_step}
@@ -109,21 +114,28 @@ def main() -> None:
   ap.add_argument("--configs", default="default_sudoku,default_countdown,default_arith")
   ap.add_argument("--batches", default="32,64,128")
   ap.add_argument("--steps", type=int, default=8)
+  ap.add_argument("--chunks", default="0,16", help="data.loss_chunk values (0: off)")
+  ap.add_argument("--dtypes", default="float32,bfloat16", help="model.compute_dtype values")
+  ap.add_argument("--out", help="append one JSON line per measurement here")
   a = ap.parse_args()
   tmp = tempfile.mkdtemp(prefix="train_bench_")
   peak = matmul_peak()
   print(f"matmul peak (float32, this run): {peak / 1e9:.0f} GFLOP/s\n")
-  print("| config | params | batch x seq | loss chunk | step s | tokens/s | GFLOP/s | of peak "
-        "| data s | blocking loop s | deferred loop s |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  print("| config | params | batch x seq | loss chunk | matmuls | step s | tokens/s | GFLOP/s "
+        "| of peak | data s | blocking loop s | deferred loop s |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for name in a.configs.split(","):
     for batch in (int(b) for b in a.batches.split(",")):
-      for chunk in (0, 16):
-        r = measure(name, batch, a.steps, tmp, chunk)
-        print(f"| {name} | {r['params_m']:.1f}M | {batch} x {r['seq']} | {chunk or '-'} | "
-              f"{r['step_s']:.3f} | {r['tokens_s']:,.0f} | {r['gflop_s']:.0f} | "
-              f"{r['gflop_s'] * 1e9 / peak:.1%} | {r['data_s']:.4f} | "
-              f"{r['blocking_loop_s']:.3f} | {r['deferred_loop_s']:.3f} |", flush=True)
+      for chunk in (int(c) for c in a.chunks.split(",")):
+        for dtype in a.dtypes.split(","):
+          r = measure(name, batch, a.steps, tmp, chunk, dtype)
+          r["peak_gflop_s"] = peak / 1e9
+          print(f"| {name} | {r['params_m']:.1f}M | {batch} x {r['seq']} | {chunk or '-'} | "
+                f"{dtype} | {r['step_s']:.3f} | {r['tokens_s']:,.0f} | {r['gflop_s']:.0f} | "
+                f"{r['gflop_s'] * 1e9 / peak:.1%} | {r['data_s']:.4f} | "
+                f"{r['blocking_loop_s']:.3f} | {r['deferred_loop_s']:.3f} |", flush=True)
+          if a.out:
+            append_jsonl(a.out, [r])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any
 
 from mro import options
 from mro.loading import recorded_sampler_config, resolve_model, resolve_scorer
+from mro.messages import quoted
 from mro.method.search.decode import search_rewards
 from mro.method.search.settings import CascadeConfig, SearchConfig
 from mro.sample import SAMPLE_REWARDS
@@ -118,7 +119,7 @@ def convert(name: str, value: Any, kind: Any) -> Any:
       return str(value)
     return kind(str(value))  # e.g. options.count_or_all
   except (ValueError, TypeError) as e:
-    raise ValueError(f"model_args {name}={value!r}: {e}") from None
+    raise ValueError(f"model_args {name}={quoted(value)}: {e}") from None
 
 
 def resolve(model_args: Mapping[str, Any], lm_eval_batch_size: Any = None) -> HarnessSettings:
@@ -137,7 +138,7 @@ def resolve(model_args: Mapping[str, Any], lm_eval_batch_size: Any = None) -> Ha
                      "shipped name (model=default,task=sudoku)")
   if own["search"] not in SEARCH_CHOICES:
     raise ValueError(f"model_args search must be one of {SEARCH_CHOICES}, got "
-                     f"{own['search']!r}")
+                     f"{quoted(own['search'])}")
   for name in ("mc_num", "mc_batch_size"):
     if own[name] < 1:
       raise ValueError(f"model_args {name} must be a positive integer, got {own[name]}")

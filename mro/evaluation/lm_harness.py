@@ -44,6 +44,7 @@ from mro.evaluation.likelihood import (WIDTH_MULTIPLE, encode_pair, greedy_match
                                        mc_loglikelihood, round_up)
 from mro.evaluation.runner import uses_chat_template
 from mro.loading import load_inference_model, search_runner
+from mro.messages import quoted
 from mro.method.search.decode import decode
 from mro.method.search.runner import SearchRunner
 from mro.sampling.sampler import left_pad
@@ -77,7 +78,7 @@ class HarnessSampler(TextSampler):
     rows = [self.encode(p) for p in prompts]
     for p, r in zip(prompts, rows):
       if not r:
-        raise ValueError(f"prompt {p!r} encodes to no tokens")
+        raise ValueError(f"prompt {quoted(p)} encodes to no tokens")
     tokens, mask = left_pad(rows, self.tokenizer.special.pad)
     extra = 0 if width is None else width - tokens.shape[1]
     if extra < 0:

@@ -41,6 +41,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from mro.messages import quoted
 from mro.method.search.settings import SearchConfig
 from mro.sampling.schedule import REMASKING, SCHEDULES, SamplerConfig
 from rewards.combine import RewardConfig
@@ -69,7 +70,7 @@ class Protocol:
   def __post_init__(self):
     if self.style not in STYLES:
       raise ValueError(f"protocol {self.name}: style must be one of {STYLES}, got "
-                       f"{self.style!r}")
+                       f"{quoted(self.style)}")
     if self.gen_length <= 0:
       raise ValueError(f"protocol {self.name}: gen_length must be positive, got "
                        f"{self.gen_length}")
@@ -84,10 +85,10 @@ class Protocol:
                        f"{self.temperature}")
     if self.remasking not in REMASKING:
       raise ValueError(f"protocol {self.name}: remasking must be one of {REMASKING}, got "
-                       f"{self.remasking!r}")
+                       f"{quoted(self.remasking)}")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"protocol {self.name}: schedule must be one of {SCHEDULES}, got "
-                       f"{self.schedule!r}")
+                       f"{quoted(self.schedule)}")
     if self.limit is not None and self.limit < 1:
       raise ValueError(f"protocol {self.name}: limit must be None or >= 1, got {self.limit}")
 
@@ -115,7 +116,7 @@ _REGISTRY: dict[str, tuple[Protocol, Mapping[str, Mapping[str, Any]]]] = {}
 
 def register(base: Protocol, per_task: Mapping[str, Mapping[str, Any]] | None = None) -> None:
   if base.name in _REGISTRY:
-    raise ValueError(f"a protocol named {base.name!r} is already registered")
+    raise ValueError(f"a protocol named {quoted(base.name)} is already registered")
   per_task = types.MappingProxyType({t: types.MappingProxyType(dict(o))
                                      for t, o in (per_task or {}).items()})
   for overrides in per_task.values():
@@ -130,7 +131,7 @@ def protocol_names() -> tuple[str, ...]:
 def get_protocol(name: str, task: str | None = None) -> Protocol:
   """The protocol `name`, with its defaults for `task` (None: the general defaults)."""
   if name not in _REGISTRY:
-    raise ValueError(f"unknown protocol {name!r}; known protocols: "
+    raise ValueError(f"unknown protocol {quoted(name)}; known protocols: "
                      f"{', '.join(protocol_names())}")
   base, per_task = _REGISTRY[name]
   return dataclasses.replace(base, **per_task.get(task, {}))

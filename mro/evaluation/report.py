@@ -127,7 +127,7 @@ def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
-  """The README's result tables: one row per setting (its latest result)."""
+  """The result tables of docs/results.md: one row per setting (its latest result)."""
   extra = "cell_accuracy" if any("cell_accuracy" in r["metrics"] for r in records) else None
   groups = group_names(records)
   head = ["method", "steps", "accuracy %"] + [f"{g} %" for g in groups] + (

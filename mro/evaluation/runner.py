@@ -19,14 +19,19 @@ over a batch, summed over batches (steps x batches; in threshold mode the steps 
 
 A rerun with the same `out` resumes: a setting whose resolved configuration (model,
 data, sampler, search, rewards, seeds) is already recorded there is not run again (its
-record is returned as it was) unless `force`. While a setting runs, a progress bar (on a
-terminal) or plain progress lines (otherwise) show batches done, examples/s and the
-running accuracy. Bad input (task, protocol, steps, limit, data file, prompt length)
-raises ValueError before anything is compiled.
+record is returned as it was) unless `force`. The data counts by its content
+(`data_sha256`, a digest of the examples as read), so a data file replaced at the same
+path is run again. While it runs, an eval holds `<out>.lock` (mro/locks.py): a second
+eval on the same `out` is refused at once, naming the first one's PID and host.
+
+While a setting runs, a progress bar (on a terminal) or plain progress lines (otherwise)
+show batches done, examples/s and the running accuracy. Bad input (task, protocol,
+steps, limit, data file, prompt length) raises ValueError before anything is compiled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -45,8 +50,11 @@ from mro import hosts
 from mro.evaluation.protocols import Protocol
 from mro.evaluation.report import generations_path
 from mro.evaluation.settings import EvalConfig
-from mro.files import append_jsonl, read_jsonl
-from mro.loading import resolve_model, resolve_scorer, search_runner, text_sampler
+from mro import locks
+from mro import paths
+from mro.files import append_jsonl, make_directory, read_jsonl
+from mro.loading import model_digest, resolve_model, resolve_scorer, search_runner, text_sampler
+from mro.messages import quoted
 from mro.method.search.decode import Decoded, decode
 from mro.progress import Progress
 from mro.sampling.sampler import check_lengths
@@ -211,13 +219,19 @@ def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConf
 
 
 def setting_key(record: dict[str, Any]) -> str:
-  """A digest of everything that determines a setting's results (for resuming). Sampler
+  """A digest of everything that determines a setting's results (for resuming). The model
+  and the scorer enter by their content (`model_digest`, `scorer_digest`: config and
+  weights), not their paths, so a fresh clone resumes and a retrained model does not reuse
+  old rows; the model's label only for a model without files (in memory). Sampler
   fields at their defaults are left out, so a sampler option added later (whose default
   keeps the old behaviour, as `schedule`) keeps the keys of results written before it; so
   do the search options added later (`_LATER_SEARCH_FIELDS`) while unset."""
-  keys = ("model_path", "model", "task", "data", "split", "limit", "protocol", "style",
-          "assistant_prefix", "seed", "data_seed", "sampler", "search", "rewards", "scorer")
+  keys = ("model_digest", "model", "task", "data", "data_sha256", "split", "limit",
+          "protocol", "style", "assistant_prefix", "seed", "data_seed", "sampler", "search",
+          "rewards", "scorer_digest")
   fields = {k: record.get(k) for k in keys}
+  if fields["model_digest"] is not None:
+    fields["model"] = None  # the label (a path as typed, a shipped name) says nothing more
   if isinstance(fields["sampler"], dict):
     fields["sampler"] = {k: v for k, v in fields["sampler"].items()
                          if k not in _SAMPLER_DEFAULTS or v != _SAMPLER_DEFAULTS[k]}
@@ -238,6 +252,16 @@ def _model_label(model, model_name):
   return model_name or "<in-memory>"
 
 
+def data_digest(examples: Sequence[Example]) -> str:
+  """SHA-256 of the examples as read (ids, prompts, targets, answers, task fields): what
+  the data file said, so a file replaced at the same path gets another digest."""
+  h = hashlib.sha256()
+  for ex in examples:
+    h.update(json.dumps(dataclasses.asdict(ex), sort_keys=True, default=str).encode())
+    h.update(b"\n")
+  return h.hexdigest()
+
+
 def _open(model, cfg: EvalConfig, model_name: str | None):
   """(record fields shared by every setting, examples, prompts, sampler, rewards, scorer)."""
   protocol = cfg.resolved_protocol()
@@ -249,24 +273,42 @@ def _open(model, cfg: EvalConfig, model_name: str | None):
   examples = task.examples(cfg.split, path=cfg.data, limit=protocol.limit, seed=cfg.data_seed,
                            style=protocol.style)
   if not examples:
-    raise ValueError(f"task {cfg.task!r} split {cfg.split!r} has no examples"
+    raise ValueError(f"task {quoted(cfg.task)} split {quoted(cfg.split)} has no examples"
                      + (f" in {cfg.data}" if cfg.data else ""))
   sampler = text_sampler(model)
   prompts = build_prompts(examples, sampler.tokenizer, protocol)
   width = sampler.encode_prompts(prompts)[0].shape[1]
   for scfg in cfg.sampler_configs():
     check_lengths(width, scfg, sampler.model_cfg.max_seq_len)
-  base = {"model": label,
-          "model_path": str(model.resolve()) if isinstance(model, Path) else None,
-          "task": cfg.task, "data": cfg.data, "split": cfg.split, "limit": protocol.limit,
+  base = {"model": label, "commit": paths.git_commit(),
+          "model_path": paths.relative(model) if isinstance(model, Path) else None,
+          "model_digest": model_digest(model) if isinstance(model, Path) else None,
+          "task": cfg.task, "data": paths.relative(cfg.data),
+          "data_sha256": data_digest(examples),
+          "split": cfg.split, "limit": protocol.limit,
           "protocol": cfg.protocol, "style": protocol.style,
           "chat_template": protocol.style == "protocol" and uses_chat_template(
               sampler.tokenizer),
           "assistant_prefix": protocol.assistant_prefix, "seed": cfg.seed,
           "data_seed": cfg.data_seed, "batch_size": cfg.batch_size, "prompt_width": width,
-          "scorer": None if scorer is None else str(scorer.resolve()),
+          "scorer": paths.relative(scorer),
+          "scorer_digest": None if scorer is None else model_digest(scorer),
           "processes": jax.process_count()}
   return base, examples, prompts, sampler, rewards, scorer
+
+
+def results_lock(out: str | Path | None):
+  """The lock an eval holds on its results file while it runs (none without `out`). With
+  several processes process 0, the one writer, holds it for all; its refusal stops all."""
+  if out is None:
+    return contextlib.nullcontext()
+  out = Path(out)
+
+  def hold():
+    make_directory(out.parent, "the directory of --out")
+    return locks.hold(out.with_name(out.name + ".lock"), f"results file {out}",
+                      other="use another --out")
+  return hosts.held_by_main(hold)
 
 
 def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
@@ -274,14 +316,21 @@ def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
              progress: bool = True) -> list[dict[str, Any]]:
   """Runs `cfg` on `model` (a model dir/workdir, `default`, `default-mro`, a TextSampler
   or `load_inference_model`'s tuple); returns one record per steps value (also appended
-  to cfg.out when set; settings already there are returned from the file unless
-  cfg.force). `model_name` labels an in-memory model in the records.
+  to cfg.out when set, holding its lock; settings already there are returned from the
+  file unless cfg.force). `model_name` labels an in-memory model in the records.
 
   With several processes (`mro.hosts`) every one runs this: each decodes an equal run
   of the examples (on its own devices), and process 0 writes the merged records and
   generations, in example order, as one process would."""
   hosts.agree("eval setting", {"model": str(model_name or model), **{
       k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}})
+  with results_lock(cfg.out):
+    return _run_eval(model, cfg, model_name, on_record, progress)
+
+
+def _run_eval(model, cfg: EvalConfig, model_name: str | None,
+              on_record: Callable[[dict[str, Any]], None] | None,
+              progress: bool) -> list[dict[str, Any]]:
   base, examples, prompts, sampler, rewards, scorer = _open(model, cfg, model_name)
   task = get_task(cfg.task)
   run_id = hosts.broadcast(datetime.datetime.now(datetime.timezone.utc).strftime(

@@ -22,6 +22,7 @@ from typing import Any
 from mro import options
 from mro.evaluation.protocols import Protocol, get_protocol
 from mro.loading import is_shipped
+from mro.messages import quoted
 from mro.method.search.decode import default_rewards, search_rewards
 from mro.method.search.settings import CascadeConfig, SearchConfig
 from mro.sampling.schedule import FAST, SamplerConfig, resolve_steps
@@ -37,7 +38,7 @@ def parse_steps(text: str) -> tuple[str, ...]:
   items = tuple(s.strip() for s in text.split(","))
   if not all(items):
     raise ValueError(f"steps must be a comma-separated list like 2,4,8 or L,L/2; got "
-                     f"{text!r}")
+                     f"{quoted(text)}")
   return items
 
 
@@ -102,7 +103,7 @@ class EvalConfig:
       raise ValueError(f"sampler must be a SamplerConfig, got {type(self.sampler).__name__} "
                        "(EvalConfig.build takes sampler options by name)")
     if self.split not in SPLITS:
-      raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+      raise ValueError(f"split must be one of {SPLITS}, got {quoted(self.split)}")
     if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
       raise ValueError(f"limit must be a positive number of examples, got {self.limit}")
     if self.batch_size < 1:
@@ -171,7 +172,8 @@ class EvalConfig:
     items = self.steps or (self.sampler.steps,)
     steps = [resolve_steps(s, self.sampler.gen_length) for s in items]
     if len(set(steps)) != len(steps):
-      raise ValueError(f"steps {list(items)} name the same number of steps twice: {steps}")
+      raise ValueError(f"steps {quoted(list(items))} name the same number of steps twice: "
+                       f"{quoted(steps)}")
     if self.sampler.threshold is not None and len(steps) > 1:
       raise ValueError("with threshold set the number of steps adapts per row; give at most "
                        f"one steps value (got {list(items)})")

@@ -39,6 +39,7 @@ import numpy as np
 from models.logprobs import loo_logprobs
 from models.sharding import place_params, shard_batch
 from models.transformer import ModelApply  # noqa: F401  (re-exported for callers)
+from mro.messages import quoted
 from mro.sampling.cache import KVCache, cache_rows, cached_logits, check_cacheable, new_cache
 from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
 
@@ -140,7 +141,7 @@ def confidence(logits_BKV, x0_BK, remasking: str, keys_B, step):
   if remasking == "entropy":
     logp = jax.nn.log_softmax(logits_BKV, axis=-1)
     return jnp.sum(jnp.where(probs > 0, probs * logp, 0.0), axis=-1)  # negative entropy
-  raise ValueError(f"unknown remasking {remasking!r}")
+  raise ValueError(f"unknown remasking {quoted(remasking)}")
 
 
 def sample_x0(logits_BKV, temperature: float, keys_B, step):

@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from mro.messages import quoted
+
 # maskgit_plus and topk_margin are Dream's names of low_confidence (top-1 probability)
 # and margin (top-1 minus top-2 probability); entropy is the same rule in both.
 REMASKING = ("low_confidence", "random", "margin", "entropy", "maskgit_plus", "topk_margin")
@@ -113,13 +115,13 @@ class SamplerConfig:
     if not (math.isfinite(self.temperature) and self.temperature >= 0):
       raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
     if self.remasking not in REMASKING:
-      raise ValueError(f"unknown remasking {self.remasking!r}; choose one of {REMASKING}")
+      raise ValueError(f"unknown remasking {quoted(self.remasking)}; choose one of {REMASKING}")
     if self.threshold is not None and not 0.0 < self.threshold <= 1.0:  # NaN fails too
       raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
     if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
       raise ValueError(f"cfg_scale must be a finite number >= 0, got {self.cfg_scale}")
     if self.schedule not in SCHEDULES:
-      raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+      raise ValueError(f"unknown schedule {quoted(self.schedule)}; choose one of {SCHEDULES}")
     if not 0.0 < self.schedule_eps < 1.0:  # NaN fails too
       raise ValueError(f"schedule_eps must be in (0, 1), got {self.schedule_eps}")
     self._check_fast_options()
@@ -130,7 +132,7 @@ class SamplerConfig:
     if self.factor is not None and self.threshold is not None:
       raise ValueError("factor and threshold are two parallel-commit rules; set one")
     if self.cache not in CACHES:
-      raise ValueError(f"unknown cache {self.cache!r}; choose one of {CACHES}")
+      raise ValueError(f"unknown cache {quoted(self.cache)}; choose one of {CACHES}")
     if self.refresh_every is not None:
       if isinstance(self.refresh_every, bool) or self.refresh_every < 1:
         raise ValueError(f"refresh_every must be a positive number of steps or None, got "
@@ -138,7 +140,7 @@ class SamplerConfig:
       if self.cache == "none":
         raise ValueError("refresh_every refreshes a KV cache; set cache to prefix or dual")
     if not isinstance(self.stop_at_eos, bool):
-      raise ValueError(f"stop_at_eos must be true or false, got {self.stop_at_eos!r}")
+      raise ValueError(f"stop_at_eos must be true or false, got {quoted(self.stop_at_eos)}")
     self._check_correction()
 
   def _check_correction(self):
@@ -151,7 +153,7 @@ class SamplerConfig:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     if self.correcting and self.cache != "none":
       raise ValueError(f"correct_below (token correction) needs cache=none, got cache="
-                       f"{self.cache!r}: its leave-one-out rows run without the block cache")
+                       f"{quoted(self.cache)}: its leave-one-out rows run without the block cache")
 
   def refuse_correction(self, what: str) -> None:
     """ValueError when token correction is on: `what` (reject sampling, RL, the search)
@@ -212,11 +214,11 @@ def resolve_steps(item: int | str, gen_length: int) -> int:
     return int(text)
   head, _, div = text.partition("/")
   if head not in ("L", "full") or (div and not div.isdigit()) or div == "0":
-    raise ValueError(f"steps {text!r}: expected an integer, L, full or L/k (k a positive "
+    raise ValueError(f"steps {quoted(text)}: expected an integer, L, full or L/k (k a positive "
                      "integer)")
   k = int(div) if div else 1
   if gen_length % k:
-    raise ValueError(f"steps {text!r}: gen_length {gen_length} is not divisible by {k}")
+    raise ValueError(f"steps {quoted(text)}: gen_length {gen_length} is not divisible by {k}")
   return gen_length // k
 
 
@@ -266,7 +268,7 @@ def with_overrides(base: SamplerConfig, **fields) -> SamplerConfig:
 
 
 # The recommended fast decoding (`--fast`), measured by experiments/bench/fast_decoding_*
-# (README, "Fast decoding"): the confidence-threshold rule at 0.99 (steps then only bound
+# (docs/results.md, "Fast decoding"): the confidence-threshold rule at 0.99 (steps then only bound
 # the loop), no cache. It is the one setting within 2.3 points of exact decoding at L steps
 # on Sudoku, Countdown and arithmetic (1.5-3.2x faster); threshold 0.9 loses 29 points on
 # Sudoku, and on these short outputs (24-64 tokens) the dual cache costs accuracy for little

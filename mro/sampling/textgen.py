@@ -12,6 +12,7 @@ from flax import nnx
 from models.sharding import data_parallel_size, host_array
 from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
+from mro.messages import quoted
 from mro.sampling.sampler import GenerateOutput, generate, left_pad
 from mro.sampling.schedule import SamplerConfig
 
@@ -39,7 +40,7 @@ class TextSampler:
     rows = [self.tokenizer.encode(p) for p in prompts]
     for p, r in zip(prompts, rows):
       if not r:
-        raise ValueError(f"prompt {p!r} encodes to no tokens")
+        raise ValueError(f"prompt {quoted(p)} encodes to no tokens")
     tokens, mask = left_pad(rows, self.tokenizer.special.pad)
     if width is not None:
       extra = width - tokens.shape[1]

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
+from mro import paths
 from mro.files import write_atomic
 from mro.sweeps.spec import Run, commands
 from mro.sweeps.summary import log_path
 
-REPO = str(Path(__file__).resolve().parents[2])
+REPO = str(paths.ROOT)
 HOST_ENV = ("MRO_COORDINATOR_ADDRESS", "MRO_NUM_PROCESSES", "MRO_PROCESS_ID",
             "MRO_HEARTBEAT_S")
 
@@ -81,13 +81,12 @@ def execute(run: Run, env: Mapping[str, str], *, host: Host | None = None,
   """Runs the run's programs (in `cwd`, default this process's); returns 0, or the first
   failing exit code (negative: the process was killed by that signal). `tie_to_parent`:
   the programs die with this process; `started` is given each program's process.
-  Process 0 (or the only one) starts the eval results afresh: a rerun must not duplicate
-  rows; `write_done` marks the run finished after the last program."""
+  A rerun keeps what the run's programs already wrote: `mro eval` skips the settings its
+  results file holds (their keys name the model and the decode), so an eval interrupted
+  after some settings reruns only the rest. `write_done` marks the run finished after the
+  last program."""
   run.workdir.mkdir(parents=True, exist_ok=True)
   process_id = host.process_id if host else 0
-  if process_id == 0:
-    (run.workdir / "eval.jsonl").unlink(missing_ok=True)
-    (run.workdir / "eval.generations.jsonl").unlink(missing_ok=True)
   env = {**env, **(host.env() if host else {})}
   where = f"{socket.gethostname()} pid {os.getpid()}" + (f", {note}" if note else "") + \
       (f", in {cwd}" if cwd else "")

@@ -18,6 +18,7 @@ from typing import Any
 from mro.config import load_config
 from mro.files import load_yaml
 from mro.evaluation.settings import option_names
+from mro.messages import quoted
 
 MRO_COMMANDS = ("train", "reject-sample", "rl", "eval")
 COMMANDS = MRO_COMMANDS + ("script",)
@@ -30,36 +31,36 @@ _EVAL_OWN = ("out",)
 def check_name(what: str, name: Any) -> str:
   """A sweep or run name is one plain path component: no '/', no '..', not absolute."""
   if not isinstance(name, str) or not name:
-    raise ValueError(f"{what} must be a non-empty string, got {name!r}")
+    raise ValueError(f"{what} must be a non-empty string, got {quoted(name)}")
   if name in (".", "..") or "/" in name or "\\" in name or PurePath(name).is_absolute() \
       or ".." in name or name.startswith("~"):
-    raise ValueError(f"{what} {name!r} must be one plain directory name (no '/', '..' "
+    raise ValueError(f"{what} {quoted(name)} must be one plain directory name (no '/', '..' "
                      "or absolute path): it names a directory under the sweep root")
   return name
 
 
 def _strings(what: str, value: Any) -> tuple[str, ...]:
   if isinstance(value, str) or not isinstance(value, (list, tuple)):
-    raise ValueError(f"{what} must be a list, got {value!r}")
+    raise ValueError(f"{what} must be a list, got {quoted(value)}")
   return tuple(str(v) for v in value)
 
 
 def _mapping(what: str, value: Any) -> dict:
   if not isinstance(value, Mapping):
-    raise ValueError(f"{what} must be a mapping, got {value!r}")
+    raise ValueError(f"{what} must be a mapping, got {quoted(value)}")
   return dict(value)
 
 
 def _positive_int(what: str, value: Any, minimum: int = 1) -> None:
   if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    raise ValueError(f"{what} must be an integer >= {minimum}, got {quoted(value)}")
 
 
 def _resources(what: str, value: Any) -> dict[str, float]:
   res = _mapping(what, value)
   for key, amount in res.items():
     if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
-      raise ValueError(f"{what}.{key} must be a number >= 0, got {amount!r}")
+      raise ValueError(f"{what}.{key} must be a number >= 0, got {quoted(amount)}")
   return res
 
 
@@ -67,9 +68,9 @@ def _build(cls, raw: Any, where: str):
   """cls(**raw) with unknown keys refused by name."""
   raw = _mapping(where, raw)
   known = [f.name for f in dataclasses.fields(cls)]
-  unknown = sorted(set(raw) - set(known))
+  unknown = sorted(set(raw) - set(known), key=str)
   if unknown:
-    raise ValueError(f"unknown key(s) {unknown} in {where}; known: {known}")
+    raise ValueError(f"unknown key(s) {quoted(unknown)} in {where}; known: {known}")
   return cls(**raw)
 
 
@@ -86,12 +87,12 @@ class RayOptions:
 
   def __post_init__(self):
     if self.address is not None and not isinstance(self.address, str):
-      raise ValueError(f"ray.address must be a string, got {self.address!r}")
+      raise ValueError(f"ray.address must be a string, got {quoted(self.address)}")
     object.__setattr__(self, "resources", _resources("ray.resources", self.resources))
     _positive_int("ray.max_retries", self.max_retries, 0)
     _positive_int("ray.heartbeat_s", self.heartbeat_s)
     if self.placement not in PLACEMENTS:
-      raise ValueError(f"ray.placement must be one of {PLACEMENTS}, got {self.placement!r}")
+      raise ValueError(f"ray.placement must be one of {PLACEMENTS}, got {quoted(self.placement)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +113,7 @@ class RunSpec:
     where = f"run {self.name!r}"
     check_name("run name", self.name)
     if self.command is not None and self.command not in COMMANDS:
-      raise ValueError(f"{where}: command must be one of {COMMANDS}, got {self.command!r}")
+      raise ValueError(f"{where}: command must be one of {COMMANDS}, got {quoted(self.command)}")
     object.__setattr__(self, "set", _strings(f"{where}: set", self.set))
     object.__setattr__(self, "args", _strings(f"{where}: args", self.args))
     if self.hosts is not None:
@@ -144,16 +145,16 @@ class SweepSpec:
   def __post_init__(self):
     check_name("sweep name", self.name)
     if self.command not in COMMANDS:
-      raise ValueError(f"sweep command must be one of {COMMANDS}, got {self.command!r}")
+      raise ValueError(f"sweep command must be one of {COMMANDS}, got {quoted(self.command)}")
     if self.backend not in BACKENDS:
-      raise ValueError(f"sweep backend must be one of {BACKENDS}, got {self.backend!r}")
+      raise ValueError(f"sweep backend must be one of {BACKENDS}, got {quoted(self.backend)}")
     _positive_int("sweep concurrency", self.concurrency)
     _positive_int("sweep hosts", self.hosts)
     if not isinstance(self.root, str) or not self.root:
-      raise ValueError(f"sweep root must be a path, got {self.root!r}")
+      raise ValueError(f"sweep root must be a path, got {quoted(self.root)}")
     if self.backend == "ray" and not Path(self.root).expanduser().is_absolute():
       raise ValueError(f"the ray backend needs root: an absolute path on storage every node "
-                       f"sees (a shared file system), got {self.root!r}")
+                       f"sees (a shared file system), got {quoted(self.root)}")
     object.__setattr__(self, "set", _strings("sweep set", self.set))
     object.__setattr__(self, "args", _strings("sweep args", self.args))
     object.__setattr__(self, "env", {str(k): str(v) for k, v in
@@ -172,7 +173,7 @@ class SweepSpec:
       object.__setattr__(self, "eval", _eval_options(self.eval))
     if self.grid and self.command not in MRO_COMMANDS[:3]:
       raise ValueError(f"a grid sets config fields: it needs command train, reject-sample or "
-                       f"rl, not {self.command!r}")
+                       f"rl, not {quoted(self.command)}")
 
   @property
   def sweep_dir(self) -> Path:
@@ -182,12 +183,12 @@ class SweepSpec:
   def from_mapping(cls, raw: Any, where: str = "sweep") -> SweepSpec:
     raw = _mapping(where, raw)
     known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - set(known), key=str)
     if unknown:
-      raise ValueError(f"unknown sweep key(s) {unknown}; known: {known}")
+      raise ValueError(f"unknown sweep key(s) {quoted(unknown)}; known: {known}")
     for key in ("name", "command"):
       if key not in raw:
-        raise ValueError(f"{where} needs a {key!r}")
+        raise ValueError(f"{where} needs a {quoted(key)}")
     return cls(**raw)
 
 
@@ -195,16 +196,17 @@ def _grid(grid: Any) -> dict[str, tuple]:
   grid = _mapping("sweep grid", grid or {})
   for key, values in grid.items():
     if "." not in key or not isinstance(values, (list, tuple)) or not values:
-      raise ValueError(f"grid entry {key!r} must be section.key: [values...]")
+      raise ValueError(f"grid entry {quoted(key)} must be section.key: [values...]")
   return {k: tuple(v) for k, v in grid.items()}
 
 
 def _eval_options(ev: Any) -> dict[str, Any]:
   ev = _mapping("sweep eval", ev)
   known = sorted(option_names() - set(_EVAL_OWN))
-  unknown = sorted(set(ev) - set(known))
+  unknown = sorted(set(ev) - set(known), key=str)
   if unknown:
-    raise ValueError(f"unknown key(s) {unknown} in eval (options of `mro eval`); known: "
+    raise ValueError(f"unknown key(s) {quoted(unknown)} in eval (options of `mro eval`); "
+                     "known: "
                      f"{known}")
   return ev
 
@@ -266,7 +268,7 @@ def expand(spec: SweepSpec) -> list[Run]:
   variants += [(entry, entry.set) for entry in spec.runs]
   names = [v.name for v, _ in variants]
   if len(set(names)) != len(names):
-    raise ValueError(f"run names repeat in sweep {spec.name!r}: {names}")
+    raise ValueError(f"run names repeat in sweep {quoted(spec.name)}: {names}")
   return [_resolve(spec, entry, sets) for entry, sets in variants]
 
 
@@ -279,7 +281,7 @@ def _resolve(spec: SweepSpec, entry: RunSpec, sets: tuple[str, ...]) -> Run:
   resources = entry.resources if entry.resources is not None else spec.ray.resources
   model = entry.model or (spec.eval or {}).get("model")
   if command in ("train", "reject-sample", "rl") and not config:
-    raise ValueError(f"{where} needs a config for command {command!r}")
+    raise ValueError(f"{where} needs a config for command {quoted(command)}")
   if command == "eval" and not model:
     raise ValueError(f"{where}: an eval-only run needs a model (model: or eval.model)")
   if command == "eval" and not spec.eval:
@@ -289,7 +291,7 @@ def _resolve(spec: SweepSpec, entry: RunSpec, sets: tuple[str, ...]) -> Run:
   if command != "script" and (entry.args or entry.script):
     raise ValueError(f"{where}: script and args are for command script")
   if command in ("eval", "script") and sets:
-    raise ValueError(f"{where}: set: is for the training commands, not {command!r}")
+    raise ValueError(f"{where}: set: is for the training commands, not {quoted(command)}")
   trains = command in MRO_COMMANDS[:3]
   return Run(entry.name, command, config if trains else None,
              (spec.set + sets) if trains else (), spec.eval, spec.sweep_dir / entry.name,
@@ -334,4 +336,4 @@ def validate_configs(runs: list[Run]) -> None:
       try:
         load_config(run.config, list(run.sets), command=run.command)
       except (ValueError, OSError) as e:
-        raise ValueError(f"run {run.name!r}: {e}") from e
+        raise ValueError(f"run {quoted(run.name)}: {e}") from e

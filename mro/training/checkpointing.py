@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from mro import hosts
 from mro.files import write_json_atomic
+from mro.messages import quoted
 
 SIZES_FILE = "file_sizes.json"
 
@@ -99,7 +100,7 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, like)
         if not isinstance(meta, dict) or "data_position" not in meta:
-          raise ValueError(f"its metadata has no data position: {meta!r}"[:300])
+          raise ValueError(f"its metadata has no data position: {quoted(meta)}"[:300])
       except Exception as e:  # orbax/tensorstore raise many kinds
         raise ValueError(f"checkpoint {step_dir} does not restore ({_first_line(e)}); its "
                          "files are as saved, so it is left in place: does the workdir's "

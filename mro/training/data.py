@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mro.messages import quoted
 from mro.training.settings import DataConfig
 
 
@@ -35,7 +36,7 @@ class Sequences:
 def build_sequences(examples: Sequence, tokenizer, cfg: DataConfig) -> Sequences:
   """Tokenises (prompt, target) pairs into the fixed layout; refuses what does not fit."""
   if not examples:
-    raise ValueError(f"no training examples for task {cfg.task!r}"
+    raise ValueError(f"no training examples for task {quoted(cfg.task)}"
                      + (f" in {cfg.path}" if cfg.path else ""))
   P, R = cfg.max_prompt_len, cfg.max_response_len
   ids = tokenizer.special
@@ -45,14 +46,14 @@ def build_sequences(examples: Sequence, tokenizer, cfg: DataConfig) -> Sequences
   eligible = np.zeros((n, P + R), bool)
   for i, ex in enumerate(examples):
     if not ex.target:
-      raise ValueError(f"example {ex.id!r} has an empty target; it cannot be trained on")
+      raise ValueError(f"example {quoted(ex.id)} has an empty target; it cannot be trained on")
     prompt = tokenizer.encode(ex.prompt)
     response = tokenizer.encode(ex.target) + [ids.eos]
     if not prompt:
-      raise ValueError(f"example {ex.id!r} has an empty prompt")
+      raise ValueError(f"example {quoted(ex.id)} has an empty prompt")
     if len(prompt) > P or len(response) > R:
       raise ValueError(
-          f"example {ex.id!r} has {len(prompt)} prompt and {len(response)} response tokens "
+          f"example {quoted(ex.id)} has {len(prompt)} prompt and {len(response)} response tokens "
           f"(with EOS); data.max_prompt_len={P} and data.max_response_len={R} must fit them")
     tokens[i, P - len(prompt):P] = prompt
     tokens[i, P:P + len(response)] = response

@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from models import checkpoints
 from models.config import replace as replace_model
@@ -30,6 +29,7 @@ from models.sharding import (MESH_AXES, check_batch_divides, from_process_rows, 
                              make_mesh, process_rows)
 from models.tokenizers import load_tokenizer, train_sentencepiece
 from mro import hosts
+from mro.progress import Progress
 from mro.sampling.sampler_file import write_sampler_file
 from mro.training import workdir as wdlib
 from mro.training.checkpointing import Checkpointer, set_aside_checkpoints
@@ -116,9 +116,11 @@ def setup(cfg: RunConfig, workdir: str | Path, examples=None):
   return wd, cfg, tokenizer
 
 
+@wdlib.holding_lock
 def run(cfg: RunConfig, workdir: str | Path, *, loss_fn: LossFn | None = None,
         stop_after: int | None = None) -> dict[str, Any]:
-  """`mro train`: trains (or resumes) in `workdir`; returns the final metrics record.
+  """`mro train`: trains (or resumes) in `workdir`, holding its lock; returns the final
+  metrics record.
 
   `loss_fn` replaces the masked-diffusion objective (later objectives plug in here);
   `stop_after` ends the run early at that step, as an interruption would (for tests).
@@ -223,8 +225,7 @@ class _Trainer:
       raise NonFiniteLossError(
           f"loss {loss}, gradient norm {grad_norm} at step {step_n}; stopped. The last good "
           f"checkpoint is step {self.ckpt.latest_step()} in {self.wd.checkpoints}")
-    self.bar.update(1)
-    self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
+    self.bar.update(1, loss=f"{loss:.4f}", tok_s=f"{tokens / seconds:,.0f}")
     return {"step": step_n, "data_position": pos, "seconds": seconds,
             "tokens_per_s": tokens / seconds, **metrics, **info}
 
@@ -243,8 +244,9 @@ class _Trainer:
     pending = self.batch(start + 1, position, state)
     step_fn = step_fn.lower(state, pending[0]).compile()  # keep compile out of timing
     run_wandb = _wandb_run(cfg, wd)
-    self.bar = tqdm(total=cfg.train.steps, initial=start, desc="train", dynamic_ncols=True,
-                    disable=not (cfg.train.progress and hosts.is_main()))
+    # a bar on a terminal, else plain lines; process 0's only
+    self.bar = Progress("train", cfg.train.steps, unit="steps", initial=start,
+                        enabled=cfg.train.progress and hosts.is_main())
     with contextlib.closing(self.bar):
       state, record = self.steps(state, step_fn, start, end, position, best, pending,
                                  run_wandb, record)

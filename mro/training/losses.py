@@ -26,6 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mro.messages import quoted
+
 OBJECTIVES = ("sft", "pretrain", "ar")
 
 
@@ -140,7 +142,7 @@ def make_mdm_loss(mask_id: int, eps: float = 1e-3, objective: str = "sft",
   "pretrain") or, for a causal model, next-token prediction ("ar"). `chunk` > 0 computes
   the masked-diffusion CE with `chunked_masked_ce` (same value, less memory)."""
   if objective not in OBJECTIVES:
-    raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+    raise ValueError(f"unknown objective {quoted(objective)}; choose one of {OBJECTIVES}")
   if chunk < 0:
     raise ValueError(f"the loss chunk must be >= 0 (0 = off), got {chunk}")
   if objective == "ar":

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from models.config import ModelConfig
 from models.sharding import MeshConfig
+from mro.messages import quoted
 from mro.sampling.schedule import SamplerConfig
 
 
@@ -47,13 +48,13 @@ class DataConfig:
   mask_eps: float = 1e-3
   seed: int = 0
   # > 0: the loss runs the output layer only on chunks of this many positions per row
-  # that hold masked tokens (mro/losses.chunked_masked_ce); same loss, less memory.
+  # that hold masked tokens (mro/training/losses.chunked_masked_ce); same loss, less memory.
   loss_chunk: int = 0
 
   def __post_init__(self):
     if self.objective not in ("sft", "pretrain", "ar"):
       raise ValueError(f"data.objective must be 'sft', 'pretrain' or 'ar', got "
-                       f"{self.objective!r}")
+                       f"{quoted(self.objective)}")
     for name in ("max_prompt_len", "max_response_len"):
       if getattr(self, name) <= 0:
         raise ValueError(f"data.{name} must be positive, got {getattr(self, name)}")

@@ -8,18 +8,28 @@
     workdir/extensions.jsonl each time a finished or running run was given more train.steps
                              (the only setting that may grow on resume; the schedule's
                              cosine then ends at the new last step)
+    workdir/run.lock         while a run writes the workdir: its PID and host
+                             (mro/locks.py); a second run on the workdir is refused
+
+A verb's entry point (`mro train`, `reject-sample`, `rl`) is decorated with
+`holding_lock`, so it holds the workdir's lock from its first file to its export.
 
 Opening a workdir or a model directory for inference is `mro.loading`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mro.files import append_jsonl, read_jsonl, write_atomic, write_json_atomic
+from mro import hosts, locks
+from mro.files import (append_jsonl, make_directory, read_jsonl, write_atomic,
+                       write_json_atomic)
 from mro.sampling.schedule import SamplerConfig
 from mro.training.settings import RunConfig
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +57,31 @@ class Workdir:
     return self.root / "model"
 
 
+LOCK_FILE = "run.lock"
+
+
+@contextlib.contextmanager
+def lock(root: str | Path) -> Iterator[Path]:
+  """Creates the workdir `root` if needed and holds its lock (mro/locks.py) while the
+  block runs: a second run on it is refused naming this one's PID and host."""
+  root = make_directory(root, "--workdir")
+  with locks.hold(root / LOCK_FILE, f"workdir {root}", other="use another --workdir"):
+    yield root
+
+
+def holding_lock(run: Callable[..., Any]) -> Callable[..., Any]:
+  """`run(cfg, workdir, ...)` holding the workdir's lock throughout (a verb's entry
+  point: mro train, reject-sample, rl). In a program of several processes joined by
+  jax.distributed, process 0 holds it for all of them, and its refusal stops them all."""
+
+  @functools.wraps(run)
+  def locked_run(cfg, workdir, *args, **kwargs):
+    with hosts.held_by_main(lambda: lock(workdir)):
+      return run(cfg, workdir, *args, **kwargs)
+
+  return locked_run
+
+
 # Settings that may change between a run and its resumption (they do not change results).
 IGNORED_ON_RESUME = {"train": ("progress", "wandb", "wandb_project", "log_every",
                                "keep_checkpoints", "checkpoint_every"),
@@ -67,8 +102,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def claim(root: str | Path, cfg: RunConfig) -> Workdir:
   """Creates the workdir, or checks that an existing one was started with this config."""
-  wd = Workdir(Path(root))
-  wd.root.mkdir(parents=True, exist_ok=True)
+  wd = Workdir(make_directory(root, "--workdir"))
   if wd.config.exists():
     saved = json.loads(wd.config.read_text())
     now = json.loads(json.dumps(cfg.to_dict()))  # as saved: tuples become lists

@@ -40,6 +40,8 @@ import dataclasses
 import random
 from typing import ClassVar
 
+from mro.messages import quoted
+
 from . import formats
 from .base import (Example, check_limit, check_split, check_style, hashed_split,
                    register)
@@ -56,7 +58,7 @@ def compute(a: int, op: str, b: int) -> int:
     return a + b
   if op == "*":
     return a * b
-  raise ValueError(f"unknown operation {op!r}; choose one of {OPS}")
+  raise ValueError(f"unknown operation {quoted(op)}; choose one of {OPS}")
 
 
 def addition_steps(a: int, b: int) -> list[str]:

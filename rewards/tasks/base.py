@@ -26,6 +26,8 @@ import dataclasses
 import hashlib
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
+from mro.messages import quoted
+
 SPLITS = ("train", "validation", "test")
 STYLES = ("compact", "protocol")
 
@@ -70,16 +72,16 @@ _REGISTRY: dict[str, Task] = {}
 def register(task: Task, *, replace: bool = False) -> Task:
   """Adds `task` under `task.name`; a second task with the same name needs replace=True."""
   if not isinstance(task, Task):
-    raise ValueError(f"{task!r} does not implement the Task protocol")
+    raise ValueError(f"{quoted(task)} does not implement the Task protocol")
   if task.name in _REGISTRY and not replace:
-    raise ValueError(f"a task named {task.name!r} is already registered")
+    raise ValueError(f"a task named {quoted(task.name)} is already registered")
   _REGISTRY[task.name] = task
   return task
 
 
 def get_task(name: str) -> Task:
   if name not in _REGISTRY:
-    raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}")
+    raise ValueError(f"unknown task {quoted(name)}; known tasks: {', '.join(task_names())}")
   return _REGISTRY[name]
 
 
@@ -92,20 +94,20 @@ def task_names() -> tuple[str, ...]:
 
 def check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> None:
   if split not in allowed:
-    raise ValueError(f"unknown split {split!r}; choose one of {allowed}")
+    raise ValueError(f"unknown split {quoted(split)}; choose one of {allowed}")
 
 
 def check_style(style: str | None, *, allow_none: bool = False) -> None:
   if style is None and allow_none:
     return
   if style not in STYLES:
-    raise ValueError(f"unknown style {style!r}; choose one of {STYLES}")
+    raise ValueError(f"unknown style {quoted(style)}; choose one of {STYLES}")
 
 
 def check_limit(limit: int | None) -> None:
   if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                             or limit < 0):
-    raise ValueError(f"limit must be None or an integer >= 0, got {limit!r}")
+    raise ValueError(f"limit must be None or an integer >= 0, got {quoted(limit)}")
 
 
 def stable_unit(key: str) -> float:

@@ -35,8 +35,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, ClassVar
+
+from mro.messages import quoted
 
 from . import expression, formats
 from .base import (Example, check_limit, check_split, check_style, extract_answer_text,
@@ -47,6 +50,10 @@ TEST_FRACTION, VALIDATION_FRACTION = 0.10, 0.05
 # The exhaustive solver is exponential in the count (5 numbers: ~0.1 s, 6: ~3 s, 7: ~17 s),
 # so a problem may have at most this many numbers (data rows included).
 MAX_NUMBERS = 5
+# Digits of a number or target (data rows included), checked on the text before it is
+# parsed: the solver's cost grows with the numbers' size (five 4000-digit numbers: ~27 s),
+# and Python refuses to parse more than 4300 digits.
+MAX_DIGITS = 18
 DEFAULT_LIMITS = {"train": 10000, "validation": 256, "test": 256}
 MAX_CONSECUTIVE_REJECTS = 100000
 
@@ -125,7 +132,7 @@ def reachable(numbers: list[int], lo: int, hi: int) -> dict[int, expression.Node
   return {key[0]: node for key, (_, node) in sorted(top.items())}
 
 
-def check_count(numbers: list[int], where: str = "countdown") -> None:
+def check_count(numbers: Sequence, where: str = "countdown") -> None:
   if not 1 <= len(numbers) <= MAX_NUMBERS:
     raise ValueError(f"{where}: a Countdown problem has 1 to {MAX_NUMBERS} numbers, got "
                      f"{len(numbers)} (the exhaustive solver is exponential in the count)")
@@ -140,20 +147,31 @@ def solve(numbers: list[int], target: int) -> expression.Node | None:
 
 def _parse_numbers(text: object, where: str) -> list[int]:
   if not isinstance(text, str):
-    raise ValueError(f"{where}: 'input' must be a string like \"30,100,93\", got {text!r}")
+    raise ValueError(f"{where}: 'input' must be a string like \"30,100,93\", got {quoted(text)}")
   parts = [p.strip() for p in text.split(",")]
   if not all(p.isdigit() and p.isascii() for p in parts):
     raise ValueError(f"{where}: 'input' must be comma-separated non-negative integers, "
-                     f"got {text!r}")
+                     f"got {quoted(text)}")
+  check_count(parts, where)  # before any number is parsed or solved
+  for p in parts:
+    _check_digits(p, "'input'", where)
   return [int(p) for p in parts]
+
+
+def _check_digits(text: str, field: str, where: str) -> None:
+  digits = len(text.lstrip("-").lstrip("0"))
+  if digits > MAX_DIGITS:
+    raise ValueError(f"{where}: {field} has a number of {digits} digits; a Countdown number "
+                     f"has at most {MAX_DIGITS}")
 
 
 def _parse_target(value: object, where: str) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, str)):
-    raise ValueError(f"{where}: 'output' must be an integer, got {value!r}")
+    raise ValueError(f"{where}: 'output' must be an integer, got {quoted(value)}")
   text = str(value).strip()
   if not (text.lstrip("-").isdigit() and text.isascii()):
-    raise ValueError(f"{where}: 'output' must be an integer, got {value!r}")
+    raise ValueError(f"{where}: 'output' must be an integer, got {quoted(value)}")
+  _check_digits(text, "'output'", where)
   return int(text)
 
 
@@ -166,16 +184,16 @@ def read_jsonl(path: str) -> list[tuple[list[int], int]]:
     where = f"{path} line {number}"
     for key in ("input", "output"):
       if key not in row:
-        raise ValueError(f"{where}: missing key {key!r} (expected input and output)")
+        raise ValueError(f"{where}: missing key {quoted(key)} (expected input and output)")
     numbers = _parse_numbers(row["input"], where)
-    check_count(numbers, where)
     instances.append((numbers, _parse_target(row["output"], where)))
   return instances
 
 
 def _check_range(value: tuple[int, int], field: str, low: int) -> None:
-  if len(value) != 2 or not low <= value[0] <= value[1]:
-    raise ValueError(f"countdown.{field}={value}: need {low} <= min <= max")
+  if len(value) != 2 or not low <= value[0] <= value[1] < 10**MAX_DIGITS:
+    raise ValueError(f"countdown.{field}={quoted(value)}: need {low} <= min <= max < "
+                     f"10**{MAX_DIGITS}")
 
 
 @dataclasses.dataclass(frozen=True)

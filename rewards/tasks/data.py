@@ -18,7 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "experiments" / "data"
+from mro import paths
+from mro.messages import quoted
+
+DEFAULT_DATA_DIR = paths.DATA
 
 
 HUB_PREFIX = "hf:"
@@ -34,16 +37,16 @@ def read_hub(spec: str, split: str, fields: tuple[str, ...]) -> list[dict[str, A
 
   name, _, config = spec[len(HUB_PREFIX):].partition(":")
   if not name:
-    raise ValueError(f"--data {spec!r}: name a hub dataset, e.g. hf:openai/gsm8k:main")
+    raise ValueError(f"--data {quoted(spec)}: name a hub dataset, e.g. hf:openai/gsm8k:main")
   try:
     table = datasets.load_dataset(name, config or None, split=split)
   except Exception as e:  # offline, unknown name, missing split: all end here
-    raise ValueError(f"cannot load hub dataset {name!r} (config {config or 'default'}, "
-                     f"split {split!r}): {type(e).__name__}: {e}. Hub datasets need network "
+    raise ValueError(f"cannot load hub dataset {quoted(name)} (config {config or 'default'}, "
+                     f"split {quoted(split)}): {type(e).__name__}: {e}. Hub datasets need network "
                      "access (HF_DATASETS_OFFLINE unset); offline, pass a local file") from e
   missing = [f for f in fields if f not in table.column_names]
   if missing:
-    raise ValueError(f"hub dataset {name!r}: missing field(s) {missing}; it has "
+    raise ValueError(f"hub dataset {quoted(name)}: missing field(s) {missing}; it has "
                      f"{table.column_names}")
   return table.to_list()
 
@@ -74,7 +77,7 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
   except UnicodeDecodeError as e:
     line = raw[:e.start].count(b"\n") + 1
     raise ValueError(f"{path} is not UTF-8 text: byte {e.start} (line {line}) is "
-                     f"{raw[e.start:e.start + 1]!r}; save it as UTF-8") from None
+                     f"{quoted(raw[e.start:e.start + 1])}; save it as UTF-8") from None
 
 
 def first_bad_json_line(path: Path) -> str:
@@ -105,8 +108,8 @@ def read_jsonl_datasets(path: Path, fields: tuple[str, ...]) -> list[dict[str, A
   for number, row in enumerate(rows, start=1):
     for field in fields:
       if not isinstance(row[field], str):
-        raise ValueError(f"{path} row {number}: field {field!r} must be a string, "
-                         f"got {row[field]!r}")
+        raise ValueError(f"{path} row {number}: field {quoted(field)} must be a string, "
+                         f"got {quoted(row[field])}")
   return rows
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import fractions
 import re
 
+from mro.messages import quoted
+
 MAX_CHARS = 200
 MAX_DEPTH = 16
 PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
@@ -44,7 +46,7 @@ def tokenize(text: str) -> list[str]:
     raise ExpressionError(f"expression longer than {MAX_CHARS} characters")
   if not _ALLOWED_RE.fullmatch(text):
     bad = sorted(set(re.sub(r"[0-9 \t\r\n+\-*/()]", "", text)))
-    raise ExpressionError(f"characters not allowed: {''.join(bad)!r}")
+    raise ExpressionError(f"characters not allowed: {quoted(''.join(bad))}")
   tokens = []
   pos = 0
   text = text.rstrip(" \t\r\n")
@@ -104,7 +106,7 @@ class _Parser:
         raise ExpressionError("unbalanced parentheses")
       self.depth -= 1
       return node
-    raise ExpressionError(f"expected a number or '(', got {token!r}")
+    raise ExpressionError(f"expected a number or '(', got {quoted(token)}")
 
 
 def parse(text: str) -> Node:
@@ -115,7 +117,7 @@ def parse(text: str) -> Node:
   parser = _Parser(tokens)
   node = parser.expr()
   if parser.peek() is not None:
-    raise ExpressionError(f"unexpected {parser.peek()!r} after a complete expression")
+    raise ExpressionError(f"unexpected {quoted(parser.peek())} after a complete expression")
   return node
 
 

@@ -27,6 +27,8 @@ import dataclasses
 import re
 from pathlib import Path
 
+from mro.messages import quoted
+
 from . import data, formats
 from .base import (Example, check_limit, check_split, check_style, hashed_split,
                    register)
@@ -41,10 +43,10 @@ def reference_answer(solution: str) -> str:
   """The canonical number after `####` in a GSM8K answer field."""
   parts = solution.split("####")
   if len(parts) != 2:
-    raise ValueError(f"a GSM8K answer has exactly one '####', got {solution[-80:]!r}")
+    raise ValueError(f"a GSM8K answer has exactly one '####', got {quoted(solution[-80:])}")
   value = parse_number(parts[1])
   if value is None:
-    raise ValueError(f"the text after '####' is not a number: {parts[1].strip()!r}")
+    raise ValueError(f"the text after '####' is not a number: {quoted(parts[1].strip())}")
   return canonical(value)
 
 

@@ -39,7 +39,8 @@ import select
 import subprocess
 import sys
 import threading
-from pathlib import Path
+
+from mro import paths
 
 from . import data, formats
 from .base import Example, check_limit, check_split, check_style, extract_answer_text, register
@@ -192,7 +193,7 @@ class Judge:
     self._proc = None
 
   def _start(self) -> None:
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(paths.ROOT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     code = "from rewards.tasks.math500 import _serve; _serve()"

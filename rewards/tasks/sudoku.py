@@ -44,6 +44,8 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
+from mro.messages import quoted
+
 from . import formats
 from .data import read_text
 from .base import (Example, check_limit, check_split, check_style, extract_answer_text,
@@ -145,17 +147,17 @@ def solutions(puzzle: str) -> list[str]:
 def check_puzzle(puzzle: str) -> None:
   if len(puzzle) != SIZE or not set(puzzle) <= set("01234"):
     raise ValueError(f"a puzzle is {SIZE} characters from 0-4 (0 = empty), got "
-                     f"{puzzle!r} ({len(puzzle)} characters)")
+                     f"{quoted(puzzle)} ({len(puzzle)} characters)")
 
 
 def check_pair(puzzle: str, solution: str) -> None:
   """ValueError unless `solution` is a valid grid that keeps the givens of `puzzle`."""
   check_puzzle(puzzle)
   if not is_valid_grid(solution):
-    raise ValueError(f"solution {solution!r} is not a valid 4x4 Sudoku grid (16 digits "
+    raise ValueError(f"solution {quoted(solution)} is not a valid 4x4 Sudoku grid (16 digits "
                      "1-4, rows, columns and boxes each a permutation of 1234)")
   if not keeps_givens(puzzle, solution):
-    raise ValueError(f"solution {solution!r} does not match the givens of {puzzle!r}")
+    raise ValueError(f"solution {quoted(solution)} does not match the givens of {quoted(puzzle)}")
 
 
 def read_csv(path: str | Path) -> list[tuple[str, str]]:
@@ -165,19 +167,18 @@ def read_csv(path: str | Path) -> list[tuple[str, str]]:
   if not path.is_file():
     raise ValueError(f"sudoku CSV file not found: {path}")
   rows = []
-  text = read_text(path, encoding="utf-8-sig")
-  reader = csv.reader(io.StringIO(text, newline=""))
-  header = [h.strip() for h in next(reader, [])]
+  lines = _csv_rows(read_text(path, encoding="utf-8-sig"), path)
+  header = [h.strip() for h in next(lines, (1, []))[1]]
   if "Puzzle" not in header or "Solution" not in header:
     raise ValueError(f"{path} line 1: the header must name columns Puzzle,Solution, "
-                     f"got {header}")
+                     f"got {quoted(header)}")
   ip, js = header.index("Puzzle"), header.index("Solution")
-  for row in reader:
+  for line, row in lines:
     if not any(cell.strip() for cell in row):
       continue
-    where = f"{path} line {reader.line_num}"
+    where = f"{path} line {line}"
     if len(row) <= max(ip, js):
-      raise ValueError(f"{where}: expected columns Puzzle,Solution, got {row}")
+      raise ValueError(f"{where}: expected columns Puzzle,Solution, got {quoted(row)}")
     puzzle, solution = row[ip].strip(), row[js].strip()
     try:
       check_pair(puzzle, solution)
@@ -187,16 +188,30 @@ def read_csv(path: str | Path) -> list[tuple[str, str]]:
   return rows
 
 
+def _csv_rows(text: str, path: Path):
+  """(line number, cells) of each CSV row; a row the csv module refuses (a field over its
+  128 KB limit, a stray quote) is a ValueError naming the line."""
+  reader = csv.reader(io.StringIO(text, newline=""))
+  while True:
+    try:
+      row = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      raise ValueError(f"{path} line {reader.line_num}: not a CSV row ({e})") from None
+    yield reader.line_num, row
+
+
 def _solution_range(value, unique: bool) -> None:
   if value is None:
     return
   if unique:
-    raise ValueError(f"sudoku.solutions={value} needs unique=False (unique keeps exactly "
+    raise ValueError(f"sudoku.solutions={quoted(value)} needs unique=False (unique keeps exactly "
                      "one solution)")
   integers = isinstance(value, (tuple, list)) and len(value) == 2 and all(
       isinstance(v, int) and not isinstance(v, bool) for v in value)
   if not integers or not 1 <= value[0] <= value[1]:
-    raise ValueError(f"sudoku.solutions={value}: need two integers 1 <= min <= max "
+    raise ValueError(f"sudoku.solutions={quoted(value)}: need two integers 1 <= min <= max "
                      "(the range of solution counts to keep)")
 
 
@@ -204,7 +219,7 @@ def _blank_range(value: tuple[int, int], unique: bool, field: str) -> None:
   lo, hi = value
   top = 12 if unique else SIZE  # a unique 4x4 puzzle has at least 4 givens
   if not 1 <= lo <= hi <= top:
-    raise ValueError(f"sudoku.{field}={value}: need 1 <= blanks <= {top}"
+    raise ValueError(f"sudoku.{field}={quoted(value)}: need 1 <= blanks <= {top}"
                      f"{' (unique puzzles keep at least 4 givens)' if unique else ''}")
 
 

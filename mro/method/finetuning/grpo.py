@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mro.messages import quoted
 from mro.sampling.sampler import row_keys
 
 STD_EPS = 1e-4  # (r - mean) / (std + STD_EPS), as TRL's GRPO
@@ -45,7 +46,7 @@ def group_advantages(rewards_PK, kind: str) -> np.ndarray:
     return (r - mean) / (r.std(axis=1, ddof=1, keepdims=True) + STD_EPS)
   if kind == "leave_one_out":
     return r - (r.sum(axis=1, keepdims=True) - r) / (K - 1)
-  raise ValueError(f"unknown advantage {kind!r}; choose centered, normalized or "
+  raise ValueError(f"unknown advantage {quoted(kind)}; choose centered, normalized or "
                    "leave_one_out")
 
 
@@ -105,7 +106,7 @@ def coupled_noise(keys_B, step: int, prompt_len: int, response_len: int, t_min: 
     copies = [full] + copies
     pick = [np.full(m.shape, 0.5), 0.5 * m / t[:, None], 0.5 * ~m / (1 - t[:, None])]
   elif estimator != "pair":
-    raise ValueError(f"unknown coupled estimator {estimator!r}; choose pair or released")
+    raise ValueError(f"unknown coupled estimator {quoted(estimator)}; choose pair or released")
   return (np.stack(copies, 1), np.stack(pick, 1).astype(np.float32),
           t.astype(np.float32))
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from models.sharding import host_array, shard_batch
 from mro import config as exp_config
+from mro.messages import quoted
 from mro.method.finetuning import grpo
 from mro.method.finetuning.losses import make_coupled_grpo_loss, make_diffu_grpo_loss, make_wd1_loss
 from mro.method.finetuning.rollout_batches import RolloutBatches, take_rows
@@ -42,7 +43,7 @@ def make_loss(cfg: exp_config.ExperimentConfig, mask_id: int, resp_start: int):
     return make_coupled_grpo_loss(mask_id, resp_start, mc)
   if method == "wd1":
     return make_wd1_loss(mask_id, resp_start)
-  raise ValueError(f"rl.method={method!r} is not a GRPO-family method")
+  raise ValueError(f"rl.method={quoted(method)} is not a GRPO-family method")
 
 
 def noise_for(cfg: exp_config.ExperimentConfig, keys, step: int, prompt_attn, response_len):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mro.messages import quoted
 from mro.method.finetuning import grpo
 from mro.method.finetuning.settings import STEP_TARGETS
 from mro.method.finetuning.trajectory import step_logprobs
@@ -26,7 +27,7 @@ def make_stepwise_loss(mask_id: int, resp_start: int, n_opt: int, targets: str =
   batch: tokens, commit_step, attn_mask [B, L]; num_steps [B] (the trajectory's T).
   """
   if targets not in STEP_TARGETS:
-    raise ValueError(f"targets must be one of {STEP_TARGETS}, got {targets!r}")
+    raise ValueError(f"targets must be one of {STEP_TARGETS}, got {quoted(targets)}")
 
   def loss_fn(apply, params, batch, key):
     T = batch["num_steps"]

@@ -28,11 +28,13 @@ import numpy as np
 from mro import config as exp_config
 from mro import hosts
 from mro.files import save_npz_atomic
+from mro.messages import quoted
 from mro.progress import Progress
 from mro.sampling.textgen import batch_rows, batches
 from mro.training.data import BatchStream
 from mro.method.finetuning.starting_model import begin, validation
 from mro.training.loop import Objective, train_loop
+from mro.training.workdir import holding_lock
 from mro.method.finetuning.losses import make_stepwise_loss
 from mro.training.losses import make_mdm_loss
 from mro.method.search.runner import SearchRunner
@@ -53,7 +55,7 @@ def kept_candidates(result, keep: str, threshold: float) -> list[tuple]:
   elif keep == "threshold":
     chosen = [n for n in candidates if result.totals[n] >= threshold]
   else:
-    raise ValueError(f"unknown keep rule {keep!r}")
+    raise ValueError(f"unknown keep rule {quoted(keep)}")
   return [(result.candidate_tokens[n], result.candidate_commit_step[n], result.totals[n])
           for n in chosen]
 
@@ -110,6 +112,7 @@ def _trajectories(cfg: exp_config.ExperimentConfig, start, examples, path: Path)
   return traj
 
 
+@holding_lock
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   exp_config.validate(cfg, "reject-sample")

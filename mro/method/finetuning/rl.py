@@ -4,8 +4,8 @@ GRPO-family objective on the same rollouts, rewards, train step and loop (grpo_b
 docs/rl.md).
 
 rl.inner_steps gradient steps of the objective run on each rollout batch (MRO-RL: the SGRO
-loss, losses.make_sgro_loss: ratio π_θ / π_old, optional clipping, optional KL to the
-frozen starting model). Checkpoints fall on rollout boundaries, so a resumed run
+loss, mro/method/finetuning/losses.make_sgro_loss: ratio π_θ / π_old, optional clipping,
+optional KL to the frozen starting model). Checkpoints fall on rollout boundaries, so a resumed run
 regenerates exactly the rollouts the uninterrupted run drew.
 """
 
@@ -20,8 +20,10 @@ from mro.method.finetuning.losses import make_sgro_loss
 from mro.method.finetuning.rollout_batches import RolloutBatches
 from mro.method.finetuning.starting_model import begin, validation
 from mro.training.loop import Objective, train_loop
+from mro.training.workdir import holding_lock
 
 
+@holding_lock
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   exp_config.validate(cfg, "rl")

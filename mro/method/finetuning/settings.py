@@ -112,11 +112,14 @@ class RLConfig:
 @dataclasses.dataclass(frozen=True)
 class ValidationConfig:
   """Accuracy on held-out prompts every `every` steps; the best model is exported to
-  workdir/best. `data`: a validation file (default: the task's validation split)."""
+  workdir/best. `data`: a validation file (default: the task's validation split).
+  `steps`: denoising steps of the validation decode (default: the sampler's), so a run
+  whose trajectories use many steps can pick its checkpoint by few-step accuracy."""
 
   every: int = 100
   limit: int = 128
   data: str | None = None
+  steps: int | None = None
 
   def __post_init__(self):
-    check_positive("validation", self, ("every", "limit"))
+    check_positive("validation", self, ("every", "limit", "steps"))

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mro.messages import quoted
 from mro.method.finetuning.settings import BASELINES, Q_RULES
 
 
@@ -36,7 +37,7 @@ def baseline(rewards_PKG, kind: str) -> np.ndarray:
       raise ValueError("baseline 'group_mean' needs at least 2 rollouts per prompt")
     total = rewards_PKG.sum(axis=1, keepdims=True)
     return (total - rewards_PKG) / (K - 1)
-  raise ValueError(f"unknown baseline {kind!r}; choose one of {BASELINES}")
+  raise ValueError(f"unknown baseline {quoted(kind)}; choose one of {BASELINES}")
 
 
 def tokens_per_group(commit_step_BR, num_groups: int, w: int) -> np.ndarray:
@@ -58,7 +59,7 @@ def selection_probs(rule: str, advantage_BG, tokens_BG, floor: float = 1e-3):
   elif rule == "tokens":
     q = tokens_BG.astype(jnp.float32) + floor
   else:
-    raise ValueError(f"unknown group selection rule {rule!r}; choose one of {Q_RULES}")
+    raise ValueError(f"unknown group selection rule {quoted(rule)}; choose one of {Q_RULES}")
   return q / q.sum(axis=1, keepdims=True)
 
 

@@ -18,6 +18,7 @@ from flax import nnx
 from models.config import DTYPES
 from mro import config as exp_config
 from mro import hosts
+from mro.messages import quoted
 from mro.sampling.textgen import TextSampler, batch_rows, batches
 from mro.loading import load_inference_model, resolve_model, resolve_scorer
 from mro.training.loop import run_mesh, setup, training_examples
@@ -75,16 +76,22 @@ def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
   examples = task.examples("validation", path=cfg.validation.data, limit=cfg.validation.limit,
                            seed=cfg.data.seed, style=cfg.data.style)
   if not examples:
-    raise ValueError(f"task {cfg.data.task!r} has no validation examples")
+    raise ValueError(f"task {quoted(cfg.data.task)} has no validation examples")
   prompts = [e.prompt for e in examples]
   width = sampler.encode_prompts(prompts)[0].shape[1]
 
   size = batch_rows(len(prompts), VALIDATION_BATCH, sampler.mesh)
+  decode = cfg.sampler
+  if cfg.validation.steps is not None:
+    try:
+      decode = dataclasses.replace(cfg.sampler, steps=cfg.validation.steps)
+    except ValueError as e:
+      raise ValueError(f"validation.steps={cfg.validation.steps}: {e}") from None
 
   def validate(step: int, params) -> dict[str, float]:
     gens = []
     for idx, real in batches(len(prompts), size):  # padded: one compile for every batch
-      gens += sampler.generate([prompts[i] for i in idx], cfg.sampler, seed=cfg.train.seed,
+      gens += sampler.generate([prompts[i] for i in idx], decode, seed=cfg.train.seed,
                                row_ids=idx, width=width, params=params)[:real]
     scores = [task.score(e, g.text)["correct"] for e, g in zip(examples, gens)]
     return {"score": float(np.mean(scores))}

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mro.messages import quoted
 from mro.method.search.cascade import CascadeResult, run_cascade
 from mro.method.search.runner import SearchResult, SearchRunner
 from mro.method.search.settings import CascadeConfig, SearchConfig
@@ -114,7 +115,7 @@ def decode(runner: SearchRunner, prompts: Sequence[str], cfg: SamplerConfig,
                    rewards=rewards, nfe=counts["nfe"], scorer_nfe=counts["scorer_nfe"],
                    results=tuple(results))
   if method is not None:
-    raise ValueError(f"a decoder is None, a SearchConfig or a CascadeConfig, got {method!r}")
+    raise ValueError(f"a decoder is None, a SearchConfig or a CascadeConfig, got {quoted(method)}")
   sampler = runner.sampler
   out, prompt_len = sampler.generate_tokens(prompts, cfg, seed=seed, row_ids=row_ids,
                                             width=width)

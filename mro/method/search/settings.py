@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from mro.messages import quoted
 from mro.sampling.schedule import SamplerConfig, resolve_steps
 
 SELECT = ("argmax", "resample", "none")  # none: candidates never selected (best-of-N)
@@ -22,7 +23,7 @@ SEARCHES = ("mro", "best-of-n")
 
 def check_one_of(section: str, obj, name: str, choices: tuple[str, ...]) -> None:
   if getattr(obj, name) not in choices:
-    raise ValueError(f"{section}.{name} must be one of {choices}, got {getattr(obj, name)!r}")
+    raise ValueError(f"{section}.{name} must be one of {choices}, got {quoted(getattr(obj, name))}")
 
 
 def check_positive(section: str, obj, names) -> None:
@@ -76,7 +77,7 @@ class SearchConfig:
         isinstance(self.final_verify, bool) or not isinstance(self.final_verify, int)
         or self.final_verify < 1):
       raise ValueError(f"search.final_verify must be a positive number of rows, 'all' or "
-                       f"None, got {self.final_verify!r}")
+                       f"None, got {quoted(self.final_verify)}")
     check_one_of("search", self, "select", SELECT)
     if not self.temperature >= 0:  # also refuses NaN
       raise ValueError(f"search.temperature must be a number >= 0, got {self.temperature}")
@@ -118,7 +119,7 @@ class SearchConfig:
     """ValueError when a search option needs a reward that `rewards` leaves off."""
     if self.final_verify is not None and not rewards.on("tv"):
       raise ValueError("search.final_verify re-predicts the answer for R_tv; turn tv on "
-                       f"(--rewards), got rewards {rewards.spec!r}")
+                       f"(--rewards), got rewards {quoted(rewards.spec)}")
 
   def check(self, sampler: SamplerConfig) -> None:
     self.resolve(sampler)
@@ -148,14 +149,14 @@ def parse_stage(text: str) -> dict:
   for part in text.split(","):
     key, eq, value = (s.strip() for s in part.partition("="))
     if not eq or not key or not value:
-      raise ValueError(f"cascade stage {text!r}: expected field=value[,field=value...], "
+      raise ValueError(f"cascade stage {quoted(text)}: expected field=value[,field=value...], "
                        f"e.g. threshold=0.99 or steps=L/2")
     key = key.replace("-", "_")
     if key not in _SAMPLER_FIELDS:
-      raise ValueError(f"cascade stage {text!r}: {key!r} is not a sampler field; known: "
-                       f"{list(_SAMPLER_FIELDS)}")
+      raise ValueError(f"cascade stage {quoted(text)}: {quoted(key)} is not a sampler field; "
+                       f"known: {list(_SAMPLER_FIELDS)}")
     if key in fields:
-      raise ValueError(f"cascade stage {text!r} sets {key} twice")
+      raise ValueError(f"cascade stage {quoted(text)} sets {key} twice")
     fields[key] = _stage_value(value)
   return fields
 
@@ -177,7 +178,7 @@ class CascadeConfig:
     (steps may be L or L/k) or mappings. Default: threshold 0.99 decoding (a few passes),
     then threshold 0.999, then the full L steps one token at a time: the best measured on
     the shipped Sudoku model's validation split, with the accept level chosen there too
-    (README, "MRO at few steps").
+    (docs/results.md, "Accuracy against cost").
   """
 
   stages: tuple = ("threshold=0.99", "threshold=0.999", "steps=L,threshold=none")
@@ -197,7 +198,7 @@ class CascadeConfig:
     if isinstance(self.accept, bool) or not isinstance(self.accept, (int, float)) \
         or not math.isfinite(self.accept):
       raise ValueError(f"cascade.accept must be a finite number (a mean log-probability), "
-                       f"got {self.accept!r}")
+                       f"got {quoted(self.accept)}")
     check_positive("cascade", self, ("verify_chunks",))
 
   @property
@@ -218,9 +219,9 @@ class CascadeConfig:
       try:
         out.append(dataclasses.replace(base, **fields))
       except (TypeError, ValueError) as e:
-        raise ValueError(f"cascade stage {text!r}: {e}") from None
+        raise ValueError(f"cascade stage {quoted(text)}: {e}") from None
       if out[-1].gen_length != base.gen_length:
-        raise ValueError(f"cascade stage {text!r}: every stage answers with the same "
+        raise ValueError(f"cascade stage {quoted(text)}: every stage answers with the same "
                          f"gen_length ({base.gen_length})")
     return tuple(out)
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Puzzles with several solutions at equal cost (docs/results.md, "Sudoku with several
+# solutions"): every decoding method on the d1-kind test split
+# (experiments/data/sudoku_test_8blanks_any.csv: 1536 puzzles, 297 with 2-3 solutions),
+# each row with its accuracy on the unique and the several-solution puzzles apart and its
+# forward passes per puzzle, so the curves of `mro plot --x nfe` compare methods at equal
+# NFE. TUNED names the few-step model of experiments/sweeps/reject_few_steps_sudoku_several.yaml
+# (default: the shipped default-mro).
+# Usage (repository root): experiments/bench/several_frontier.sh
+#   OUT=runs/several (default) · TUNED=default-mro · MRO=.venv/bin/mro
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-runs/several}
+mro=${MRO:-.venv/bin/mro}
+tuned=${TUNED:-default-mro}
+mkdir -p "$out"
+res="$out/sudoku_several.jsonl"
+data=(--task sudoku --data experiments/data/sudoku_test_8blanks_any.csv --batch-size 128
+      --out "$res")
+"$mro" eval --model default "${data[@]}" --steps L,L/2,L/4,L/8
+"$mro" eval --model "$tuned" "${data[@]}" --steps L,L/2,L/4,L/8
+# adaptive decoding: confidence-threshold commits (the 2-pass point) and the cascade
+for t in 0.999 0.99 0.9; do
+  "$mro" eval --model default "${data[@]}" --steps L --threshold $t
+done
+"$mro" eval --model "$tuned" "${data[@]}" --steps L --threshold 0.999
+"$mro" eval --model default "${data[@]}" --search cascade
+# the MRO search as a user types it (k = 4, tv+ppl), on the base and the tuned model
+"$mro" eval --model default "${data[@]}" --steps L/2,L/4,L/8 --search mro
+"$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4,L/8 --search mro
+"$mro" plot "$res" --x nfe --out "$out/sudoku_several.nfe.png"
+python -m experiments.bench.tables "$res"
