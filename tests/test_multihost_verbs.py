@@ -4,11 +4,13 @@ and diffu-GRPO), `reject-sample` and `eval`, each process given the same command
 write what one process with 8 devices and the same mesh writes for the same commands:
 the same losses, rewards and final weights, the same trajectories, the same evaluation
 records and generations. Processes started with different settings are refused by name
-before any step, and the second process writes nothing but its checkpoint shards.
+before any step, a workdir in use by another run stops both processes (only process 0
+takes the lock), and the second process writes nothing but its checkpoint shards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -25,6 +27,7 @@ from safetensors.numpy import load_file
 from mro import cli
 from mro.evaluation.report import generations_path
 from mro.files import read_jsonl
+from mro.training import workdir as wdlib
 from tiny_models import mro_cli_sets
 
 pytestmark = pytest.mark.integration  # two processes joined by jax.distributed
@@ -53,7 +56,9 @@ def commands(root: Path, start_models, model_dir) -> list[tuple[str, list[str], 
               "1.0", "--out", str(root / "eval" / "res.jsonl")]
   lr = lambda value: [*TRAIN, "--workdir", str(root / "mismatch"), "--set", f"train.lr={value}"]
   grpo = mro("rl", "rl_grpo", "--set", "rl.method=diffu_grpo", "--set", "rewards.use=tv,q")
+  locked = [*TRAIN, "--workdir", str(root / "locked")]
   return [("mismatch", lr("0.001"), lr("0.002")),
+          ("locked", locked, locked),  # its lock held by the test while the plan runs
           ("train", [*TRAIN, "--workdir", str(root / "train")],
            [*TRAIN, "--workdir", str(root / "train1")]),  # its checkpoints/: a link
           ("rl_sgro", mro("rl", "rl_sgro"), mro("rl", "rl_sgro")),
@@ -92,18 +97,16 @@ def runs(tmp_path_factory, start_models, model_dir):
   t0, cpu0 = time.perf_counter(), time.process_time()
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   cpu_children = before.ru_utime + before.ru_stime
-  procs = _start(two, commands(two, start_models, model_dir))
   alone = {}
-  try:
-    for name, argv, _ in commands(one, start_models, model_dir)[1:]:
+  with contextlib.ExitStack() as stack:
+    stack.enter_context(wdlib.lock(two / "locked"))  # another run's, to the two processes
+    procs = _start(two, commands(two, start_models, model_dir))
+    stack.callback(_stop, procs)
+    for name, argv, _ in commands(one, start_models, model_dir)[2:]:
       alone[name] = cli.main(argv)
     t_one = time.perf_counter() - t0
     for proc in procs:
       proc.wait(timeout=3600)
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
   t_two = time.perf_counter() - t0
   children = resource.getrusage(resource.RUSAGE_CHILDREN)
   codes = {}
@@ -120,6 +123,12 @@ def runs(tmp_path_factory, start_models, model_dir):
   return two, one, codes
 
 
+def _stop(procs: list[subprocess.Popen]) -> None:
+  for proc in procs:
+    if proc.poll() is None:
+      proc.kill()
+
+
 def _stderr(two: Path, i: int) -> str:
   return (two / f"p{i}.err").read_text()
 
@@ -130,6 +139,14 @@ def test_processes_started_with_different_settings_are_refused_by_name(runs):
   for i in range(2):
     assert "train.lr: 0.001 (process 0) vs 0.002 (process 1)" in _stderr(two, i)
   assert not (two / "mismatch").exists()  # refused before the workdir was claimed
+
+
+def test_a_workdir_in_use_stops_both_processes_before_any_step(runs):
+  two, _, codes = runs
+  assert codes["locked"] == [2, 2], _stderr(two, 0)[-3000:]
+  assert f"workdir {two / 'locked'} is in use by PID {os.getpid()}" in _stderr(two, 0)
+  assert "process 0 stopped: ValueError: workdir" in _stderr(two, 1)
+  assert not any((two / "locked").iterdir())  # nothing written (the test's lock is gone)
 
 
 def _close(a, b, what: str, terms: float = 0.0) -> None:

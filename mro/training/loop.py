@@ -101,8 +101,9 @@ class Objective:
 
 
 def setup(cfg: RunConfig, workdir: str | Path, examples=None):
-  """(workdir, resolved config, tokenizer): checks that every process runs this config,
-  claims the workdir and records the config (process 0)."""
+  """(workdir, resolved config, tokenizer): checks that every process runs this config
+  (as resolved: a start model that differs between hosts shows here), claims the workdir
+  and records the config (process 0)."""
   hosts.agree("config", cfg.to_dict())
   wd = wdlib.Workdir(Path(workdir))
   def claim() -> None:  # a config that differs from the workdir's stops every process

@@ -72,10 +72,13 @@ def lock(root: str | Path) -> Iterator[Path]:
 def holding_lock(run: Callable[..., Any]) -> Callable[..., Any]:
   """`run(cfg, workdir, ...)` holding the workdir's lock throughout (a verb's entry
   point: mro train, reject-sample, rl). In a program of several processes joined by
-  jax.distributed, process 0 holds it for all of them, and its refusal stops them all."""
+  jax.distributed, they first check that they were all given this config (refused by
+  name otherwise, before anything is written); then process 0 holds the lock for all of
+  them, and its refusal stops them all."""
 
   @functools.wraps(run)
   def locked_run(cfg, workdir, *args, **kwargs):
+    hosts.agree("config", cfg.to_dict())
     with hosts.held_by_main(lambda: lock(workdir)):
       return run(cfg, workdir, *args, **kwargs)
 

@@ -17,7 +17,6 @@ from flax import nnx
 
 from models.config import DTYPES
 from mro import config as exp_config
-from mro import hosts
 from mro.messages import quoted
 from mro.sampling.textgen import TextSampler, batch_rows, batches
 from mro.loading import load_inference_model, resolve_model, resolve_scorer
@@ -102,9 +101,8 @@ def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
 def begin(cfg: exp_config.ExperimentConfig, workdir: str | Path):
   """What reject sampling and RL do first: load the starting model (the config takes its
   shapes and tokenizer), read the training examples and set up the workdir. Returns
-  (cfg, start, examples, workdir, tokenizer). With several processes they must have been
-  given the same config: checked first, before any of them loads anything."""
-  hosts.agree("config", cfg.to_dict())
+  (cfg, start, examples, workdir, tokenizer). With several processes, the verbs checked
+  first that all were given the same config (`holding_lock`), before any loads anything."""
   cfg, start = load_start(cfg)
   examples = training_examples(cfg)
   wd, cfg, tokenizer = setup(cfg, workdir, examples)
