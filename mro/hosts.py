@@ -38,6 +38,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from mro.messages import quoted
+
 HOST_ENV = ("MRO_COORDINATOR_ADDRESS", "MRO_NUM_PROCESSES", "MRO_PROCESS_ID")
 HEARTBEAT_ENV = "MRO_HEARTBEAT_S"
 T = TypeVar("T")
@@ -84,12 +86,12 @@ def _flag_values(coordinator, num_processes, process_id,
   try:
     n, i = int(n), int(i)
   except ValueError:
-    raise ValueError(f"{names[1]} and {names[2]} must be integers, got {n!r} and {i!r}") \
-        from None
+    raise ValueError(f"{names[1]} and {names[2]} must be integers, got {quoted(n)} and "
+                     f"{quoted(i)}") from None
   if n < 1 or not 0 <= i < n:
     raise ValueError(f"{names[2]}={i} must be in 0..{names[1]}-1 = 0..{n - 1}")
   if ":" not in str(address):
-    raise ValueError(f"{names[0]} must be HOST:PORT (process 0's host), got {address!r}")
+    raise ValueError(f"{names[0]} must be HOST:PORT (process 0's host), got {quoted(address)}")
   return str(address), n, i, source
 
 
@@ -222,7 +224,7 @@ def differences(values: list[Mapping[str, Any]]) -> list[str]:
     for key in sorted(set(flat[0]) | set(other)):
       a, b = flat[0].get(key), other.get(key)
       if a != b:
-        lines.append(f"{key}: {a!r} (process 0) vs {b!r} (process {i})")
+        lines.append(f"{key}: {quoted(a)} (process 0) vs {quoted(b)} (process {i})")
   return lines
 
 
