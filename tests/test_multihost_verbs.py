@@ -42,8 +42,10 @@ TRAIN = ["train", "--config", "tiny", *MESH] + [
                 "train.checkpoint_every=2", "train.log_every=1", "train.progress=false")
     for a in ("--set", s)]
 # Fields of an evaluation record that say how and when it ran, not what it found.
-RUN_FIELDS = {"setting_id", "timestamp", "seconds", "sample_seconds", "first_batch_seconds",
-              "tokens_per_second", "tokens_per_second_after_first_batch", "processes"}
+# (the commit too: a commit made while the two runs go would otherwise tell them apart)
+RUN_FIELDS = {"setting_id", "timestamp", "commit", "seconds", "sample_seconds",
+              "first_batch_seconds", "tokens_per_second", "tokens_per_second_after_first_batch",
+              "processes"}
 
 
 def commands(root: Path, start_models, model_dir) -> list[tuple[str, list[str], list[str]]]:
