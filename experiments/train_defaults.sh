@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tasks=${*:-sudoku countdown arith}
-# Countdown's shipped model is its 5000-step run extended to 8000 steps (the cosine
-# schedule restarted at the extension; experiments/results/training/default_countdown.md).
-declare -A extend=([countdown]=8000)
+# The Countdown and arithmetic models are their 5000-step runs extended to 8000 steps (the
+# cosine schedule restarted at the extension; experiments/results/training/default_*.md).
+declare -A extend=([countdown]=8000 [arith]=8000)
 for t in $tasks; do
   mro train --config "default_$t" --workdir "runs/default_$t" --set train.progress=false
   if [ -n "${extend[$t]:-}" ]; then

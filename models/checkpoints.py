@@ -258,7 +258,7 @@ def write_hf(model_dir: str | Path, cfg: ModelConfig, ids: SpecialIds,
       stale.unlink()
     _write_text_atomic(model_dir / "config.json", json.dumps(to_hf_dict(cfg, ids), indent=2))
   if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(f"save_hf {model_dir}")
+    multihost_utils.sync_global_devices("save_hf")  # no path: it may differ by host
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

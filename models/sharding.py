@@ -160,9 +160,14 @@ def batch_sharding(mesh, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(lead, *([None] * (ndim - 1))))
 
 
+def data_parallel_size(mesh) -> int:
+  """How many ways a batch's rows are split (data x fsdp; 1 without a mesh)."""
+  return 1 if mesh is None else math.prod(mesh.shape[a] for a in RULES["batch"])
+
+
 def check_batch_divides(batch: int, mesh) -> None:
   """ValueError unless `batch` rows split evenly over the data-parallel axes."""
-  n = math.prod(mesh.shape[a] for a in RULES["batch"])
+  n = data_parallel_size(mesh)
   if batch % n:
     raise ValueError(f"batch size {batch} is not divisible by the data-parallel mesh size "
                      f"{n} (data x fsdp)")
@@ -189,6 +194,28 @@ def shard_batch(tree, mesh):
   return jax.tree.map(one, tree)
 
 
+def process_rows(mesh, batch: int) -> np.ndarray:
+  """The rows of a global batch of `batch` rows that this process's devices hold (split
+  over data x fsdp as `batch_sharding`), in increasing order: what this process feeds to
+  `from_process_rows`. One process: every row."""
+  check_batch_divides(batch, mesh)
+  index = batch_sharding(mesh).addressable_devices_indices_map((batch,))
+  rows = {r for idx in index.values() for r in range(*idx[0].indices(batch))}
+  return np.asarray(sorted(rows), np.int64)
+
+
+def from_process_rows(tree, mesh, batch: int):
+  """The global batch (split over data x fsdp) from this process's rows of it
+  (`process_rows`: numpy arrays whose first axis holds those rows, in that order). Each
+  process builds only its share; the result is the same global array for any number of
+  processes (`jax.make_array_from_process_local_data`)."""
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x,
+                                                  (batch, *x.shape[1:]))
+  return jax.tree.map(one, tree)
+
+
 def abstract_arrays(tree, shardings):
   """ShapeDtypeStructs carrying `shardings` (as from tree_shardings) for a tree of arrays
   or abstract values, nnx Variables kept: what `jit(...).lower` takes, nothing allocated."""
@@ -203,5 +230,7 @@ def host_array(x) -> np.ndarray:
   """A (possibly sharded, possibly multi-process) array as one numpy array on this host.
   Collective when some shards live on other processes: every process must call it."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    if x.is_fully_replicated:  # every process holds all of it: no gather
+      return np.asarray(x.addressable_data(0))
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))

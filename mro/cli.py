@@ -17,7 +17,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # before `datasets` can be im
 # The imports below follow the line above (pyproject: E402 is off for this file).
 from models import convert
 from models.sharding import make_mesh, parse_mesh
-from mro import config, options, paths, plan, sweeps
+from mro import config, hosts, options, paths, plan, sweeps
 from mro.evaluation import diagnostic, plot, protocols, report
 from mro.evaluation.runner import run_eval
 from mro.evaluation.settings import EvalConfig
@@ -78,7 +78,16 @@ TRAINING_VERBS = {"train": (loop.run, "trained"),
                   "rl": (rl.run, "RL: trained")}
 
 
+def join_hosts(args) -> None:
+  """Joins the other processes of a multi-host run (flags, MRO_* environment, or a
+  detected cluster; docs/multihost.md) before anything touches a device."""
+  how = hosts.join(args.coordinator, args.num_processes, args.process_id)
+  if how != "one process":
+    print(f"mro {args.verb}: {how}", file=sys.stderr, flush=True)
+
+
 def cmd_training(args) -> int:
+  join_hosts(args)
   run, said = TRAINING_VERBS[args.verb]
   record = run(config.load_config(args.config, args.set, command=args.verb), args.workdir)
   where = (f"model in {args.workdir}/model" if args.verb == "train" else
@@ -120,12 +129,13 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
+  join_hosts(args)
   if args.plot and not args.plot.lower().endswith(".png"):
     raise ValueError(f"--plot must name a .png file, got {args.plot}")
   outputs = {"--out": args.out, "--plot": args.plot, "the generations file (from --out)":
              args.out and report.generations_path(args.out)}
   check_distinct_paths({"--data": args.data, **outputs})
-  check_writable(outputs)
+  hosts.on_main(lambda: check_writable(outputs))  # process 0 writes them
   cfg = EvalConfig.build(
       args.task, args.protocol, search=args.search, fast=args.fast, model=args.model,
       scorer=args.scorer, steps=() if args.steps is None else args.steps, data=args.data,
@@ -145,7 +155,7 @@ def cmd_eval(args) -> int:
           f"{report.generations_path(args.out)}")
   elif args.out:
     print(f"nothing appended: every setting was already in {args.out} (--force re-runs)")
-  if args.plot:
+  if args.plot and hosts.is_main():
     print(f"plot written to {plot.plot_results(args.out or records, args.plot)}")
   return 0
 
@@ -254,6 +264,17 @@ def _search_group(p: argparse.ArgumentParser, *, defaults: SearchConfig | None =
                         "the paper, docs/method.md)")
 
 
+def _host_group(p: argparse.ArgumentParser) -> None:
+  g = p.add_argument_group(
+      "many hosts (docs/multihost.md): the same command on every host; default: "
+      "MRO_COORDINATOR_ADDRESS / MRO_NUM_PROCESSES / MRO_PROCESS_ID, else a TPU pod, "
+      "SLURM or Open MPI job is detected, else one process")
+  g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                 help="process 0's host and a free port there")
+  g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+  g.add_argument("--process-id", type=int, default=None, help="this one's, 0..N-1")
+
+
 def _add_train_parsers(verbs) -> None:
   for verb, text in (
       ("train", "train a model (resumes if the workdir has checkpoints)"),
@@ -270,6 +291,7 @@ def _add_train_parsers(verbs) -> None:
     p.add_argument("--workdir", required=True,
                    help="the run's directory: config, checkpoints, metrics, exported model; "
                         "running again on it resumes")
+    _host_group(p)
     p.set_defaults(func=cmd_training)
 
   p = verbs.add_parser("sweep", help="run a grid of runs (each in its own workdir; finished "
@@ -360,6 +382,7 @@ def _add_eval_parser(verbs) -> None:
   _search_group(p, defaults=compact.search, rewards=compact.rewards,
                 rewards_note=" (defaults of the compact protocol; --protocol mro: the "
                 "paper's tv,ppl,q by vote at temperature 0.25)", cascade=True)
+  _host_group(p)
   p.set_defaults(func=cmd_eval)
 
   verbs.add_parser("lm-eval", add_help=False, help="run lm-evaluation-harness tasks on a "

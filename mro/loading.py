@@ -22,6 +22,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import jax
 from flax import nnx
 
 from models import checkpoints
@@ -29,7 +30,7 @@ from models.config import ModelConfig, SpecialIds
 from models.orbax_io import ORBAX_DIR, is_orbax_model
 from models.tokenizers import load_tokenizer
 from models.transformer import Transformer
-from models.sharding import make_mesh
+from models.sharding import MeshConfig, make_mesh
 from mro import config as exp_config
 from mro import paths
 from mro.messages import quoted
@@ -93,8 +94,9 @@ def resolve_scorer(scorer: str | Path | None, task: str | None,
 def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, ModelConfig,
                                                                SpecialIds, Any]:
   """(model, model config, special ids, tokenizer) from a workdir or a model directory
-  (HF safetensors, or Orbax from `mro convert`). `mesh` shards a model directory's
-  weights as they are read (a workdir's checkpoint uses its config's mesh)."""
+  (HF safetensors, or Orbax from `mro convert`). `mesh` shards the weights as they are
+  read (default: a model directory's on one device, a workdir's checkpoint on its
+  config's mesh)."""
   path = Path(path)
   if not path.is_dir():
     raise ValueError(f"model directory {path} does not exist" if not path.exists() else
@@ -104,7 +106,10 @@ def load_inference_model(path: str | Path, mesh=None) -> tuple[Transformer, Mode
     return load_inference_model(wd.model, mesh)
   if wd.checkpoints.is_dir() and wd.config.exists():
     cfg = exp_config.load_resolved(wd.config)
-    mesh = make_mesh(cfg.mesh)
+    if mesh is None:  # the run's own mesh; with several processes (`mro eval` splits
+      # the examples) each holds the whole model on its own first device
+      mesh = make_mesh(cfg.mesh) if jax.process_count() == 1 else \
+          make_mesh(MeshConfig(), devices=jax.local_devices()[:1])
     apply, like, _ = init_state(cfg.model, make_optimizer(cfg.train), cfg.train.seed, mesh)
     with Checkpointer(wd.checkpoints, cfg.train.keep_checkpoints) as ckpt:
       restored = ckpt.restore_latest_intact(like)

@@ -141,6 +141,19 @@ def test_a_batch_depends_only_on_its_position():
   np.testing.assert_array_equal(resumed.batch(44)["tokens"], want[44]["tokens"])
 
 
+def test_processes_building_their_own_rows_build_the_global_batch_between_them():
+  """Each process builds only its rows of a batch (multi-host); together they are the
+  batch one process builds, whatever the split."""
+  stream = BatchStream(numbered(11), 8, seed=2)
+  for position in (0, 8, 40):
+    whole = stream.batch(position)["tokens"]
+    for shares in ([np.arange(8)], [np.arange(4), np.arange(4, 8)],
+                   [np.array([0, 1, 4, 5]), np.array([2, 3, 6, 7])]):
+      parts = [BatchStream(numbered(11), 8, seed=2).batch(position, rows)["tokens"]
+               for rows in shares]
+      np.testing.assert_array_equal(np.concatenate(parts), whole[np.concatenate(shares)])
+
+
 def test_a_batch_carries_the_rows_of_all_three_arrays():
   seqs = build()
   stream = BatchStream(seqs, 2, seed=0)

@@ -241,11 +241,15 @@ def test_an_in_memory_model_is_labelled_by_model_name(text_sampler):
 def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(eval_run):
   _, records, _, _ = eval_run
   lines = report.format_table(records).splitlines()
+  groups = report.group_names(records)  # arith: addition / multiplication, those drawn
+  assert groups and set(groups) <= {"addition", "multiplication"}
   assert lines[0].split() == ["task", "protocol", "search", "steps", "n", "accuracy",
+                              *(w for g in groups for w in ("acc", g)),
                               "answered", "digit_accuracy", "format", "NFE/prompt",
                               "scorer", "NFE", "tok/s", "seconds"]
   assert [line.split()[3] for line in lines[1:]] == ["16", "4", "2"]
-  assert [line.split()[9] for line in lines[1:]] == ["16", "4", "2"]  # NFE per prompt
+  nfe = 9 + len(groups)  # NFE per prompt, after one accuracy cell per group
+  assert [line.split()[nfe] for line in lines[1:]] == ["16", "4", "2"]
   assert all(line.split()[:2] == ["arith", "compact"] for line in lines[1:])
 
 
@@ -255,7 +259,7 @@ def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(eval_r
 @pytest.mark.parametrize("protocol, task, want", [
     ("compact", "sudoku", dict(gen_length=24, block_length=24, steps=24, temperature=0.0)),
     ("compact", "countdown", dict(gen_length=48, block_length=48, steps=48)),
-    ("compact", "arith", dict(gen_length=64, block_length=64, steps=64)),
+    ("compact", "arith", dict(gen_length=56, block_length=56, steps=56)),
     ("llada", "gsm8k", dict(gen_length=256, block_length=8, steps=256, temperature=0.0)),
     ("llada", "math500", dict(gen_length=512, block_length=64, steps=512)),
     ("d1", "gsm8k", dict(gen_length=256, block_length=32, steps=128, temperature=0.0)),
@@ -475,10 +479,27 @@ def test_a_sudoku_eval_records_and_prints_accuracy_for_unique_and_several(model_
   assert "| 25.0 | 75.0 |" in report.markdown_table([shown])
 
 
+def test_an_arith_eval_reports_addition_and_multiplication_apart(eval_run):
+  cfg, records, lines, gens = eval_run
+  examples = get_task("arith").examples("test", limit=cfg.limit)
+  op = {i: "addition" if e.meta["op"] == "+" else "multiplication"
+        for i, e in enumerate(examples)}
+  for record, line in zip(records, lines):
+    assert line["groups"] == record["groups"]
+    mine = [g for g in gens if g["setting_id"] == record["setting_id"]]
+    assert sum(v["n"] for v in record["groups"].values()) == len(mine) == cfg.limit
+    for name, got in record["groups"].items():
+      scores = [g["score"]["correct"] for g in mine if op[g["index"]] == name]
+      assert got == {"n": len(scores), "accuracy": pytest.approx(np.mean(scores))}
+
+
 def test_a_task_without_groups_records_none(eval_run):
   _, records, _, _ = eval_run
-  assert all("groups" not in r for r in records)
-  assert "acc" not in report.format_table(records).splitlines()[0].split()
+  gens = [{"index": 0, "score": {"correct": 1.0}}]
+  examples = get_task("countdown").examples("test", limit=1)
+  assert evaluate.group_accuracy(get_task("countdown"), examples, gens) is None
+  plain = [{k: v for k, v in r.items() if k != "groups"} for r in records]
+  assert "acc" not in report.format_table(plain).splitlines()[0].split()
 
 
 def test_the_search_options_for_several_answers_name_their_settings_apart():

@@ -189,6 +189,7 @@ class _RecordingSampler:
 
   def __init__(self):
     self.configs = []
+    self.mesh = None  # one device
 
   def encode_prompts(self, prompts):
     return (np.zeros((len(prompts), 4), np.int32),)

@@ -76,7 +76,7 @@ def test_the_spec_is_frozen_with_every_key_declared_and_defaulted():
   assert (spec.root, spec.concurrency, spec.backend, spec.set, spec.runs) == (
       "runs/sweeps", 1, "local", (), ())
   assert spec.ray == RayOptions() and spec.ray.resources == {"CPU": 1}
-  assert (spec.ray.address, spec.ray.hosts, spec.ray.max_retries) == (None, 1, 3)
+  assert (spec.hosts, spec.ray.address, spec.ray.max_retries) == (1, None, 3)
   with pytest.raises(dataclasses.FrozenInstanceError):
     spec.name = "t"
   built = SweepSpec.from_mapping({"name": "s", "command": "train", "config": "tiny",
@@ -103,7 +103,9 @@ def test_the_spec_is_frozen_with_every_key_declared_and_defaulted():
     ({"name": "x", "command": "train", "config": "tiny", "backend": "slurm"}, "backend"),
     ({"name": "x", "command": "train", "config": "tiny", "backend": "ray",
       "root": "runs/sweeps"}, "absolute path on storage every node sees"),
-    ({"name": "x", "command": "train", "config": "tiny", "ray": {"hosts": 2}}, "hosts > 1"),
+    ({"name": "x", "command": "train", "config": "tiny", "ray": {"hosts": 2}},
+     "ray.hosts is now the sweep's own key hosts:"),
+    ({"name": "x", "command": "train", "config": "tiny", "hosts": 0}, "sweep hosts"),
     ({"name": "x", "command": "script"}, "script:"),
     ({"name": "x", "command": "train", "config": "tiny",
       "ray": {"resources": {"GPU": -1}}}, r"ray.resources.GPU must be a number >= 0"),
@@ -115,9 +117,11 @@ def test_bad_sweep_files_are_refused(tmp_path, spec, match):
 
 def test_a_sweeps_eval_keys_are_the_options_of_mro_eval():
   """The sweep checks `eval:` against EvalConfig's options (not the CLI parser); the two
-  name the same keys, less those the CLI or the sweep owns (--plot, --out)."""
+  name the same keys, less those the CLI or the sweep owns (--plot, --out, and joining
+  the other processes of a multi-host run, which the sweep's environment says)."""
   verbs = next(a for a in cli.build_parser()._actions if a.dest == "verb")
-  flags = {a.dest for a in verbs.choices["eval"]._actions} - {"help", "plot", "out"}
+  flags = {a.dest for a in verbs.choices["eval"]._actions} - {
+      "help", "plot", "out", "coordinator", "num_processes", "process_id"}
   assert flags == set(option_names()) - {"out"}
 
 
@@ -230,6 +234,40 @@ def test_runs_may_name_their_own_command_and_an_eval_only_run_its_model(tmp_path
   assert train_cmd[:4] == ["mro", "reject-sample", "--config", "mro_sudoku"]
   assert train_cmd[-4:] == ["--set", "train.steps=2", "--set", "search.k=2"]
   assert eval_cmd[:4] == ["mro", "eval", "--model", str(rs.workdir / "best")]
+
+
+def test_a_verb_on_several_hosts_joins_by_itself_from_the_environment(tmp_path):
+  from mro.sweeps.execute import Host, argv
+  spec = {"name": "h", "command": "train", "config": "tiny", "hosts": 2,  # local backend
+          "runs": [{"name": "two"}, {"name": "one", "hosts": 1}]}
+  two, one = runs_of(tmp_path, spec)
+  assert (two.hosts, one.hosts) == (2, 1)
+  host = Host("h0:1234", 1, 2, 10)
+  (cmd,) = sweeps.commands(two)
+  assert argv(cmd, host)[:4] == [sys.executable, "-m", "mro.cli", "train"]
+  assert argv(["python", "s.py"], host)[:3] == [sys.executable, "-m", "mro.sweeps.host"]
+  assert host.env() == {"MRO_COORDINATOR_ADDRESS": "h0:1234", "MRO_NUM_PROCESSES": "2",
+                        "MRO_PROCESS_ID": "1", "MRO_HEARTBEAT_S": "10"}
+
+
+def test_a_local_group_stops_its_other_processes_when_one_fails(tmp_path, monkeypatch):
+  """The local multi-process mode: process 1 fails at once, process 0 would run for a
+  minute; the group ends with process 1's exit code within seconds, nothing marked done."""
+  import subprocess
+  import time
+  from mro.sweeps import local
+
+  def execute(run, env, *, host, started, **kw):
+    proc = subprocess.Popen(["sleep", "60"] if host.process_id == 0 else
+                            [sys.executable, "-c", "import sys; sys.exit(3)"])
+    started(proc)
+    return proc.wait() or 0
+
+  monkeypatch.setattr(local, "execute", execute)
+  (run,) = runs_of(tmp_path, {"name": "g", "command": "train", "config": "tiny", "hosts": 2})
+  t0 = time.monotonic()
+  assert local.run_group(run, {}) == 3
+  assert time.monotonic() - t0 < 30 and not sweeps.is_done(run)
 
 
 @pytest.mark.parametrize("path", sorted(

@@ -1,7 +1,8 @@
 """The Ray backend on a real local Ray cluster (2 CPUs, started by `ray.init`): the same
 3-run sweep as the local backend, one of its runs killed mid-way (its Ray worker, by PID)
-and retried from its checkpoint, a relaunch that starts nothing, and a 2-host run whose two
-processes join with jax.distributed as tests/test_multihost.py's do by hand.
+and retried from its checkpoint, a relaunch that starts nothing, and a 2-host `mro train`
+(`hosts: 2`) whose process 1 is killed: the group starts again and ends as the same run
+does uninterrupted on the local backend's multi-process mode.
 
 Skipped only when Ray is not importable (`pip install -e .[ray]`; CI installs it)."""
 
@@ -26,33 +27,8 @@ pytestmark = [pytest.mark.integration,  # a local Ray cluster (and two hosts on 
 from mro import sweeps  # noqa: E402
 from mro.files import parse_jsonl_line  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
 VICTIM = "lr-0.002"  # the run whose worker is killed
 STEPS, EVERY = "train.steps=200", "train.checkpoint_every=20"
-
-# The two-process test's training step (tests/multihost_worker.py), as a sweep run's
-# program: the Ray backend has already joined the processes with jax.distributed.
-# In the first attempt, process 1 kills itself once joined: the group must start again.
-TWO_HOST_SCRIPT = f"""import json, os, signal, sys
-from pathlib import Path
-import jax
-sys.path.insert(0, {str(TESTS)!r})
-import multihost_worker as mw
-from models.sharding import MeshConfig, host_array, make_mesh, shard_batch
-workdir = sys.argv[sys.argv.index("--workdir") + 1]
-marker = Path(workdir) / "process1_died"
-if jax.process_index() == 1 and not marker.exists():
-  marker.write_text("")
-  os.kill(os.getpid(), signal.SIGKILL)
-mesh = make_mesh(MeshConfig(*mw.MESH))
-_, state, step = mw.train_setup(mesh)
-state, metrics = step(state, shard_batch(mw.fixed_batch(), mesh))
-loss = float(host_array(metrics["loss"]))
-if jax.process_index() == 0:
-  with open(workdir + "/loss.json", "w") as f:
-    json.dump({{"loss": loss, "processes": jax.process_count(),
-               "devices": jax.device_count()}}, f)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -191,28 +167,73 @@ def test_relaunching_a_finished_sweep_on_ray_starts_nothing(local_sweep, ray_swe
   assert [p.stat().st_mtime for p in metrics] == mtimes
 
 
-def test_a_two_host_run_on_ray_trains_like_the_two_process_test_after_a_process_dies(
-    cluster, tmp_path):
-  import multihost_worker as mw
-  from models.sharding import MeshConfig, make_mesh, shard_batch
-  script = tmp_path / "two_host_step.py"
-  script.write_text(TWO_HOST_SCRIPT)
-  spec = {"name": "mh", "command": "script", "script": str(script), "backend": "ray",
-          "root": str(tmp_path), "env": {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-          "ray": {"hosts": 2, "placement": "SPREAD", "heartbeat_s": 10},
-          "runs": [{"name": "step"}]}
-  path = tmp_path / "mh.yaml"
+# A 2-host `mro train` (one (2, 2, 2) mesh over 2 processes with 4 CPU devices each).
+TWO_HOSTS = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "model.n_layers=1",
+             "train.steps=12", "train.checkpoint_every=4"]
+
+
+def two_host_sweep(tmp: Path, tiny_sets, backend: str) -> Path:
+  spec = {"name": "mh", "command": "train", "config": "tiny", "backend": backend,
+          "root": str(tmp / backend), "set": [*tiny_sets, *TWO_HOSTS], "hosts": 2,
+          "env": {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+          "ray": {"placement": "SPREAD", "heartbeat_s": 10, "max_retries": 2},
+          "runs": [{"name": "t"}]}
+  path = tmp / f"mh_{backend}.yaml"
   path.write_text(yaml.safe_dump(spec))
-  events = []
-  sweeps.run_sweep(path, on_event=events.append)
-  workdir = tmp_path / "mh" / "step"
-  result = json.loads((workdir / "loss.json").read_text())
-  assert result["processes"] == 2 and result["devices"] == 8
-  mesh = make_mesh(MeshConfig())  # the same step in this process, on one device
-  _, state, step = mw.train_setup(mesh)
-  _, metrics = step(state, shard_batch(mw.fixed_batch(), mesh))
-  np.testing.assert_allclose(result["loss"], float(metrics["loss"]), rtol=1e-6)
-  assert (workdir / "done.json").exists() and (workdir / "sweep.host1.log").exists()
-  assert (workdir / "process1_died").exists()  # and the group started again
+  return path
+
+
+def _program_of(process_id: int, workdir: Path) -> int | None:
+  """The pid of the `mro train` program that is process `process_id` of the run."""
+  for entry in Path("/proc").iterdir():
+    try:
+      if not entry.name.isdigit() or str(workdir) not in (entry / "cmdline").read_text():
+        continue
+      environ = (entry / "environ").read_bytes().split(b"\0")
+    except OSError:
+      continue
+    if f"MRO_PROCESS_ID={process_id}".encode() in environ and b"mro.cli" in \
+        (entry / "cmdline").read_bytes():
+      return int(entry.name)
+  return None
+
+
+def _kill_process_1(workdir: Path, record: dict) -> None:
+  """Once a checkpoint is complete and a later step is logged, SIGKILLs process 1."""
+  deadline = time.monotonic() + 900
+  while time.monotonic() < deadline and not (workdir / "done.json").exists():
+    ckpts = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+    lines = (workdir / "metrics.jsonl").read_text().splitlines() \
+        if (workdir / "metrics.jsonl").exists() else []
+    last = parse_jsonl_line(lines[-1]) if lines else None
+    if ckpts and last and last["step"] > max(ckpts) and (pid := _program_of(1, workdir)):
+      os.kill(pid, signal.SIGKILL)
+      record.update(checkpoint=max(ckpts), step=last["step"], pid=pid)
+      return
+    time.sleep(0.02)
+
+
+def test_a_two_host_train_run_restarts_as_a_group_when_process_1_dies_and_ends_as_if_not(
+    cluster, tmp_path, tiny_train_sets):
+  """`hosts: 2, command: train`: on the local backend's multi-process mode, uninterrupted;
+  on Ray, process 1's program is killed mid-run, the group starts again and resumes from
+  its checkpoint, and ends with the uninterrupted run's losses and weights."""
+  sweeps.run_sweep(two_host_sweep(tmp_path, tiny_train_sets, "local"))
+  local_wd, ray_wd = tmp_path / "local" / "mh" / "t", tmp_path / "ray" / "mh" / "t"
+  assert (local_wd / "done.json").exists() and (local_wd / "sweep.host1.log").exists()
+  events, killed = [], {}
+  killer = threading.Thread(target=_kill_process_1, args=(ray_wd, killed))
+  killer.start()
+  sweeps.run_sweep(two_host_sweep(tmp_path, tiny_train_sets, "ray"), on_event=events.append)
+  killer.join()
+  assert killed, "the run finished before process 1 could be killed"
   assert [e.kind for e in events] == ["started", "retried", "finished"]
   assert all("2 hosts, coordinator" in e.text for e in events[:2])
+  assert _losses(ray_wd) == _losses(local_wd) and len(_losses(ray_wd)) == 12
+  got = load_file(ray_wd / "model" / "model.safetensors")
+  want = load_file(local_wd / "model" / "model.safetensors")
+  assert got.keys() == want.keys()
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  log = (ray_wd / "sweep.host1.log").read_text()  # process 1: two attempts, one killed
+  assert log.count("=== ") == 3 and "=== exit -9" in log

@@ -8,19 +8,28 @@ from rewards.tasks import ArithTask, get_task
 from rewards.tasks import arith as A
 
 
-def test_the_addition_scratchpad_goes_column_by_column_with_carries():
-  assert A.compact_target(478, "+", 365) == (
-      "<think>8+5+0=13,7+6+1=14,4+3+1=08</think><answer>843</answer>")
-  assert A.compact_target(999, "+", 1) == (
-      "<think>9+1+0=10,9+0+1=10,9+0+1=10</think><answer>1000</answer>")
-  assert A.compact_target(0, "+", 0) == "<think>0+0+0=00</think><answer>0</answer>"
+def test_the_addition_scratchpad_goes_column_by_column_with_carries_most_significant_first():
+  assert A.compact_target(478, "+", 365, 3) == (
+      "<think>4+3+1=08,7+6+1=14,8+5+0=13</think><answer>0843</answer>")
+  assert A.compact_target(999, "+", 1, 3) == (
+      "<think>9+0+1=10,9+0+1=10,9+1+0=10</think><answer>1000</answer>")
+  assert A.compact_target(7, "+", 5, 3) == (
+      "<think>0+0+0=00,0+0+1=01,7+5+0=12</think><answer>0012</answer>")
+  # operands wider than the width get every column
+  assert A.compact_target(1234, "+", 1, 2).count("=") == 4
 
 
-def test_the_multiplication_scratchpad_writes_reversed_partials_and_running_sums():
-  assert A.compact_target(478, "*", 365) == (
-      "<think>5>0932,6>08682=07013,3>004341=074471</think><answer>174470</answer>")
-  assert A.compact_target(12, "*", 3) == "<think>3>63</think><answer>36</answer>"
-  assert A.compact_target(7, "*", 10) == "<think>0>0,1>07=07</think><answer>70</answer>"
+def test_the_multiplication_scratchpad_writes_padded_partials_and_running_sums():
+  assert A.compact_target(478, "*", 365, 3) == (
+      "<think>3>143400=174470,6>028680=031070,5>002390</think><answer>174470</answer>")
+  assert A.compact_target(12, "*", 3, 2) == (
+      "<think>0>0000=0036,3>0036</think><answer>0036</answer>")
+
+
+def test_compact_prompts_are_zero_padded_to_the_widest_operand():
+  task = get_task("arith")
+  assert task._example("x", 478, "+", 65, "compact").prompt == "00478+00065="
+  assert task._example("x", 7, "*", 65, "compact").prompt == "007*065="
 
 
 def _replay_addition(steps):
@@ -34,16 +43,29 @@ def _replay_addition(steps):
   return int(("1" if carry else "") + "".join(reversed(digits)))
 
 
-def _replay_multiplication(a, b, steps):
+def _replay_multiplication(a, b, rows):
   running = 0
-  for j, step in enumerate(steps):
+  for j, (digit, partial, total) in enumerate(rows):
+    assert digit == (b // 10**j) % 10 and partial == a * digit * 10**j
+    running += partial
+    assert total == running
+  return running
+
+
+def _replay_compact(text):
+  """The answer a reader computes from the compact scratchpad alone (most significant
+  step first, every number zero-padded)."""
+  think = text[len("<think>"):text.index("</think>")].split(",")[::-1]
+  if "+" in think[0]:
+    return _replay_addition(think)
+  running = 0
+  for j, step in enumerate(think):
     digit, rest = step.split(">")
     partial, _, total = rest.partition("=")
-    assert int(digit) == int(str(b)[::-1][j])
-    assert partial.startswith("0" * j) and int(partial[::-1]) == a * int(digit) * 10**j
-    running += int(partial[::-1])
+    assert int(partial) % 10**j == 0
+    running += int(partial)
     if j:
-      assert int(total[::-1]) == running
+      assert int(total) == running
   return running
 
 
@@ -51,16 +73,23 @@ def test_replaying_the_scratchpad_digit_by_digit_gives_the_answer():
   rng = random.Random(0)
   for _ in range(300):
     a, b = rng.randint(0, 10**rng.randint(1, 7)), rng.randint(0, 10**rng.randint(1, 7))
-    assert _replay_addition(A.addition_steps(a, b)) == a + b
-    assert _replay_multiplication(a, b, A.multiplication_steps(a, b)) == a * b
+    width = rng.randint(0, 8)
+    assert _replay_addition(A.addition_steps(a, b, width)) == a + b
+    assert _replay_multiplication(a, b, A.multiplication_steps(a, b, width)) == a * b
+    for op in "+*":
+      text = A.compact_target(a, op, b, width)
+      assert _replay_compact(text) == A.compute(a, op, b)
+      # every step of one target has the same width: a digit's place is its column
+      assert len({len(step) for step in text[7:text.index("</")].split(",")[:-1]}) <= 1
 
 
-def test_default_targets_fit_a_96_token_generation():
+def test_default_targets_fit_a_56_token_generation():
   task = get_task("arith")
   for e in task.examples("train", limit=2000):
     tags = 4  # <think> </think> <answer> </answer>, one token each
     chars = len(e.target) - sum(len(t) for t in ("<think>", "</think>", "<answer>", "</answer>"))
-    assert chars + tags <= 60, e.target
+    assert chars + tags <= 56, e.target
+    assert task.score(e, e.target)["correct"] == 1.0
 
 
 def test_operands_follow_the_digit_ranges():

@@ -7,7 +7,7 @@ Explicit options override it; the results record the resolved values.
 
   protocol  style     gen_length               block_length               steps  temp
   compact   compact   sudoku 24, countdown 48,  gen_length (one block);    L      0
-                      arith 64; gsm8k 256,      gsm8k 32, math500 64
+                      arith 56; gsm8k 256,      gsm8k 32, math500 64
                       math500 512
   llada     protocol  256; math500 512          8; math500 64              L      0
   d1        protocol  256                       32                         L/2    0
@@ -139,7 +139,7 @@ def get_protocol(name: str, task: str | None = None) -> Protocol:
 
 register(Protocol("compact", style="compact", gen_length=64, block_length=None),
          {"sudoku": {"gen_length": 24}, "countdown": {"gen_length": 48},
-          "arith": {"gen_length": 64},
+          "arith": {"gen_length": 56},
           "gsm8k": {"gen_length": 256, "block_length": 32},
           "math500": {"gen_length": 512, "block_length": 64}})
 # LLaDA's semi-autoregressive settings: GSM8K length 256 block 8, MATH length 512 block 64.

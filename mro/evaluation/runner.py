@@ -43,8 +43,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
+from mro import hosts
 from mro.evaluation.protocols import Protocol
 from mro.evaluation.report import generations_path
 from mro.evaluation.settings import EvalConfig
@@ -114,61 +116,94 @@ def _decode_batch(runner, cfg: EvalConfig, scfg: SamplerConfig, rewards, task, e
                 examples=[examples[i] for i in idx], seed=cfg.seed, row_ids=idx, width=width)
 
 
-def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConfig,
-                 cfg: EvalConfig, rewards: RewardConfig | None = None,
-                 progress: Progress | None = None
-                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """Samples and scores every example at one sampler setting: (metrics, generations)."""
-  start = time.perf_counter()
+def _decode_share(runner, task: Task, examples, prompts, width, scfg: SamplerConfig,
+                  cfg: EvalConfig, rewards: RewardConfig | None, share: np.ndarray,
+                  progress: Progress | None = None) -> dict[str, Any]:
+  """Samples and scores the examples `share` (indices, this process's) at one sampler
+  setting: their generations and what the metrics need of each batch."""
   style = cfg.resolved_protocol().style
-  gens: list[dict[str, Any]] = []
-  batch_seconds, nfe, row_nfe = [], 0, []
-  correction_nfe, remasked = 0, []  # token correction's leave-one-out passes, re-masks
-  for idx, real in batches(len(examples), cfg.batch_size):
+  out_of = {"gens": [], "batch_seconds": [], "first_rows": 0, "nfe": 0, "row_nfe": {},
+            "correction_nfe": 0, "remasked": {}, "counts": None}
+  for k, (pos, real) in enumerate(batches(len(share), cfg.batch_size)):
+    idx = share[pos]
     t0 = time.perf_counter()
     out = _decode_batch(runner, cfg, scfg, rewards, task, examples, prompts, idx, width)
-    batch_seconds.append(time.perf_counter() - t0)
+    out_of["batch_seconds"].append(time.perf_counter() - t0)
+    out_of["first_rows"] += real if k == 0 else 0
     details = out.details()
-    nfe += out.nfe
-    if cfg.search is None:  # a search's passes are the same for every prompt
-      row_nfe += list(out.prompt_nfe[:real])
-    correction_nfe += out.correction_nfe
-    remasked += list(out.remasked[:real])
+    out_of["nfe"] += out.nfe
+    out_of["correction_nfe"] += out.correction_nfe
+    if cfg.search is not None:  # a search's passes are the same for every prompt
+      out_of["counts"] = {"nfe": out.nfe, "scorer_nfe": out.scorer_nfe}
     correct = 0.0
     for j, i in enumerate(idx[:real]):
       ex, text = examples[i], out.texts[j]
       score = task.score(ex, text)
       correct += score["correct"]
-      gens.append({"example_id": ex.id, "index": int(i), "prompt": prompts[i], "output": text,
-                   "extracted_answer": task.extract_answer(text),
-                   "reference_answer": ex.answer, "score": score,
-                   "format_ok": task.format_ok(text, style=style),
-                   **({"search": details[j]} if details is not None else {})})
+      if out.remasked:  # token correction: tokens re-masked in this prompt
+        out_of["remasked"][int(i)] = out.remasked[j]
+      if cfg.search is None:
+        out_of["row_nfe"][int(i)] = out.prompt_nfe[j]
+      out_of["gens"].append(
+          {"example_id": ex.id, "index": int(i), "prompt": prompts[i], "output": text,
+           "extracted_answer": task.extract_answer(text), "reference_answer": ex.answer,
+           "score": score, "format_ok": task.format_ok(text, style=style),
+           **({"search": details[j]} if details is not None else {})})
     if progress is not None:
       progress.update(real, correct)
+  return out_of
+
+
+def _merge(shares: list[dict[str, Any]]) -> dict[str, Any]:
+  """The processes' `_decode_share` results as one: generations and per-row counts in
+  example order, batch counts summed, the slowest process's seconds."""
+  done = [s for s in shares if s["batch_seconds"]]
+  in_order = lambda key: [v for _, v in sorted((i, v) for s in shares
+                                               for i, v in s[key].items())]
+  return {"gens": sorted((g for s in shares for g in s["gens"]), key=lambda g: g["index"]),
+          "sample_seconds": max(sum(s["batch_seconds"]) for s in done),
+          "first_batch_seconds": max(s["batch_seconds"][0] for s in done),
+          "later_seconds": max(sum(s["batch_seconds"][1:]) for s in done),
+          "first_rows": sum(s["first_rows"] for s in done),
+          "batches": sum(len(s["batch_seconds"]) for s in done),
+          "nfe": sum(s["nfe"] for s in done), "row_nfe": in_order("row_nfe"),
+          "correction_nfe": sum(s["correction_nfe"] for s in done),
+          "remasked": in_order("remasked"), "counts": done[0]["counts"]}
+
+
+def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConfig,
+                 cfg: EvalConfig, rewards: RewardConfig | None = None,
+                 progress: Progress | None = None, share: np.ndarray | None = None
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+  """Samples and scores every example at one sampler setting: (metrics, generations).
+  With several processes each decodes its `share` of the examples (default: all) and
+  every process gets the merged results."""
+  start = time.perf_counter()
+  share = np.arange(len(examples)) if share is None else share
+  m = _merge(hosts.allgather(_decode_share(runner, task, examples, prompts, width, scfg,
+                                           cfg, rewards, share, progress)))
+  gens, n, counts, n_batches = m["gens"], len(examples), m["counts"], m["batches"]
   scores = [g["score"] for g in gens]
-  sample_seconds, n_batches = sum(batch_seconds), len(batch_seconds)
-  later = sum(batch_seconds[1:])  # the first batch includes this setting's compile
-  counts = None if cfg.search is None else {"nfe": out.nfe, "scorer_nfe": out.scorer_nfe}
   metrics = {
       "accuracy": float(np.mean([s["correct"] for s in scores])),
       "format_rate": float(np.mean([g["format_ok"] for g in gens])),
       "metrics": _mean_scores(scores),
-      "seconds": time.perf_counter() - start, "sample_seconds": sample_seconds,
-      "first_batch_seconds": batch_seconds[0],
-      "tokens_per_second": _rate(len(examples) * scfg.gen_length, sample_seconds),
+      "seconds": time.perf_counter() - start, "sample_seconds": m["sample_seconds"],
+      "first_batch_seconds": m["first_batch_seconds"],
+      "tokens_per_second": _rate(n * scfg.gen_length, m["sample_seconds"]),
       "tokens_per_second_after_first_batch": _rate(
-          (len(examples) - min(cfg.batch_size, len(examples))) * scfg.gen_length, later),
+          (n - m["first_rows"]) * scfg.gen_length, m["later_seconds"]),
       # forward passes per prompt (mask predictor rows: each row's own count when the
       # sampler reports it, as adaptive rules and caches do), and batch-sized passes
       "nfe_per_prompt": (counts["nfe"] if counts is not None else
-                         float(np.mean(row_nfe)) if row_nfe else nfe / n_batches),
-      "nfe": nfe, "batches": n_batches,
+                         float(np.mean(m["row_nfe"])) if m["row_nfe"] else
+                         m["nfe"] / n_batches),
+      "nfe": m["nfe"], "batches": n_batches,
       # forward passes per prompt of the causal perplexity scorer (R_ppl), on top
       "scorer_nfe_per_prompt": 0 if counts is None else counts["scorer_nfe"],
       # mean steps per batch: the steps, or in threshold mode the steps actually taken
-      "denoising_steps": ((nfe - correction_nfe) / n_batches / (2 if scfg.cfg_scale else 1)
-                          if counts is None else scfg.steps),
+      "denoising_steps": ((m["nfe"] - m["correction_nfe"]) / n_batches
+                          / (2 if scfg.cfg_scale else 1) if counts is None else scfg.steps),
   }
   groups = group_accuracy(task, examples, gens)
   if groups is not None:  # accuracy per subset the task names (Sudoku: unique / several)
@@ -177,9 +212,9 @@ def _run_setting(runner, task: Task, examples, prompts, width, scfg: SamplerConf
     stages = np.array([g["search"]["stages_run"] for g in gens])
     metrics["stages_run"] = [float(np.mean(stages >= s + 1)) for s in range(stages.max())]
     metrics["denoising_steps"] = None
-  if remasked:  # token correction: its share of the passes, and how much it re-masked
-    metrics.update(correction_nfe=correction_nfe,
-                   remasked_per_prompt=float(np.mean(remasked)))
+  if m["remasked"]:  # token correction: its share of the passes, and how much it re-masked
+    metrics.update(correction_nfe=m["correction_nfe"],
+                   remasked_per_prompt=float(np.mean(m["remasked"])))
   return metrics, gens
 
 
@@ -227,37 +262,13 @@ def data_digest(examples: Sequence[Example]) -> str:
   return h.hexdigest()
 
 
-def results_lock(out: str | Path | None):
-  """The lock an eval holds on its results file while it runs (none without `out`)."""
-  if out is None:
-    return contextlib.nullcontext()
-  out = Path(out)
-  make_directory(out.parent, "the directory of --out")
-  return locks.hold(out.with_name(out.name + ".lock"), f"results file {out}",
-                    other="use another --out")
-
-
-def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
-             on_record: Callable[[dict[str, Any]], None] | None = None,
-             progress: bool = True) -> list[dict[str, Any]]:
-  """Runs `cfg` on `model` (a model dir/workdir, `default`, `default-mro`, a TextSampler
-  or `load_inference_model`'s tuple); returns one record per steps value (also appended
-  to cfg.out when set, holding its lock; settings already there are returned from the
-  file unless cfg.force). `model_name` labels an in-memory model in the records."""
-  with results_lock(cfg.out):
-    return _run_eval(model, cfg, model_name, on_record, progress)
-
-
-def _run_eval(model, cfg: EvalConfig, model_name: str | None,
-              on_record: Callable[[dict[str, Any]], None] | None,
-              progress: bool) -> list[dict[str, Any]]:
-  settings = cfg.sampler_configs()
+def _open(model, cfg: EvalConfig, model_name: str | None):
+  """(record fields shared by every setting, examples, prompts, sampler, rewards, scorer)."""
   protocol = cfg.resolved_protocol()
   task = get_task(cfg.task)
   label = _model_label(model, model_name)
   rewards, scorer = _rewards_and_scorer(cfg, model)
-  shipped_name = model if isinstance(model, (str, Path)) else None
-  if shipped_name is not None:
+  if isinstance(model, (str, Path)):
     model = resolve_model(model, cfg.task)
   examples = task.examples(cfg.split, path=cfg.data, limit=protocol.limit, seed=cfg.data_seed,
                            style=protocol.style)
@@ -267,10 +278,8 @@ def _run_eval(model, cfg: EvalConfig, model_name: str | None,
   sampler = text_sampler(model)
   prompts = build_prompts(examples, sampler.tokenizer, protocol)
   width = sampler.encode_prompts(prompts)[0].shape[1]
-  for scfg in settings:
+  for scfg in cfg.sampler_configs():
     check_lengths(width, scfg, sampler.model_cfg.max_seq_len)
-  run_id = (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
-            + "-" + uuid.uuid4().hex[:6])
   base = {"model": label, "commit": paths.git_commit(),
           "model_path": paths.relative(model) if isinstance(model, Path) else None,
           "model_digest": model_digest(model) if isinstance(model, Path) else None,
@@ -283,12 +292,54 @@ def _run_eval(model, cfg: EvalConfig, model_name: str | None,
           "assistant_prefix": protocol.assistant_prefix, "seed": cfg.seed,
           "data_seed": cfg.data_seed, "batch_size": cfg.batch_size, "prompt_width": width,
           "scorer": paths.relative(scorer),
-          "scorer_digest": None if scorer is None else model_digest(scorer)}
-  done = {} if cfg.out is None or cfg.force else \
-      {setting_key(r): r for r in read_jsonl(cfg.out)}
+          "scorer_digest": None if scorer is None else model_digest(scorer),
+          "processes": jax.process_count()}
+  return base, examples, prompts, sampler, rewards, scorer
+
+
+def results_lock(out: str | Path | None):
+  """The lock an eval holds on its results file while it runs (none without `out`). With
+  several processes process 0, the one writer, holds it for all; its refusal stops all."""
+  if out is None:
+    return contextlib.nullcontext()
+  out = Path(out)
+
+  def hold():
+    make_directory(out.parent, "the directory of --out")
+    return locks.hold(out.with_name(out.name + ".lock"), f"results file {out}",
+                      other="use another --out")
+  return hosts.held_by_main(hold)
+
+
+def run_eval(model, cfg: EvalConfig, *, model_name: str | None = None,
+             on_record: Callable[[dict[str, Any]], None] | None = None,
+             progress: bool = True) -> list[dict[str, Any]]:
+  """Runs `cfg` on `model` (a model dir/workdir, `default`, `default-mro`, a TextSampler
+  or `load_inference_model`'s tuple); returns one record per steps value (also appended
+  to cfg.out when set, holding its lock; settings already there are returned from the
+  file unless cfg.force). `model_name` labels an in-memory model in the records.
+
+  With several processes (`mro.hosts`) every one runs this: each decodes an equal run
+  of the examples (on its own devices), and process 0 writes the merged records and
+  generations, in example order, as one process would."""
+  hosts.agree("eval setting", {"model": str(model_name or model), **{
+      k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}})
+  with results_lock(cfg.out):
+    return _run_eval(model, cfg, model_name, on_record, progress)
+
+
+def _run_eval(model, cfg: EvalConfig, model_name: str | None,
+              on_record: Callable[[dict[str, Any]], None] | None,
+              progress: bool) -> list[dict[str, Any]]:
+  base, examples, prompts, sampler, rewards, scorer = _open(model, cfg, model_name)
+  task = get_task(cfg.task)
+  run_id = hosts.broadcast(datetime.datetime.now(datetime.timezone.utc).strftime(
+      "%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+  done = {} if cfg.out is None or cfg.force else hosts.on_main(
+      lambda: {setting_key(r): r for r in read_jsonl(cfg.out)})
   runner = None
   records = []
-  for scfg in settings:
+  for scfg in cfg.sampler_configs():
     record = {**base, "sampler": dataclasses.asdict(scfg), "steps": scfg.steps,
               **_search_fields(cfg, scfg, rewards)}
     record["setting_key"] = setting_key(record)
@@ -301,18 +352,21 @@ def _run_eval(model, cfg: EvalConfig, model_name: str | None,
       continue
     if runner is None:  # the scorer is loaded once, and only for a setting that runs
       runner = search_runner(sampler, scorer)
-    bar = Progress(f"{cfg.task} steps={scfg.steps}", len(examples)) if progress else None
+    shares = np.array_split(np.arange(len(examples)), jax.process_count())
+    bar = Progress(f"{cfg.task} steps={scfg.steps}", len(shares[0])) \
+        if progress and hosts.is_main() else None
     try:
-      metrics, gens = _run_setting(runner, task, examples, prompts, width, scfg, cfg,
-                                   rewards, bar)
+      metrics, gens = _run_setting(runner, task, examples, prompts, base["prompt_width"],
+                                   scfg, cfg, rewards, bar, shares[jax.process_index()])
     finally:
       if bar is not None:
         bar.close()
     setting_id = f"{run_id}-s{scfg.steps}"
-    record = {"setting_id": setting_id,
-              "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                  timespec="seconds"), **record, "n": len(examples), **metrics}
-    if cfg.out is not None:
+    record = hosts.broadcast({  # process 0's (its timing), on every process
+        "setting_id": setting_id, "timestamp": datetime.datetime.now(
+            datetime.timezone.utc).isoformat(timespec="seconds"),
+        **record, "n": len(examples), **metrics})
+    if cfg.out is not None and hosts.is_main():
       append_jsonl(generations_path(cfg.out),
                    [{"setting_id": setting_id, "steps": scfg.steps, **g} for g in gens])
       append_jsonl(Path(cfg.out), [record])

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from models.sharding import host_array
+from models.sharding import data_parallel_size, host_array
 from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
 from mro.messages import quoted
@@ -81,6 +81,13 @@ class TextSampler:
       text = self.tokenizer.decode(truncate_at_eos(response, self.tokenizer.special.eos))
       results.append(Generation(text, response, steps[prompt_len:].tolist()))
     return results
+
+
+def batch_rows(n: int, most: int, mesh=None) -> int:
+  """Rows per sampler batch for `n` prompts: `most` (`n` if fewer), rounded up to a
+  multiple of the mesh's data-parallel size (the padding rows of `batches` are dropped)."""
+  dp = data_parallel_size(mesh)
+  return -(-min(most, n) // dp) * dp
 
 
 def batches(n: int, batch_size: int) -> list[tuple[np.ndarray, int]]:

@@ -14,15 +14,18 @@ A sweep file (YAML, or Python defining `SWEEP = {...}`) holds (spec.py declares 
     eval: {task: sudoku, steps: "L,L/2,L/4", model: best, limit: 256}
     env: {WANDB_MODE: offline}        # added to every run's environment
     concurrency: 1                    # local backend: runs at a time
+    hosts: 1                          # processes per run (docs/multihost.md); a run's
+                                      # entry may set its own
     backend: local                    # or ray (docs/sweeps.md): then root must be an
     ray: {address: auto, resources: {CPU: 8, GPU: 1}, max_retries: 3}  # absolute path
                                       # on storage every node sees
 
 Each run is a chain of processes (`mro VERB ...`, or `python SCRIPT --workdir DIR ARGS`
-for command script) whose output goes to `sweep.log` in its workdir. A run is finished
-when its workdir holds `done.json`; relaunching the sweep skips finished runs and resumes
-the others (training resumes from its checkpoints). The summary (summary.jsonl and a
-table in summary.md) is built only by reading the workdirs.
+for command script) whose output goes to `sweep.log` in its workdir; with `hosts: N`,
+N such chains joined by jax.distributed (Ray: one per node; local: N processes here). A
+run is finished when its workdir holds `done.json`; relaunching the sweep skips finished
+runs and resumes the others (training resumes from its checkpoints). The summary
+(summary.jsonl and a table in summary.md) is built only by reading the workdirs.
 """
 
 from mro.sweeps.driver import SweepFailed, run_sweep, with_overrides

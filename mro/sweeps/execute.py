@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from mro import paths
 from mro.files import write_atomic
@@ -49,12 +49,13 @@ def run_env(sweep_env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, 
 
 
 def argv(command: list[str], host: Host | None = None) -> list[str]:
-  """The process for one of `commands(run)`: `python -m mro.cli ...` or `python SCRIPT ...`;
-  on several hosts, behind `python -m mro.sweeps.host` (jax.distributed first)."""
-  if host is not None:
-    return [sys.executable, "-m", "mro.sweeps.host", *command]
+  """The process for one of `commands(run)`: `python -m mro.cli ...` (on several hosts the
+  verb joins the others itself, from `Host.env`) or `python SCRIPT ...` (on several hosts
+  behind `python -m mro.sweeps.host`, which joins them first)."""
   if command[0] == "mro":
     return [sys.executable, "-m", "mro.cli", *command[1:]]
+  if host is not None:
+    return [sys.executable, "-m", "mro.sweeps.host", *command]
   return [sys.executable, *command[1:]]
 
 
@@ -75,10 +76,11 @@ def working_dir(driver_cwd: str) -> str:
 
 def execute(run: Run, env: Mapping[str, str], *, host: Host | None = None,
             tie_to_parent: bool = False, write_done: bool = True, note: str = "",
-            cwd: str | None = None) -> int:
+            cwd: str | None = None,
+            started: Callable[[subprocess.Popen], None] | None = None) -> int:
   """Runs the run's programs (in `cwd`, default this process's); returns 0, or the first
   failing exit code (negative: the process was killed by that signal). `tie_to_parent`:
-  the programs die with this process.
+  the programs die with this process; `started` is given each program's process.
   A rerun keeps what the run's programs already wrote: `mro eval` skips the settings its
   results file holds (their keys name the model and the decode), so an eval interrupted
   after some settings reruns only the rest. `write_done` marks the run finished after the
@@ -95,6 +97,8 @@ def execute(run: Run, env: Mapping[str, str], *, host: Host | None = None,
       log.flush()
       proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                               preexec_fn=_die_with_parent if tie_to_parent else None)
+      if started is not None:
+        started(proc)
       if code := proc.wait():
         log.write(f"=== exit {code}\n")
         return code

@@ -1,8 +1,9 @@
-"""`python -m mro.sweeps.host PROGRAM ...`: one process of a multi-host sweep run.
+"""`python -m mro.sweeps.host PROGRAM ...`: one process of a multi-host sweep run of a
+user's script (the `mro` verbs join by themselves, `mro.hosts`).
 
 Joins the run's other processes with `jax.distributed.initialize` (coordinator address,
 process count and id from MRO_COORDINATOR_ADDRESS, MRO_NUM_PROCESSES, MRO_PROCESS_ID, set
-by the Ray backend), then runs PROGRAM in this process as if started directly:
+by the sweep backends), then runs PROGRAM in this process as if started directly:
 `mro VERB ARGS...` or `python SCRIPT ARGS...`. The program sees the global devices of
 every process (`jax.devices()`, `jax.process_index()`).
 """
@@ -13,21 +14,13 @@ import os
 import runpy
 import sys
 
-import jax
-
-
-def initialize() -> None:
-  jax.distributed.initialize(
-      coordinator_address=os.environ["MRO_COORDINATOR_ADDRESS"],
-      num_processes=int(os.environ["MRO_NUM_PROCESSES"]),
-      process_id=int(os.environ["MRO_PROCESS_ID"]), initialization_timeout=300,
-      heartbeat_timeout_seconds=int(os.environ.get("MRO_HEARTBEAT_S", "100")))
+from mro import hosts
 
 
 def main(argv: list[str]) -> None:
   if len(argv) < 2 or argv[0] not in ("mro", "python"):
     raise SystemExit("usage: python -m mro.sweeps.host (mro VERB | python SCRIPT) ARGS...")
-  initialize()
+  hosts.join()  # from the MRO_* environment
   if argv[0] == "mro":
     sys.argv = argv
     runpy.run_module("mro.cli", run_name="__main__", alter_sys=True)

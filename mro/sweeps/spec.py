@@ -81,7 +81,6 @@ class RayOptions:
   address: str | None = None  # None: RAY_ADDRESS, a running local cluster or a new one;
   # "auto": the cluster started on this machine by `ray start`; "ray://host:10001" (client)
   resources: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"CPU": 1})
-  hosts: int = 1  # processes per run, joined by jax.distributed (per host: `resources`)
   max_retries: int = 3  # a run whose process or node dies is restarted (and resumes)
   placement: str = "STRICT_SPREAD"  # hosts > 1: a Ray placement-group strategy
   heartbeat_s: int = 100  # hosts > 1: jax.distributed heartbeat timeout
@@ -90,7 +89,6 @@ class RayOptions:
     if self.address is not None and not isinstance(self.address, str):
       raise ValueError(f"ray.address must be a string, got {quoted(self.address)}")
     object.__setattr__(self, "resources", _resources("ray.resources", self.resources))
-    _positive_int("ray.hosts", self.hosts)
     _positive_int("ray.max_retries", self.max_retries, 0)
     _positive_int("ray.heartbeat_s", self.heartbeat_s)
     if self.placement not in PLACEMENTS:
@@ -108,7 +106,7 @@ class RunSpec:
   model: str | None = None  # command eval: the model evaluated (default: eval.model)
   script: str | None = None  # command script: a Python file run as the run's program
   args: tuple[str, ...] = ()  # command script: its arguments (after --workdir DIR)
-  hosts: int | None = None  # default: ray.hosts
+  hosts: int | None = None  # default: the sweep's hosts
   resources: Mapping[str, float] | None = None  # default: ray.resources
 
   def __post_init__(self):
@@ -138,6 +136,7 @@ class SweepSpec:
   env: Mapping[str, str] = dataclasses.field(default_factory=dict)
   root: str = "runs/sweeps"  # workdirs: <root>/<name>/<run>
   concurrency: int = 1  # local backend: runs at a time
+  hosts: int = 1  # processes per run, joined by jax.distributed (Ray: one per bundle)
   backend: str = "local"
   ray: RayOptions = dataclasses.field(default_factory=RayOptions)
   script: str | None = None
@@ -150,6 +149,7 @@ class SweepSpec:
     if self.backend not in BACKENDS:
       raise ValueError(f"sweep backend must be one of {BACKENDS}, got {quoted(self.backend)}")
     _positive_int("sweep concurrency", self.concurrency)
+    _positive_int("sweep hosts", self.hosts)
     if not isinstance(self.root, str) or not self.root:
       raise ValueError(f"sweep root must be a path, got {quoted(self.root)}")
     if self.backend == "ray" and not Path(self.root).expanduser().is_absolute():
@@ -161,6 +161,9 @@ class SweepSpec:
                                      _mapping("sweep env", self.env).items()})
     object.__setattr__(self, "grid", _grid(self.grid))
     if isinstance(self.ray, Mapping):
+      if "hosts" in self.ray:
+        raise ValueError("ray.hosts is now the sweep's own key hosts: (it applies to the "
+                         "local backend too); move it out of ray:")
       object.__setattr__(self, "ray", _build(RayOptions, self.ray, "ray"))
     runs = self.runs if isinstance(self.runs, (list, tuple)) else _strings("runs", self.runs)
     object.__setattr__(self, "runs", tuple(
@@ -274,7 +277,7 @@ def _resolve(spec: SweepSpec, entry: RunSpec, sets: tuple[str, ...]) -> Run:
   command = entry.command or spec.command
   config = entry.config or spec.config
   script = entry.script or spec.script
-  hosts = entry.hosts or spec.ray.hosts
+  hosts = entry.hosts or spec.hosts
   resources = entry.resources if entry.resources is not None else spec.ray.resources
   model = entry.model or (spec.eval or {}).get("model")
   if command in ("train", "reject-sample", "rl") and not config:
@@ -287,11 +290,6 @@ def _resolve(spec: SweepSpec, entry: RunSpec, sets: tuple[str, ...]) -> Run:
     raise ValueError(f"{where}: command script needs script: a Python file")
   if command != "script" and (entry.args or entry.script):
     raise ValueError(f"{where}: script and args are for command script")
-  if hosts > 1 and command != "script":
-    raise ValueError(f"{where}: hosts > 1 needs command script (a program that uses "
-                     "jax.distributed); the mro verbs run as one process")
-  if hosts > 1 and spec.backend != "ray":
-    raise ValueError(f"{where}: hosts > 1 needs backend ray")
   if command in ("eval", "script") and sets:
     raise ValueError(f"{where}: set: is for the training commands, not {quoted(command)}")
   trains = command in MRO_COMMANDS[:3]

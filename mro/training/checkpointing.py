@@ -6,7 +6,9 @@ a save, the size of every file of the step is recorded in `<step>/file_sizes.jso
 restore first compares them, so a truncated or emptied file is found by name before
 Orbax reads anything. (An Orbax restore that fails midway leaves its other reads in
 flight, and their completions then hit a closed event loop: dozens of "Event loop is
-closed" tracebacks printed as unraisable exceptions.)
+closed" tracebacks printed as unraisable exceptions.) With several processes every one
+writes its shards of a checkpoint and process 0 its metadata; process 0 judges damage and
+sets damaged checkpoints aside, so the directory must be one that every process sees.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from mro import hosts
 from mro.files import write_json_atomic
 from mro.messages import quoted
 
@@ -30,7 +33,8 @@ class Checkpointer:
   threads and file handles are released on every path, errors included."""
 
   def __init__(self, directory: str | Path, keep: int):
-    self.directory = Path(directory).absolute()
+    # Resolved: every process names the same directory to Orbax, whatever link it came by.
+    self.directory = Path(directory).resolve()
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -84,14 +88,14 @@ class Checkpointer:
   def _restore_newest(self, like: Any, skipped: list[str], set_aside: bool):
     for step in sorted(self.all_steps(), reverse=True):
       step_dir = self.directory / str(step)
-      try:
-        _check_sizes(step_dir)
-      except (ValueError, OSError) as e:  # a record that does not parse is damage too
-        reason = _first_line(e)
+      reason = hosts.on_main(lambda: _damage(step_dir))  # one verdict for every process
+      if reason is not None:
         skipped.append(f"step {step}: {reason}")
-        where = f"moved to {_set_aside(step_dir).name}" if set_aside else "left in place"
-        print(f"checkpoint {step_dir} is damaged and was skipped ({reason}); {where}",
-              file=sys.stderr, flush=True)
+        if hosts.is_main():
+          where = f"moved to {_set_aside(step_dir).name}" if set_aside else "left in place"
+          print(f"checkpoint {step_dir} is damaged and was skipped ({reason}); {where}",
+                file=sys.stderr, flush=True)
+        hosts.barrier("checkpoint set aside")
         continue
       try:
         state, meta = self.restore(step, like)
@@ -129,6 +133,15 @@ def _check_sizes(step_dir: Path) -> None:
       raise ValueError(f"{name} is missing")
     if path.stat().st_size != size:
       raise ValueError(f"{name} has {path.stat().st_size} bytes, {size} when saved")
+
+
+def _damage(step_dir: Path) -> str | None:
+  """Why the checkpoint in `step_dir` is damaged (`_check_sizes`), None if it is not."""
+  try:
+    _check_sizes(step_dir)
+  except (ValueError, OSError) as e:  # a record that does not parse is damage too
+    return _first_line(e)
+  return None
 
 
 def _first_line(e: Exception) -> str:

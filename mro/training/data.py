@@ -7,7 +7,9 @@ lets the SFT loss skip the output layer on prompt positions.
 
 The stream visits sequence `g` (g = 0, 1, 2, ...) as item `g % N` of epoch `g // N`'s
 permutation (seeded by data.seed and the epoch), so the data position is one integer and
-a resumed run sees exactly the batches the uninterrupted run would have seen.
+a resumed run sees exactly the batches the uninterrupted run would have seen. With several
+processes each builds only its rows of every batch: the same global batches for any
+number of processes.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class BatchStream:
       out[j] = self._permutation(g // n)[g % n]
     return out
 
-  def batch(self, position: int) -> dict[str, np.ndarray]:
+  def batch(self, position: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The batch at `position`; `rows`: only these rows of it (a process's share,
+    `models.sharding.process_rows`), built without the others."""
     idx = self.indices(position)
+    if rows is not None:
+      idx = idx[rows]
     return {k: v[idx] for k, v in self.arrays.items()}

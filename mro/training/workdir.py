@@ -27,9 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jax
-
-from mro import locks
+from mro import hosts, locks
 from mro.files import (append_jsonl, make_directory, read_jsonl, write_atomic,
                        write_json_atomic)
 from mro.sampling.schedule import SamplerConfig
@@ -74,11 +72,14 @@ def lock(root: str | Path) -> Iterator[Path]:
 def holding_lock(run: Callable[..., Any]) -> Callable[..., Any]:
   """`run(cfg, workdir, ...)` holding the workdir's lock throughout (a verb's entry
   point: mro train, reject-sample, rl). In a program of several processes joined by
-  jax.distributed, process 0 holds it for all of them."""
+  jax.distributed, they first check that they were all given this config (refused by
+  name otherwise, before anything is written); then process 0 holds the lock for all of
+  them, and its refusal stops them all."""
 
   @functools.wraps(run)
   def locked_run(cfg, workdir, *args, **kwargs):
-    with lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    hosts.agree("config", cfg.to_dict())
+    with hosts.held_by_main(lambda: lock(workdir)):
       return run(cfg, workdir, *args, **kwargs)
 
   return locked_run

@@ -1,27 +1,29 @@
 """Multi-digit addition and multiplication with a worked scratchpad.
 
-Compact format (no spaces: with one token per digit, every character is a token). All
-intermediate numbers are written least-significant digit first, so each digit depends
-only on digits already to its left plus a carry: the order in which a left-to-right
-(semi-autoregressive) decoder commits them.
+Compact format (no spaces: with one token per digit, every character is a token). Fixed
+width: the operands are zero-padded to the task's widest operand (5 digits for sums, 3 for
+products by default) and every scratchpad number to its own fixed width, and the steps go
+most significant first, so the k-th digit of a step sits at a fixed offset from the k-th
+digit of the operands and every copy keeps its order (a bidirectional model reads digits
+by position, not by counting). The answer is zero-padded too (the scorer reads numbers).
 
-  addition        prompt `478+365=`
-                  target `<think>8+5+0=13,7+6+1=14,4+3+1=08</think><answer>843</answer>`
-    One step per column, least significant first: `x+y+c=s`, x and y the column digits
-    (0 past the end of the shorter operand), c the carry in, s the column sum as two
-    digits: its second digit is the answer digit, its first the carry out. A final carry
-    of 1 is the answer's leading digit.
+  addition        prompt `00478+00365=`
+                  target `<think>0+0+0=00,0+0+0=00,4+3+1=08,7+6+1=14,8+5+0=13</think>`
+                         `<answer>000843</answer>`
+    One step per column, most significant first: `x+y+c=s`, x and y the column digits,
+    c the carry in from the column to the right, s the column sum as two digits: its
+    second digit is the answer digit, its first the carry out. The answer is the first
+    step's carry followed by every step's answer digit.
 
   multiplication  prompt `478*365=`
-                  target `<think>5>0932,6>08682=07013,3>004341=074471</think>`
+                  target `<think>3>143400=174470,6>028680=031070,5>002390</think>`
                          `<answer>174470</answer>`
-    One step per digit d of the second operand, least significant first: `d>P`, P the
-    partial product a*d*10^j written least-significant first (it starts with j zeros);
-    from the second step on, `=S` follows, S the running sum of the partial products so
-    far, least-significant first. The answer is the final sum written normally.
+    One step per digit d of the second operand, most significant first: `d>P`, P the
+    partial product a*d*10^j (6 digits for 3-digit operands); every step but the last
+    (the units digit's) ends with `=S`, S the sum of P and the partials to its right.
+    The answer is the first step's sum.
 
-  Sizes with the defaults (1-5 digit sums, 1-3 digit products): at most ~57 tokens of
-  target for a 5+5-digit sum, ~47 for a 3x3-digit product (tags as one token each).
+  Sizes with the defaults: at most 54 tokens of target (tags as one token each).
 
 Protocol format: the d1 math prompt with "What is A + B?" / "What is A * B?", the steps
 in words in `<reasoning>`, the result boxed in `<answer>`.
@@ -61,33 +63,44 @@ def compute(a: int, op: str, b: int) -> int:
   raise ValueError(f"unknown operation {quoted(op)}; choose one of {OPS}")
 
 
-def addition_steps(a: int, b: int) -> list[str]:
-  xs, ys = str(a)[::-1], str(b)[::-1]
+def addition_steps(a: int, b: int, width: int = 0) -> list[str]:
+  """One `x+y+c=s` step per column, least significant first (the protocol's order), over
+  max(width, digits) columns: x, y the column digits, c the carry in, s two digits."""
+  n = max(width, len(str(a)), len(str(b)))
+  xs, ys = str(a).zfill(n)[::-1], str(b).zfill(n)[::-1]
   steps, carry = [], 0
-  for i in range(max(len(xs), len(ys))):
-    x = int(xs[i]) if i < len(xs) else 0
-    y = int(ys[i]) if i < len(ys) else 0
+  for x, y in zip(map(int, xs), map(int, ys)):
     total = x + y + carry
     steps.append(f"{x}+{y}+{carry}={total:02d}")
     carry = total // 10
   return steps
 
 
-def multiplication_steps(a: int, b: int) -> list[str]:
-  steps, running = [], 0
-  for j, digit in enumerate(str(b)[::-1]):
-    d = int(digit)
-    step = f"{d}>" + "0" * j + str(a * d)[::-1]
-    running += a * d * 10**j
-    if j:
-      step += "=" + str(running)[::-1]
-    steps.append(step)
-  return steps
+def multiplication_steps(a: int, b: int, width: int = 0) -> list[tuple[int, int, int]]:
+  """(d, partial, running) per digit d of b over max(width, digits) digits, least
+  significant first: partial = a * d * 10^j, running = the sum of partials so far."""
+  digits = str(b).zfill(max(width, len(str(b))))[::-1]
+  out, running = [], 0
+  for j, d in enumerate(map(int, digits)):
+    partial = a * d * 10**j
+    running += partial
+    out.append((d, partial, running))
+  return out
 
 
-def compact_target(a: int, op: str, b: int) -> str:
-  steps = addition_steps(a, b) if op == "+" else multiplication_steps(a, b)
-  return formats.compact_response(str(compute(a, op, b)), ",".join(steps))
+def compact_target(a: int, op: str, b: int, width: int) -> str:
+  """The fixed-width compact target: every number zero-padded, steps most significant
+  first, so the k-th digit of a step lines up with the k-th digit of the operands."""
+  if op == "+":
+    steps = addition_steps(a, b, width)[::-1]
+    result = str(a + b).zfill(len(steps) + 1)
+  else:
+    n = 2 * max(width, len(str(a)), len(str(b)))
+    rows = multiplication_steps(a, b, width)
+    steps = [f"{d}>{partial:0{n}d}" + (f"={running:0{n}d}" if j else "")
+             for j, (d, partial, running) in enumerate(rows)][::-1]
+    result = f"{a * b:0{n}d}"
+  return formats.compact_response(result, ",".join(steps))
 
 
 def protocol_reasoning(a: int, op: str, b: int) -> str:
@@ -99,13 +112,11 @@ def protocol_reasoning(a: int, op: str, b: int) -> str:
       lines.append(f"Column {i} from the right: {x} + {y} + carry {c} = {int(total)}, "
                    f"write {total[1]}, carry {total[0]}.")
     return "\n".join(lines + [f"So {a} + {b} = {a + b}."])
-  lines, running = [], 0
-  for j, digit in enumerate(str(b)[::-1]):
-    partial = a * int(digit) * 10**j
-    lines.append(f"{a} * {int(digit) * 10**j} = {partial}.")
+  lines = []
+  for j, (d, partial, running) in enumerate(multiplication_steps(a, b)):
+    lines.append(f"{a} * {d * 10**j} = {partial}.")
     if j:
-      lines.append(f"Running total: {running} + {partial} = {running + partial}.")
-    running += partial
+      lines.append(f"Running total: {running - partial} + {partial} = {running}.")
   return "\n".join(lines + [f"So {a} * {b} = {a * b}."])
 
 
@@ -140,6 +151,10 @@ class ArithTask:
       raise ValueError(f"arith.ops={self.ops}: choose a non-empty subset of {OPS}")
     _check_digits(self.add_digits, "add_digits")
     _check_digits(self.mul_digits, "mul_digits")
+
+  def width(self, op: str) -> int:
+    """Digits of the compact prompt's zero-padded operands for `op`."""
+    return (self.add_digits if op == "+" else self.mul_digits)[1]
 
   def generate(self, split: str, count: int, seed: int = 0) -> list[tuple[int, str, int]]:
     """`count` distinct (a, op, b) problems of `split`."""
@@ -180,11 +195,18 @@ class ArithTask:
     result = str(compute(a, op, b))
     meta = {"style": style, "a": a, "op": op, "b": b}
     if style == "compact":
-      return Example(id_, f"{a}{op}{b}=", compact_target(a, op, b), result, meta)
+      width = self.width(op)
+      return Example(id_, f"{a:0{width}d}{op}{b:0{width}d}=", compact_target(a, op, b, width),
+                     result, meta)
     prompt = formats.protocol_prompt(formats.D1_MATH_SYSTEM_PROMPT, f"What is {a} {op} {b}?")
     return Example(id_, prompt,
                    formats.protocol_response(protocol_reasoning(a, op, b), result),
                    result, meta)
+
+  def group(self, example: Example) -> str | None:
+    """"addition" or "multiplication": `mro eval` reports the two apart."""
+    op = example.meta.get("op")
+    return None if op is None else "addition" if op == "+" else "multiplication"
 
   def extract_answer(self, text: str) -> str | None:
     return numeric_answer(text)

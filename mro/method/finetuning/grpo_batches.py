@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.sharding import host_array, shard_batch
 from mro import config as exp_config
 from mro.messages import quoted
 from mro.method.finetuning import grpo
 from mro.method.finetuning.losses import make_coupled_grpo_loss, make_diffu_grpo_loss, make_wd1_loss
-from mro.method.finetuning.rollout_batches import RolloutBatches
+from mro.method.finetuning.rollout_batches import RolloutBatches, take_rows
 from mro.method.finetuning.rollouts import decode_states, intra_rewards, sample_rollouts
 from rewards.quality import quality_reward
 
@@ -56,10 +57,12 @@ def noise_for(cfg: exp_config.ExperimentConfig, keys, step: int, prompt_attn, re
 
 
 def assemble(cfg: exp_config.ExperimentConfig, apply, params, ref_params, tokens, attn,
-             rewards_B, eos_id: int, mask_id: int, prompt_len: int, seed: int, rows):
+             rewards_B, eos_id: int, mask_id: int, prompt_len: int, seed: int, rows,
+             mesh=None):
   """(shared arrays, per-inner-step arrays stacked on a leading axis of rl.inner_steps):
   everything a GRPO-family loss reads, from sampled sequences and their rewards.
-  `params` is π_old (the policy that sampled); `ref_params` the frozen reference."""
+  `params` is π_old (the policy that sampled); `ref_params` the frozen reference; `mesh`:
+  their log-probabilities are computed sharded (rows over data x fsdp)."""
   m, mc = cfg.rl, method_config(cfg)
   B, L = tokens.shape
   R, K = L - prompt_len, m.rollouts_per_prompt
@@ -77,9 +80,12 @@ def assemble(cfg: exp_config.ExperimentConfig, apply, params, ref_params, tokens
   per_step = {"noise": np.stack([n for n, _ in steps]),
               "pick": np.stack([p for _, p in steps])}
   if m.method != "wd1":
-    estimate = lambda p, k: np.asarray(grpo.jit_token_logprobs(
-        apply, p, shared["tokens"], shared["attn_mask"], per_step["noise"][k],
-        per_step["pick"][k], resp_start=prompt_len, mask_id=mask_id))
+    def estimate(p, k):
+      args = (shared["tokens"], shared["attn_mask"], per_step["noise"][k], per_step["pick"][k])
+      if mesh is not None:
+        args = shard_batch(args, mesh)
+      return host_array(grpo.jit_token_logprobs(apply, p, *args, resp_start=prompt_len,
+                                                mask_id=mask_id))
     per_step["old_logp"] = np.stack([estimate(params, k) for k in range(m.inner_steps)])
     per_step["ref_logp"] = (np.stack([estimate(ref_params, k)
                                       for k in range(m.inner_steps)])
@@ -95,14 +101,15 @@ class GRPOBatches(RolloutBatches):
     super().__init__(cfg, start, examples, tokenizer)
     self.per_step: dict | None = None
 
-  def __call__(self, step: int, position: int, state) -> tuple[dict, int, dict]:
+  def __call__(self, step: int, position: int, state, rows) -> tuple[dict, int, dict]:
     m = self.cfg.rl
     k = (step - 1) % m.inner_steps
     info: dict = {}
     if k == 0 or self.cached is None:
       (self.cached, self.per_step), info = self.rollout_batch(position, state.params)
       position += m.prompts_per_batch
-    return {**self.cached, **{n: v[k] for n, v in self.per_step.items()}}, position, info
+    batch = {**self.cached, **{n: v[k] for n, v in self.per_step.items()}}
+    return take_rows(batch, rows), position, info
 
   def rewards_of(self, examples, ro, params, seed: int, first_row: int):
     """(total reward [R], parts): R_q on the final text plus R_tv / R_ppl summed over the
@@ -113,7 +120,7 @@ class GRPOBatches(RolloutBatches):
       w = cfg.rl.group_steps
       tv_g, ppl_g = intra_rewards(self.sampler.apply, params, self.runner.scorer_params, ro,
                                   cfg.sampler.steps // w, w, self.scoring, seed,
-                                  first_row=first_row)
+                                  first_row=first_row, mesh=self.sampler.mesh)
       tv, ppl = tv_g.sum(1), ppl_g.sum(1)
     if self.rewards.on("q"):
       ex = [examples[i] for i in ro.prompt_index]
@@ -133,7 +140,7 @@ class GRPOBatches(RolloutBatches):
     special = self.tokenizer.special
     batch = assemble(cfg, self.sampler.apply, params, self.ref_params, ro.tokens,
                      ro.attn_mask, reward, special.eos, special.mask, ro.prompt_len, seed,
-                     rows)
+                     rows, self.sampler.mesh)
     spread = np.asarray(reward).reshape(-1, K).std(1)
     info = {"reward": float(np.mean(reward)), "r_tv": float(np.mean(parts["tv"])),
             "r_ppl": float(np.mean(parts["ppl"])), "r_q": float(np.mean(parts["q"])),

@@ -7,7 +7,8 @@
    reject.keep_threshold (`threshold`), or the highest-reward candidate among those whose
    R_q is >= reject.keep_threshold (`quality`: right answers only). Kept
    trajectories are stored compactly in workdir/trajectories.npz (written atomically and
-   reused on resume).
+   reused on resume). With several processes the search runs sharded over all of them
+   (rows over data x fsdp of the `mesh` section) and process 0 writes the file.
 2. Fine-tuning with the one train step: the step-wise loss (predict the tokens committed
    at step t from the state before t, on reject.n_opt consecutive random steps of each
    trajectory; with `reject.targets=masked` every position still masked there, with its
@@ -18,16 +19,18 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mro import config as exp_config
+from mro import hosts
 from mro.files import save_npz_atomic
 from mro.messages import quoted
 from mro.progress import Progress
-from mro.sampling.textgen import batches
+from mro.sampling.textgen import batch_rows, batches
 from mro.training.data import BatchStream
 from mro.method.finetuning.starting_model import begin, validation
 from mro.training.loop import Objective, train_loop
@@ -64,8 +67,10 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
   prompts = [e.prompt for e in examples]
   width = runner.sampler.encode_prompts(prompts)[0].shape[1]
   kept: dict[str, list] = {"tokens": [], "commit_step": [], "attn_mask": [], "reward": []}
-  progress = Progress("reject-sample: searching training prompts", len(prompts))
-  for idx, real in batches(len(prompts), min(GEN_BATCH, len(prompts))):  # one compile
+  progress = Progress("reject-sample: searching training prompts", len(prompts),
+                      stream=None if hosts.is_main() else io.StringIO())  # process 0 shows it
+  size = batch_rows(len(prompts), GEN_BATCH, runner.sampler.mesh)
+  for idx, real in batches(len(prompts), size):  # one compile
     batch = [prompts[j] for j in idx]
     results, _ = runner.search(batch, cfg.sampler, scfg, rewards, task=task,
                                examples=[examples[j] for j in idx], seed=cfg.train.seed,
@@ -91,17 +96,28 @@ def collect(cfg: exp_config.ExperimentConfig, runner: SearchRunner, examples) ->
   return out
 
 
+def _trajectories(cfg: exp_config.ExperimentConfig, start, examples, path: Path) -> dict:
+  """The kept trajectories: searched (by every process, sharded) and recorded by process 0,
+  or read back by process 0 on resume and sent to the others."""
+  def read():
+    if not path.exists():
+      return None
+    with np.load(path) as z:
+      return {k: z[k] for k in z.files}
+  traj = hosts.on_main(read)
+  if traj is None:
+    runner = SearchRunner(start.sampler, start.scorer, start.scorer_tokenizer)
+    traj = collect(cfg, runner, examples)
+    hosts.on_main(lambda: save_npz_atomic(path, traj))
+  return traj
+
+
 @holding_lock
 def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
         stop_after: int | None = None) -> dict[str, Any]:
   exp_config.validate(cfg, "reject-sample")
   cfg, start, examples, wd, tokenizer = begin(cfg, workdir)
-  path = wd.root / "trajectories.npz"
-  if not path.exists():
-    runner = SearchRunner(start.sampler, start.scorer, start.scorer_tokenizer)
-    save_npz_atomic(path, collect(cfg, runner, examples))
-  with np.load(path) as z:
-    traj = {k: z[k] for k in z.files}
+  traj = _trajectories(cfg, start, examples, wd.root / "trajectories.npz")
   P = int(traj.pop("prompt_len"))
   reward = traj.pop("reward")
   mask_id = tokenizer.special.mask
@@ -115,8 +131,9 @@ def run(cfg: exp_config.ExperimentConfig, workdir: str | Path, *,
     loss_fn = make_mdm_loss(mask_id, cfg.data.mask_eps, "sft", resp_start=P)
   stream = BatchStream(traj, cfg.train.batch_size, cfg.data.seed)
   info = {"kept_trajectories": float(len(reward)), "kept_mean_reward": float(reward.mean())}
-  batches = lambda step, pos, state: (stream.batch(pos), pos + cfg.train.batch_size,
-                                      info if step == 1 else {})
+  batches = lambda step, pos, state, rows: (stream.batch(pos, rows),
+                                            pos + cfg.train.batch_size,
+                                            info if step == 1 else {})
   objective = Objective(loss_fn, batches, validation(cfg, start.sampler), cfg.validation.every)
   return train_loop(cfg, wd, tokenizer, objective, init_params=start.params,
                     stop_after=stop_after)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.sharding import host_array, shard_batch
 from mro import config as exp_config
 from mro.method.finetuning import sgro
 from mro.method.finetuning.rollouts import intra_rewards, quality_per_group, sample_rollouts
@@ -33,6 +34,11 @@ from rewards.tasks import get_task
 @functools.partial(jax.jit, static_argnames=("apply", "resp_start", "mask_id"))
 def _logp(apply, params, tokens, commit, attn, steps, *, resp_start, mask_id):
   return step_logprobs(apply, params, tokens, commit, attn, steps, resp_start, mask_id)[0]
+
+
+def take_rows(batch: dict, rows) -> dict:
+  """Rows `rows` of every array of a batch (a process's share of it)."""
+  return {k: np.asarray(v)[rows] for k, v in batch.items()}
 
 
 class RolloutBatches:
@@ -61,13 +67,22 @@ class RolloutBatches:
     order = lambda epoch: np.random.default_rng([self.cfg.data.seed, epoch]).permutation(n)
     return [self.examples[order(g // n)[g % n]] for g in range(position, position + m)]
 
-  def __call__(self, step: int, position: int, state) -> tuple[dict, int, dict]:
+  def __call__(self, step: int, position: int, state, rows) -> tuple[dict, int, dict]:
+    """Rows `rows` of the step's batch (each process trains on its own rows of it)."""
     m = self.cfg.rl
     if (step - 1) % m.inner_steps and self.cached is not None:
-      return self.cached, position, {}
+      return take_rows(self.cached, rows), position, {}
     batch, info = self.rollout_batch(position, state.params)
     self.cached = batch
-    return batch, position + m.prompts_per_batch, info
+    return take_rows(batch, rows), position + m.prompts_per_batch, info
+
+  def logp(self, params, tokens, commit, attn, steps, resp_start: int):
+    """log π of each trajectory's chosen steps under `params` (sharded as the sampler)."""
+    args = (tokens, commit, attn, steps)
+    if self.sampler.mesh is not None:
+      args = shard_batch(args, self.sampler.mesh)
+    return host_array(_logp(self.sampler.apply, params, *map(jnp.asarray, args),
+                            resp_start=resp_start, mask_id=self.tokenizer.special.mask))
 
   def rollout_batch(self, position: int, params) -> tuple[dict, dict]:
     cfg, m = self.cfg, self.cfg.rl
@@ -78,7 +93,8 @@ class RolloutBatches:
     ro = sample_rollouts(self.sampler, [e.prompt for e in examples], self.rollout_cfg, K,
                          seed=seed, first_row=position * K, width=self.width, params=params)
     tv, ppl = intra_rewards(self.sampler.apply, params, self.runner.scorer_params, ro, G, w,
-                            self.scoring, seed, first_row=position * K)
+                            self.scoring, seed, first_row=position * K,
+                            mesh=self.sampler.mesh)
     q = np.zeros_like(tv)
     if self.rewards.on("q"):
       q = quality_per_group(self.task, examples, self.tokenizer, ro, G, w,
@@ -91,15 +107,13 @@ class RolloutBatches:
     q_probs = sgro.selection_probs(m.q_rule, adv, jnp.asarray(tokens))
     groups, weights = sgro.select_groups(jax.random.key(seed), q_probs, m.n_opt)
     steps, _ = sgro.group_steps(groups, w)
-    args = (jnp.asarray(ro.tokens), jnp.asarray(ro.commit_step), jnp.asarray(ro.attn_mask),
-            steps)
-    kw = dict(resp_start=P, mask_id=self.tokenizer.special.mask)
-    old = _logp(self.sampler.apply, params, *args, **kw)
-    ref = _logp(self.sampler.apply, self.ref_params, *args, **kw) if m.kl_coef else old
+    args = (ro.tokens, ro.commit_step, ro.attn_mask, np.asarray(steps))
+    old = self.logp(params, *args, P)
+    ref = self.logp(self.ref_params, *args, P) if m.kl_coef else old
     batch = {"tokens": args[0], "commit_step": args[1], "attn_mask": args[2], "steps": steps,
              "advantage": sgro.per_step(jnp.take_along_axis(adv, groups, 1), w),
              "weight": sgro.per_step(weights, w), "old_logp": old, "ref_logp": ref}
-    batch = jax.device_get(batch)
+    batch = jax.tree.map(np.asarray, batch)
     info = {"reward": float(reward.sum(1).mean()), "r_tv": float(tv.mean()),
             "r_ppl": float(ppl.mean()), "r_q": float(q[:, -1].mean())}
     return batch, info

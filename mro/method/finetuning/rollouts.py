@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.sharding import host_array, place_params, shard_batch
 from models.tokenizers import truncate_at_eos
 from mro.sampling.sampler import NOT_COMMITTED, DecodeState, row_keys
 from mro.sampling.schedule import SamplerConfig
@@ -71,15 +72,18 @@ def _intra_rewards(apply, params, scorer_params, tokens, commit, attn, keys, *, 
 
 
 def intra_rewards(apply, params, scorer_params, rollouts: Rollouts, num_groups: int, w: int,
-                  scoring: Scoring, seed: int, first_row: int = 0):
-  """(R_tv, R_ppl), each float32[R, G]: the intra rewards measured at each group's end."""
+                  scoring: Scoring, seed: int, first_row: int = 0, mesh=None):
+  """(R_tv, R_ppl), each float32[R, G]: the intra rewards measured at each group's end.
+  `mesh`: computed sharded (rows over data x fsdp), as the sampler is."""
   keys = row_keys(jax.random.key(seed + 7919), len(rollouts.tokens),
                   np.arange(first_row, first_row + len(rollouts.tokens)))
-  out = _intra_rewards(apply, params, scorer_params, jnp.asarray(rollouts.tokens),
-                       jnp.asarray(rollouts.commit_step), jnp.asarray(rollouts.attn_mask), keys,
+  rows = (rollouts.tokens, rollouts.commit_step, rollouts.attn_mask, keys)
+  if mesh is not None:
+    rows, scorer_params = shard_batch(rows, mesh), place_params(scorer_params, mesh)
+  out = _intra_rewards(apply, params, scorer_params, *map(jnp.asarray, rows),
                        prompt_len=rollouts.prompt_len, num_groups=num_groups, w=w,
                        scoring=scoring)
-  return tuple(np.asarray(x) for x in out)
+  return tuple(host_array(x) for x in out)
 
 
 def decode_states(tokenizer, rollouts: Rollouts, t: int) -> list[str]:

@@ -18,9 +18,9 @@ from flax import nnx
 from models.config import DTYPES
 from mro import config as exp_config
 from mro.messages import quoted
-from mro.sampling.textgen import TextSampler, batches
+from mro.sampling.textgen import TextSampler, batch_rows, batches
 from mro.loading import load_inference_model, resolve_model, resolve_scorer
-from mro.training.loop import setup, training_examples
+from mro.training.loop import run_mesh, setup, training_examples
 from rewards.tasks import get_task
 
 VALIDATION_BATCH = 64
@@ -42,7 +42,8 @@ def load_start(cfg: exp_config.ExperimentConfig) -> tuple[exp_config.ExperimentC
     raise ValueError("start.model must name the model to start from (a model dir or "
                      "'default')")
   model_dir = resolve_model(cfg.start.model, cfg.data.task)
-  model, model_cfg, _, tokenizer = load_inference_model(model_dir)
+  mesh = run_mesh(cfg.mesh)  # the training mesh: rollouts and validation run on it too
+  model, model_cfg, _, tokenizer = load_inference_model(model_dir, mesh)
   if model_cfg.causal:
     raise ValueError(f"start.model={model_dir} is a causal model; MRO trains a mask "
                      "predictor")
@@ -58,12 +59,13 @@ def load_start(cfg: exp_config.ExperimentConfig) -> tuple[exp_config.ExperimentC
       cfg, model=dataclasses.replace(model_cfg, remat=cfg.model.remat,
                                      compute_dtype=cfg.model.compute_dtype),
       tokenizer=dataclasses.replace(cfg.tokenizer, path=str(model_dir)))
-  start = Start(TextSampler(model, model_cfg, tokenizer), nnx.split(model)[1], model_dir)
+  start = Start(TextSampler(model, model_cfg, tokenizer, mesh), nnx.split(model)[1],
+                model_dir)
   if cfg.rewards.on("ppl"):
     scorer = resolve_scorer(cfg.start.scorer, cfg.data.task, cfg.start.model)
     if scorer is None:
       raise ValueError("the ppl reward needs start.scorer (a causal model dir or 'default')")
-    start.scorer, _, _, start.scorer_tokenizer = load_inference_model(scorer)
+    start.scorer, _, _, start.scorer_tokenizer = load_inference_model(scorer, mesh)
   return cfg, start
 
 
@@ -77,7 +79,7 @@ def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
   prompts = [e.prompt for e in examples]
   width = sampler.encode_prompts(prompts)[0].shape[1]
 
-  size = min(VALIDATION_BATCH, len(prompts))
+  size = batch_rows(len(prompts), VALIDATION_BATCH, sampler.mesh)
   decode = cfg.sampler
   if cfg.validation.steps is not None:
     try:
@@ -99,7 +101,8 @@ def validation(cfg: exp_config.ExperimentConfig, sampler: TextSampler):
 def begin(cfg: exp_config.ExperimentConfig, workdir: str | Path):
   """What reject sampling and RL do first: load the starting model (the config takes its
   shapes and tokenizer), read the training examples and set up the workdir. Returns
-  (cfg, start, examples, workdir, tokenizer)."""
+  (cfg, start, examples, workdir, tokenizer). With several processes, the verbs checked
+  first that all were given the same config (`holding_lock`), before any loads anything."""
   cfg, start = load_start(cfg)
   examples = training_examples(cfg)
   wd, cfg, tokenizer = setup(cfg, workdir, examples)

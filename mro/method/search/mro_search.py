@@ -26,9 +26,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from models.sharding import place_params, shard_batch
+from models.sharding import host_array, place_params, shard_batch
 from mro.method.search.settings import SearchConfig
 from mro.sampling.cache import new_cache
 from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
@@ -321,7 +320,7 @@ def _search_host_loop(apply, params, prompt_BP, mask, prompt_keys, cfg, scfg, sc
     carry = _group_step_jit(apply, params, None, carry, jnp.int32(g), prompt_keys, attn,
                             prompt_len=P, cfg=cfg_tau, scfg=scfg, scoring=scoring)
     if scoring.rewards.on("ppl"):
-      tokens = np.asarray(jnp.where(carry.state.commit_step < carry.state.step,
+      tokens = host_array(jnp.where(carry.state.commit_step < carry.state.step,
                                     carry.state.tokens, scoring.mask_id))
       prompts, responses = decode(tokens)
       logp, count = text_scorer.response_logp(prompts, responses)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from models.sharding import host_array
 from models.tokenizers import truncate_at_eos
 from models.transformer import ModelApply
 from mro.sampling.schedule import SamplerConfig
@@ -97,8 +98,9 @@ class SearchRunner:
     out = run_search(self.sampler.apply, self.sampler.params, tokens, cfg, scfg, scoring,
                      scorer_params=self.scorer_params, key=jax.random.key(seed),
                      row_ids=row_ids, prompt_mask_BP=mask, text_scorer=self.text_scorer,
-                     decode=self._decode_for_scorer(prompts, scfg.pool, cfg.gen_length))
-    out = jax.device_get(out)
+                     decode=self._decode_for_scorer(prompts, scfg.pool, cfg.gen_length),
+                     mesh=self.sampler.mesh)
+    out = jax.tree.map(host_array, out)
     B, N, _ = out.tokens.shape
     P = tokens.shape[1]
     texts = [[tok.decode(truncate_at_eos(out.tokens[b, n, P:].tolist(), tok.special.eos))
