@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -79,8 +80,12 @@ def _start(out: Path, plan) -> list[subprocess.Popen]:
   """Both processes of the plan, started (stdout and stderr to out/p<i>.out|err)."""
   path = out / "plan.json"
   path.write_text(json.dumps([{"name": n, "argv": [a0, a1]} for n, a0, a1 in plan]))
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+  # 4 devices each, with the suite's other XLA flags (conftest.py: the optimisation level
+  # of the 1-process runs in pytest, so both compile alike); JAX's disk cache off: a
+  # multi-process CPU program's executables read back from it hang (conftest.py)
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ["XLA_FLAGS"])
+  env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4",
+             JAX_ENABLE_COMPILATION_CACHE="false", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
              PYTHONPATH=os.pathsep.join([str(WORKER.parents[1]), str(WORKER.parent)]))
   port = _free_port()
   return [subprocess.Popen([sys.executable, str(WORKER), str(path), str(i), str(port)],
