@@ -57,6 +57,10 @@ SAMPLER_OPTIONS = (
     Option("threshold", "threshold", float,
            "confidence-threshold parallel decoding: commit every masked token of the block "
            "whose confidence is >= T (0 < T <= 1), at least one per step"),
+    Option("fixed-steps", "fixed_steps", bool,
+           "with --threshold or --factor: keep to --steps (each step commits at least "
+           "ceil(masked left / steps left), the most confident first), so a prompt costs "
+           "exactly STEPS passes"),
     Option("cfg-scale", "cfg_scale", float, "classifier-free guidance weight (0 = off)"),
     Option("factor", "factor", float,
            "Fast-dLLM's factor rule: commit the n most confident where (n+1)(1 - c_n) < f"),

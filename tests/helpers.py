@@ -93,6 +93,8 @@ def assert_committed_once(out: GenerateOutput, prompt_len: int, scfg: SamplerCon
   gen = commit[:, prompt_len:]
   assert gen.min() >= 0 and gen.max() < steps, (gen.min(), gen.max(), steps)
   assert not (tokens[:, prompt_len:] == mask_id).any(), "a MASK token was left"
+  if scfg.adaptive and scfg.fixed_steps and not scfg.stop_at_eos:
+    assert steps == scfg.steps  # the batch runs every step; a row may finish sooner
   if not scfg.adaptive and not scfg.stop_at_eos:
     assert steps == scfg.steps
     want = tokens_per_step(scfg)
@@ -110,6 +112,8 @@ def assert_committed_once(out: GenerateOutput, prompt_len: int, scfg: SamplerCon
 
 
 def _loop_steps(gen_commit: np.ndarray, scfg: SamplerConfig) -> int:
+  if scfg.adaptive and scfg.fixed_steps and not scfg.stop_at_eos:
+    return scfg.steps
   if not (scfg.adaptive and scfg.cache != "none"):
     return int(gen_commit.max()) + 1
   per_block = np.zeros((gen_commit.shape[0], scfg.num_blocks), int)
@@ -179,8 +183,11 @@ def check_trajectory(loaded: Loaded, out: GenerateOutput, prompt_len: int,
             if scfg.refresh_every else t0
         logits = _cached_row_logits(loaded, tokens[b], commit[b], t, t_fill, blk,
                                     None if attn is None else attn[b], prompt_len, scfg)
+      # fixed_steps: a row works on a block from its first step until done, so the steps
+      # of the block left (itself included) are steps_per_block - (t - its first step)
+      left = scfg.steps_per_block - (t - block_start[blk]) if scfg.fixed_steps else None
       _check_step(tokens[b], commit[b], logits.astype(np.float64), t, blk, b, prompt_len,
-                  scfg, tol, eos_id, loaded.ids.mask)
+                  scfg, tol, eos_id, loaded.ids.mask, left)
 
 
 def _step_block(gen_commit: np.ndarray, t: int, scfg: SamplerConfig) -> int:
@@ -242,10 +249,12 @@ def _factor_count(score_open: np.ndarray, factor: float, tol: float) -> tuple[in
   return count(ranked - tol), count(ranked + tol)
 
 
-def _check_step(tokens, commit, logits, t, blk, b, prompt_len, scfg, tol, eos_id, mask_id):
+def _check_step(tokens, commit, logits, t, blk, b, prompt_len, scfg, tol, eos_id, mask_id,
+                left=None):
   """One row's step t against the rule, given the logits the step should have seen.
   With stop_at_eos a block position after the row's first EOS that became EOS at step t
-  may be a rule commit or an EOS fill: such positions count as either (`maybe_fill`)."""
+  may be a rule commit or an EOS fill: such positions count as either (`maybe_fill`).
+  `left` (fixed_steps): the block's steps left, this one included."""
   logits = logits.copy()
   logits[..., mask_id] = -np.inf
   pos = prompt_len + blk * scfg.block_length + np.arange(scfg.block_length)
@@ -268,6 +277,11 @@ def _check_step(tokens, commit, logits, t, blk, b, prompt_len, scfg, tol, eos_id
     assert lo <= want <= hi, (t, b, lo, hi, want)
   else:
     assert hi >= 1, (t, b)
+  least = 1  # the commits the rule forces whatever the scores
+  if left is not None:
+    assert left >= 1, f"step {t} row {b}: block {blk} ran past its steps"
+    least = max(1, -(-int(is_open.sum()) // left))
+    assert hi >= least, f"step {t} row {b}: {hi} commits, fewer than {least} to end on time"
   if scfg.remasking == "random":
     return
   score = remasking_score(logits[pos], x0, scfg.remasking)
@@ -278,10 +292,11 @@ def _check_step(tokens, commit, logits, t, blk, b, prompt_len, scfg, tol, eos_id
   if scfg.threshold is not None:
     assert (score[waiting] < scfg.threshold + tol).all(), (t, b)
     below = rule & (score < scfg.threshold - tol)
-    assert below.sum() <= (1 if hi == 1 else 0), (
-        f"step {t} row {b}: committed below the threshold beyond the one forced commit")
+    assert below.sum() <= (least if hi <= least else 0), (
+        f"step {t} row {b}: committed below the threshold beyond the forced commits")
   if scfg.factor is not None:
     f_lo, f_hi = sorted(_factor_count(score[is_open], scfg.factor, tol))
+    f_lo, f_hi = max(f_lo, least), max(f_hi, least)
     assert f_lo <= hi and lo <= f_hi, (
         f"step {t} row {b}: factor rule wants {f_lo}..{f_hi} commits, got {lo}..{hi}")
 

@@ -283,6 +283,36 @@ def test_middle_threshold_commits_confident_positions_together(llada_tiny, promp
   assert len(set(last.tolist())) > 1 and last.max() == int(out.nfe) - 1
 
 
+def test_fixed_steps_with_an_unreachable_threshold_is_the_fixed_schedule(llada_tiny, prompts,
+                                                                          small_run):
+  # No probability reaches 1.0: every step commits only ceil(masked / steps left), which
+  # for blocks the steps divide is the equal-shares schedule, token for token.
+  scfg = dataclasses.replace(SMALL, threshold=1.0, fixed_steps=True)
+  out = llada_tiny.generate(prompts, scfg)
+  assert int(out.nfe) == scfg.steps
+  np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(small_run.tokens))
+  np.testing.assert_array_equal(np.asarray(out.commit_step), np.asarray(small_run.commit_step))
+
+
+@pytest.mark.parametrize("rule", [dict(threshold=0.3), dict(threshold=1e-4), dict(factor=1.0)])
+def test_fixed_steps_keeps_an_adaptive_rule_to_the_steps(llada_tiny, prompts, rule):
+  # 2 blocks of 8 in 4 steps: the adaptive rule alone takes more steps than that (the
+  # threshold-0.3 test above) or fewer; within the steps each row ends every block on time.
+  scfg = dataclasses.replace(SMALL, steps=4, fixed_steps=True, **rule)
+  out = llada_tiny.generate(prompts, scfg)
+  assert int(out.nfe) == scfg.steps
+  per_row = np.asarray(out.nfe_per_row)
+  assert (per_row <= scfg.steps).all() and (per_row >= scfg.num_blocks).all()
+  helpers.assert_committed_once(out, prompts.shape[1], scfg, llada_tiny.ids.mask)
+  helpers.check_trajectory(llada_tiny, out, prompts.shape[1], scfg)
+  free = llada_tiny.generate(prompts, dataclasses.replace(scfg, fixed_steps=False))
+  if rule.get("threshold", 1) > 0.01:  # the free rule needs more steps than 4 here
+    assert int(free.nfe) > scfg.steps
+  else:  # every position passes at once: one step per block, the same tokens
+    np.testing.assert_array_equal(per_row, scfg.num_blocks)
+    np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(free.tokens))
+
+
 def test_guidance_doubles_network_evaluations_and_follows_guided_logits(llada_tiny, prompts,
                                                                         small_run):
   scfg = dataclasses.replace(SMALL, cfg_scale=1.5)
@@ -307,6 +337,9 @@ def test_guidance_doubles_network_evaluations_and_follows_guided_logits(llada_ti
     (dict(cfg_scale=-1.0), "cfg_scale"),
     (dict(gen_length=0), "gen_length"),
     (dict(steps=0), "steps"),
+    (dict(fixed_steps=True), "fixed_steps bounds an adaptive rule"),
+    (dict(fixed_steps="yes", threshold=0.9), "fixed_steps must be true or false"),
+    (dict(fixed_steps=True, threshold=0.9, correct_below=0.1), "with fixed_steps"),
 ])
 def test_invalid_sampler_config_raises_naming_the_problem(kwargs, field):
   with pytest.raises(ValueError, match=field):

@@ -171,6 +171,7 @@ def test_search_settings_that_cannot_work_are_refused():
     SearchConfig(group_steps=3).check(CFG)
   with pytest.raises(ValueError, match="threshold"):
     SearchConfig(group_steps=2).check(dataclasses.replace(CFG, threshold=0.9))
+  SearchConfig(group_steps=2).check(dataclasses.replace(CFG, threshold=0.9, fixed_steps=True))
   with pytest.raises(ValueError, match="select"):
     SearchConfig(select="best")
   with pytest.raises(ValueError, match=">= 1"):
@@ -240,6 +241,25 @@ def test_n_verify_all_re_predicts_every_position_the_group_committed(models):
   assert not np.allclose(runs["all"].r_tv, runs[1].r_tv)
   nfe = lambda n: search_nfe(CFG, scfg, RewardConfig(use=("tv",), n_verify=n))["nfe"]
   assert nfe("all") == nfe(4) == 2 * 4 + 2 * 2 * 4
+
+
+def test_a_search_over_a_threshold_kept_to_the_steps_verifies_each_rows_own_commits(models):
+  """Threshold 1e-4 kept to 4 steps of 2 blocks: every row commits block 0 at step 0 and,
+  after idling at step 1 (block 0 done), block 1 at step 2, its own second step (commit
+  step 1). R_tv of a group must cover what the row committed in it: groups 0 and 2 hold
+  a block each, groups 1 and 3 nothing; and it is the R_tv of the greedy search with the
+  fixed schedule of one block per step (the same commits, steps counted alike)."""
+  scfg = SearchConfig(k=2, group_steps=1, select="none", temperature=0.0)
+  tv = RewardConfig(use=("tv",), n_verify="all")
+  cfg = dataclasses.replace(TWO_BLOCKS, threshold=1e-4, fixed_steps=True)
+  out = _run(models, PROMPTS, scfg, rewards=tv, cfg=cfg)
+  gen_steps = out.commit_step[:, :, 5:]
+  np.testing.assert_array_equal(gen_steps, np.broadcast_to([0] * 4 + [1] * 4, gen_steps.shape))
+  assert (out.r_tv[..., [0, 2]] != 0).all() and (out.r_tv[..., [1, 3]] == 0).all()
+  plain = _run(models, PROMPTS, dataclasses.replace(scfg, group_steps=1), rewards=tv,
+               cfg=dataclasses.replace(TWO_BLOCKS, steps=2))
+  np.testing.assert_array_equal(out.tokens, plain.tokens)
+  np.testing.assert_allclose(out.r_tv[..., [0, 2]], plain.r_tv, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, "some", 1.5])

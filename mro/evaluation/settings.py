@@ -174,9 +174,10 @@ class EvalConfig:
     if len(set(steps)) != len(steps):
       raise ValueError(f"steps {quoted(list(items))} name the same number of steps twice: "
                        f"{quoted(steps)}")
-    if self.sampler.threshold is not None and len(steps) > 1:
-      raise ValueError("with threshold set the number of steps adapts per row; give at most "
-                       f"one steps value (got {list(items)})")
+    if self.sampler.adaptive and not self.sampler.fixed_steps and len(steps) > 1:
+      raise ValueError("with threshold or factor set the number of steps adapts per row; "
+                       f"give at most one steps value (got {list(items)}), or add fixed_steps "
+                       "to keep each to its steps")
     return tuple(dataclasses.replace(self.sampler, steps=s) for s in steps)
 
 

@@ -167,13 +167,16 @@ def rank_mask(scores_BK, k_B):
 def commit_mask(conf_BK, is_open_BK, step, cfg: SamplerConfig):
   """Which open positions of the block each row commits now (at least one if any)."""
   B, K = conf_BK.shape
-  one = jnp.ones((B,), jnp.int32)
+  least = jnp.ones((B,), jnp.int32)
+  if cfg.adaptive and cfg.fixed_steps:  # at least ceil(masked / steps left): on time
+    left = cfg.steps_per_block - step % cfg.steps_per_block
+    least = jnp.maximum(least, -(-is_open_BK.sum(-1) // left))
   if cfg.threshold is not None:
-    return ((conf_BK >= cfg.threshold) | rank_mask(conf_BK, one)) & is_open_BK
+    return ((conf_BK >= cfg.threshold) | rank_mask(conf_BK, least)) & is_open_BK
   if cfg.factor is not None:  # n most confident with (n + 1)(1 - c_n) < f (monotone in n)
     ranked = -jnp.sort(-conf_BK, axis=-1)
     ok = (jnp.arange(2, K + 2) * (1.0 - ranked)) < cfg.factor
-    return rank_mask(conf_BK, jnp.maximum(ok.sum(-1), 1)) & is_open_BK
+    return rank_mask(conf_BK, jnp.maximum(ok.sum(-1), least)) & is_open_BK
   k = jnp.broadcast_to(jnp.asarray(tokens_per_step(cfg))[step], (B,))
   if cfg.correcting:  # re-masked tokens join the rest: at least ceil(masked / steps left),
     # so the block still ends complete; without re-masks the schedule's k is never less
@@ -193,7 +196,7 @@ def current_block(state: DecodeState, prompt_len: int, cfg: SamplerConfig):
   """int32[B]: block each row works on at this step. Fixed schedule: the step's block.
   Adaptive rules: each row's first block with a MASK left; with a cache (lockstep) the
   first block any row still has open, for every row (rows that finished it wait)."""
-  if not cfg.adaptive:
+  if cfg.step_bound:
     b = jnp.asarray(block_of_step(cfg))[jnp.minimum(state.step, cfg.steps - 1)]
     return jnp.broadcast_to(b, state.tokens.shape[:1])
   first = jnp.minimum(_first_open_block(state, prompt_len, cfg), cfg.num_blocks - 1)
@@ -318,13 +321,13 @@ def run_steps(apply: ApplyFn, params, state: DecodeState, attn_mask, prompt_len:
               eos_id: int | None = None) -> DecodeState:
   """Advances `state` to step `stop` (default: the end) inside one lax loop.
 
-  Fixed schedule: runs steps state.step .. stop-1. Adaptive rules (threshold, factor) and
+  Fixed schedule (or fixed_steps): runs steps state.step .. stop-1. Adaptive rules and
   `stop_at_eos`: run until no row has a MASK left in its response (or `stop` steps).
   """
   step_fn = functools.partial(denoise_step, apply, params, attn_mask=attn_mask,
                               prompt_len=prompt_len, cfg=cfg, mask_id=mask_id, eos_id=eos_id)
   stop = cfg.max_steps if stop is None else stop
-  if not cfg.adaptive and not cfg.stop_at_eos:
+  if cfg.step_bound and not cfg.stop_at_eos:
     return jax.lax.fori_loop(state.step, stop, lambda _, s: step_fn(s), state)
 
   def unfinished(s: DecodeState):

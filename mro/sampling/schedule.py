@@ -43,6 +43,14 @@ class SamplerConfig:
   factor: if set (f > 0), Fast-dLLM's factor rule instead of a threshold: with the masked
     tokens of the block sorted by confidence c_1 >= c_2 >= ..., commit the n most
     confident where (n + 1)(1 - c_n) < f (at least one). Adaptive like `threshold`.
+  fixed_steps: with `threshold` or `factor`, the rule runs within `steps` instead of
+    until the block is done: each block gets its steps_per_block steps, and each step
+    commits what the rule commits but at least ceil(masked left in the block / steps
+    left in it), the most confident first, so every block ends on time and a batch
+    costs exactly `steps` network passes. Confident tokens go early and the steps left
+    are spent on the uncertain ones, a few at a time (where two answers compete, they
+    are not committed together). A row that finishes a block early idles until the
+    block's steps are over (its per-row passes do not count them).
   cfg_scale: classifier-free guidance weight (0 = off); the unconditional input is the
     sequence with the prompt replaced by MASK, as in LLaDA.
   cache: block KV caches (Fast-dLLM). "none": every step runs the network on the whole
@@ -85,6 +93,7 @@ class SamplerConfig:
   threshold: float | None = None
   cfg_scale: float = 0.0
   factor: float | None = None
+  fixed_steps: bool = False
   cache: str = "none"
   refresh_every: int | None = None
   stop_at_eos: bool = False
@@ -131,6 +140,12 @@ class SamplerConfig:
       raise ValueError(f"factor must be > 0, got {self.factor}")
     if self.factor is not None and self.threshold is not None:
       raise ValueError("factor and threshold are two parallel-commit rules; set one")
+    if not isinstance(self.fixed_steps, bool):
+      raise ValueError(f"fixed_steps must be true or false, got {quoted(self.fixed_steps)}")
+    if self.fixed_steps and not self.adaptive:
+      raise ValueError("fixed_steps bounds an adaptive rule (threshold or factor) by `steps`; "
+                       "without one the schedule is already fixed: set threshold or factor, "
+                       "or unset fixed_steps")
     if self.cache not in CACHES:
       raise ValueError(f"unknown cache {quoted(self.cache)}; choose one of {CACHES}")
     if self.refresh_every is not None:
@@ -151,6 +166,9 @@ class SamplerConfig:
       value = getattr(self, name)
       if value is not None and (isinstance(value, bool) or value < 1):
         raise ValueError(f"{name} must be a positive integer, got {value}")
+    if self.correcting and self.fixed_steps:
+      raise ValueError("correct_below (token correction) with fixed_steps is not supported: "
+                       "re-masked tokens would compete with the step budget; unset one")
     if self.correcting and self.cache != "none":
       raise ValueError(f"correct_below (token correction) needs cache=none, got cache="
                        f"{quoted(self.cache)}: its leave-one-out rows run without the block cache")
@@ -185,8 +203,14 @@ class SamplerConfig:
   @property
   def lockstep(self) -> bool:
     """True when all rows work on the same block at each step (always with a fixed
-    schedule; with an adaptive rule only when a cache is on)."""
-    return not self.adaptive or self.cache != "none"
+    schedule or fixed_steps; with an adaptive rule otherwise only when a cache is on)."""
+    return not self.adaptive or self.fixed_steps or self.cache != "none"
+
+  @property
+  def step_bound(self) -> bool:
+    """True when every block takes exactly its steps_per_block steps (a fixed schedule,
+    or an adaptive rule with fixed_steps)."""
+    return not self.adaptive or self.fixed_steps
 
   @property
   def num_blocks(self) -> int:
@@ -200,7 +224,7 @@ class SamplerConfig:
   def max_steps(self) -> int:
     """Upper bound of denoising steps (adaptive rules may stop earlier per row; with
     token correction each position may be committed twice)."""
-    if not self.adaptive:
+    if self.step_bound:
       return self.steps
     return self.gen_length * (2 if self.correcting else 1)
 

@@ -32,7 +32,7 @@ from mro.method.search.settings import SearchConfig
 from mro.sampling.cache import new_cache
 from mro.sampling.sampler import (NOT_COMMITTED, DecodeState, check_options, init_state,
                                   map_rows, response_attention, row_keys, run_steps)
-from mro.sampling.schedule import SamplerConfig, tokens_per_step
+from mro.sampling.schedule import SamplerConfig, block_of_step, tokens_per_step
 from rewards.combine import RewardConfig
 from rewards.perplexity import CausalLMScorer, TextScorer, ppl_reward
 from rewards.verification import chunk_verification, token_verification
@@ -98,13 +98,18 @@ def candidate_keys(prompt_keys_B, group: int, pool: int):
 
 
 def group_rewards(apply, params, scorer_params, state: DecodeState, attn_mask, prompt_len,
-                  group_start, scoring: Scoring):
-  """(R_tv, R_ppl) per row for the steps [group_start, state.step)."""
+                  group_start, scoring: Scoring, group_end=None):
+  """(R_tv, R_ppl) per row for the steps [group_start, group_end) (default end:
+  state.step). Both may be per row ([B]): commit steps count each row's own steps
+  (`row_step`), which fall behind the loop's when a row idles (an adaptive rule kept to
+  its steps finishing a block early, or a row stopped at EOS)."""
   cfg = scoring.rewards
   rows = state.tokens.shape[0]
   r_tv = r_ppl = jnp.zeros((rows,), jnp.float32)
   if cfg.on("tv"):
-    new = (state.commit_step >= group_start) & (state.commit_step < state.step)
+    end = jnp.broadcast_to(state.step if group_end is None else group_end, (rows,))[:, None]
+    start = jnp.broadcast_to(group_start, (rows,))[:, None]
+    new = (state.commit_step >= start) & (state.commit_step < end)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, _VERIFY_STREAM))(state.keys)
     r_tv = token_verification(apply, params, state.tokens, attn_mask, new, keys, cfg.n_verify,
                               scoring.mask_id)
@@ -183,11 +188,11 @@ def _group_step(apply, params, scorer_params, carry: _Carry, g, prompt_keys, att
   if scfg.select != "none":
     carry = select_survivors(carry, g, prompt_keys, scfg, scoring.rewards)
   state, tv, ppl = carry
-  start = state.step
+  start, row_start = state.step, state.row_step
   state = advance(apply, params, state, attn_mask, prompt_len, cfg, scfg, scoring,
                   start + scfg.group_steps)
   r_tv, r_ppl = group_rewards(apply, params, scorer_params, state, attn_mask, prompt_len,
-                              start, scoring)
+                              row_start, scoring, group_end=state.row_step)
   return _Carry(state, tv.at[:, g].set(r_tv), ppl.at[:, g].set(r_ppl))
 
 
@@ -235,9 +240,15 @@ _final_jit = jax.jit(final_verification, static_argnames=("apply", "prompt_len",
 
 
 def group_positions(cfg: SamplerConfig, group_steps: int) -> int:
-  """The most response positions one group of `group_steps` steps commits (fixed schedule):
-  what R_tv re-predicts with n_verify = "all"."""
-  return int(tokens_per_step(cfg).max()) * group_steps
+  """The most response positions one group of `group_steps` steps commits: what R_tv
+  re-predicts with n_verify = "all". Fixed schedule: the largest step's tokens times the
+  steps; an adaptive rule kept to its steps (fixed_steps) may commit a whole block in one
+  step: every position of the blocks the group's steps work on."""
+  if not cfg.adaptive:
+    return int(tokens_per_step(cfg).max()) * group_steps
+  blocks = block_of_step(cfg)
+  return max(len(set(blocks[g:g + group_steps].tolist())) for g in
+             range(0, cfg.steps, group_steps)) * cfg.block_length
 
 
 def verify_count(rewards: RewardConfig, cfg: SamplerConfig, group_steps: int) -> RewardConfig:

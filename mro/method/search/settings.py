@@ -97,8 +97,9 @@ class SearchConfig:
     """This search with group_steps filled in for `sampler`, checked against it."""
     sampler.refuse_correction("the search")
     w = self.group_steps or max(1, sampler.steps // self.search_points)
-    if sampler.adaptive:
-      raise ValueError("the search needs a fixed step schedule; unset threshold and factor")
+    if sampler.adaptive and not sampler.fixed_steps:
+      raise ValueError("the search needs a fixed number of steps: unset threshold and factor, "
+                       "or keep them to the steps with fixed_steps")
     if sampler.steps % w:
       raise ValueError(f"steps={sampler.steps} is not divisible by group_steps={w}")
     if self.branch_steps is not None and self.branch_steps > sampler.steps:
