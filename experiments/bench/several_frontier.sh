@@ -24,9 +24,14 @@ for t in 0.999 0.99 0.9; do
   "$mro" eval --model default "${data[@]}" --steps L --threshold $t
 done
 "$mro" eval --model "$tuned" "${data[@]}" --steps L --threshold 0.999
+# the same threshold kept to a fixed step budget (docs/sampling.md, --fixed-steps)
+"$mro" eval --model default "${data[@]}" --steps L/2,L/4,L/8 --threshold 0.999 --fixed-steps
+"$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4,L/8 --threshold 0.999 --fixed-steps
 "$mro" eval --model default "${data[@]}" --search cascade
 # the MRO search as a user types it (k = 4, tv+ppl), on the base and the tuned model
 "$mro" eval --model default "${data[@]}" --steps L/2,L/4,L/8 --search mro
 "$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4,L/8 --search mro
+"$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4 --search mro --threshold 0.999 \
+  --fixed-steps
 "$mro" plot "$res" --x nfe --out "$out/sudoku_several.nfe.png"
 python -m experiments.bench.tables "$res"
