@@ -76,16 +76,21 @@ def _alive(pid: int) -> bool:
     return False
 
 
+def _past_a_checkpoint(workdir: Path):
+  """(newest complete checkpoint, metrics lines) once a later step is logged, else None."""
+  ckpts = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+  lines = (workdir / "metrics.jsonl").read_text().splitlines() \
+      if (workdir / "metrics.jsonl").exists() else []
+  last = parse_jsonl_line(lines[-1]) if lines else None
+  return (max(ckpts), lines) if ckpts and last and last["step"] > max(ckpts) else None
+
+
 def _kill_mid_way(pid: int, workdir: Path, record: dict) -> None:
   """Once a checkpoint is complete and later steps are logged, SIGKILLs the worker."""
   deadline = time.monotonic() + 120
   while time.monotonic() < deadline and not (workdir / "done.json").exists():
-    ckpts = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
-    lines = (workdir / "metrics.jsonl").read_text().splitlines() \
-        if (workdir / "metrics.jsonl").exists() else []
-    last = parse_jsonl_line(lines[-1]) if lines else None
-    if ckpts and last and last["step"] > max(ckpts):
-      record.update(checkpoint=max(ckpts), lines=lines, children=_children(pid))
+    if past := _past_a_checkpoint(workdir):
+      record.update(checkpoint=past[0], lines=past[1], children=_children(pid))
       os.kill(pid, signal.SIGKILL)
       time.sleep(1.0)  # the run's program must not outlive its worker (nor write on)
       record["alive"] = [p for p in record["children"] if _alive(p)]
@@ -202,13 +207,10 @@ def _kill_process_1(workdir: Path, record: dict) -> None:
   """Once a checkpoint is complete and a later step is logged, SIGKILLs process 1."""
   deadline = time.monotonic() + 900
   while time.monotonic() < deadline and not (workdir / "done.json").exists():
-    ckpts = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
-    lines = (workdir / "metrics.jsonl").read_text().splitlines() \
-        if (workdir / "metrics.jsonl").exists() else []
-    last = parse_jsonl_line(lines[-1]) if lines else None
-    if ckpts and last and last["step"] > max(ckpts) and (pid := _program_of(1, workdir)):
+    past = _past_a_checkpoint(workdir)
+    if past and (pid := _program_of(1, workdir)):
       os.kill(pid, signal.SIGKILL)
-      record.update(checkpoint=max(ckpts), step=last["step"], pid=pid)
+      record.update(checkpoint=past[0], step=parse_jsonl_line(past[1][-1])["step"], pid=pid)
       return
     time.sleep(0.02)
 
