@@ -64,7 +64,7 @@ def test_an_output_taking_its_first_step_from_one_answer_and_the_rest_from_anoth
   assert _score(PROMPT, MIXED) == "syntax"  # a failure
   c = cm.classify(puzzles, PROMPT, MIXED)
   assert c["kind"] == "mix" and c["d2"] == 0 and c["d1"] > 0
-  assert set(c["pair"]) == {A, B} and c["distinct"] and c["minority"] >= 2
+  assert set(c["pair"]) == {A, B} and c["distinct"] and c["d1"] >= 2
   assert c["think_mix"]
   # the same think part with B's whole answer mixes too, but is scored right (not a failure)
   right = MIXED.replace("303+30)-100", "(93+30)-100")
@@ -96,8 +96,12 @@ def test_compare_needs_two_candidates_for_a_mix_and_reports_three_apart():
   assert cm.compare((1, 1, 1), cands) is None  # no candidate of its length
   assert cm.compare((1, 1, 1, 1), cands)["kind"] == "valid"
   mix = cm.compare((1, 2, 2, 1), cands, classes=["x", "y", "y"])
-  assert mix["kind"] == "mix" and mix["pair"] == (0, 1) and mix["minority"] == 2
+  assert mix["kind"] == "mix" and mix["pair"] == (0, 1) and (mix["d1"], mix["d2"]) == (2, 0)
   assert mix["distinct"]
+  # covered by the first two (2 tokens off each) and by the nearest (1 off) with another:
+  # the pair shown keeps the nearest
+  near = cm.compare((3, 2, 2, 2), [(3, 9, 2, 9), (9, 2, 9, 2), (2, 2, 2, 2), (3, 3, 3, 3)])
+  assert near["kind"] == "mix" and near["d1"] == 1 and 2 in near["pair"]
   assert not cm.compare((1, 2, 2, 1), cands, classes=["x", "x", "y"])["distinct"]
   assert cm.compare((1, 2, 3, 3), cands)["kind"] == "mix3"  # needs all three
   stray = cm.compare((1, 1, 1, 4), cands)
@@ -114,7 +118,9 @@ def test_chance_counts_the_digit_slips_that_another_answer_has_there():
   assert cm.chance([(1, 2), (1, 3, 3)], digits, range(10)) == (0, 45)  # other lengths
   # such a slip is a mix by the definition: the 0 is another answer's digit there
   slip0 = SLIP.replace("100-94", "100-90")
-  assert cm.classify(cm.Puzzles("chars"), PROMPT, slip0)["kind"] == "mix"
+  c = cm.classify(cm.Puzzles("chars"), PROMPT, slip0)
+  assert c["kind"] == "mix" and c["d1"] == 1  # so not a `mix 2+`
+  assert A in c["pair"]  # the nearest answer, and one with a 0 there
 
 
 def _row(sid, steps, i, prompt, output):

@@ -27,7 +27,8 @@ one rendering and d2 the fewest positions that neither of two renderings has:
   that position, yet it is neither, so it takes at least one token from each (two valid
   answers are needed to explain it, none suffices). `mix distinct`: some such A and B are
   different solutions, not only operand orders of + or * in one (trees equal up to
-  commutation are one solution). `mix 2+`: some such A and B are both >= 2 tokens away;
+  commutation are one solution). `mix 2+`: a mix with d1 >= 2, no valid answer within one
+  token (one slip that lands on another answer's token there cannot explain it);
 - `mix3`: every token is some rendering's at that position, but no two explain it all;
 - `stray`: some token is no rendering's at its position (an arithmetic slip, a wrong
   digit); `loose` counts every same-length wrong output with d2 < d1 (the nearest two
@@ -60,10 +61,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.tokenizers import load_tokenizer
 from mro import paths
 from mro.evaluation.mixing import countdown_solutions
 from mro.files import read_jsonl
-from rewards.tasks import expression, formats
+from rewards.tasks import expression, formats, get_task
 
 _PROMPT = re.compile(r"Make (-?\d+) from (\d+(?:,\d+)*)")
 _THINK = re.compile(r"<think>(.*)</think>", re.S)
@@ -124,7 +126,6 @@ def splitter(tokenizer: str) -> tuple[Callable[[str], Tokens], frozenset[int]]:
   characters (`chars`: ids are code points)."""
   if tokenizer == "chars":
     return (lambda text: tuple(map(ord, text))), frozenset(map(ord, DIGITS))
-  from models.tokenizers import load_tokenizer
   tok = load_tokenizer(tokenizer)
   ids = [tok.encode(d) for d in DIGITS]
   if any(len(i) != 1 for i in ids):
@@ -137,7 +138,8 @@ def compare(output: Tokens, candidates: Sequence[Tokens],
             classes: Sequence[str] | None = None) -> dict[str, Any] | None:
   """How `output` stands to the `candidates` of its length: None if none has its length,
   else {"kind": valid | mix | mix3 | stray, "d1", "d2", "pair": (i, j) of a best pair
-  (a covering one for a mix), "distinct", "minority"} (module docstring)."""
+  (for a mix, a covering pair with a nearest candidate in it), "distinct"} (module
+  docstring)."""
   same = [i for i, c in enumerate(candidates) if len(c) == len(output)]
   if not same:
     return None
@@ -146,7 +148,8 @@ def compare(output: Tokens, candidates: Sequence[Tokens],
            for i in same}
   best = max(same, key=lambda i: masks[i].bit_count())
   d1 = len(output) - masks[best].bit_count()
-  info = {"d1": d1, "d2": d1, "pair": (best, best), "distinct": False, "minority": 0}
+  info = {"d1": d1, "d2": d1, "pair": (best, best), "distinct": False}
+  nearest = 0  # the larger agreement of the covering pair kept
   union = 0
   for i in same:
     union |= masks[i]
@@ -154,12 +157,12 @@ def compare(output: Tokens, candidates: Sequence[Tokens],
     d2 = len(output) - (masks[i] | masks[j]).bit_count()
     if d2 < info["d2"]:
       info.update(d2=d2, pair=(i, j))
-    if d2 == 0:  # a covering pair: how far the output is from each parent
-      minority = min(len(output) - masks[i].bit_count(), len(output) - masks[j].bit_count())
-      distinct = classes is not None and classes[i] != classes[j]
-      info["distinct"] |= distinct
-      if minority > info["minority"]:
-        info.update(minority=minority, pair=(i, j))
+    if d2 == 0:  # a covering pair
+      info["distinct"] |= classes is not None and classes[i] != classes[j]
+      agree = max(masks[i].bit_count(), masks[j].bit_count())
+      if agree > nearest:
+        nearest = agree
+        info["pair"] = (i, j)
   if d1 == 0:
     kind = "valid"
   elif info["d2"] == 0:
@@ -221,7 +224,6 @@ def classify(puzzles: Puzzles, prompt: str, output: str) -> dict[str, Any]:
   think_found = None if think is None else compare(puzzles.split(think), p["think_tokens"])
   out = {"think_mix": think_found is not None and think_found["kind"] == "mix"}
   if found is None:
-    from rewards.tasks import get_task
     ok = get_task("countdown").format_ok(output, style="compact")
     return {**out, "kind": "length" if ok else "malformed", "loose": False}
   i, j = found["pair"]
@@ -259,7 +261,7 @@ def summarize(puzzles: Puzzles, gens: Sequence[dict[str, Any]], examples: int = 
     s["kinds"][c["kind"]] += 1
     is_mix = c["kind"] == "mix"
     s["mix_distinct"] += is_mix and c["distinct"]
-    s["mix_2plus"] += is_mix and c["minority"] >= 2
+    s["mix_2plus"] += is_mix and c["d1"] >= 2
     s["loose"] += c["loose"]
     s["think_mix"] += c["think_mix"]
     if reference is not None and reference.get(_key(g)):
