@@ -24,6 +24,8 @@ def test_methods_name_search_selection_rewards_and_quality_source():
   assert report.setting_label(record()) == "plain sampler"
   assert report.setting_label(record(sampler={"threshold": 0.9})) == \
       "plain sampler, threshold 0.9"
+  assert report.setting_label(record(sampler={"threshold": 0.9, "fixed_steps": True})) == \
+      "plain sampler, threshold 0.9 within the steps"
   assert report.setting_label(record(search("best-of-n"), rewards("tv,ppl"))) == \
       "best-of-4 (tv+ppl)"
   assert report.setting_label(record(search(select="resample"), rewards())) == \
@@ -62,3 +64,13 @@ def test_a_mean_forward_pass_count_keeps_its_decimal():
   from mro.evaluation.report import nfe_text
   assert (nfe_text(24), nfe_text(24.0), nfe_text(3.5), nfe_text(1.4375)) == (
       "24", "24", "3.5", "1.4")
+
+
+def test_the_same_setting_on_two_models_keeps_a_row_each_under_a_model_column():
+  text = report.markdown_table([record(model="default", accuracy=0.5),
+                                record(model="default-mro", accuracy=0.75)])
+  lines = text.splitlines()
+  assert lines[0].startswith("| model | method | steps |") and len(lines) == 4
+  assert lines[2].startswith("| `default` | plain sampler | 6 | 50.0 |")
+  assert lines[3].startswith("| `default-mro` | plain sampler | 6 | 75.0 |")
+  assert not report.markdown_table([record(model="default")]).startswith("| model")

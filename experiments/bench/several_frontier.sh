@@ -7,11 +7,13 @@
 # NFE. TUNED names the few-step model of experiments/sweeps/reject_few_steps_sudoku_several.yaml
 # (default: the shipped default-mro).
 # Usage (repository root): experiments/bench/several_frontier.sh
-#   OUT=runs/several (default) · TUNED=default-mro · MRO=.venv/bin/mro
+#   OUT=runs/several (default) · TUNED=default-mro · MRO=.venv/bin/mro · PYTHON=.venv/bin/python
+#   DISTILL=<a model of the sweep> adds its rows (plain and threshold within the steps)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-runs/several}
 mro=${MRO:-.venv/bin/mro}
+python=${PYTHON:-.venv/bin/python}
 tuned=${TUNED:-default-mro}
 mkdir -p "$out"
 res="$out/sudoku_several.jsonl"
@@ -33,5 +35,9 @@ done
 "$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4,L/8 --search mro
 "$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4 --search mro --threshold 0.999 \
   --fixed-steps
+if [ -n "${DISTILL:-}" ]; then
+  "$mro" eval --model "$DISTILL" "${data[@]}" --steps L,L/2,L/4,L/8
+  "$mro" eval --model "$DISTILL" "${data[@]}" --steps L/2,L/4,L/8 --threshold 0.999 --fixed-steps
+fi
 "$mro" plot "$res" --x nfe --out "$out/sudoku_several.nfe.png"
-python -m experiments.bench.tables "$res"
+"$python" -m experiments.bench.tables "$res"

@@ -90,6 +90,8 @@ def setting_label(record: dict[str, Any]) -> str:
   sampler = record.get("sampler") or {}
   threshold = sampler.get("threshold")
   extra = f", threshold {threshold:g}" if threshold is not None else ""
+  if extra and sampler.get("fixed_steps"):
+    extra += " within the steps"
   if sampler.get("correct_below") is not None:
     rows = sampler.get("correct_rows")
     extra += (f", token correction < {sampler['correct_below']:g}"
@@ -118,24 +120,28 @@ def setting_label(record: dict[str, Any]) -> str:
 
 
 def latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """One record per (method, steps): a setting run again replaces its earlier result
-  (kept at the position where it first appeared)."""
-  rows: dict[tuple[str, int], dict[str, Any]] = {}
+  """One record per (model, method, steps): a setting run again replaces its earlier
+  result (kept at the position where it first appeared)."""
+  rows: dict[tuple[str, str, int], dict[str, Any]] = {}
   for r in records:
-    rows[(setting_label(r), r["steps"])] = r
+    rows[(str(r.get("model")), setting_label(r), r["steps"])] = r
   return list(rows.values())
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
-  """The result tables of docs/results.md: one row per setting (its latest result)."""
+  """The result tables of docs/results.md: one row per setting (its latest result), with
+  a model column when the records hold more than one model."""
   extra = "cell_accuracy" if any("cell_accuracy" in r["metrics"] for r in records) else None
   groups = group_names(records)
-  head = ["method", "steps", "accuracy %"] + [f"{g} %" for g in groups] + (
-      ["cell acc. %"] if extra else []) + ["NFE / prompt", "scorer NFE", "seconds"]
+  models = len({str(r.get("model")) for r in records}) > 1
+  head = ["model"] * models + ["method", "steps", "accuracy %"] + [
+      f"{g} %" for g in groups] + (["cell acc. %"] if extra else []) + [
+      "NFE / prompt", "scorer NFE", "seconds"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in latest(records):
-    row = [setting_label(r), str(r["steps"]), f"{100 * r['accuracy']:.1f}",
-           *(group_cell(r, g, percent=True) for g in groups)]
+    row = [f"`{r.get('model')}`"] * models + [
+        setting_label(r), str(r["steps"]), f"{100 * r['accuracy']:.1f}",
+        *(group_cell(r, g, percent=True) for g in groups)]
     if extra:
       row.append(f"{100 * r['metrics'][extra]:.1f}")
     row += [nfe_text(r['nfe_per_prompt']), str(r.get("scorer_nfe_per_prompt", 0)),
