@@ -130,15 +130,18 @@ def _check_rl(cfg: ExperimentConfig) -> None:
     if getattr(t, name) % m.inner_steps:
       raise ValueError(f"train.{name}={getattr(t, name)} must be a multiple of "
                        f"rl.inner_steps={m.inner_steps} (checkpoints on rollout boundaries)")
-  fixed = cfg.sampler.steps % m.group_steps == 0 and cfg.sampler.threshold is None
+  # a group is rl.group_steps of the loop's steps; an adaptive rule (threshold or factor,
+  # kept to the steps or not) counts commit steps per row, which groups cannot follow
+  fixed = cfg.sampler.steps % m.group_steps == 0 and not cfg.sampler.adaptive
   if m.method == "mro" and not fixed:
     raise ValueError(f"sampler.steps={cfg.sampler.steps} must be a multiple of "
-                     f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold)")
+                     f"rl.group_steps={m.group_steps}, with a fixed schedule (no threshold "
+                     "or factor)")
   if m.method != "mro" and (cfg.rewards.on("tv") or cfg.rewards.on("ppl")) and not fixed:
     raise ValueError(f"R_tv / R_ppl are measured per group: sampler.steps="
                      f"{cfg.sampler.steps} must be a multiple of rl.group_steps="
-                     f"{m.group_steps}, with a fixed schedule (no threshold); or use "
-                     "rewards.use=q")
+                     f"{m.group_steps}, with a fixed schedule (no threshold or factor); or "
+                     "use rewards.use=q")
   if m.method != "mro" and not cfg.rewards.use:
     raise ValueError("rewards.use is empty: a GRPO-family run needs a reward")
 

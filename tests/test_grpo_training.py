@@ -91,9 +91,10 @@ def test_grpo_config_values_are_refused_naming_the_field(sets, match):
 
 def test_grpo_settings_that_need_a_fixed_schedule_or_a_reward_are_refused(start_models):
   threshold = {"sampler": {"threshold": 0.9}}
-  with pytest.raises(ValueError, match="rl.group_steps"):
-    exp_config.validate(grpo_config(start_models, "diffu_grpo", rewards="tv,q", **threshold),
-                        "rl")
+  for rule in (threshold["sampler"], {"factor": 1.0}, {"threshold": 0.9, "fixed_steps": True}):
+    with pytest.raises(ValueError, match="rl.group_steps"):
+      exp_config.validate(grpo_config(start_models, "diffu_grpo", rewards="tv,q",
+                                      sampler=rule), "rl")
   exp_config.validate(grpo_config(start_models, "diffu_grpo", rewards="q", **threshold),
                       "rl")  # fine
   with pytest.raises(ValueError, match="rewards.use"):
