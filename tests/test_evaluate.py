@@ -53,7 +53,8 @@ def test_each_steps_value_appends_one_line_with_the_resolved_config(eval_run, mo
                             "temperature": 1.0, "remasking": "low_confidence",
                             "threshold": None, "cfg_scale": 0.0, "factor": None,
                             "fixed_steps": False, "cache": "none", "refresh_every": None,
-                            "stop_at_eos": False, "correct_below": None, "correct_rows": None, "correct_max": 1,
+                            "stop_at_eos": False, "correct_below": None, "correct_rows": None,
+                            "correct_max": 1,
                             "schedule": "llada", "schedule_eps": 1e-3}
     assert (r["seed"], r["batch_size"], r["n"], r["batches"]) == (3, 3, 7, 3)
     assert r["nfe"] == r["steps"] * 3 and r["denoising_steps"] == r["steps"]
