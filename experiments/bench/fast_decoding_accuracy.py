@@ -36,6 +36,7 @@ import numpy as np
 from experiments.bench.fast_decoding_report import plot_frontier, tables
 from models import checkpoints
 from models.tokenizers import load_tokenizer
+from mro.evaluation.protocols import get_protocol
 from mro.loading import resolve_model, search_runner
 from mro.method.search.decode import decode
 from mro.sampling import sampler as S
@@ -43,7 +44,6 @@ from mro.sampling.schedule import SamplerConfig, fast
 from mro.sampling.textgen import TextSampler
 from rewards.tasks import get_task
 
-GEN_LENGTH = {"sudoku": 24, "countdown": 48, "arith": 64}  # the compact protocol's
 DATA = {"sudoku": "experiments/data/sudoku_test_12blanks.csv"}
 
 # label -> (steps as a fraction of L, SamplerConfig overrides); block None = one block.
@@ -162,13 +162,14 @@ def run(task_name: str, labels: list[str], limit: int, batch_size: int, shots: i
   prefix = few_shot_prefix(task, shots) if shots else ""
   prompts = [prefix + ex.prompt for ex in examples]
   width = sampler.encode_prompts(prompts)[0].shape[1]
-  S.check_lengths(width, SamplerConfig(GEN_LENGTH[task_name], GEN_LENGTH[task_name],
-                                       GEN_LENGTH[task_name]), sampler.model_cfg.max_seq_len)
+  gen_length = get_protocol("compact", task_name).gen_length  # what `mro eval` decodes
+  S.check_lengths(width, SamplerConfig(gen_length, gen_length, gen_length),
+                  sampler.model_cfg.max_seq_len)
   print(f"{task_name}: n={len(examples)} prompt width {width} (shots {shots})", flush=True)
   settings = {}
   for label in labels:
-    settings[label] = Setting(sampler, prompts, width, sampler_config(label, GEN_LENGTH[
-        task_name]), batch_size)
+    settings[label] = Setting(sampler, prompts, width, sampler_config(label, gen_length),
+                              batch_size)
     settings[label].timed_pass()
     _record(task, examples, task_name, label, settings, shots, batch_size, out)
   for _ in range(repeats - 1):
