@@ -166,6 +166,13 @@ def test_nfe_counts_candidates_steps_and_verification_rows():
   assert got == {"nfe": 4 * 4 + 4 * 2 * 2, "scorer_nfe": 4 * 2}
 
 
+@pytest.mark.parametrize("steps, points, w", [(12, 2, 6), (6, 4, 1), (24, 4, 6), (7, 2, 1),
+                                               (18, 4, 3), (3, 2, 1), (9, 2, 3)])
+def test_search_points_give_a_group_size_that_divides_the_steps(steps, points, w):
+  sampler = SamplerConfig(gen_length=24, steps=steps, block_length=24)
+  assert SearchConfig(search_points=points).resolve(sampler).group_steps == w
+
+
 def test_search_settings_that_cannot_work_are_refused():
   with pytest.raises(ValueError, match="group_steps"):
     SearchConfig(group_steps=3).check(CFG)

@@ -44,7 +44,8 @@ class SearchConfig:
   never selects: k independent samples picked at the end (best-of-N at equal NFE).
   `group_steps=None` = the sampler's steps / `search_points` (default 2: measured best on
   the shipped Sudoku model, 91.4% at L/4 against 88.7% with the paper's 4 points; the `mro`
-  protocol keeps 4).
+  protocol keeps 4), or where that does not divide the steps the largest w below it that
+  does (7 steps, 2 points: w = 1), so at least `search_points` selections are made.
   `forward_chunks`: the candidates' forward passes in this many sequential slices; None
   leaves it to the search where it runs (`mro_search.forward_chunks`: the pool on a CPU,
   where narrower batches are faster per row, 1 on accelerators). An execution choice:
@@ -96,7 +97,8 @@ class SearchConfig:
   def resolve(self, sampler: SamplerConfig) -> SearchConfig:
     """This search with group_steps filled in for `sampler`, checked against it."""
     sampler.refuse_correction("the search")
-    w = self.group_steps or max(1, sampler.steps // self.search_points)
+    w = self.group_steps or next(d for d in range(max(1, sampler.steps // self.search_points),
+                                                  0, -1) if sampler.steps % d == 0)
     if sampler.adaptive and not sampler.fixed_steps:
       raise ValueError("the search needs a fixed number of steps: unset threshold and factor, "
                        "or keep them to the steps with fixed_steps")
