@@ -10,6 +10,8 @@ NumPy. Agreement therefore checks the sampler's semantics, not the sampler again
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,6 +55,18 @@ class Loaded(NamedTuple):
   def logits(self, tokens, attention_mask=None) -> np.ndarray:
     mask = None if attention_mask is None else np.asarray(attention_mask)
     return np.asarray(self.forward(self.params, np.asarray(tokens, np.int32), mask))
+
+
+def joined_process_env(devices: int, **extra: str) -> dict[str, str]:
+  """The environment of a test's subprocess joined to others by `jax.distributed`:
+  `devices` fake CPU devices, the suite's other XLA flags (conftest.py: its optimisation
+  level, so they compile as the tests in pytest do), and JAX's disk cache off even where
+  the caller's JAX_COMPILATION_CACHE_DIR turns it on (executables of a multi-process CPU
+  program read back from it hang)."""
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ["XLA_FLAGS"])
+  return dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}",
+              JAX_ENABLE_COMPILATION_CACHE="false", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
+              **extra)
 
 
 def load(model_dir: str | Path, **overrides) -> Loaded:

@@ -7,9 +7,6 @@ restore in one process; and when one of them is killed, the survivor stops withi
 seconds with JAX's error naming the dead task, leaving only complete checkpoints.
 """
 
-import os
-import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,9 +17,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import helpers
 import multihost_worker as mw
 from models.checkpoints import load_model
 from models.sharding import MeshConfig, make_mesh, shard_batch
+from mro.sweeps.local import free_port
 from mro.training.checkpointing import Checkpointer
 
 pytestmark = pytest.mark.integration  # two processes joined by jax.distributed
@@ -30,23 +29,12 @@ WORKER = Path(__file__).with_name("multihost_worker.py")
 DEATH_MESSAGE = "Terminating process because the JAX distributed service detected fatal errors"
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def _launch(out: Path, mode: str, victim: int = 1, timeout: float = 240.0, fixture=None):
   """Runs both processes to the end (killing them at `timeout`); per process:
   (exit code, stdout, stderr, seconds after the start)."""
   out.mkdir(parents=True, exist_ok=True)
-  # 4 devices each, with the suite's other XLA flags (conftest.py); JAX's disk cache off,
-  # even where the caller's JAX_COMPILATION_CACHE_DIR turns it on: executables of a
-  # multi-process CPU program read back from it hang (conftest.py)
-  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ["XLA_FLAGS"])
-  env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", JAX_ENABLE_COMPILATION_CACHE="false")
-  port, start = _free_port(), time.monotonic()
+  env = helpers.joined_process_env(4)
+  port, start = free_port(), time.monotonic()
   procs = []
   for i in range(2):
     log = (open(out / f"p{i}.out", "w"), open(out / f"p{i}.err", "w"))

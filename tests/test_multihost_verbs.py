@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -25,9 +23,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import helpers
 from mro import cli
 from mro.evaluation.report import generations_path
 from mro.files import read_jsonl
+from mro.sweeps.local import free_port
 from mro.training import workdir as wdlib
 from tiny_models import mro_cli_sets
 
@@ -70,24 +70,14 @@ def commands(root: Path, start_models, model_dir) -> list[tuple[str, list[str], 
           ("eval", evaluate, evaluate)]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def _start(out: Path, plan) -> list[subprocess.Popen]:
   """Both processes of the plan, started (stdout and stderr to out/p<i>.out|err)."""
   path = out / "plan.json"
   path.write_text(json.dumps([{"name": n, "argv": [a0, a1]} for n, a0, a1 in plan]))
-  # 4 devices each, with the suite's other XLA flags (conftest.py: the optimisation level
-  # of the 1-process runs in pytest, so both compile alike); JAX's disk cache off: a
-  # multi-process CPU program's executables read back from it hang (conftest.py)
-  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ["XLA_FLAGS"])
-  env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=4",
-             JAX_ENABLE_COMPILATION_CACHE="false", JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-             PYTHONPATH=os.pathsep.join([str(WORKER.parents[1]), str(WORKER.parent)]))
-  port = _free_port()
+  # 4 devices each, compiled as the 1-process runs in pytest are (helpers.joined_process_env)
+  env = helpers.joined_process_env(
+      4, PYTHONPATH=os.pathsep.join([str(WORKER.parents[1]), str(WORKER.parent)]))
+  port = free_port()
   return [subprocess.Popen([sys.executable, str(WORKER), str(path), str(i), str(port)],
                            env=env, stdout=open(out / f"p{i}.out", "w"),
                            stderr=open(out / f"p{i}.err", "w")) for i in range(2)]
