@@ -164,13 +164,19 @@ def rank_mask(scores_BK, k_B):
   return ranks < k_B[:, None]
 
 
+def on_time(is_open_BK, step, cfg: SamplerConfig):
+  """int32[B]: the fewest commits this step that still end the block within its steps:
+  ceil(masked left / steps left in the block)."""
+  left = cfg.steps_per_block - step % cfg.steps_per_block
+  return -(-is_open_BK.sum(-1) // left)
+
+
 def commit_mask(conf_BK, is_open_BK, step, cfg: SamplerConfig):
   """Which open positions of the block each row commits now (at least one if any)."""
   B, K = conf_BK.shape
   least = jnp.ones((B,), jnp.int32)
-  if cfg.adaptive and cfg.fixed_steps:  # at least ceil(masked / steps left): on time
-    left = cfg.steps_per_block - step % cfg.steps_per_block
-    least = jnp.maximum(least, -(-is_open_BK.sum(-1) // left))
+  if cfg.fixed_steps:  # an adaptive rule kept to the steps
+    least = jnp.maximum(least, on_time(is_open_BK, step, cfg))
   if cfg.threshold is not None:
     return ((conf_BK >= cfg.threshold) | rank_mask(conf_BK, least)) & is_open_BK
   if cfg.factor is not None:  # n most confident with (n + 1)(1 - c_n) < f (monotone in n)
@@ -180,8 +186,7 @@ def commit_mask(conf_BK, is_open_BK, step, cfg: SamplerConfig):
   k = jnp.broadcast_to(jnp.asarray(tokens_per_step(cfg))[step], (B,))
   if cfg.correcting:  # re-masked tokens join the rest: at least ceil(masked / steps left),
     # so the block still ends complete; without re-masks the schedule's k is never less
-    left = cfg.steps_per_block - step % cfg.steps_per_block
-    k = jnp.maximum(k, -(-is_open_BK.sum(-1) // left))
+    k = jnp.maximum(k, on_time(is_open_BK, step, cfg))
   return rank_mask(conf_BK, k) & is_open_BK
 
 

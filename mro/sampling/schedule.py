@@ -204,7 +204,7 @@ class SamplerConfig:
   def lockstep(self) -> bool:
     """True when all rows work on the same block at each step (always with a fixed
     schedule or fixed_steps; with an adaptive rule otherwise only when a cache is on)."""
-    return not self.adaptive or self.fixed_steps or self.cache != "none"
+    return self.step_bound or self.cache != "none"
 
   @property
   def step_bound(self) -> bool:
