@@ -63,9 +63,9 @@ from typing import Any
 
 from models.tokenizers import load_tokenizer
 from mro import paths
-from mro.evaluation.mixing import countdown_solutions
+from mro.evaluation.mixing import compact_text, countdown_solutions
 from mro.files import read_jsonl
-from rewards.tasks import expression, formats, get_task
+from rewards.tasks import expression, get_task
 
 _PROMPT = re.compile(r"Make (-?\d+) from (\d+(?:,\d+)*)")
 _THINK = re.compile(r"<think>(.*)</think>", re.S)
@@ -87,12 +87,6 @@ def parse_prompt(prompt: str, where: str = "prompt") -> tuple[tuple[int, ...], i
   return tuple(int(n) for n in numbers), int(m.group(1)), len(numbers[0])
 
 
-def render(node: expression.Node, width: int) -> str:
-  """A solution as the compact training target writes it (think numbers `width` + 1 wide)."""
-  return formats.compact_response(expression.to_text(node, full=True),
-                                  ",".join(expression.steps(node, width=width + 1)))
-
-
 def _canonical(node: expression.Node) -> str:
   """The tree with the operands of + and * in a fixed order: one text per solution up to
   commutation."""
@@ -109,7 +103,8 @@ def renderings(numbers: tuple[int, ...], target: int, width: int) -> dict[str, s
   """{rendering: its solution's commutation class} of every valid answer of the puzzle."""
   out: dict[str, str] = {}
   for tree in countdown_solutions(numbers, target):
-    out.setdefault(render(tree, width), _canonical(tree))
+    # as the compact training target writes it: think numbers width + 1 wide
+    out.setdefault(compact_text(tree, width + 1), _canonical(tree))
   return dict(sorted(out.items()))
 
 
