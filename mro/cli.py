@@ -180,8 +180,8 @@ def cmd_diagnose(args) -> int:
         options.count_or_all(args.answer_rows)
   except argparse.ArgumentTypeError as e:
     raise ValueError(f"--answer-rows: {e}") from None
-  cfg = diagnostic.DiagnosticConfig(EvalConfig.build(
-      args.task, args.protocol, search="best-of-n", steps=args.steps, data=args.data,
+  cfg = diagnostic.DiagnosticConfig(EvalConfig.build(  # the fixed schedule unless a rule is given
+      args.task, args.protocol, search="best-of-n", rule=False, steps=args.steps, data=args.data,
       split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
       scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
       n_verify=n_verify, answer_rows=answer_rows)
