@@ -412,7 +412,8 @@ def _add_eval_parser(verbs) -> None:
   p.add_argument("--scorer", default=None, help="causal scorer for R_ppl (default: the "
                  "shipped one for a shipped model; none: R_ppl is left out)")
   p.add_argument("--out", default=None, help="append the table's rows here as JSON lines")
-  options.add_options(p, SamplerConfig, "sampler (default: the protocol's)",
+  options.add_options(p, SamplerConfig, "sampler (default: the protocol's, with the fixed "
+                      "schedule)",
                       show_default=False)
   options.add_options(p, SearchConfig, "candidates (k independent samples; select is not "
                       "used)", skip=("select", "resample-temperature", "n-live",

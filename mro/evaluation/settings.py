@@ -6,7 +6,9 @@ mro/evaluation/protocols.py), the step counts to evaluate, and the decoder's set
 best-of-n is the search with select=none) and its `RewardConfig`, or instead of the search
 a `CascadeConfig` (the verified cascade). `EvalConfig.build` makes one from flat options
 the way the CLI does: unset options keep the protocol's defaults, including its search and
-reward defaults when a search is asked for.
+reward defaults when a search is asked for, and its commit rule (compact on the shipped
+tasks: threshold 0.999 kept to the steps) unless a rule is named (`RULE_FIELDS`; `threshold
+none` is the fixed schedule) or the decoder is the cascade.
 
 Steps are integers or fractions of the response length: `L` (= gen_length, one token
 per step; also `full`), `L/2`, `L/4`, ... Bad input (task, protocol, steps, limit,
