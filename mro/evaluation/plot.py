@@ -46,9 +46,11 @@ X_AXES = {  # --x: what a point's x is, and the axis title
 
 
 def adaptive(record: dict[str, Any]) -> bool:
-  """A decoder whose steps are not fixed: a threshold or factor rule, or the cascade."""
+  """A decoder whose steps are not fixed: a threshold or factor rule not kept to the steps
+  (fixed_steps: the steps are its budget), or the cascade."""
   sampler = record.get("sampler") or {}
-  return (sampler.get("threshold") is not None or sampler.get("factor") is not None
+  rule = sampler.get("threshold") is not None or sampler.get("factor") is not None
+  return ((rule and not sampler.get("fixed_steps"))
           or (record.get("search") or {}).get("method") == "cascade")
 
 
