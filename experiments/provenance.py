@@ -47,7 +47,7 @@ def eval_summary(record: dict) -> dict:
   out["data"] = paths.relative(out.get("data"))
   sampler = record.get("sampler") or {}
   out["sampler"] = {k: sampler.get(k) for k in ("gen_length", "steps", "block_length",
-                                                "threshold") if k in sampler}
+                                                "threshold", "fixed_steps") if k in sampler}
   return out
 
 

@@ -180,8 +180,8 @@ def cmd_diagnose(args) -> int:
         options.count_or_all(args.answer_rows)
   except argparse.ArgumentTypeError as e:
     raise ValueError(f"--answer-rows: {e}") from None
-  cfg = diagnostic.DiagnosticConfig(EvalConfig.build(
-      args.task, args.protocol, search="best-of-n", steps=args.steps, data=args.data,
+  cfg = diagnostic.DiagnosticConfig(EvalConfig.build(  # the fixed schedule unless a rule is given
+      args.task, args.protocol, search="best-of-n", rule=False, steps=args.steps, data=args.data,
       split=args.split, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
       scorer=args.scorer, **options.flags_of(args, SamplerConfig, SearchConfig)),
       n_verify=n_verify, answer_rows=answer_rows)
@@ -412,7 +412,8 @@ def _add_eval_parser(verbs) -> None:
   p.add_argument("--scorer", default=None, help="causal scorer for R_ppl (default: the "
                  "shipped one for a shipped model; none: R_ppl is left out)")
   p.add_argument("--out", default=None, help="append the table's rows here as JSON lines")
-  options.add_options(p, SamplerConfig, "sampler (default: the protocol's)",
+  options.add_options(p, SamplerConfig, "sampler (default: the protocol's, with the fixed "
+                      "schedule)",
                       show_default=False)
   options.add_options(p, SearchConfig, "candidates (k independent samples; select is not "
                       "used)", skip=("select", "resample-temperature", "n-live",

@@ -41,6 +41,19 @@ def count_or_all(text: str) -> int | str:
     raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {quoted(text)}")
 
 
+NONE = "none"  # the value of an optional number given as unset on purpose
+
+
+def number_or_none(text: str) -> float | str:
+  """A number, or 'none' (NONE): the field set to None, e.g. `--threshold none`."""
+  if text.strip().lower() == NONE:
+    return NONE
+  try:
+    return float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number or 'none', got {quoted(text)}")
+
+
 SAMPLER_OPTIONS = (
     Option("gen-length", "gen_length", int, "response length in tokens"),
     Option("block-length", "block_length", int,
@@ -54,15 +67,17 @@ SAMPLER_OPTIONS = (
            "timesteps linspace(1, eps, steps+1), int(n_masked * (1 - s/t)) per step)",
            SCHEDULES),
     Option("schedule-eps", "schedule_eps", float, "the last timestep of --schedule dream"),
-    Option("threshold", "threshold", float,
+    Option("threshold", "threshold", number_or_none,
            "confidence-threshold parallel decoding: commit every masked token of the block "
-           "whose confidence is >= T (0 < T <= 1), at least one per step"),
+           "whose confidence is >= T (0 < T <= 1), at least one per step; 'none': the "
+           "fixed schedule (the compact protocol's sudoku, countdown and arith otherwise "
+           "use 0.999 kept to the steps)"),
     Option("fixed-steps", "fixed_steps", bool,
            "with --threshold or --factor: keep to --steps (each step commits at least "
            "ceil(masked left / steps left), the most confident first), so a prompt costs "
            "exactly STEPS passes"),
     Option("cfg-scale", "cfg_scale", float, "classifier-free guidance weight (0 = off)"),
-    Option("factor", "factor", float,
+    Option("factor", "factor", number_or_none,
            "Fast-dLLM's factor rule: commit the n most confident where (n+1)(1 - c_n) < f"),
     Option("cache", "cache", str,
            "block KV cache: prefix (cache the prompt and finished blocks) or dual (also the "
@@ -71,7 +86,7 @@ SAMPLER_OPTIONS = (
            "with a cache, also refill it every N steps inside a block (1 = exact)"),
     Option("stop-at-eos", "stop_at_eos", bool,
            "once a row commits EOS, the rest of its response is EOS and it stops"),
-    Option("correct-below", "correct_below", float,
+    Option("correct-below", "correct_below", number_or_none,
            "token correction: after each step, re-predict its least confident new tokens "
            "with only their own position masked and re-mask those with probability < P "
            "(0 < P < 1; each position once; extra leave-one-out rows count in the NFE)"),
@@ -170,13 +185,16 @@ def add_options(parser: argparse.ArgumentParser, cls, title: str, *, skip=(),
 
 
 def overrides(args: argparse.Namespace | Mapping[str, Any], cls) -> dict[str, Any]:
-  """{field: value} of the flags of `cls` that were given (not None)."""
+  """{field: value} of the flags of `cls` that were given (not None); an optional number
+  given as 'none' is the field set to None."""
   get = args.get if isinstance(args, Mapping) else (lambda k: getattr(args, k, None))
   out = {}
   for opt in TABLES[cls]:
     value = get(opt.flag.replace("-", "_"))
     if value is not None:
-      out[opt.field] = value
+      none = opt.type is number_or_none and isinstance(value, str) and \
+          value.strip().lower() == NONE
+      out[opt.field] = None if none else value
   return out
 
 

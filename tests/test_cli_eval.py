@@ -168,8 +168,85 @@ def test_fast_resolves_the_measured_setting_under_explicit_options():
   mixed = EvalConfig.build("sudoku", fast=True, cache="dual", threshold=0.9)
   assert (mixed.sampler_configs()[0].cache, mixed.sampler_configs()[0].threshold) == (
       "dual", 0.9)
-  plain = EvalConfig.build("sudoku").sampler_configs()[0]
-  assert plain.threshold is None and plain.cache == "none"
+  plain = EvalConfig.build("sudoku", threshold="none").sampler_configs()[0]
+  assert plain.threshold is None and plain.cache == "none" and not plain.fixed_steps
+
+
+@pytest.mark.parametrize("task", ["sudoku", "countdown", "arith"])
+def test_the_shipped_tasks_commit_by_confidence_within_the_steps_unless_a_rule_is_named(task):
+  """compact's measured default (docs/sampling.md): threshold 0.999 kept to the steps; a
+  named rule or `none` replaces it whole, and the cascade's stages are its rules."""
+  from mro.evaluation.settings import EvalConfig
+
+  def sampler(**options):
+    return EvalConfig.build(task, steps="L/2", **options).sampler_configs()[0]
+
+  default = sampler()
+  assert (default.threshold, default.fixed_steps, default.factor) == (0.999, True, None)
+  assert len(EvalConfig.build(task, steps="L,L/2,L/4").sampler_configs()) == 3
+  assert (sampler(fixed_steps=True).threshold, sampler(fixed_steps=True).fixed_steps) == (
+      0.999, True)
+  plain = sampler(threshold="none")
+  assert (plain.threshold, plain.fixed_steps, plain.factor) == (None, False, None)
+  unbounded = EvalConfig.build(task, threshold=0.99).sampler_configs()[0]
+  assert (unbounded.threshold, unbounded.fixed_steps) == (0.99, False)
+  assert (sampler(threshold=0.9, fixed_steps=True).threshold,
+          sampler(threshold=0.9, fixed_steps=True).fixed_steps) == (0.9, True)
+  factor = EvalConfig.build(task, factor=1.0).sampler_configs()[0]
+  assert (factor.factor, factor.threshold, factor.fixed_steps) == (1.0, None, False)
+  corrected = sampler(correct_below=0.5)
+  assert (corrected.correct_below, corrected.threshold, corrected.fixed_steps) == (
+      0.5, None, False)
+  fast = EvalConfig.build(task, fast=True).sampler_configs()[0]
+  assert (fast.threshold, fast.fixed_steps) == (0.99, False)
+  searched = EvalConfig.build(task, search="mro", steps="L/2")
+  assert searched.sampler_configs()[0] == default
+  cascade = EvalConfig.build(task, search="cascade", steps="L/2")
+  assert (cascade.sampler.threshold, cascade.sampler.fixed_steps) == (None, False)
+  assert cascade.sampler_configs()[0] == EvalConfig(task, steps="L/2", cascade=cascade.cascade
+                                                    ).sampler_configs()[0]
+  assert sampler(rule=False) == plain
+  with pytest.raises(ValueError, match="fixed_steps bounds an adaptive rule"):
+    sampler(threshold="none", fixed_steps=True)
+
+
+def test_other_protocols_and_tasks_keep_the_fixed_schedule():
+  from mro.evaluation.protocols import Protocol, get_protocol
+  from mro.evaluation.settings import EvalConfig
+
+  for protocol, task in [("compact", "gsm8k"), ("compact", "math500"), ("mro", "countdown"),
+                         ("d1", "sudoku"), ("llada", "arith")]:
+    scfg = EvalConfig.build(task, protocol).sampler_configs()[0]
+    assert (scfg.threshold, scfg.fixed_steps) == (None, False), (protocol, task)
+    assert get_protocol(protocol, task).rule == {}
+  assert get_protocol("compact", "sudoku").rule == {"threshold": 0.999, "fixed_steps": True}
+  with pytest.raises(ValueError, match="threshold must be None or in"):
+    Protocol("bad", threshold=1.5)
+  with pytest.raises(ValueError, match="set threshold too"):
+    Protocol("bad", fixed_steps=True)
+
+
+@pytest.mark.parametrize("argv, field, value", [
+    (["--threshold", "none"], "threshold", None),
+    (["--threshold", "None"], "threshold", None),
+    (["--threshold", "0.9"], "threshold", 0.9),
+    (["--factor", "none"], "factor", None),
+    (["--correct-below", "0.5"], "correct_below", 0.5),
+])
+def test_optional_numbers_take_none_on_the_command_line(argv, field, value):
+  from mro import options
+  from mro.sampling.schedule import SamplerConfig
+
+  args = cli.build_parser().parse_args(["eval", "--task", "sudoku", *argv])
+  assert options.overrides(args, SamplerConfig) == {field: value}
+  assert options.overrides({"threshold": "none"}, SamplerConfig) == {"threshold": None}
+
+
+def test_a_threshold_that_is_no_number_exits_2_naming_it(capsys, no_compile):
+  with pytest.raises(SystemExit) as done:
+    cli.main(["eval", "--task", "sudoku", "--threshold", "high"])
+  err = capsys.readouterr().err
+  assert done.value.code == 2 and "--threshold" in err and "expected a number or 'none'" in err
 
 
 def test_fast_eval_records_the_resolved_options_and_fewer_forward_passes(

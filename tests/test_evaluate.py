@@ -51,8 +51,8 @@ def test_each_steps_value_appends_one_line_with_the_resolved_config(eval_run, mo
                                                                    "test", 7)
     assert r["sampler"] == {"gen_length": 16, "steps": r["steps"], "block_length": 16,
                             "temperature": 1.0, "remasking": "low_confidence",
-                            "threshold": None, "cfg_scale": 0.0, "factor": None,
-                            "fixed_steps": False, "cache": "none", "refresh_every": None,
+                            "threshold": 0.999, "cfg_scale": 0.0, "factor": None,
+                            "fixed_steps": True, "cache": "none", "refresh_every": None,
                             "stop_at_eos": False, "correct_below": None, "correct_rows": None,
                             "correct_max": 1,
                             "schedule": "llada", "schedule_eps": 1e-3}

@@ -89,6 +89,7 @@ def test_generation_accuracy_through_lm_eval_equals_mro_eval(task_manager, tmp_p
   samples = out["samples"]["mro_sudoku"]
   results = tmp_path / "eval.jsonl"
   record, = run_eval("default", EvalConfig.build(task="sudoku", steps=steps, limit=n,
+                                                 threshold="none",  # the recorded sampler's
                                                  batch_size=4, out=str(results)),
                      progress=False)
   ours = {g["index"]: g for g in map(json.loads,

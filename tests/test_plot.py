@@ -111,6 +111,21 @@ def test_curve_labels_name_verification_and_correction_and_share_their_common_pr
   assert short[2] == "plain sampler, token correction < 0.5"
 
 
+def test_the_default_rule_is_named_once_and_kept_apart_from_the_fixed_schedule():
+  """compact's default on Sudoku (threshold 0.999 kept to the steps) is named by the setting
+  label, not listed again as a changed sampler field; against cost it is its own curve."""
+  fixed = record(sampler={**record()["sampler"], "fixed_steps": False})
+  rule = record(sampler={**record()["sampler"], "threshold": 0.999, "fixed_steps": True})
+  unbounded = record(sampler={**record()["sampler"], "threshold": 0.999, "fixed_steps": False})
+  label = plot.curve_label(rule)
+  assert label.endswith("plain sampler, threshold 0.999 within the steps"), label
+  assert "[" not in label and "plain sampler" in plot.curve_label(fixed)
+  assert "[" not in plot.curve_label(fixed)
+  by_cost = {plot.curve_label(r, "nfe") for r in (fixed, rule, unbounded)}
+  assert len(by_cost) == 3 and any(x.endswith("threshold rule within the steps")
+                                   for x in by_cost)
+
+
 def test_plot_writes_a_png_from_the_results_file_alone(eval_run, tmp_path):
   cfg, _, _, _ = eval_run
   png = plot.plot_results(cfg.out, tmp_path / "acc.png")

@@ -11,7 +11,9 @@ mro=${MRO:-.venv/bin/mro}
 mkdir -p "$out"
 v=(--model default --task sudoku --data experiments/data/sudoku_validation_12blanks.csv
    --batch-size 64 --out "$out/sudoku_validation.jsonl")
-"$mro" eval "${v[@]}" --steps L,L/2,L/4
+# plain rows at the fixed schedule (--threshold none: the compact protocol's default
+# commits by confidence within the steps)
+"$mro" eval "${v[@]}" --steps L,L/2,L/4 --threshold none
 for t in 0.99 0.999; do "$mro" eval "${v[@]}" --threshold $t; done
 two="threshold=0.99;steps=L,threshold=none"
 for a in -0.001 -0.0003 -0.0001 -0.00003; do
@@ -33,12 +35,12 @@ d="threshold=0.99;threshold=0.999;steps=L,threshold=none"
   --stages "$d;steps=L,threshold=none,remasking=random;steps=L,threshold=none,temperature=1"
 a=(--model default --task arith --split validation --limit 256 --batch-size 64
    --out "$out/arith_validation.jsonl")
-"$mro" eval "${a[@]}" --steps L,L/2,L/4
+"$mro" eval "${a[@]}" --steps L,L/2,L/4 --threshold none
 "$mro" eval "${a[@]}" --threshold 0.99
 "$mro" eval "${a[@]}" --search cascade --stages "$two" --accept -0.01
 c=(--model default --task countdown --split validation --limit 256 --batch-size 64
    --out "$out/countdown_validation.jsonl")
-"$mro" eval "${c[@]}" --steps L,L/2,L/4
+"$mro" eval "${c[@]}" --steps L,L/2,L/4 --threshold none
 for t in 0.99 0.999; do "$mro" eval "${c[@]}" --threshold $t; done
 "$mro" eval "${c[@]}" --search cascade
 "${PYTHON:-.venv/bin/python}" -m experiments.bench.tables "$out"/sudoku_validation.jsonl \

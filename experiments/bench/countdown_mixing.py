@@ -6,7 +6,8 @@
 GENERATIONS.jsonl is the `<out stem>.generations.jsonl` file of a compact-style Countdown
 `mro eval`, for example (256 test puzzles of the shipped model; L = 48):
 
-    mro eval --task countdown --model default --steps L,L/2,L/4,L/8 --out /tmp/cd/cd.jsonl
+    mro eval --task countdown --model default --steps L,L/2,L/4,L/8 --threshold none \
+        --out /tmp/cd/cd.jsonl
     python -m experiments.bench.countdown_mixing /tmp/cd/cd.generations.jsonl
 
 Each puzzle (numbers and target, read from its prompt `Make 023 from 030,100,093`) gets

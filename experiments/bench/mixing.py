@@ -11,7 +11,8 @@ each record's task, data, split, limit and data seed, as `mro eval` made them.
 
 For example (Countdown at L and L/4 on 256 test problems, then the table):
 
-    mro eval --model default --task countdown --steps L,L/2,L/4,L/8 --out runs/mix/cd.jsonl
+    mro eval --model default --task countdown --steps L,L/2,L/4,L/8 --threshold none \
+        --out runs/mix/cd.jsonl
     python -m experiments.bench.mixing runs/mix/cd.jsonl
 """
 

@@ -22,18 +22,23 @@ for task in ${*:-sudoku arith}; do
   esac
   res="$out/$task.jsonl"
   common=(--model default --task "$task" "${data[@]}" --batch-size 64 --out "$res")
-  "$mro" eval "${common[@]}" --steps L,L/2,L/4,L/8
+  # rows that name no rule run the fixed schedule (plain: --threshold none; the compact
+  # protocol's default commits by confidence within the steps)
+  plain=(--threshold none)
+  "$mro" eval "${common[@]}" --steps L,L/2,L/4,L/8 "${plain[@]}"
   for t in 0.9999 0.999 0.99 0.95 0.9 0.8 0.7; do
     "$mro" eval "${common[@]}" --steps L --threshold $t
   done
-  "$mro" eval "${common[@]}" --steps $few --search best-of-n            # k = 4, tv+ppl
-  "$mro" eval "${common[@]}" --steps $few,L/8 --search mro              # the defaults
-  "$mro" eval "${common[@]}" --steps $few --search mro --k 8
-  "$mro" eval "${common[@]}" --steps $few --search mro --n-verify all
+  "$mro" eval "${common[@]}" --steps $few --search best-of-n "${plain[@]}"    # k = 4, tv+ppl
+  "$mro" eval "${common[@]}" --steps $few,L/8 --search mro "${plain[@]}"      # the defaults
+  "$mro" eval "${common[@]}" --steps $few --search mro --k 8 "${plain[@]}"
+  "$mro" eval "${common[@]}" --steps $few --search mro --n-verify all "${plain[@]}"
   # R_tv over every committed position ranks almost perfectly at the end and barely
   # better than chance before (mro diagnose): a final pick among independent candidates
-  "$mro" eval "${common[@]}" --steps $few --search best-of-n --rewards tv --n-verify all
-  "$mro" eval "${common[@]}" --steps $few --search best-of-n --rewards tv --n-verify all --k 8
+  "$mro" eval "${common[@]}" --steps $few --search best-of-n --rewards tv --n-verify all \
+    "${plain[@]}"
+  "$mro" eval "${common[@]}" --steps $few --search best-of-n --rewards tv --n-verify all --k 8 \
+    "${plain[@]}"
   # token correction inside the sampler: committed tokens the model itself doubts (leave-
   # one-out probability below 0.5) are re-masked once and decoded again
   "$mro" eval "${common[@]}" --steps $few --correct-below 0.5
@@ -47,7 +52,7 @@ for task in ${*:-sudoku arith}; do
   # the task's label-free check as R_q (Sudoku: the grid obeys the rules), reported apart;
   # arithmetic's check recomputes the answer, which is the label: not run
   [ "$task" = sudoku ] && "$mro" eval "${common[@]}" --steps $few --search mro --rewards tv,ppl,q \
-    --quality-source verifier
+    --quality-source verifier "${plain[@]}"
   "$mro" plot "$res" --x nfe --out "$out/$task.nfe.png"
   "$mro" plot "$res" --x seconds --out "$out/$task.seconds.png"
 done

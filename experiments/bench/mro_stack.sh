@@ -12,8 +12,10 @@ mkdir -p "$out"
 for model in default default-mro; do
   e=(--model "$model" --task sudoku --data experiments/data/sudoku_test_12blanks.csv
      --batch-size 128 --out "$out/sudoku_stack.jsonl")
-  "$mro" eval "${e[@]}" --steps L,L/2,L/4,L/8
+  # plain and search rows at the fixed schedule (--threshold none: the compact protocol's
+  # default commits by confidence within the steps)
+  "$mro" eval "${e[@]}" --steps L,L/2,L/4,L/8 --threshold none
   for t in 0.99 0.999; do "$mro" eval "${e[@]}" --threshold $t; done
-  "$mro" eval "${e[@]}" --search mro --steps L/2,L/4
+  "$mro" eval "${e[@]}" --search mro --steps L/2,L/4 --threshold none
   "$mro" eval "${e[@]}" --search cascade
 done

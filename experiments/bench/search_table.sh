@@ -14,7 +14,9 @@ for task in ${*:-sudoku countdown}; do
     countdown) data=(--limit 128); L=48; few=12;;  # 128 test puzzles, L/4: the budget here
   esac
   res="$out/$task.jsonl"
-  common=(--model default --task "$task" "${data[@]}" --batch-size 64 --out "$res")
+  # every row at the fixed schedule (the compact protocol's default commits by confidence)
+  common=(--model default --task "$task" "${data[@]}" --batch-size 64 --out "$res"
+          --threshold none)
   search=(--k 4 --scorer default --search-temperature 1.0)
   mro eval "${common[@]}" --steps L,L/2,L/4,L/8
   for steps in $few; do

@@ -19,8 +19,10 @@ mkdir -p "$out"
 res="$out/sudoku_several.jsonl"
 data=(--task sudoku --data experiments/data/sudoku_test_8blanks_any.csv --batch-size 128
       --out "$res")
-"$mro" eval --model default "${data[@]}" --steps L,L/2,L/4,L/8
-"$mro" eval --model "$tuned" "${data[@]}" --steps L,L/2,L/4,L/8
+# the fixed schedule (--threshold none: the compact protocol's default commits by
+# confidence within the steps)
+"$mro" eval --model default "${data[@]}" --steps L,L/2,L/4,L/8 --threshold none
+"$mro" eval --model "$tuned" "${data[@]}" --steps L,L/2,L/4,L/8 --threshold none
 # adaptive decoding: confidence-threshold commits (the 2-pass point) and the cascade
 for t in 0.999 0.99 0.9; do
   "$mro" eval --model default "${data[@]}" --steps L --threshold $t
@@ -30,13 +32,14 @@ done
 "$mro" eval --model default "${data[@]}" --steps L/2,L/4,L/8 --threshold 0.999 --fixed-steps
 "$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4,L/8 --threshold 0.999 --fixed-steps
 "$mro" eval --model default "${data[@]}" --search cascade
-# the MRO search as a user types it (k = 4, tv+ppl), on the base and the tuned model
-"$mro" eval --model default "${data[@]}" --steps L/2,L/4,L/8 --search mro
-"$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4,L/8 --search mro
+# the MRO search's defaults (k = 4, tv+ppl) at the fixed schedule, on the base and the
+# tuned model
+"$mro" eval --model default "${data[@]}" --steps L/2,L/4,L/8 --search mro --threshold none
+"$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4,L/8 --search mro --threshold none
 "$mro" eval --model "$tuned" "${data[@]}" --steps L/2,L/4 --search mro --threshold 0.999 \
   --fixed-steps
 if [ -n "${DISTILL:-}" ]; then
-  "$mro" eval --model "$DISTILL" "${data[@]}" --steps L,L/2,L/4,L/8
+  "$mro" eval --model "$DISTILL" "${data[@]}" --steps L,L/2,L/4,L/8 --threshold none
   "$mro" eval --model "$DISTILL" "${data[@]}" --steps L/2,L/4,L/8 --threshold 0.999 --fixed-steps
 fi
 "$mro" plot "$res" --x nfe --out "$out/sudoku_several.nfe.png"

@@ -2,7 +2,7 @@
 # Model-shape pilots at equal wall time (README, "How the shipped models were made"): each
 # shape trains from the same config for the same number of seconds with a schedule too
 # long to decay (so every pilot sees the same learning rates), then its last checkpoint
-# is evaluated greedily at steps = L on the validation split.
+# is evaluated greedily at steps = L on the validation split (the fixed schedule).
 #   experiments/bench/shape_pilots.sh CONFIG SECONDS [LIMIT]
 # e.g. experiments/bench/shape_pilots.sh default_arith 480 256
 set -euo pipefail
@@ -27,5 +27,5 @@ for shape in "${shapes[@]}"; do
   step=$(tail -1 "$out/$name/metrics.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
   echo "$name: $step steps in ${seconds}s"
   mro eval --model "$out/$name" --task "${config#default_}" --split validation --limit "$limit" \
-    --steps L --out "$out/pilots.jsonl" --force | tail -3
+    --steps L --threshold none --out "$out/pilots.jsonl" --force | tail -3
 done

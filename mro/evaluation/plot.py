@@ -46,9 +46,11 @@ X_AXES = {  # --x: what a point's x is, and the axis title
 
 
 def adaptive(record: dict[str, Any]) -> bool:
-  """A decoder whose steps are not fixed: a threshold or factor rule, or the cascade."""
+  """A decoder whose steps are not fixed: a threshold or factor rule not kept to the steps
+  (fixed_steps: the steps are its budget), or the cascade."""
   sampler = record.get("sampler") or {}
-  return (sampler.get("threshold") is not None or sampler.get("factor") is not None
+  rule = sampler.get("threshold") is not None or sampler.get("factor") is not None
+  return ((rule and not sampler.get("fixed_steps"))
           or (record.get("search") or {}).get("method") == "cascade")
 
 
@@ -74,7 +76,7 @@ def data_label(record: dict[str, Any]) -> str:
 
 
 # Sampler fields that vary along a curve (x) or are shown by the setting label.
-_ALONG_CURVE = ("steps", "threshold", "correct_below", "correct_rows")
+_ALONG_CURVE = ("steps", "threshold", "fixed_steps", "correct_below", "correct_rows")
 
 
 def curve_label(record: dict[str, Any], x: str = "steps") -> str:
@@ -85,8 +87,9 @@ def curve_label(record: dict[str, Any], x: str = "steps") -> str:
   so do the accept levels of one cascade."""
   sampler = record.get("sampler") or {}
   if x != "steps" and sampler.get("threshold") is not None:
-    plain = {**record, "sampler": {**sampler, "threshold": None}}
-    return curve_label(plain, x) + ", threshold rule"
+    plain = {**record, "sampler": {**sampler, "threshold": None, "fixed_steps": False}}
+    return curve_label(plain, x) + ", threshold rule" + (
+        " within the steps" if sampler.get("fixed_steps") else "")
   search = record.get("search") or {}
   if x != "steps" and search.get("method") == "cascade" and search.get("accept") is not None:
     # the accept levels of one cascade trade cost for accuracy: one curve
@@ -99,7 +102,8 @@ def curve_label(record: dict[str, Any], x: str = "steps") -> str:
   parts = [str(record.get("model", "?")), record["task"], record["protocol"],
            data_label(record)]
   try:
-    base = dataclasses.asdict(get_protocol(record["protocol"], record["task"]).sampler_config())
+    base = dataclasses.asdict(get_protocol(record["protocol"], record["task"])
+                              .sampler_config(rule=False))  # a rule is named in the label
   except ValueError:
     base = {}
   changed = [f"{k}={v}" for k, v in sorted(sampler.items())

@@ -26,7 +26,13 @@ prompt (below). `mro eval --help` prints the resolved table.
 compact: the project's own small models (one token per digit and tag). Each gen_length
 covers the task's longest compact target plus EOS (sudoku 18 + 1, countdown 35 + 1,
 arith 54 + 1 tokens at most) and is divisible by 8, so `--steps L,L/2,L/4,L/8` all work;
-one block (block_length = gen_length), as the models are trained.
+one block (block_length = gen_length), as the models are trained. On sudoku, countdown
+and arith, compact commits by confidence within the step budget: every token at or above
+threshold 0.999, and at least ceil(masked left / steps left) of the most confident
+(SamplerConfig.fixed_steps), so a prompt costs at most `steps` passes; on their validation
+splits this beat the fixed schedule at every step count. `--threshold none` gives the fixed
+schedule (the same number of tokens each step); naming another rule (`--threshold T`,
+`--factor`, `--correct-below`, `--fast`) or the cascade replaces it.
 
 "protocol" style uses the tasks' d1 prompts (rewards/tasks). With a tokenizer that has a
 chat template (LLaDA-Instruct), the prompt is sent as one user message with the
@@ -63,6 +69,11 @@ class Protocol:
   limit: int | None = None
   schedule: str = "llada"  # SamplerConfig.schedule
   assistant_prefix: str = ""  # text appended to the (templated) prompt, e.g. "<reasoning>"
+  # the commit rule within the step budget (SamplerConfig.threshold / fixed_steps): it
+  # applies unless a rule is named (threshold, factor, correct_below; `--threshold none` is
+  # the fixed schedule) or the decoder is the cascade (its stages are the rules)
+  threshold: float | None = None
+  fixed_steps: bool = False
   # what `--search mro` / `best-of-n` and their rewards mean when no other flag is given
   search: SearchConfig = SearchConfig()
   rewards: RewardConfig = RewardConfig(use=("tv", "ppl"))
@@ -91,14 +102,28 @@ class Protocol:
                        f"{quoted(self.schedule)}")
     if self.limit is not None and self.limit < 1:
       raise ValueError(f"protocol {self.name}: limit must be None or >= 1, got {self.limit}")
+    if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
+      raise ValueError(f"protocol {self.name}: threshold must be None or in (0, 1], got "
+                       f"{self.threshold}")
+    if self.fixed_steps and self.threshold is None:
+      raise ValueError(f"protocol {self.name}: fixed_steps keeps a threshold to the steps; "
+                       "set threshold too")
 
-  def sampler_config(self, steps: int | None = None) -> SamplerConfig:
-    """The protocol's sampler settings at `steps` (None: the protocol's steps)."""
+  @property
+  def rule(self) -> dict[str, Any]:
+    """The protocol's commit rule as SamplerConfig fields ({} = the fixed schedule)."""
+    if self.threshold is None:
+      return {}
+    return {"threshold": self.threshold, "fixed_steps": self.fixed_steps}
+
+  def sampler_config(self, steps: int | None = None, *, rule: bool = True) -> SamplerConfig:
+    """The protocol's sampler settings at `steps` (None: the protocol's steps); `rule`
+    False: without its commit rule (the fixed schedule)."""
     steps = self.steps_for(self.gen_length) if steps is None else steps
     return SamplerConfig(gen_length=self.gen_length, steps=steps,
                          block_length=self.block_length or self.gen_length,
                          temperature=self.temperature, remasking=self.remasking,
-                         schedule=self.schedule)
+                         schedule=self.schedule, **(self.rule if rule else {}))
 
   def steps_for(self, gen_length: int) -> int:
     """The protocol's number of steps for a response of `gen_length` tokens."""
@@ -137,9 +162,15 @@ def get_protocol(name: str, task: str | None = None) -> Protocol:
   return dataclasses.replace(base, **per_task.get(task, {}))
 
 
+# The tasks of the shipped models commit by confidence within the step budget: threshold
+# 0.999 kept to the steps beat the fixed schedule at every step count on their validation
+# splits (docs/sampling.md#confident-first-within-a-step-budget); GSM8K and MATH500 keep
+# the fixed schedule (not measured).
+BUDGET_RULE = {"threshold": 0.999, "fixed_steps": True}
 register(Protocol("compact", style="compact", gen_length=64, block_length=None),
-         {"sudoku": {"gen_length": 24}, "countdown": {"gen_length": 48},
-          "arith": {"gen_length": 56},
+         {"sudoku": {"gen_length": 24, **BUDGET_RULE},
+          "countdown": {"gen_length": 48, **BUDGET_RULE},
+          "arith": {"gen_length": 56, **BUDGET_RULE},
           "gsm8k": {"gen_length": 256, "block_length": 32},
           "math500": {"gen_length": 512, "block_length": 64}})
 # LLaDA's semi-autoregressive settings: GSM8K length 256 block 8, MATH length 512 block 64.
@@ -173,6 +204,8 @@ def describe() -> str:
       lines.append(f"  {name:8s} {task:10s} style={p.style:8s} gen={p.gen_length:<4d} "
                    f"block={block:<4d} steps={p.steps_for(p.gen_length):<4d} "
                    f"temp={p.temperature:<5g} limit={p.limit or 'task'}"
+                   + (f" threshold={p.threshold}" + (" within the steps" if p.fixed_steps
+                                                     else "") if p.rule else "")
                    + (f" prefix={p.assistant_prefix}" if p.assistant_prefix else "")
                    + (f" remasking={p.remasking} schedule={p.schedule}"
                       if p.schedule != "llada" else ""))

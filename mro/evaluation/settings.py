@@ -6,7 +6,9 @@ mro/evaluation/protocols.py), the step counts to evaluate, and the decoder's set
 best-of-n is the search with select=none) and its `RewardConfig`, or instead of the search
 a `CascadeConfig` (the verified cascade). `EvalConfig.build` makes one from flat options
 the way the CLI does: unset options keep the protocol's defaults, including its search and
-reward defaults when a search is asked for.
+reward defaults when a search is asked for, and its commit rule (compact on the shipped
+tasks: threshold 0.999 kept to the steps) unless a rule is named (`RULE_FIELDS`; `threshold
+none` is the fixed schedule) or the decoder is the cascade.
 
 Steps are integers or fractions of the response length: `L` (= gen_length, one token
 per step; also `full`), `L/2`, `L/4`, ... Bad input (task, protocol, steps, limit,
@@ -42,14 +44,21 @@ def parse_steps(text: str) -> tuple[str, ...]:
   return items
 
 
-def protocol_sampler(protocol: Protocol, fields: dict[str, Any],
-                     steps: tuple = ()) -> SamplerConfig:
+# Sampler fields that name a commit rule: given any (None too: `--threshold none`), the
+# protocol's rule (Protocol.threshold, fixed_steps) gives way.
+RULE_FIELDS = ("threshold", "factor", "correct_below")
+
+
+def protocol_sampler(protocol: Protocol, fields: dict[str, Any], steps: tuple = (), *,
+                     rule: bool = True) -> SamplerConfig:
   """The protocol's sampler with `fields` (SamplerConfig fields) replacing its own, at the
-  first of `steps` (else the protocol's steps for the response length)."""
+  first of `steps` (else the protocol's steps for the response length). The protocol's
+  commit rule applies when `rule` and `fields` name none of RULE_FIELDS."""
   p = dataclasses.replace(protocol, **{k: v for k, v in fields.items()
                                        if k in PROTOCOL_FIELDS})
   first = resolve_steps(steps[0], p.gen_length) if steps else None
-  return dataclasses.replace(p.sampler_config(first), **{
+  rule = rule and not any(k in fields for k in RULE_FIELDS)
+  return dataclasses.replace(p.sampler_config(first, rule=rule), **{
       k: v for k, v in fields.items() if k not in PROTOCOL_FIELDS})
 
 
@@ -96,9 +105,9 @@ class EvalConfig:
     object.__setattr__(self, "steps", steps)
     get_task(self.task)  # ValueError listing the known tasks
     get_protocol(self.protocol)  # ValueError listing the known protocols
-    if self.sampler is None:
+    if self.sampler is None:  # the cascade's stages are its rules
       object.__setattr__(self, "sampler", protocol_sampler(
-          get_protocol(self.protocol, self.task), {}, steps))
+          get_protocol(self.protocol, self.task), {}, steps, rule=self.cascade is None))
     if not isinstance(self.sampler, SamplerConfig):
       raise ValueError(f"sampler must be a SamplerConfig, got {type(self.sampler).__name__} "
                        "(EvalConfig.build takes sampler options by name)")
@@ -122,7 +131,7 @@ class EvalConfig:
 
   @classmethod
   def build(cls, task: str, protocol: str = "compact", *, search: str = "none",
-            fast: bool = False, model: str | Path | None = None,
+            fast: bool = False, model: str | Path | None = None, rule: bool = True,
             **options_and_fields) -> EvalConfig:
     """An EvalConfig from flat options, as the CLI gives them: `search` is none, mro,
     best-of-n or cascade (`options.decoder`); sampler, search, reward and cascade options
@@ -130,8 +139,9 @@ class EvalConfig:
     rewards, stages, ...); unset ones (absent or None) keep the protocol's defaults.
     `fast`: the recommended fast decoding (`mro.sampling.schedule.FAST`), under any sampler
     option given explicitly. `model`: the model it will evaluate, which with reward options
-    says whether R_ppl has a scorer (a shipped model's) as `search_rewards` decides. Other
-    keywords are EvalConfig fields."""
+    says whether R_ppl has a scorer (a shipped model's) as `search_rewards` decides. `rule`
+    False: the protocol's commit rule is left out (the fixed schedule unless a rule is
+    given; the cascade always leaves it out). Other keywords are EvalConfig fields."""
     given = {k: v for k, v in options_and_fields.items() if v is not None}
     rest = {k: v for k, v in given.items() if k not in options.DESTS}
     steps = rest.pop("steps", ())
@@ -147,7 +157,8 @@ class EvalConfig:
       rewards = search_rewards(p.rewards, reward_fields, has_task=True,
                                has_scorer=rest.get("scorer") is not None or is_shipped(model))
     sampler = protocol_sampler(p, {**(dict(FAST) if fast else {}),
-                                   **options.overrides(given, SamplerConfig)}, steps)
+                                   **options.overrides(given, SamplerConfig)}, steps,
+                               rule=rule and not isinstance(method, CascadeConfig))
     return cls(task=task, protocol=protocol, steps=steps, sampler=sampler,
                search=method if isinstance(method, SearchConfig) else None, rewards=rewards,
                cascade=method if isinstance(method, CascadeConfig) else None, **rest)
