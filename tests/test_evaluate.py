@@ -247,8 +247,9 @@ def test_the_table_has_one_row_per_setting_and_the_task_extras_as_columns(eval_r
   assert lines[0].split() == ["task", "protocol", "search", "steps", "n", "accuracy",
                               *(w for g in groups for w in ("acc", g)),
                               "answered", "digit_accuracy", "format", "NFE/prompt",
-                              "scorer", "NFE", "tok/s", "seconds"]
+                              "scorer", "NFE", "tok/s", "seconds", "commits"]
   assert [line.split()[3] for line in lines[1:]] == ["16", "4", "2"]
+  assert all(line.split()[-1] == "thr=0.999,budget" for line in lines[1:])  # the default
   nfe = 9 + len(groups)  # NFE per prompt, after one accuracy cell per group
   assert [line.split()[nfe] for line in lines[1:]] == ["16", "4", "2"]
   assert all(line.split()[:2] == ["arith", "compact"] for line in lines[1:])
@@ -492,6 +493,20 @@ def test_an_arith_eval_reports_addition_and_multiplication_apart(eval_run):
     for name, got in record["groups"].items():
       scores = [g["score"]["correct"] for g in mine if op[g["index"]] == name]
       assert got == {"n": len(scores), "accuracy": pytest.approx(np.mean(scores))}
+
+
+@pytest.mark.parametrize("sampler, search, want", [
+    ({}, None, "fixed"),
+    ({"threshold": 0.99}, None, "thr=0.99"),
+    ({"threshold": 0.999, "fixed_steps": True}, {"method": "mro"}, "thr=0.999,budget"),
+    ({"factor": 1.0, "fixed_steps": True}, None, "factor=1,budget"),
+    ({"correct_below": 0.5}, None, "fixed+corr<0.5"),
+    ({"threshold": 0.9}, {"method": "cascade"}, "stages"),
+])
+def test_the_table_names_how_each_setting_commits(sampler, search, want):
+  record = {"sampler": {"threshold": None, "factor": None, "fixed_steps": False,
+                        "correct_below": None, **sampler}, "search": search}
+  assert report.commit_rule(record) == want
 
 
 def test_a_task_without_groups_records_none(eval_run):

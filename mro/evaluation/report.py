@@ -41,7 +41,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
   groups = group_names(records)
   head = ["task", "protocol", "search", "steps", "n", "accuracy",
           *(f"acc {g}" for g in groups), *extras, "format",
-          "NFE/prompt", "scorer NFE", "tok/s", "seconds"]
+          "NFE/prompt", "scorer NFE", "tok/s", "seconds", "commits"]
   rows = [head]
   for r in records:
     tps = r.get("tokens_per_second")
@@ -50,7 +50,8 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
                  *(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "-" for k in extras),
                  f"{r['format_rate']:.4f}", nfe_text(r.get('nfe_per_prompt', 0)),
                  f"{r.get('scorer_nfe_per_prompt', 0):.0f}",
-                 "-" if tps is None else f"{tps:.1f}", f"{r['seconds']:.1f}"])
+                 "-" if tps is None else f"{tps:.1f}", f"{r['seconds']:.1f}",
+                 commit_rule(r)])
   widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
   return "\n".join("  ".join(c.rjust(w) if j > 1 else c.ljust(w)
                              for j, (c, w) in enumerate(zip(row, widths))).rstrip()
@@ -60,6 +61,26 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
 def _rewards_text(record: dict[str, Any]) -> str:
   spec = (record.get("rewards") or {}).get("spec", "none")
   return spec.replace(",", "+")
+
+
+def commit_rule(record: dict[str, Any]) -> str:
+  """The table's `commits` column, without spaces: `fixed` (the same number of tokens each
+  step), `thr=0.999` (a threshold rule), `thr=0.999,budget` (kept to the steps),
+  `factor=1`, with `+corr<0.5` for token correction; `stages` for the cascade."""
+  if (record.get("search") or {}).get("method") == "cascade":
+    return "stages"
+  sampler = record.get("sampler") or {}
+  if sampler.get("threshold") is not None:
+    rule = f"thr={sampler['threshold']:g}"
+  elif sampler.get("factor") is not None:
+    rule = f"factor={sampler['factor']:g}"
+  else:
+    rule = "fixed"
+  if rule != "fixed" and sampler.get("fixed_steps"):
+    rule += ",budget"
+  if sampler.get("correct_below") is not None:
+    rule += f"+corr<{sampler['correct_below']:g}"
+  return rule
 
 
 def search_label(record: dict[str, Any]) -> str:
