@@ -7,6 +7,7 @@ import pytest
 
 from experiments.bench import countdown_mixing as cm
 from mro import paths
+from mro.evaluation import mixing
 from mro.files import append_jsonl
 from rewards.tasks import expression, get_task
 
@@ -40,20 +41,20 @@ def test_the_renderings_are_the_training_targets_and_every_one_is_a_valid_answer
     numbers, target, width = cm.parse_prompt(ex.prompt)
     assert (list(numbers), target, width) == (ex.meta["numbers"], ex.meta["target"],
                                               task.prompt_width)
-    rendered = cm.renderings(numbers, target, width)
+    rendered = mixing.renderings(numbers, target, width + 1)
     assert ex.target in rendered  # the canonical solution, rendered as trained
     assert all(_score(ex.prompt, r) == "ok" for r in rendered)
-  rendered = cm.renderings((30, 100, 93), 23, 3)
+  rendered = mixing.renderings((30, 100, 93), 23, 4)
   assert {A, B} <= set(rendered) and len(rendered) == 8
   assert rendered[A] != rendered[B]  # two solutions, not one in two operand orders
   assert rendered["<think>0093+0030=0123,0123-0100=0023</think><answer>(93+30)-100</answer>"] \
       == rendered["<think>0030+0093=0123,0123-0100=0023</think><answer>(30+93)-100</answer>"]
-  assert list(cm.renderings((29, 33, 66), 27, 3)) == [
+  assert list(mixing.renderings((29, 33, 66), 27, 4)) == [
       "<think>0066/0033=0002,0029-0002=0027</think><answer>29-(66/33)</answer>"]
 
 
 def test_the_shipped_tokenizer_counts_a_merged_pair_as_one_position():
-  split, digits = cm.splitter(SHIPPED)
+  split, digits = mixing.splitter(SHIPPED)
   # 4 tags of 7-9 characters: 1 token each (-28); A's `-(` and B's `)-`: 1 token (-1)
   assert len(split(A)) == len(split(B)) == len(A) - 29
   assert len(digits) == 10 and all(len(split(d)) == 1 for d in "0123456789")
@@ -93,21 +94,21 @@ def test_other_lengths_and_broken_layouts_are_their_own_kinds(puzzles):
 
 def test_compare_needs_two_candidates_for_a_mix_and_reports_three_apart():
   cands = [(1, 1, 1, 1), (2, 2, 2, 2), (3, 3, 3, 3)]
-  assert cm.compare((1, 1, 1), cands) is None  # no candidate of its length
-  assert cm.compare((1, 1, 1, 1), cands)["kind"] == "valid"
-  mix = cm.compare((1, 2, 2, 1), cands, classes=["x", "y", "y"])
+  assert mixing.compare((1, 1, 1), cands) is None  # no candidate of its length
+  assert mixing.compare((1, 1, 1, 1), cands)["kind"] == "valid"
+  mix = mixing.compare((1, 2, 2, 1), cands, classes=["x", "y", "y"])
   assert mix["kind"] == "mix" and mix["pair"] == (0, 1) and (mix["d1"], mix["d2"]) == (2, 0)
   assert mix["distinct"]
   # covered by the first two (2 tokens off each) and by the nearest (1 off) with another:
   # the pair shown keeps the nearest
-  near = cm.compare((3, 2, 2, 2), [(3, 9, 2, 9), (9, 2, 9, 2), (2, 2, 2, 2), (3, 3, 3, 3)])
+  near = mixing.compare((3, 2, 2, 2), [(3, 9, 2, 9), (9, 2, 9, 2), (2, 2, 2, 2), (3, 3, 3, 3)])
   assert near["kind"] == "mix" and near["d1"] == 1 and 2 in near["pair"]
-  assert not cm.compare((1, 2, 2, 1), cands, classes=["x", "x", "y"])["distinct"]
-  assert cm.compare((1, 2, 3, 3), cands)["kind"] == "mix3"  # needs all three
-  stray = cm.compare((1, 1, 1, 4), cands)
+  assert not mixing.compare((1, 2, 2, 1), cands, classes=["x", "x", "y"])["distinct"]
+  assert mixing.compare((1, 2, 3, 3), cands)["kind"] == "mix3"  # needs all three
+  stray = mixing.compare((1, 1, 1, 4), cands)
   assert stray["kind"] == "stray" and (stray["d1"], stray["d2"]) == (1, 1)
   assert not stray["d2"] < stray["d1"]
-  loose = cm.compare((1, 1, 2, 4), cands)
+  loose = mixing.compare((1, 1, 2, 4), cands)
   assert loose["kind"] == "stray" and (loose["d1"], loose["d2"]) == (2, 1)
 
 

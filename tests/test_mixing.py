@@ -1,7 +1,10 @@
 """Mixed failures: a wrong answer made of parts of two right ones (mro/evaluation/mixing.py)."""
 
+import itertools
+
 import pytest
 
+from mro import paths
 from mro.evaluation import mixing
 from rewards.tasks import get_task
 from rewards.tasks.sudoku import solutions
@@ -9,6 +12,10 @@ from rewards.tasks.sudoku import solutions
 SEVERAL = "1200340021000000"  # 4 solutions
 A = "<think>0100-0093=0007,0030-0007=0023</think><answer>30-(100-93)</answer>"
 B = "<think>0093+0030=0123,0123-0100=0023</think><answer>(93+30)-100</answer>"
+# character by character from A or B, neither; in tokens one longer than both (A's `-(`
+# is one token, this `(1` two)
+CHAR_MIX = "<think>0100-0093=0007,0123-0100=0023</think><answer>(93(100-93)</answer>"
+SHIPPED = str(paths.MODELS / "default" / "countdown")  # one token per digit and operator
 
 
 def test_a_sudoku_grid_taking_cells_from_two_solutions_is_mixed():
@@ -66,6 +73,52 @@ def test_countdown_failures_are_told_apart_by_where_their_parts_come_from(text, 
   got = mixing.countdown_kind([30, 100, 93], 23, text)
   assert (got["kind"], got["crossover"]) == (kind, crossover)
   assert got["solutions"] == 8
+
+
+def test_parts_are_compared_as_a_set_each_answer_having_the_parts_it_contains():
+  assert mixing.compare_parts({1, 2}, [{1, 2, 3}, {4}])["kind"] == "valid"
+  assert mixing.compare_parts({1, 2}, [{1, 3}, {2, 3}])["kind"] == "mix"
+  assert mixing.compare_parts({1, 2, 3}, [{1}, {2}, {3}])["kind"] == "mix3"
+  assert mixing.compare_parts({1, 5}, [{1, 3}, {2, 3}])["kind"] == "stray"
+  assert mixing.compare_parts(set(), [{1}]) is None and mixing.compare_parts({1}, []) is None
+
+
+def test_a_crossover_is_counted_in_the_positions_of_the_unit_asked_for():
+  assert mixing.countdown_kind([30, 100, 93], 23, CHAR_MIX)["crossover"]
+  tokens = mixing.countdown_kind([30, 100, 93], 23, CHAR_MIX, unit=SHIPPED)
+  assert tokens["kind"] == "mixed" and not tokens["crossover"]
+  assert mixing.countdown_position_kind((30, 100, 93), 23, CHAR_MIX)["kind"] == "mix"
+  assert mixing.countdown_position_kind((30, 100, 93), 23, CHAR_MIX, unit=SHIPPED)[
+      "kind"] == "length"
+
+
+@pytest.mark.parametrize("unit", ["chars", SHIPPED], ids=["chars", "tokens"])
+def test_a_crossover_is_exactly_a_wrong_text_the_positional_measure_calls_a_mix(unit):
+  texts = [CHAR_MIX, A.replace("-93)", "-94)"), A.replace("30-(", "93+("), A[:-12],
+           "<think>0100-0093=0007,0123-0100=0023</think><answer>303+30)-100</answer>"]
+  for text in texts:
+    crossover = mixing.countdown_kind([30, 100, 93], 23, text, unit=unit)["crossover"]
+    position = mixing.countdown_position_kind((30, 100, 93), 23, text, unit=unit)
+    assert crossover == (position["kind"] == "mix")
+  assert any(mixing.countdown_kind([30, 100, 93], 23, t, unit=unit)["crossover"]
+             for t in texts)
+
+
+def test_tokens_and_characters_agree_where_every_token_is_one_character():
+  # think parts: one token per digit, operator, comma and `=`
+  thinks = sorted({mixing.think_span(r) for r in mixing.renderings((30, 100, 93), 23)})
+  outputs = set(thinks)
+  for a, b, c in itertools.permutations(thinks, 3):  # one, two or three answers' tokens
+    if len(a) == len(b) == len(c):
+      outputs |= {a[:i] + b[i:j] + c[j:] for i in range(len(a)) for j in range(i, len(a))}
+  outputs |= {t[:k] + d + t[k + 1:] for t in thinks for k in range(len(t)) if t[k].isdigit()
+              for d in "0123456789"}
+  outputs = sorted(outputs)
+  split = mixing.splitter(SHIPPED)[0]
+  assert all(len(split(o)) == len(o) for o in outputs)
+  chars = [mixing.mix_kind(o, thinks, "chars") for o in outputs]
+  assert chars == [mixing.mix_kind(o, thinks, SHIPPED) for o in outputs]
+  assert {c["kind"] for c in chars} == {"valid", "mix", "mix3", "stray"}
 
 
 def test_the_enumeration_refuses_too_many_numbers():

@@ -10,13 +10,14 @@ GENERATIONS.jsonl is the `<out stem>.generations.jsonl` file of a compact-style 
         --out /tmp/cd/cd.jsonl
     python -m experiments.bench.countdown_mixing /tmp/cd/cd.generations.jsonl
 
-Each puzzle (numbers and target, read from its prompt `Make 023 from 030,100,093`) gets
-its *renderings*: every expression tree over its numbers, each used once, any operand
-order, + - * /, whose exact value is the target (`mro.evaluation.mixing.countdown_solutions`),
-written as the task writes its training target (CountdownTask._example: think steps
-zero-padded to the prompt's width + 1, the answer with every inner operation in
-parentheses); distinct texts only. The task shows one canonical solution; the others
-render the same way. Puzzles are *single* (one rendering) or *several*.
+Outputs are classified by `mro.evaluation.mixing.countdown_position_kind`. Each puzzle
+(numbers and target, read from its prompt `Make 023 from 030,100,093`) gets its
+*renderings* (`mixing.renderings`): every expression tree over its numbers, each used
+once, any operand order, + - * /, whose exact value is the target, written as the task
+writes its training target (CountdownTask._example: think steps zero-padded to the
+prompt's width + 1, the answer with every inner operation in parentheses); distinct texts
+only. The task shows one canonical solution; the others render the same way. Puzzles are
+*single* (one rendering) or *several*.
 
 Positions are the tokens of the model's tokenizer (`--tokenizer`, default the shipped
 Countdown model's: one token per digit, operator, comma and tag, a few merged pairs such as
@@ -53,29 +54,22 @@ the counts, with a few example mixes and their two renderings, as JSON to `--out
 from __future__ import annotations
 
 import argparse
-import functools
-import itertools
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.tokenizers import load_tokenizer
 from mro import paths
-from mro.evaluation.mixing import compact_text, countdown_solutions
+from mro.evaluation.mixing import Units, countdown_position_kind, renderings, splitter
 from mro.files import read_jsonl
-from rewards.tasks import expression, get_task
 
 _PROMPT = re.compile(r"Make (-?\d+) from (\d+(?:,\d+)*)")
-_THINK = re.compile(r"<think>(.*)</think>", re.S)
 KINDS = ("mix", "mix3", "stray", "length", "malformed")
-DIGITS = "0123456789"
-Tokens = tuple[int, ...]
 
 
-# --- puzzles and their renderings --------------------------------------------------------
+# --- puzzles -----------------------------------------------------------------------------
 
 
 def parse_prompt(prompt: str, where: str = "prompt") -> tuple[tuple[int, ...], int, int]:
@@ -88,89 +82,39 @@ def parse_prompt(prompt: str, where: str = "prompt") -> tuple[tuple[int, ...], i
   return tuple(int(n) for n in numbers), int(m.group(1)), len(numbers[0])
 
 
-def _canonical(node: expression.Node) -> str:
-  """The tree with the operands of + and * in a fixed order: one text per solution up to
-  commutation."""
-  if node[0] == "num":
-    return str(node[1])
-  left, right = _canonical(node[1]), _canonical(node[2])
-  if node[0] in "+*" and right < left:
-    left, right = right, left
-  return f"({left}{node[0]}{right})"
+class Puzzles:
+  """Each prompt's puzzle and renderings (their positions too, cached) in the positions of
+  `tokenizer` (a model directory, or `chars`)."""
+
+  def __init__(self, tokenizer: str):
+    try:
+      self.split, self.digits = splitter(tokenizer)
+    except ValueError as e:
+      raise ValueError(f"--tokenizer: {e}") from e
+    self.unit = tokenizer
+    self.digit_ids = sorted(self.digits)
+    self._cache: dict[str, dict[str, Any]] = {}
+
+  def get(self, prompt: str, where: str = "prompt") -> dict[str, Any]:
+    if prompt not in self._cache:
+      numbers, target, width = parse_prompt(prompt, where)
+      try:  # think numbers as the compact training target writes them: width + 1 wide
+        rendered = renderings(numbers, target, width + 1)
+      except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+      self._cache[prompt] = {"numbers": numbers, "target": target, "width": width + 1,
+                             "texts": list(rendered),
+                             "tokens": [self.split(r) for r in rendered]}
+    return self._cache[prompt]
 
 
-@functools.cache
-def renderings(numbers: tuple[int, ...], target: int, width: int) -> dict[str, str]:
-  """{rendering: its solution's commutation class} of every valid answer of the puzzle."""
-  out: dict[str, str] = {}
-  for tree in countdown_solutions(numbers, target):
-    # as the compact training target writes it: think numbers width + 1 wide
-    out.setdefault(compact_text(tree, width + 1), _canonical(tree))
-  return dict(sorted(out.items()))
+def classify(puzzles: Puzzles, prompt: str, output: str) -> dict[str, Any]:
+  """The kind of one output (`mixing.countdown_position_kind` in the puzzles' positions)."""
+  p = puzzles.get(prompt)
+  return countdown_position_kind(p["numbers"], p["target"], output, p["width"], puzzles.unit)
 
 
-def think_part(text: str) -> str | None:
-  m = _THINK.search(text)
-  return None if m is None else m.group(1)
-
-
-# --- positions ---------------------------------------------------------------------------
-
-
-def splitter(tokenizer: str) -> tuple[Callable[[str], Tokens], frozenset[int]]:
-  """(text -> token ids, the ids of the ten digits) of a model directory's tokenizer, or of
-  characters (`chars`: ids are code points)."""
-  if tokenizer == "chars":
-    return (lambda text: tuple(map(ord, text))), frozenset(map(ord, DIGITS))
-  tok = load_tokenizer(tokenizer)
-  ids = [tok.encode(d) for d in DIGITS]
-  if any(len(i) != 1 for i in ids):
-    raise ValueError(f"--tokenizer {tokenizer}: a digit is not one token ({ids})")
-  return functools.lru_cache(maxsize=None)(lambda text: tuple(tok.encode(text))), \
-      frozenset(i[0] for i in ids)
-
-
-def compare(output: Tokens, candidates: Sequence[Tokens],
-            classes: Sequence[str] | None = None) -> dict[str, Any] | None:
-  """How `output` stands to the `candidates` of its length: None if none has its length,
-  else {"kind": valid | mix | mix3 | stray, "d1", "d2", "pair": (i, j) of a best pair
-  (for a mix, a covering pair with a nearest candidate in it), "distinct"} (module
-  docstring)."""
-  same = [i for i, c in enumerate(candidates) if len(c) == len(output)]
-  if not same:
-    return None
-  full = (1 << len(output)) - 1
-  masks = {i: sum(1 << p for p, (a, b) in enumerate(zip(output, candidates[i])) if a == b)
-           for i in same}
-  best = max(same, key=lambda i: masks[i].bit_count())
-  d1 = len(output) - masks[best].bit_count()
-  info = {"d1": d1, "d2": d1, "pair": (best, best), "distinct": False}
-  nearest = 0  # the larger agreement of the covering pair kept
-  union = 0
-  for i in same:
-    union |= masks[i]
-  for i, j in itertools.combinations(same, 2):
-    d2 = len(output) - (masks[i] | masks[j]).bit_count()
-    if d2 < info["d2"]:
-      info.update(d2=d2, pair=(i, j))
-    if d2 == 0:  # a covering pair
-      info["distinct"] |= classes is not None and classes[i] != classes[j]
-      agree = max(masks[i].bit_count(), masks[j].bit_count())
-      if agree > nearest:
-        nearest = agree
-        info["pair"] = (i, j)
-  if d1 == 0:
-    kind = "valid"
-  elif info["d2"] == 0:
-    kind = "mix"
-  elif union == full:
-    kind = "mix3"
-  else:
-    kind = "stray"
-  return {"kind": kind, **info}
-
-
-def chance(candidates: Sequence[Tokens], digits: frozenset[int],
+def chance(candidates: Sequence[Units], digits: frozenset[int],
            digit_ids: Sequence[int]) -> tuple[int, int]:
   """(one-digit changes of a candidate that another candidate of its length has at that
   position, all one-digit changes): how often a random digit slip passes as a mix."""
@@ -186,45 +130,7 @@ def chance(candidates: Sequence[Tokens], digits: frozenset[int],
   return hit, total
 
 
-# --- one output, one setting, one file ---------------------------------------------------
-
-
-class Puzzles:
-  """Each prompt's renderings as token ids (cached), with the token splitter."""
-
-  def __init__(self, tokenizer: str):
-    self.split, self.digits = splitter(tokenizer)
-    self.digit_ids = sorted(self.digits)
-    self._cache: dict[str, dict[str, Any]] = {}
-
-  def get(self, prompt: str, where: str = "prompt") -> dict[str, Any]:
-    if prompt not in self._cache:
-      numbers, target, width = parse_prompt(prompt, where)
-      try:
-        rendered = renderings(numbers, target, width)
-      except ValueError as e:
-        raise ValueError(f"{where}: {e}") from e
-      thinks = sorted({think_part(r) for r in rendered})
-      self._cache[prompt] = {
-          "texts": list(rendered), "classes": list(rendered.values()),
-          "tokens": [self.split(r) for r in rendered],
-          "think_tokens": [self.split(t) for t in thinks]}
-    return self._cache[prompt]
-
-
-def classify(puzzles: Puzzles, prompt: str, output: str) -> dict[str, Any]:
-  """The kind of one output (module docstring), with `think_mix` and the best pair."""
-  p = puzzles.get(prompt)
-  found = compare(puzzles.split(output), p["tokens"], p["classes"])
-  think = think_part(output)
-  think_found = None if think is None else compare(puzzles.split(think), p["think_tokens"])
-  out = {"think_mix": think_found is not None and think_found["kind"] == "mix"}
-  if found is None:
-    ok = get_task("countdown").format_ok(output, style="compact")
-    return {**out, "kind": "length" if ok else "malformed", "loose": False}
-  i, j = found["pair"]
-  return {**out, **found, "loose": found["d2"] < found["d1"],
-          "pair": (p["texts"][i], p["texts"][j])}
+# --- one setting, one file ---------------------------------------------------------------
 
 
 def _key(g: dict[str, Any]) -> tuple[str, str]:
