@@ -1,7 +1,7 @@
 """Progress of long work, as a user sees it: a bar on a terminal, plain lines in a log.
 
-`mro eval` shows one per setting, `mro reject-sample` one for its trajectory collection,
-`mro train` / `mro rl` one for the optimizer steps.
+`mro eval` shows one per setting, `mro diagnose` one over its decodes, `mro reject-sample`
+one for its trajectory collection, `mro train` / `mro rl` one for the optimizer steps.
 """
 
 from __future__ import annotations

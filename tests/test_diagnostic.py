@@ -59,8 +59,10 @@ def test_diagnose_runs_on_the_shipped_model_and_prints_every_reward(capsys, tmp_
   out = tmp_path / "diag.jsonl"
   code = cli.main(["diagnose", "--task", "sudoku", "--data", str(data), "--limit", "4",
                    "--steps", "6", "--k", "3", "--group-steps", "3", "--out", str(out)])
-  text = capsys.readouterr().out
+  text, err = capsys.readouterr()
   assert code == 0
+  # progress over the three decodes of the 4 prompts (n-verify 1, all; the answer rows)
+  assert "[diagnose: 3 passes over the prompts] 12/12 prompts" in err, err
   for reward in ("tv@1", "tv@all", "ppl", "q@vote", "q@verifier", "tv@1+ppl", "tv@answer"):
     for subset in ("all", "several", "unique"):
       assert f"| {subset} | {reward} |" in text

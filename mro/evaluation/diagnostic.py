@@ -43,6 +43,7 @@ from mro.evaluation.runner import build_prompts
 from mro.evaluation.settings import EvalConfig
 from mro.loading import resolve_model, resolve_scorer, search_runner, text_sampler
 from mro.method.search.decode import decode, default_rewards
+from mro.progress import Progress
 from mro.sampling.textgen import batches
 from rewards.combine import RewardConfig
 from rewards.quality import correctness
@@ -115,6 +116,9 @@ def collect(runner, task, examples, prompts, cfg: DiagnosticConfig) -> dict[str,
   width = runner.sampler.encode_prompts(prompts)[0].shape[1]
   use_ppl = runner.has_scorer
   out: dict[str, list] = {}
+  passes = len(cfg.n_verify) + (cfg.answer_rows is not None)  # decodes of every prompt
+  progress = Progress(f"diagnose: {passes} passes over the prompts", passes * len(prompts),
+                      unit="prompts")
   for n in cfg.n_verify:
     rewards = default_rewards(RewardConfig(use=("tv", "ppl"), n_verify=n),
                               has_scorer=use_ppl, has_task=False)
@@ -122,6 +126,7 @@ def collect(runner, task, examples, prompts, cfg: DiagnosticConfig) -> dict[str,
       decoded = decode(runner, [prompts[i] for i in idx], scfg, cfg.eval.search,
                        rewards=rewards, seed=cfg.eval.seed, row_ids=idx, width=width)
       results = decoded.results[:real]
+      progress.update(real, tv=f"@{n}")
       out.setdefault(f"tv@{n}", []).extend(r.r_tv for r in results)
       if n == cfg.n_verify[0]:
         out.setdefault("ppl", []).extend(r.r_ppl for r in results)
@@ -134,6 +139,8 @@ def collect(runner, task, examples, prompts, cfg: DiagnosticConfig) -> dict[str,
                        width=width)
       out.setdefault("tv@answer", []).extend([t[-1] for t in r.r_tv]
                                              for r in decoded.results[:real])
+      progress.update(real, tv="@answer")
+  progress.close()
   texts = out.pop("texts")
   arrays = {k: np.asarray(v, float) for k, v in out.items()}
   if not use_ppl:
