@@ -44,9 +44,14 @@ def count_or_all(text: str) -> int | str:
 NONE = "none"  # the value of an optional number given as unset on purpose
 
 
+def is_none(value: Any) -> bool:
+  """Whether a given value is the word 'none' (any case, spaces around)."""
+  return isinstance(value, str) and value.strip().lower() == NONE
+
+
 def number_or_none(text: str) -> float | str:
   """A number, or 'none' (NONE): the field set to None, e.g. `--threshold none`."""
-  if text.strip().lower() == NONE:
+  if is_none(text):
     return NONE
   try:
     return float(text)
@@ -192,9 +197,7 @@ def overrides(args: argparse.Namespace | Mapping[str, Any], cls) -> dict[str, An
   for opt in TABLES[cls]:
     value = get(opt.flag.replace("-", "_"))
     if value is not None:
-      none = opt.type is number_or_none and isinstance(value, str) and \
-          value.strip().lower() == NONE
-      out[opt.field] = None if none else value
+      out[opt.field] = None if opt.type is number_or_none and is_none(value) else value
   return out
 
 
