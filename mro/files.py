@@ -19,10 +19,13 @@
 - `write_atomic` / `write_json_atomic` / `save_npz_atomic`: write a temporary file beside
   the target, fsync it and rename it into place, so a reader sees the old file or the
   new one, never half of one.
+- `digest` / `path_digest`: sha256 of files' names (relative to a root) and bytes: what
+  they hold, not where they lie.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -262,3 +265,23 @@ def save_npz_atomic(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def digest(root: str | Path, names: Iterable[str]) -> str:
+  """sha256 of the files `names` under `root`, in the order given: each one's name
+  (relative to `root`) and then its bytes, so a copy elsewhere has the same digest."""
+  h = hashlib.sha256()
+  for name in names:
+    h.update(str(name).encode() + b"\0")
+    with open(Path(root) / name, "rb") as f:
+      for block in iter(lambda: f.read(1 << 24), b""):
+        h.update(block)
+  return h.hexdigest()
+
+
+def path_digest(path: str | Path) -> str:
+  """`digest` of a file, or of every file under a directory (sorted by relative name)."""
+  path = Path(path)
+  if path.is_dir():
+    return digest(path, sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()))
+  return digest(path.parent, [path.name])

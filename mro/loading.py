@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from models.transformer import Transformer
 from models.sharding import MeshConfig, make_mesh
 from mro import config as exp_config
 from mro import paths
+from mro.files import digest
 from mro.messages import quoted
 from mro.method.search.runner import SearchRunner
 from mro.sampling.sampler_file import SAMPLER_FILE, read_sampler_file
@@ -165,13 +165,7 @@ def model_digest(path: str | Path) -> str | None:
 
 @functools.lru_cache(maxsize=32)
 def _digest(path: Path, stamp: tuple) -> str:
-  digest = hashlib.sha256()
-  for name, _, _ in stamp:
-    digest.update(name.encode() + b"\0")
-    with open(path / name, "rb") as f:
-      for block in iter(lambda: f.read(1 << 24), b""):
-        digest.update(block)
-  return digest.hexdigest()
+  return digest(path, [name for name, _, _ in stamp])
 
 
 def text_sampler(model, mesh=None) -> TextSampler:

@@ -363,6 +363,43 @@ def test_a_workdir_started_with_another_config_is_refused_naming_the_differences
   assert (workdir / "metrics.jsonl").read_text() == before
 
 
+@pytest.fixture
+def started_with_tokenizer_at(reference, tiny_train_sets, tmp_path):
+  """A run given the reference's tokenizer at tmp_path/a/tok, stopped after step 5:
+  (workdir, that path, a function giving the config with tokenizer.path=P)."""
+  def with_tokenizer(path):
+    return exp_config.load_config("tiny", tiny_train_sets + [f"tokenizer.path={path}"])
+  old = tmp_path / "a" / "tok"
+  shutil.copytree(reference / "tokenizer", old)
+  workdir = tmp_path / "wd"
+  loop.run(with_tokenizer(old), workdir, stop_after=5)
+  return workdir, old, with_tokenizer
+
+
+@pytest.mark.parametrize("how", ["moved", "copied, workdir from before inputs.json"])
+def test_a_path_setting_that_moved_with_its_content_resumes_the_run(
+    started_with_tokenizer_at, reference, cfg, tmp_path, how):
+  workdir, old, with_tokenizer = started_with_tokenizer_at
+  new = tmp_path / "b" / "tok"  # the same files in another checkout
+  if how == "moved":  # the old place is gone: the digest recorded at the start decides
+    shutil.move(old, new)
+  else:  # no recorded digest: the old place's content decides
+    shutil.copytree(old, new)
+    (workdir / "inputs.json").unlink()
+  loop.run(with_tokenizer(new), workdir)
+  assert records(workdir) == records(reference)
+  assert json.loads((workdir / "config.json").read_text())["tokenizer"]["path"] == str(new)
+
+
+def test_a_path_setting_naming_other_content_is_refused(started_with_tokenizer_at, tmp_path):
+  workdir, old, with_tokenizer = started_with_tokenizer_at
+  new = tmp_path / "b" / "tok"
+  shutil.move(old, new)
+  (new / "extra.txt").write_text("not the file the run started with")
+  with pytest.raises(ValueError, match=rf"tokenizer.path: '{old}' \(workdir\) vs '{new}' \(now\)"):
+    loop.run(with_tokenizer(new), workdir)
+
+
 def test_a_finished_run_given_more_steps_continues_from_its_last_checkpoint(
     reference, tiny_train_sets, cfg, tmp_path):
   workdir = copy_of(reference, tmp_path)

@@ -1,6 +1,9 @@
 """The workdir is the record of a run.
 
     workdir/config.json      resolved experiment config (every field)
+    workdir/inputs.json      the content digest of every file or directory a setting names
+                             (a path with a '/'), so a resumed run may name the same content
+                             at another place (a moved or second checkout, another machine)
     workdir/tokenizer/       the tokenizer the run trained or was given
     workdir/checkpoints/N/   Orbax checkpoints: train state + {"data_position": ...}
     workdir/metrics.jsonl    one JSON object per logged step
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mro import hosts, locks
-from mro.files import (append_jsonl, make_directory, read_jsonl, write_atomic,
+from mro.files import (append_jsonl, make_directory, path_digest, read_jsonl, write_atomic,
                        write_json_atomic)
 from mro.sampling.schedule import SamplerConfig
 from mro.training.settings import RunConfig
@@ -39,6 +42,10 @@ class Workdir:
   @property
   def config(self) -> Path:
     return self.root / "config.json"
+
+  @property
+  def inputs(self) -> Path:
+    return self.root / "inputs.json"
 
   @property
   def tokenizer(self) -> Path:
@@ -92,15 +99,45 @@ IGNORED_ON_RESUME = {"train": ("progress", "wandb", "wandb_project", "log_every"
                      "sampler": tuple(f.name for f in dataclasses.fields(SamplerConfig))}
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def _diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+  """(field, workdir's value, current value) of every setting that differs."""
   out = []
   for k in sorted(set(a) | set(b)):
     va, vb = a.get(k), b.get(k)
     if isinstance(va, dict) and isinstance(vb, dict):
       out += _diff(va, vb, f"{prefix}{k}.")
     elif va != vb:
-      out.append(f"{prefix}{k}: {va!r} (workdir) vs {vb!r} (now)")
+      out.append((f"{prefix}{k}", va, vb))
   return out
+
+
+def _named_paths(values: dict, prefix: str = "") -> dict[str, str]:
+  """{field: value} of the settings that name an existing file or directory (a string
+  with a '/')."""
+  out = {}
+  for k, v in values.items():
+    if isinstance(v, dict):
+      out.update(_named_paths(v, f"{prefix}{k}."))
+    elif isinstance(v, str) and "/" in v and Path(v).expanduser().exists():
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _same_content(wd: Workdir, field: str, saved: Any, now: Any) -> bool:
+  """Whether the path setting `field`, recorded as `saved`, names the same content as
+  `now`: by the digest recorded when the run started (inputs.json), else (a workdir from
+  before that record) by the old path's content when it is still there."""
+  if not (isinstance(saved, str) and isinstance(now, str)) or "/" not in now:
+    return False
+  now_path = Path(now).expanduser()
+  if not now_path.exists():
+    return False
+  recorded = json.loads(wd.inputs.read_text()) if wd.inputs.exists() else {}
+  entry = recorded.get(field)
+  if entry is not None and entry.get("path") == saved:
+    return entry.get("sha256") == path_digest(now_path)
+  old = Path(saved).expanduser()
+  return old.exists() and path_digest(old) == path_digest(now_path)
 
 
 def claim(root: str | Path, cfg: RunConfig) -> Workdir:
@@ -125,7 +162,10 @@ def claim(root: str | Path, cfg: RunConfig) -> Workdir:
     extends = isinstance(old_steps, int) and isinstance(new_steps, int) and new_steps > old_steps
     if extends:  # a longer run continues this one; the cosine schedule follows the new end
       saved["train"]["steps"] = new_steps
-    differences = _diff(saved, now)
+    # A path that moved (another checkout, another machine) is the same setting when it
+    # holds the same content.
+    differences = [f"{field}: {a!r} (workdir) vs {b!r} (now)"
+                   for field, a, b in _diff(saved, now) if not _same_content(wd, field, a, b)]
     if extends and not differences:
       append_jsonl(wd.root / "extensions.jsonl", [{"from_steps": old_steps,
                                                    "to_steps": new_steps}])
@@ -136,8 +176,12 @@ def claim(root: str | Path, cfg: RunConfig) -> Workdir:
 
 
 def record_config(wd: Workdir, cfg: RunConfig) -> None:
-  """Writes the run's resolved config (every field) to workdir/config.json."""
-  write_json_atomic(wd.config, cfg.to_dict())
+  """Writes the run's resolved config (every field) to workdir/config.json and the
+  content digest of each file or directory it names to workdir/inputs.json."""
+  values = cfg.to_dict()
+  write_json_atomic(wd.inputs, {field: {"path": path, "sha256": path_digest(path)}
+                                for field, path in _named_paths(values).items()})
+  write_json_atomic(wd.config, values)
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
