@@ -20,7 +20,8 @@
   the target, fsync it and rename it into place, so a reader sees the old file or the
   new one, never half of one.
 - `digest` / `path_digest`: sha256 of files' names (relative to a root) and bytes: what
-  they hold, not where they lie.
+  they hold, not where they lie; `path_stamp`: their sizes and times, which tell when a
+  digest is still current.
 """
 
 from __future__ import annotations
@@ -279,9 +280,20 @@ def digest(root: str | Path, names: Iterable[str]) -> str:
   return h.hexdigest()
 
 
+def _files_under(path: Path) -> tuple[Path, list[str]]:
+  """(root, names): every file under a directory (sorted relative names), or a file."""
+  if path.is_dir():
+    return path, sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file())
+  return path.parent, [path.name]
+
+
 def path_digest(path: str | Path) -> str:
   """`digest` of a file, or of every file under a directory (sorted by relative name)."""
-  path = Path(path)
-  if path.is_dir():
-    return digest(path, sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()))
-  return digest(path.parent, [path.name])
+  return digest(*_files_under(Path(path)))
+
+
+def path_stamp(path: str | Path) -> list[list]:
+  """[name, size, modification time in ns] of each file `path_digest` reads: while it is
+  unchanged, so is the digest (what saves reading the files again)."""
+  root, names = _files_under(Path(path))
+  return [[name, (st := (root / name).stat()).st_size, st.st_mtime_ns] for name in names]

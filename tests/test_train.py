@@ -400,6 +400,26 @@ def test_a_path_setting_naming_other_content_is_refused(started_with_tokenizer_a
     loop.run(with_tokenizer(new), workdir)
 
 
+def test_recording_the_config_again_reads_only_the_inputs_that_changed(cfg, tmp_path,
+                                                                       monkeypatch):
+  data = tmp_path / "data" / "train.jsonl"
+  data.parent.mkdir()
+  data.write_text('{"x": 1}\n')
+  run_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data)))
+  wd = wdlib.Workdir(tmp_path / "wd")
+  wd.root.mkdir()
+  wdlib.record_config(wd, run_cfg)
+  first = json.loads(wd.inputs.read_text())["data.path"]
+  read = []
+  monkeypatch.setattr(wdlib, "path_digest", lambda p: read.append(p) or "new digest")
+  wdlib.record_config(wd, run_cfg)  # unchanged: the recorded digest is kept
+  assert read == [] and json.loads(wd.inputs.read_text())["data.path"] == first
+  data.write_text('{"x": 22}\n')  # another size: a stamp that differs on any file system
+  wdlib.record_config(wd, run_cfg)
+  assert read == [str(data)]
+  assert json.loads(wd.inputs.read_text())["data.path"]["sha256"] == "new digest"
+
+
 def test_a_finished_run_given_more_steps_continues_from_its_last_checkpoint(
     reference, tiny_train_sets, cfg, tmp_path):
   workdir = copy_of(reference, tmp_path)

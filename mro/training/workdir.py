@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from mro import hosts, locks
-from mro.files import (append_jsonl, make_directory, path_digest, read_jsonl, write_atomic,
-                       write_json_atomic)
+from mro.files import (append_jsonl, make_directory, path_digest, path_stamp, read_jsonl,
+                       write_atomic, write_json_atomic)
 from mro.sampling.schedule import SamplerConfig
 from mro.training.settings import RunConfig
 @dataclasses.dataclass(frozen=True)
@@ -179,8 +179,14 @@ def record_config(wd: Workdir, cfg: RunConfig) -> None:
   """Writes the run's resolved config (every field) to workdir/config.json and the
   content digest of each file or directory it names to workdir/inputs.json."""
   values = cfg.to_dict()
-  write_json_atomic(wd.inputs, {field: {"path": path, "sha256": path_digest(path)}
-                                for field, path in _named_paths(values).items()})
+  before = json.loads(wd.inputs.read_text()) if wd.inputs.exists() else {}
+  inputs = {}
+  for field, path in _named_paths(values).items():
+    stamp, entry = path_stamp(path), before.get(field, {})
+    if entry.get("path") != path or entry.get("stamp") != stamp:  # read only what changed
+      entry = {"path": path, "stamp": stamp, "sha256": path_digest(path)}
+    inputs[field] = entry
+  write_json_atomic(wd.inputs, inputs)
   write_json_atomic(wd.config, values)
 
 
