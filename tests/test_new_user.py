@@ -9,6 +9,7 @@ import pytest
 
 from mro import cli, config, loading
 from mro.progress import Progress
+from mro.training.step import lr_schedule
 from rewards.tasks import get_task
 
 pytestmark = pytest.mark.integration  # whole workflows: every verb on the shipped models
@@ -41,6 +42,14 @@ def test_a_short_run_of_the_shipped_tiny_config_just_works(tiny_run):
   assert (workdir / "model" / "sampler.json").is_file()  # the model's own settings
   cfg = config.load_config("tiny", ["train.steps=20"], command="train")
   assert cfg.train.warmup_steps == 30 and cfg.train.effective_warmup == 2  # capped, not refused
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_a_run_of_one_or_two_steps_has_a_schedule(steps):
+  cfg = config.load_config("tiny", [f"train.steps={steps}"], command="train")
+  schedule = lr_schedule(cfg.train)  # a warmup as long as the run was an optax error
+  assert cfg.train.effective_warmup == steps - 1
+  assert [float(schedule(i)) for i in range(steps)][-1] == pytest.approx(cfg.train.lr)
 
 
 def test_progress_prints_plain_lines_when_not_on_a_terminal():

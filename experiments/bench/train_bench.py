@@ -47,12 +47,12 @@ def step_flops(model_cfg, batch: int, seq: int, response: int) -> float:
   return 3.0 * batch * forward
 
 
-def _setup(name: str, batch: int, chunk: int, tmp: str, dtype: str):
+def _setup(name: str, batch: int, chunk: int, tmp: str, dtype: str, sets=()):
   cfg = exp_config.load_config(name, [f"train.batch_size={batch}",
                                       f"data.loss_chunk={chunk}", "data.train_size=2000",
-                                      f"model.compute_dtype={dtype}"])
+                                      f"model.compute_dtype={dtype}", *sets])
   examples = training_examples(cfg)
-  wd = Workdir(__import__("pathlib").Path(tmp) / f"{name}")
+  wd = Workdir(__import__("pathlib").Path(tmp) / f"{name}")  # one tokenizer per config
   wd.root.mkdir(parents=True, exist_ok=True)
   tokenizer = prepare_tokenizer(cfg, wd, examples)
   cfg = dataclasses.replace(cfg, model=replace_model(cfg.model,
@@ -69,8 +69,10 @@ def _setup(name: str, batch: int, chunk: int, tmp: str, dtype: str):
 
 
 def measure(name: str, batch: int, steps: int, tmp: str, chunk: int = 0,
-            dtype: str = "float32") -> dict:
-  cfg, stream, state, step = _setup(name, batch, chunk, tmp, dtype)
+            dtype: str = "float32", sets=()) -> dict:
+  """One config's step timings; `sets`: more `--set` overrides (a model shape; a
+  `model.compute_dtype` there wins over `dtype`)."""
+  cfg, stream, state, step = _setup(name, batch, chunk, tmp, dtype, sets)
   batches = [stream.batch(i * batch) for i in range(steps + 1)]
   step = step.lower(state, batches[0]).compile()
   state, m = step(state, batches[0])

@@ -109,8 +109,9 @@ class TrainConfig:
 
   @property
   def effective_warmup(self) -> int:
-    """The warmup steps used: warmup_steps, at most a tenth of the run (at least 1)."""
-    return min(self.warmup_steps, max(1, self.steps // 10))
+    """The warmup steps used: warmup_steps, at most a tenth of the run (at least 1), and
+    fewer than the run's steps (a 1-step run has none: the cosine needs a step to decay)."""
+    return min(self.warmup_steps, max(1, self.steps // 10), self.steps - 1)
 
 
 class RunConfig(Protocol):
