@@ -122,17 +122,21 @@ def main() -> None:
              if Path(r.get("model_path", "")).name == name and "accuracy" in r]
     metrics = read_metrics(workdir / "metrics.jsonl")
     tail = [m["loss"] for m in metrics[-max(1, len(metrics) // 10):]]
+    scores = {"accuracy": evals[-1]["accuracy"]} if evals else {}
+    scores.update({k: v for k, v in (evals[-1].get("metrics") or {}).items()
+                   if k not in ("correct", "format", "answered")} if evals else {})
     rows.append({"shape": name, **timing[name], "steps": steps,
-                 "train_loss_last_tenth": sum(tail) / len(tail),
-                 "validation_accuracy": evals[-1]["accuracy"] if evals else None})
+                 "train_loss_last_tenth": sum(tail) / len(tail), "validation": scores})
+  names = sorted({k for r in rows for k in r["validation"]}, key=lambda k: k != "accuracy")
   lines = [f"Shape pilots of `{a.config}` at {a.seconds:g} s each on a quiet machine "
            f"(validation, {a.limit} examples, steps = L, fixed schedule)", "",
-           "| shape | parameters | s / step (quiet) | steps | train loss, last tenth "
-           "| validation accuracy |", "|---|---|---|---|---|---|"]
+           "| shape | parameters | s / step (quiet) | steps | train loss, last tenth | "
+           + " | ".join(f"validation {k}" for k in names) + " |",
+           "|---|---|---|---|---|" + "---|" * len(names)]
   for r in rows:
-    acc = "-" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.1f}%"
+    cells = [f"{100 * r['validation'][k]:.1f}%" if k in r["validation"] else "-" for k in names]
     lines.append(f"| {r['shape']} | {r['params_m']:.2f}M | {r['step_s']:.3f} | {r['steps']} | "
-                 f"{r['train_loss_last_tenth']:.4f} | {acc} |")
+                 f"{r['train_loss_last_tenth']:.4f} | " + " | ".join(cells) + " |")
   table = "\n".join(lines) + "\n"
   print(table)
   write_atomic(out / "pilots.md", table)
