@@ -1,5 +1,6 @@
-"""The shape pilots' settings (experiments/bench/shape_pilots.py): every shape within the
-issue's 10M parameters, the schedule scaled to the pilot's budget, bad names refused."""
+"""The training benches: the shape pilots' settings (experiments/bench/shape_pilots.py:
+every shape within 10M parameters, the schedule scaled to the pilot's budget, bad names
+refused) and the shipped models' training curves (experiments/bench/training_curves.py)."""
 
 import pytest
 
@@ -33,3 +34,11 @@ def test_a_pilots_schedule_is_the_configs_scaled_to_its_steps():
   assert sets["train.checkpoint_every"] == "125"
   cfg = exp_config.load_config("default_arith", pilot_sets(cfg, 500))
   assert cfg.train.effective_warmup == 15
+
+
+def test_the_training_curves_read_every_shipped_models_logged_losses(tmp_path):
+  from experiments.bench.training_curves import TASKS, curves
+  found = curves()
+  assert sorted(found) == sorted(TASKS)
+  assert all(len(points) >= 20 and points[-1][1] < points[0][1] for points in found.values())
+  assert curves(tmp_path) == {}  # no metrics there: nothing to plot, no error
