@@ -20,8 +20,8 @@
   the target, fsync it and rename it into place, so a reader sees the old file or the
   new one, never half of one.
 - `digest` / `path_digest`: sha256 of files' names (relative to a root) and bytes: what
-  they hold, not where they lie; `path_stamp`: their sizes and times, which tell when a
-  digest is still current.
+  they hold, not where they lie; `stamp` / `path_stamp`: their sizes and times, which
+  tell when a digest is still current.
 """
 
 from __future__ import annotations
@@ -292,8 +292,13 @@ def path_digest(path: str | Path) -> str:
   return digest(*_files_under(Path(path)))
 
 
+def stamp(root: str | Path, names: Iterable[str]) -> list[list]:
+  """[name, size, modification time in ns] of each of the files `names` under `root`:
+  while it is unchanged, so is their `digest` (what saves reading the files again)."""
+  return [[name, (st := (Path(root) / name).stat()).st_size, st.st_mtime_ns]
+          for name in names]
+
+
 def path_stamp(path: str | Path) -> list[list]:
-  """[name, size, modification time in ns] of each file `path_digest` reads: while it is
-  unchanged, so is the digest (what saves reading the files again)."""
-  root, names = _files_under(Path(path))
-  return [[name, (st := (root / name).stat()).st_size, st.st_mtime_ns] for name in names]
+  """`stamp` of the files `path_digest` reads."""
+  return stamp(*_files_under(Path(path)))

@@ -32,7 +32,7 @@ from models.transformer import Transformer
 from models.sharding import MeshConfig, make_mesh
 from mro import config as exp_config
 from mro import paths
-from mro.files import digest
+from mro.files import digest, stamp
 from mro.messages import quoted
 from mro.method.search.runner import SearchRunner
 from mro.sampling.sampler_file import SAMPLER_FILE, read_sampler_file
@@ -158,9 +158,8 @@ def model_digest(path: str | Path) -> str | None:
   files = model_files(path)
   if not files:
     return None
-  stamp = tuple((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
-                for f in files)
-  return _digest(path, stamp)
+  names = [str(f.relative_to(path)) for f in files]
+  return _digest(path, tuple(map(tuple, stamp(path, names))))  # hashable: the cache key
 
 
 @functools.lru_cache(maxsize=32)

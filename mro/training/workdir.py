@@ -123,16 +123,20 @@ def _named_paths(values: dict, prefix: str = "") -> dict[str, str]:
   return out
 
 
-def _same_content(wd: Workdir, field: str, saved: Any, now: Any) -> bool:
+def _recorded_inputs(wd: Workdir) -> dict[str, dict]:
+  """inputs.json: {field: {"path", "stamp", "sha256"}}; empty for a workdir from before it."""
+  return json.loads(wd.inputs.read_text()) if wd.inputs.exists() else {}
+
+
+def _same_content(recorded: dict[str, dict], field: str, saved: Any, now: Any) -> bool:
   """Whether the path setting `field`, recorded as `saved`, names the same content as
-  `now`: by the digest recorded when the run started (inputs.json), else (a workdir from
+  `now`: by the digest `recorded` when the run started (inputs.json), else (a workdir from
   before that record) by the old path's content when it is still there."""
   if not (isinstance(saved, str) and isinstance(now, str)) or "/" not in now:
     return False
   now_path = Path(now).expanduser()
   if not now_path.exists():
     return False
-  recorded = json.loads(wd.inputs.read_text()) if wd.inputs.exists() else {}
   entry = recorded.get(field)
   if entry is not None and entry.get("path") == saved:
     return entry.get("sha256") == path_digest(now_path)
@@ -164,8 +168,9 @@ def claim(root: str | Path, cfg: RunConfig) -> Workdir:
       saved["train"]["steps"] = new_steps
     # A path that moved (another checkout, another machine) is the same setting when it
     # holds the same content.
-    differences = [f"{field}: {a!r} (workdir) vs {b!r} (now)"
-                   for field, a, b in _diff(saved, now) if not _same_content(wd, field, a, b)]
+    recorded = _recorded_inputs(wd)
+    differences = [f"{field}: {a!r} (workdir) vs {b!r} (now)" for field, a, b in _diff(saved, now)
+                   if not _same_content(recorded, field, a, b)]
     if extends and not differences:
       append_jsonl(wd.root / "extensions.jsonl", [{"from_steps": old_steps,
                                                    "to_steps": new_steps}])
@@ -179,7 +184,7 @@ def record_config(wd: Workdir, cfg: RunConfig) -> None:
   """Writes the run's resolved config (every field) to workdir/config.json and the
   content digest of each file or directory it names to workdir/inputs.json."""
   values = cfg.to_dict()
-  before = json.loads(wd.inputs.read_text()) if wd.inputs.exists() else {}
+  before = _recorded_inputs(wd)
   inputs = {}
   for field, path in _named_paths(values).items():
     stamp, entry = path_stamp(path), before.get(field, {})
