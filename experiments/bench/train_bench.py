@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import tempfile
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -52,7 +53,7 @@ def _setup(name: str, batch: int, chunk: int, tmp: str, dtype: str, sets=()):
                                       f"data.loss_chunk={chunk}", "data.train_size=2000",
                                       f"model.compute_dtype={dtype}", *sets])
   examples = training_examples(cfg)
-  wd = Workdir(__import__("pathlib").Path(tmp) / f"{name}")  # one tokenizer per config
+  wd = Workdir(Path(tmp) / name)  # one tokenizer per config
   wd.root.mkdir(parents=True, exist_ok=True)
   tokenizer = prepare_tokenizer(cfg, wd, examples)
   cfg = dataclasses.replace(cfg, model=replace_model(cfg.model,

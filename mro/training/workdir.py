@@ -111,14 +111,22 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
   return out
 
 
+def _named_path(value: Any) -> Path | None:
+  """The existing file or directory a setting's value names (a string with a '/'), else
+  None."""
+  if not (isinstance(value, str) and "/" in value):
+    return None
+  path = Path(value).expanduser()
+  return path if path.exists() else None
+
+
 def _named_paths(values: dict, prefix: str = "") -> dict[str, str]:
-  """{field: value} of the settings that name an existing file or directory (a string
-  with a '/')."""
+  """{field: value} of the settings that name an existing file or directory."""
   out = {}
   for k, v in values.items():
     if isinstance(v, dict):
       out.update(_named_paths(v, f"{prefix}{k}."))
-    elif isinstance(v, str) and "/" in v and Path(v).expanduser().exists():
+    elif _named_path(v) is not None:
       out[f"{prefix}{k}"] = v
   return out
 
@@ -132,10 +140,8 @@ def _same_content(recorded: dict[str, dict], field: str, saved: Any, now: Any) -
   """Whether the path setting `field`, recorded as `saved`, names the same content as
   `now`: by the digest `recorded` when the run started (inputs.json), else (a workdir from
   before that record) by the old path's content when it is still there."""
-  if not (isinstance(saved, str) and isinstance(now, str)) or "/" not in now:
-    return False
-  now_path = Path(now).expanduser()
-  if not now_path.exists():
+  now_path = _named_path(now)
+  if now_path is None or not isinstance(saved, str):
     return False
   entry = recorded.get(field)
   if entry is not None and entry.get("path") == saved:
